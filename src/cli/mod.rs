@@ -1,0 +1,137 @@
+//! Command-line front end: argument parsing, tracing, dispatch, exit codes.
+
+mod config_cmd;
+mod output;
+mod scan;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::Context as _;
+use clap::{Parser, Subcommand};
+
+use crate::config::{Config, Paths};
+
+/// Exit status for bad input, as clap uses for bad flags.
+const EXIT_USAGE: u8 = 2;
+/// Exit status after Ctrl-C, as shells report SIGINT.
+pub const EXIT_INTERRUPTED: u8 = 130;
+/// Exit status when stdout's reader has gone, as shells report SIGPIPE.
+const EXIT_BROKEN_PIPE: u8 = 141;
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "fleetctl",
+    version,
+    about = "Find hosts, learn what they are, and watch them.",
+    arg_required_else_help = true
+)]
+pub struct Cli {
+    /// Config file [default: the platform config dir, ~/.config/fleetctl/config.toml on Linux].
+    #[arg(long, global = true, env = "FLEETCTL_CONFIG", value_name = "FILE")]
+    config: Option<PathBuf>,
+    /// Data directory for the inventory [default: from the config file, else
+    /// the platform data dir, ~/.local/share/fleetctl on Linux].
+    #[arg(long, global = true, env = "FLEETCTL_DATA_DIR", value_name = "DIR")]
+    data_dir: Option<PathBuf>,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Discover live hosts in networks, ranges and lists.
+    Scan(scan::ScanArgs),
+    /// Show where fleetctl keeps things, and its settings.
+    #[command(subcommand)]
+    Config(config_cmd::ConfigCommand),
+}
+
+/// An error in what the operator asked for: exit status 2, not 1.
+#[derive(Debug, thiserror::Error)]
+#[error(transparent)]
+pub struct BadInput(#[from] anyhow::Error);
+
+impl BadInput {
+    /// Marks `e` as the operator's mistake.
+    pub fn wrap(e: impl Into<anyhow::Error>) -> anyhow::Error {
+        anyhow::Error::new(Self(e.into()))
+    }
+}
+
+/// What every command gets: the settings in effect and where things live.
+#[derive(Debug)]
+pub struct Context {
+    pub config: Config,
+    pub paths: Paths,
+}
+
+impl Context {
+    fn load(cli: &Cli) -> anyhow::Result<Self> {
+        let dirs = Paths::platform();
+        let config_file =
+            Paths::config_file(cli.config.as_deref(), dirs.as_ref()).map_err(BadInput::wrap)?;
+        let config = Config::load(&config_file, cli.config.is_some()).map_err(BadInput::wrap)?;
+        let paths = Paths::resolve(
+            config_file,
+            cli.data_dir.as_deref(),
+            &config.paths,
+            dirs.as_ref(),
+        )
+        .map_err(BadInput::wrap)?;
+        Ok(Self { config, paths })
+    }
+}
+
+/// Entry point of the binary.
+#[must_use]
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_tracing();
+    let result = Context::load(&cli).and_then(|ctx| run(cli.command, &ctx));
+    match result {
+        Ok(code) => code,
+        Err(err) if is_broken_pipe(&err) => {
+            // The reader went away (`fleetctl scan ... | head`): stop quietly.
+            ExitCode::from(EXIT_BROKEN_PIPE)
+        }
+        Err(err) => {
+            eprintln!("error: {err:#}");
+            if err.downcast_ref::<BadInput>().is_some() {
+                ExitCode::from(EXIT_USAGE)
+            } else {
+                ExitCode::FAILURE
+            }
+        }
+    }
+}
+
+fn run(command: Command, ctx: &Context) -> anyhow::Result<ExitCode> {
+    match command {
+        Command::Config(cmd) => Ok(config_cmd::run(&cmd, ctx)),
+        Command::Scan(args) => {
+            let runtime = tokio::runtime::Builder::new_multi_thread()
+                .enable_all()
+                .build()
+                .context("cannot start the async runtime")?;
+            runtime.block_on(scan::run(args, ctx))
+        }
+    }
+}
+
+fn is_broken_pipe(err: &anyhow::Error) -> bool {
+    err.chain().any(|e| {
+        e.downcast_ref::<std::io::Error>()
+            .is_some_and(|io| io.kind() == std::io::ErrorKind::BrokenPipe)
+    })
+}
+
+/// Headless commands log to stderr; `RUST_LOG` picks what (default: warnings).
+fn init_tracing() {
+    use tracing_subscriber::EnvFilter;
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("warn"));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .try_init();
+}

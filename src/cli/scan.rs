@@ -1,0 +1,305 @@
+//! `fleetctl scan`: headless discovery.
+
+use std::io::IsTerminal;
+use std::net::IpAddr;
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use anyhow::Context as _;
+use clap::Args;
+use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+
+use super::output::{Format, ScanWriter};
+use super::{BadInput, Context, EXIT_INTERRUPTED};
+use crate::config::{ScanConfig, parse_duration};
+use crate::model::HostScan;
+use crate::scan::targets::{self, TargetSpec};
+use crate::scan::{self, Method, MethodChoice, ProbePlan, ScanOptions, ScanProgress};
+use crate::store::Inventory;
+
+/// Defaults come from the config file's `[scan]` table; see `fleetctl config default`.
+#[derive(Debug, Args)]
+pub struct ScanArgs {
+    /// What to scan: 10.0.0.0/24, fd00::/120, 10.0.0.5-40, 10.0.0.7, host.example.com, @file.
+    #[arg(required = true, value_name = "TARGET")]
+    targets: Vec<String>,
+    /// Leave these out (same forms as targets; repeat or separate with commas).
+    #[arg(long, value_name = "TARGET", value_delimiter = ',')]
+    exclude: Vec<String>,
+    /// How to probe [default: auto].
+    #[arg(short, long, value_enum)]
+    method: Option<MethodChoice>,
+    /// Ports for TCP probes [default: 22,80,443].
+    #[arg(short, long, value_delimiter = ',', value_parser = clap::value_parser!(u16).range(1..))]
+    ports: Option<Vec<u16>>,
+    /// Probe packets per second, 0 for no limit [default: 100000].
+    #[arg(long)]
+    rate: Option<u32>,
+    /// Wait this long for an answer: 500ms, 2s [default: 500ms].
+    #[arg(long, value_parser = parse_duration)]
+    timeout: Option<Duration>,
+    /// Extra attempts for hosts that have not answered [default: 1].
+    #[arg(long)]
+    retries: Option<u32>,
+    /// Refuse to scan more addresses than this [default: 65536].
+    #[arg(long)]
+    max_hosts: Option<u64>,
+    /// Look up reverse DNS names of live hosts.
+    #[arg(long)]
+    resolve: bool,
+    /// Do not read SSH banners on port 22.
+    #[arg(long)]
+    no_banner: bool,
+    /// Show only hosts that answered.
+    #[arg(long)]
+    alive_only: bool,
+    /// Output format [default: table].
+    #[arg(short, long, value_enum, default_value_t = Format::Table)]
+    output: Format,
+}
+
+/// The scan's settings after flags are laid over the config file.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ScanSettings {
+    pub method: MethodChoice,
+    pub max_hosts: u64,
+    pub options: ScanOptions,
+}
+
+impl ScanSettings {
+    /// Flags win over the config file. Pure, so it is tested directly.
+    #[must_use]
+    pub fn resolve(args: &ScanArgs, file: &ScanConfig) -> Self {
+        let ssh_banner = file.ssh_banner && !args.no_banner;
+        Self {
+            method: args.method.unwrap_or(file.method),
+            max_hosts: args.max_hosts.unwrap_or(file.max_hosts),
+            options: ScanOptions {
+                plan: ProbePlan {
+                    rate: args.rate.unwrap_or(file.rate),
+                    timeout: args.timeout.unwrap_or(file.timeout),
+                    retries: args.retries.unwrap_or(file.retries),
+                },
+                ports: args.ports.clone().unwrap_or_else(|| file.ports.clone()),
+                banner_timeout: ssh_banner.then_some(file.banner_timeout),
+                resolve: args.resolve || file.resolve,
+                max_in_flight: file.max_in_flight,
+            },
+        }
+    }
+}
+
+pub async fn run(args: ScanArgs, ctx: &Context) -> anyhow::Result<ExitCode> {
+    let mut settings = ScanSettings::resolve(&args, &ctx.config.scan);
+    let targets = parse_all(&args.targets)?;
+    let exclude = parse_all(&args.exclude)?;
+    let lookup_timeout = Duration::from_secs(5);
+    let targets = targets::resolve_names(targets, lookup_timeout)
+        .await
+        .map_err(BadInput::wrap)?;
+    let exclude = targets::resolve_names(exclude, lookup_timeout)
+        .await
+        .map_err(BadInput::wrap)?;
+    let addrs: Arc<[IpAddr]> = targets::expand(&targets, &exclude, settings.max_hosts)
+        .map_err(BadInput::wrap)?
+        .into();
+
+    settings.options.max_in_flight = settings.options.max_in_flight.min(raise_open_files_limit());
+    let (method, note) = Method::choose(settings.method, &addrs).map_err(BadInput::wrap)?;
+    if let Some(note) = note {
+        eprintln!("note: {note}");
+    }
+    let mut inventory = Inventory::open(&ctx.paths.inventory())
+        .context("cannot record the scan in the inventory (is --data-dir writable?)")?;
+    let scan_id = inventory.begin_scan(&args.targets.join(" "), method.name())?;
+
+    let progress = Arc::new(ScanProgress::new(addrs.len()));
+    let cancel = CancellationToken::new();
+    let (tx, mut rx) = mpsc::unbounded_channel();
+    let scan = tokio::spawn(scan::run(
+        Arc::clone(&addrs),
+        method,
+        settings.options.clone(),
+        cancel.clone(),
+        tx,
+        Arc::clone(&progress),
+    ));
+
+    let bar = progress_bar(addrs.len());
+    let mut writer = ScanWriter::new(
+        args.output,
+        std::io::stdout().lock(),
+        &addrs,
+        settings.options.resolve,
+    );
+    bar_suspend(bar.as_ref(), || writer.header())?;
+    let mut results: Vec<HostScan> = Vec::new();
+    let mut tick = tokio::time::interval(Duration::from_millis(100));
+    let mut ctrl_c = std::pin::pin!(tokio::signal::ctrl_c());
+    loop {
+        tokio::select! {
+            host = rx.recv() => {
+                let Some(host) = host else { break };
+                // Write everything already waiting, then flush once.
+                let mut batch = vec![host];
+                while let Ok(more) = rx.try_recv() {
+                    batch.push(more);
+                }
+                bar_suspend(bar.as_ref(), || {
+                    for host in &batch {
+                        if !args.alive_only || host.reach == crate::model::Reach::Alive {
+                            writer.host(host)?;
+                        }
+                    }
+                    writer.flush()
+                })?;
+                results.extend(batch);
+            }
+            _ = tick.tick(), if bar.is_some() => {
+                if let Some(bar) = &bar {
+                    update_bar(bar, &progress);
+                }
+            }
+            _ = &mut ctrl_c, if !cancel.is_cancelled() => cancel.cancel(),
+        }
+    }
+    let summary = scan.await.context("the scan task failed")?;
+    if let Some(bar) = &bar {
+        bar.finish_and_clear();
+    }
+    writer.finish(&summary)?;
+    inventory.record_hosts(scan_id, &results)?;
+    inventory.finish_scan(scan_id, summary.alive, summary.silent, summary.interrupted)?;
+    Ok(if summary.interrupted {
+        ExitCode::from(EXIT_INTERRUPTED)
+    } else {
+        ExitCode::SUCCESS
+    })
+}
+
+fn parse_all(inputs: &[String]) -> anyhow::Result<Vec<TargetSpec>> {
+    let mut specs = Vec::new();
+    for input in inputs {
+        specs.extend(targets::parse_target(input).map_err(BadInput::wrap)?);
+    }
+    Ok(specs)
+}
+
+/// Lifts the soft open-files limit to the hard one and returns how many
+/// sockets a scan may hold open, keeping some descriptors spare.
+fn raise_open_files_limit() -> usize {
+    use nix::sys::resource::{Resource, getrlimit, setrlimit};
+    let Ok((soft, hard)) = getrlimit(Resource::RLIMIT_NOFILE) else {
+        return 256;
+    };
+    let limit = if setrlimit(Resource::RLIMIT_NOFILE, hard, hard).is_ok() {
+        hard
+    } else {
+        soft
+    };
+    usize::try_from(limit)
+        .unwrap_or(usize::MAX)
+        .saturating_sub(64)
+        .max(16)
+}
+
+/// A progress bar on stderr, only when stderr is a terminal.
+fn progress_bar(total: usize) -> Option<ProgressBar> {
+    if !std::io::stderr().is_terminal() {
+        return None;
+    }
+    let bar = ProgressBar::with_draw_target(Some(total as u64), ProgressDrawTarget::stderr());
+    let style = ProgressStyle::with_template("{bar:30.cyan/blue} {pos}/{len} probed · {msg}")
+        .unwrap_or_else(|_| ProgressStyle::default_bar());
+    bar.set_style(style);
+    Some(bar)
+}
+
+fn update_bar(bar: &ProgressBar, progress: &ScanProgress) {
+    let probed = progress.probed.load(Ordering::Relaxed);
+    let alive = progress.alive.load(Ordering::Relaxed);
+    let secs = bar.elapsed().as_secs_f64().max(0.001);
+    bar.set_position(probed);
+    bar.set_message(format!("{alive} alive · {:.0}/s", probed as f64 / secs));
+}
+
+fn bar_suspend<T>(bar: Option<&ProgressBar>, f: impl FnOnce() -> T) -> T {
+    match bar {
+        Some(bar) => bar.suspend(f),
+        None => f(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+
+    #[derive(Debug, Parser)]
+    struct Wrapper {
+        #[command(flatten)]
+        args: ScanArgs,
+    }
+
+    fn resolve(argv: &[&str], file: &ScanConfig) -> ScanSettings {
+        let parsed =
+            Wrapper::try_parse_from(std::iter::once("scan").chain(argv.iter().copied())).unwrap();
+        ScanSettings::resolve(&parsed.args, file)
+    }
+
+    #[test]
+    fn defaults_come_from_the_file() {
+        let file = ScanConfig {
+            rate: 5,
+            ports: vec![2222],
+            resolve: true,
+            ..ScanConfig::default()
+        };
+        let s = resolve(&["127.0.0.1"], &file);
+        assert_eq!(s.options.plan.rate, 5);
+        assert_eq!(s.options.ports, [2222]);
+        assert!(s.options.resolve);
+        assert_eq!(s.options.banner_timeout, Some(Duration::from_secs(2)));
+        assert_eq!(s.method, MethodChoice::Auto);
+    }
+
+    #[test]
+    fn flags_override_the_file() {
+        let s = resolve(
+            &[
+                "127.0.0.1",
+                "--rate",
+                "10",
+                "--ports",
+                "22,8022",
+                "--timeout",
+                "2s",
+                "--retries",
+                "3",
+                "-m",
+                "tcp",
+                "--no-banner",
+                "--max-hosts",
+                "9",
+            ],
+            &ScanConfig::default(),
+        );
+        assert_eq!(s.options.plan.rate, 10);
+        assert_eq!(s.options.ports, [22, 8022]);
+        assert_eq!(s.options.plan.timeout, Duration::from_secs(2));
+        assert_eq!(s.options.plan.retries, 3);
+        assert_eq!(s.method, MethodChoice::Tcp);
+        assert_eq!(s.options.banner_timeout, None);
+        assert_eq!(s.max_hosts, 9);
+    }
+
+    #[test]
+    fn port_zero_is_refused() {
+        let parsed = Wrapper::try_parse_from(["scan", "127.0.0.1", "--ports", "0"]);
+        assert!(parsed.is_err());
+    }
+}

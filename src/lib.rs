@@ -1,0 +1,13 @@
+//! fleetctl: find hosts, learn what they are, put an agent on them, watch them.
+//!
+//! Layers, each using only those below it (see DESIGN.md):
+//! `cli` → `scan` → `store` → `model`.
+
+// Tests may unwrap: a panic there is a failed test, which is the point.
+#![cfg_attr(test, allow(clippy::unwrap_used))]
+
+pub mod cli;
+pub mod config;
+pub mod model;
+pub mod scan;
+pub mod store;

@@ -1,0 +1,322 @@
+//! The inventory: what fleetctl knows about hosts, in SQLite in the data dir,
+//! shared by every command and the console.
+
+mod schema;
+
+use std::net::IpAddr;
+use std::path::{Path, PathBuf};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use rusqlite::{Connection, OptionalExtension, params};
+
+use crate::model::{HostScan, Reach};
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("cannot open the inventory {}: {source}", path.display())]
+    Open {
+        path: PathBuf,
+        source: rusqlite::Error,
+    },
+    #[error("cannot create the data directory {}: {source}", path.display())]
+    CreateDir {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error(
+        "the inventory {} has schema version {found}, newer than this fleetctl knows ({known}); use a newer fleetctl",
+        path.display()
+    )]
+    TooNew {
+        path: PathBuf,
+        found: u32,
+        known: u32,
+    },
+    #[error("inventory query failed: {0}")]
+    Sql(#[from] rusqlite::Error),
+}
+
+/// Identifies one recorded scan.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ScanId(pub i64);
+
+/// A host as the inventory knows it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct StoredHost {
+    pub scan: HostScan,
+    /// Unix seconds when it was first, and last, seen alive.
+    pub first_seen: Option<i64>,
+    pub last_seen: Option<i64>,
+    /// Unix seconds of the last scan that probed it, and that scan's id.
+    pub last_scanned: i64,
+    pub last_scan: ScanId,
+}
+
+/// An open inventory.
+#[derive(Debug)]
+pub struct Inventory {
+    conn: Connection,
+}
+
+/// Seconds since the Unix epoch, now.
+#[must_use]
+pub fn now_unix() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
+}
+
+impl Inventory {
+    /// Opens (creating if needed) the inventory at `path`.
+    pub fn open(path: &Path) -> Result<Self, StoreError> {
+        if let Some(dir) = path.parent() {
+            create_private_dir(dir)?;
+        }
+        let conn = Connection::open(path).map_err(|source| StoreError::Open {
+            path: path.to_owned(),
+            source,
+        })?;
+        // Several commands (and the console) may use it at once.
+        conn.busy_timeout(std::time::Duration::from_secs(5))?;
+        conn.pragma_update(None, "journal_mode", "WAL")?;
+        schema::migrate(&conn, path)?;
+        Ok(Self { conn })
+    }
+
+    /// An inventory that lives only as long as this value (for tests).
+    pub fn open_in_memory() -> Result<Self, StoreError> {
+        let conn = Connection::open_in_memory()?;
+        schema::migrate(&conn, Path::new(":memory:"))?;
+        Ok(Self { conn })
+    }
+
+    /// Records that a scan started.
+    pub fn begin_scan(&mut self, targets: &str, method: &str) -> Result<ScanId, StoreError> {
+        self.conn.execute(
+            "INSERT INTO scans (started_at, targets, method) VALUES (?1, ?2, ?3)",
+            params![now_unix(), targets, method],
+        )?;
+        Ok(ScanId(self.conn.last_insert_rowid()))
+    }
+
+    /// Records a scan's outcome for each host, in one transaction. Live hosts
+    /// are added or updated; silent ones only update hosts already known, so
+    /// scanning a mostly empty range does not fill the inventory with nothing.
+    pub fn record_hosts(&mut self, scan: ScanId, hosts: &[HostScan]) -> Result<(), StoreError> {
+        let now = now_unix();
+        let tx = self.conn.transaction()?;
+        {
+            let mut upsert_alive = tx.prepare_cached(
+                "INSERT INTO hosts (addr, name, reach, via, rtt_ms, open_ports, ssh_banner,
+                                    first_seen, last_seen, last_scanned, last_scan)
+                 VALUES (?1, ?2, 'alive', ?3, ?4, ?5, ?6, ?7, ?7, ?7, ?8)
+                 ON CONFLICT (addr) DO UPDATE SET
+                    name = coalesce(excluded.name, hosts.name),
+                    reach = 'alive', via = excluded.via, rtt_ms = excluded.rtt_ms,
+                    open_ports = excluded.open_ports, ssh_banner = excluded.ssh_banner,
+                    first_seen = coalesce(hosts.first_seen, excluded.first_seen),
+                    last_seen = excluded.last_seen, last_scanned = excluded.last_scanned,
+                    last_scan = excluded.last_scan",
+            )?;
+            let mut mark_silent = tx.prepare_cached(
+                "UPDATE hosts SET reach = 'silent', via = NULL, rtt_ms = NULL,
+                        last_scanned = ?2, last_scan = ?3
+                 WHERE addr = ?1",
+            )?;
+            for host in hosts {
+                let addr = host.addr.to_string();
+                match host.reach {
+                    Reach::Alive => {
+                        let ports = ports_text(&host.open_ports);
+                        upsert_alive.execute(params![
+                            addr,
+                            host.name,
+                            host.via.map(|v| v.to_string()),
+                            host.rtt_ms,
+                            ports,
+                            host.ssh_banner,
+                            now,
+                            scan.0
+                        ])?;
+                    }
+                    Reach::Silent => {
+                        mark_silent.execute(params![addr, now, scan.0])?;
+                    }
+                    Reach::Unknown => {}
+                }
+            }
+        }
+        tx.commit()?;
+        Ok(())
+    }
+
+    /// Records how a scan ended.
+    pub fn finish_scan(
+        &mut self,
+        scan: ScanId,
+        alive: usize,
+        silent: usize,
+        interrupted: bool,
+    ) -> Result<(), StoreError> {
+        self.conn.execute(
+            "UPDATE scans SET finished_at = ?2, alive = ?3, silent = ?4, interrupted = ?5
+             WHERE id = ?1",
+            params![scan.0, now_unix(), count(alive), count(silent), interrupted],
+        )?;
+        Ok(())
+    }
+
+    /// Every known host, in address order.
+    pub fn hosts(&self) -> Result<Vec<StoredHost>, StoreError> {
+        let mut stmt = self
+            .conn
+            .prepare_cached(&format!("{SELECT_HOST} ORDER BY addr"))?;
+        let rows = stmt.query_map([], row_to_host)?;
+        let mut hosts = rows.collect::<Result<Vec<_>, _>>()?;
+        hosts.sort_by_key(|h| h.scan.addr);
+        Ok(hosts)
+    }
+
+    /// One host, if known.
+    pub fn host(&self, addr: IpAddr) -> Result<Option<StoredHost>, StoreError> {
+        let mut stmt = self
+            .conn
+            .prepare_cached(&format!("{SELECT_HOST} WHERE addr = ?1"))?;
+        Ok(stmt.query_row([addr.to_string()], row_to_host).optional()?)
+    }
+}
+
+const SELECT_HOST: &str = "SELECT addr, name, reach, via, rtt_ms, open_ports, ssh_banner,
+                                  first_seen, last_seen, last_scanned, last_scan FROM hosts";
+
+fn row_to_host(row: &rusqlite::Row<'_>) -> rusqlite::Result<StoredHost> {
+    let text_err = |i: usize, msg: String| {
+        rusqlite::Error::FromSqlConversionFailure(i, rusqlite::types::Type::Text, msg.into())
+    };
+    let addr: String = row.get(0)?;
+    let reach: String = row.get(2)?;
+    let via: Option<String> = row.get(3)?;
+    let ports: Option<String> = row.get(5)?;
+    Ok(StoredHost {
+        scan: HostScan {
+            addr: addr.parse().map_err(|e| text_err(0, format!("{e}")))?,
+            name: row.get(1)?,
+            reach: Reach::parse(&reach).ok_or_else(|| text_err(2, reach.clone()))?,
+            via: via
+                .map(|v| v.parse())
+                .transpose()
+                .map_err(|e| text_err(3, e))?,
+            rtt_ms: row.get(4)?,
+            open_ports: ports
+                .unwrap_or_default()
+                .split(',')
+                .filter_map(|p| p.parse().ok())
+                .collect(),
+            ssh_banner: row.get(6)?,
+        },
+        first_seen: row.get(7)?,
+        last_seen: row.get(8)?,
+        last_scanned: row.get(9)?,
+        last_scan: ScanId(row.get(10)?),
+    })
+}
+
+fn count(n: usize) -> i64 {
+    i64::try_from(n).unwrap_or(i64::MAX)
+}
+
+fn ports_text(ports: &[u16]) -> Option<String> {
+    (!ports.is_empty()).then(|| {
+        ports
+            .iter()
+            .map(u16::to_string)
+            .collect::<Vec<_>>()
+            .join(",")
+    })
+}
+
+/// Creates `dir` (and parents) readable by the owner only: the inventory
+/// and, later, keys and tokens live here.
+pub fn create_private_dir(dir: &Path) -> Result<(), StoreError> {
+    use std::os::unix::fs::DirBuilderExt;
+    if dir.as_os_str().is_empty() || dir.is_dir() {
+        return Ok(());
+    }
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(dir)
+        .map_err(|source| StoreError::CreateDir {
+            path: dir.to_owned(),
+            source,
+        })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::Via;
+
+    fn alive(addr: &str, via: Via) -> HostScan {
+        let mut h = HostScan::new(addr.parse().unwrap(), Reach::Alive);
+        h.via = Some(via);
+        h.rtt_ms = Some(0.5);
+        h
+    }
+
+    #[test]
+    fn rescanning_updates_rather_than_duplicates() {
+        let mut inv = Inventory::open_in_memory().unwrap();
+        let first = inv.begin_scan("127.0.0.0/30", "icmp").unwrap();
+        let mut ssh = alive("127.0.0.1", Via::Tcp(22));
+        ssh.open_ports = vec![22];
+        ssh.ssh_banner = Some("SSH-2.0-OpenSSH_9.2p1".into());
+        inv.record_hosts(
+            first,
+            &[
+                ssh.clone(),
+                alive("127.0.0.2", Via::Icmp),
+                HostScan::new("127.0.0.3".parse().unwrap(), Reach::Silent),
+            ],
+        )
+        .unwrap();
+        assert_eq!(
+            inv.hosts().unwrap().len(),
+            2,
+            "silent unknown hosts are not stored"
+        );
+        let stored = inv.host("127.0.0.1".parse().unwrap()).unwrap().unwrap();
+        assert_eq!(stored.scan, ssh);
+
+        let second = inv.begin_scan("127.0.0.0/30", "icmp").unwrap();
+        inv.record_hosts(
+            second,
+            &[
+                alive("127.0.0.1", Via::Icmp),
+                HostScan::new("127.0.0.2".parse().unwrap(), Reach::Silent),
+            ],
+        )
+        .unwrap();
+        let hosts = inv.hosts().unwrap();
+        assert_eq!(hosts.len(), 2);
+        assert_eq!(hosts[0].scan.via, Some(Via::Icmp));
+        assert_eq!(hosts[0].last_scan, second);
+        assert_eq!(hosts[1].scan.reach, Reach::Silent);
+        assert!(hosts[1].last_seen.is_some(), "last seen alive is kept");
+    }
+
+    #[test]
+    fn survives_reopening() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("nested/inventory.sqlite3");
+        {
+            let mut inv = Inventory::open(&path).unwrap();
+            let scan = inv.begin_scan("127.0.0.1", "tcp").unwrap();
+            inv.record_hosts(scan, &[alive("127.0.0.1", Via::Tcp(80))])
+                .unwrap();
+            inv.finish_scan(scan, 1, 0, false).unwrap();
+        }
+        let inv = Inventory::open(&path).unwrap();
+        assert_eq!(inv.hosts().unwrap()[0].scan.via, Some(Via::Tcp(80)));
+    }
+}

@@ -1,0 +1,54 @@
+//! Schema migrations, applied in order and counted in `PRAGMA user_version`.
+
+use std::path::Path;
+
+use rusqlite::Connection;
+
+use super::StoreError;
+
+/// Each entry moves the schema one version up. Never edit a shipped entry.
+const MIGRATIONS: &[&str] = &[
+    // 1: scans and the hosts they found.
+    "CREATE TABLE scans (
+        id INTEGER PRIMARY KEY,
+        started_at INTEGER NOT NULL,
+        finished_at INTEGER,
+        targets TEXT NOT NULL,
+        method TEXT NOT NULL,
+        alive INTEGER,
+        silent INTEGER,
+        interrupted INTEGER
+    );
+    CREATE TABLE hosts (
+        addr TEXT PRIMARY KEY,
+        name TEXT,
+        reach TEXT NOT NULL,
+        via TEXT,
+        rtt_ms REAL,
+        open_ports TEXT,
+        ssh_banner TEXT,
+        first_seen INTEGER,
+        last_seen INTEGER,
+        last_scanned INTEGER NOT NULL,
+        last_scan INTEGER NOT NULL REFERENCES scans (id)
+    );",
+];
+
+pub fn migrate(conn: &Connection, path: &Path) -> Result<(), StoreError> {
+    let known = MIGRATIONS.len() as u32;
+    let found: u32 = conn.pragma_query_value(None, "user_version", |row| row.get(0))?;
+    if found > known {
+        return Err(StoreError::TooNew {
+            path: path.to_owned(),
+            found,
+            known,
+        });
+    }
+    for (version, sql) in MIGRATIONS.iter().enumerate().skip(found as usize) {
+        let tx = conn.unchecked_transaction()?;
+        tx.execute_batch(sql)?;
+        tx.pragma_update(None, "user_version", version as u32 + 1)?;
+        tx.commit()?;
+    }
+    Ok(())
+}

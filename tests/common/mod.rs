@@ -1,0 +1,225 @@
+//! Helpers shared by the integration tests: the binary in a private
+//! environment, root checks, network namespaces and real sshd processes.
+#![allow(dead_code, clippy::unwrap_used)]
+
+use std::net::{IpAddr, SocketAddr, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use fleetctl::model::HostScan;
+
+/// The binary with its own empty config file and data dir, so a developer's
+/// own settings and inventory never leak into a test.
+pub struct Env {
+    pub dir: tempfile::TempDir,
+}
+
+impl Env {
+    pub fn new() -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("config.toml"), "").unwrap();
+        Self { dir }
+    }
+
+    pub fn config_file(&self) -> PathBuf {
+        self.dir.path().join("config.toml")
+    }
+
+    pub fn data_dir(&self) -> PathBuf {
+        self.dir.path().join("data")
+    }
+
+    pub fn cmd(&self) -> Command {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_fleetctl"));
+        cmd.env("FLEETCTL_CONFIG", self.config_file())
+            .env("FLEETCTL_DATA_DIR", self.data_dir())
+            .env_remove("RUST_LOG")
+            .stdin(Stdio::null());
+        cmd
+    }
+
+    /// Runs `fleetctl ARGS` to the end.
+    pub fn run(&self, args: &[&str]) -> Output {
+        self.cmd().args(args).output().unwrap()
+    }
+
+    /// Runs a scan with `-o json` and parses what it printed.
+    pub fn scan_json(&self, args: &[&str]) -> Vec<HostScan> {
+        let mut all = vec!["scan", "-o", "json"];
+        all.extend_from_slice(args);
+        let out = self.run(&all);
+        assert!(
+            out.status.success(),
+            "fleetctl {all:?} failed: {}\n{}",
+            out.status,
+            String::from_utf8_lossy(&out.stderr)
+        );
+        serde_json::from_slice(&out.stdout).unwrap()
+    }
+
+    pub fn inventory(&self) -> fleetctl::store::Inventory {
+        fleetctl::store::Inventory::open(&self.data_dir().join("inventory.sqlite3")).unwrap()
+    }
+}
+
+pub fn stderr(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+pub fn stdout(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// Tests marked `#[ignore]` for needing root fail loudly, never pass, without it.
+pub fn require_root() {
+    let uid = Command::new("id").arg("-u").output().unwrap();
+    assert_eq!(
+        String::from_utf8_lossy(&uid.stdout).trim(),
+        "0",
+        "this test needs root (raw sockets, network namespaces, port 22): run it as root, as .ci/run does"
+    );
+}
+
+/// Fails loudly when a tool the test needs is not installed.
+pub fn require_tool(name: &str) -> PathBuf {
+    for dir in ["/usr/sbin", "/usr/bin", "/sbin", "/bin", "/usr/local/bin"] {
+        let path = Path::new(dir).join(name);
+        if path.exists() {
+            return path;
+        }
+    }
+    panic!("this test needs `{name}`: install it (.ci/run does, with apt-get)");
+}
+
+/// A network namespace of the test's own, deleted on drop.
+pub struct Netns {
+    pub name: String,
+}
+
+impl Netns {
+    /// Creates the namespace with its loopback up.
+    pub fn new(tag: &str) -> Self {
+        require_tool("ip");
+        let name = format!("fleetctl-{tag}-{}", std::process::id());
+        let _ = Command::new("ip")
+            .args(["netns", "del", &name])
+            .stderr(Stdio::null())
+            .status();
+        let ok = Command::new("ip")
+            .args(["netns", "add", &name])
+            .status()
+            .unwrap();
+        assert!(ok.success(), "ip netns add {name} failed");
+        let ns = Self { name };
+        ns.sh("ip link set lo up");
+        ns
+    }
+
+    /// Runs a shell command inside the namespace; it must succeed.
+    pub fn sh(&self, script: &str) {
+        let out = Command::new("ip")
+            .args(["netns", "exec", &self.name, "sh", "-c", script])
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "in {}: {script}: {}",
+            self.name,
+            stderr(&out)
+        );
+    }
+
+    /// Loads an nftables ruleset inside the namespace.
+    pub fn nft(&self, ruleset: &str) {
+        require_tool("nft");
+        let path = std::env::temp_dir().join(format!("{}.nft", self.name));
+        std::fs::write(&path, ruleset).unwrap();
+        self.sh(&format!("nft -f {}", path.display()));
+        let _ = std::fs::remove_file(path);
+    }
+
+    /// `cmd` run inside the namespace (through `ip netns exec`).
+    pub fn wrap(&self, cmd: &Command) -> Command {
+        let mut wrapped = Command::new("ip");
+        wrapped
+            .args(["netns", "exec", &self.name])
+            .arg(cmd.get_program())
+            .args(cmd.get_args());
+        for (key, value) in cmd.get_envs() {
+            match value {
+                Some(v) => wrapped.env(key, v),
+                None => wrapped.env_remove(key),
+            };
+        }
+        wrapped.stdin(Stdio::null());
+        wrapped
+    }
+}
+
+impl Drop for Netns {
+    fn drop(&mut self) {
+        let _ = Command::new("ip")
+            .args(["netns", "del", &self.name])
+            .status();
+    }
+}
+
+/// A real OpenSSH server on a loopback address, with its own config and
+/// host key in a temporary directory; killed on drop.
+pub struct Sshd {
+    pub addr: SocketAddr,
+    pub dir: tempfile::TempDir,
+    child: Child,
+}
+
+impl Sshd {
+    pub fn start(ip: &str, port: u16) -> Self {
+        let sshd = require_tool("sshd");
+        require_tool("ssh-keygen");
+        std::fs::create_dir_all("/run/sshd").unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let key = dir.path().join("host_ed25519");
+        let keygen = Command::new("ssh-keygen")
+            .args(["-q", "-t", "ed25519", "-N", "", "-f"])
+            .arg(&key)
+            .status()
+            .unwrap();
+        assert!(keygen.success());
+        let config = dir.path().join("sshd_config");
+        std::fs::write(
+            &config,
+            format!(
+                "ListenAddress {ip}:{port}\nHostKey {}\nPidFile none\nUsePAM no\n\
+                 PasswordAuthentication no\nAuthorizedKeysFile {}/authorized_keys\n",
+                key.display(),
+                dir.path().display()
+            ),
+        )
+        .unwrap();
+        let child = Command::new(sshd)
+            .args(["-D", "-e", "-f"])
+            .arg(&config)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let addr = SocketAddr::new(ip.parse::<IpAddr>().unwrap(), port);
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_err() {
+            assert!(
+                Instant::now() < deadline,
+                "sshd did not start listening on {addr}"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        Self { addr, dir, child }
+    }
+}
+
+impl Drop for Sshd {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
