@@ -126,6 +126,45 @@ fn silent_hosts_are_silent_and_timing_follows_timeout_and_retries() {
 
 #[test]
 #[ignore = "needs root: raw ICMP sockets, network namespaces, nftables, port 22"]
+fn icmp_scans_also_find_hosts_that_drop_icmp_but_answer_on_port_22() {
+    require_root();
+    let env = Env::new();
+    let ns = Netns::new("noicmp");
+    // .5 drops ICMP but refuses on 22; .6 answers ICMP but drops port 22;
+    // .7 drops both.
+    ns.nft(
+        "table inet fleetctl_test {
+           chain input {
+             type filter hook input priority 0; policy accept;
+             ip daddr 127.2.0.5 ip protocol icmp drop
+             ip daddr 127.2.0.6 tcp dport 22 drop
+             ip daddr 127.2.0.7 drop
+           }
+         }",
+    );
+    let mut cmd = env.cmd();
+    cmd.args(["scan", "-o", "json", "--timeout", "300ms", "127.2.0.5-7"]);
+    let hosts = run_json(&mut ns.wrap(&cmd));
+    let by_addr = |last: u8| {
+        hosts
+            .iter()
+            .find(|h| h.addr == IpAddr::from([127, 2, 0, last]))
+            .unwrap()
+    };
+    assert_eq!(by_addr(5).reach, Reach::Alive);
+    assert_eq!(
+        by_addr(5).via,
+        Some(Via::Tcp(22)),
+        "found by its port 22 answer"
+    );
+    assert_eq!(by_addr(6).reach, Reach::Alive);
+    assert_eq!(by_addr(6).via, Some(Via::Icmp));
+    assert!(by_addr(6).open_ports.is_empty() && by_addr(6).ssh_banner.is_none());
+    assert_eq!(by_addr(7).reach, Reach::Silent);
+}
+
+#[test]
+#[ignore = "needs root: raw ICMP sockets, network namespaces, nftables, port 22"]
 fn without_raw_sockets_icmp_is_refused_and_auto_falls_back() {
     require_root();
     require_tool("setpriv");

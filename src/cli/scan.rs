@@ -109,7 +109,9 @@ pub async fn run(args: ScanArgs, ctx: &Context) -> anyhow::Result<ExitCode> {
         .into();
 
     settings.options.max_in_flight = settings.options.max_in_flight.min(raise_open_files_limit());
-    let (method, note) = Method::choose(settings.method, &addrs).map_err(BadInput::wrap)?;
+    let probe_ssh = settings.options.banner_timeout.is_some();
+    let (method, note) =
+        Method::choose(settings.method, &addrs, probe_ssh).map_err(BadInput::wrap)?;
     if let Some(note) = note {
         eprintln!("note: {note}");
     }

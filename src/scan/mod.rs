@@ -1,18 +1,21 @@
 //! Host discovery: which addresses answer, how, and what runs on port 22.
 //!
 //! ```text
-//!  targets ──▶ prober (icmp | tcp) ──Found──▶ run() ──▶ enrich ──HostScan──▶ caller
-//!              one send loop,                 dedup,    ssh banner (icmp),
-//!              one receive loop               silent    reverse DNS
+//!  targets ──▶ prober (icmp+syn:22 | tcp) ──Found──▶ run() ──▶ enrich ──HostScan──▶ caller
+//!              one send loop,                       merge,    ssh banner,
+//!              one receive loop per socket          silent    reverse DNS
 //! ```
 //!
 //! Usable alone: inputs are arguments, results stream out on a channel,
 //! progress is a set of counters the caller reads when it wants.
 
 pub mod banner;
+mod bpf;
+pub mod checksum;
 pub mod icmp;
 pub mod pacer;
 pub mod reverse_dns;
+pub mod syn;
 pub mod targets;
 pub mod tcp;
 
@@ -62,16 +65,18 @@ impl Method {
         }
     }
 
-    /// Opens what `choice` needs. With `Auto`, falls back to TCP when ICMP is
-    /// not permitted and returns a note saying so, for the operator.
+    /// Opens what `choice` needs; `probe_ssh` asks ICMP scans to learn
+    /// port 22 too. With `Auto`, falls back to TCP when ICMP is not permitted
+    /// and returns a note saying so, for the operator.
     pub fn choose(
         choice: MethodChoice,
         targets: &[IpAddr],
+        probe_ssh: bool,
     ) -> Result<(Self, Option<String>), IcmpError> {
         match choice {
             MethodChoice::Tcp => Ok((Method::Tcp, None)),
-            MethodChoice::Icmp => Ok((Method::Icmp(IcmpProber::open(targets)?), None)),
-            MethodChoice::Auto => match IcmpProber::open(targets) {
+            MethodChoice::Icmp => Ok((Method::Icmp(IcmpProber::open(targets, probe_ssh)?), None)),
+            MethodChoice::Auto => match IcmpProber::open(targets, probe_ssh) {
                 Ok(prober) => Ok((Method::Icmp(prober), None)),
                 Err(IcmpError::NotPermitted) => Ok((
                     Method::Tcp,
@@ -133,6 +138,17 @@ impl ScanProgress {
     }
 }
 
+/// What is known of port 22 when a host is found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Port22 {
+    /// Not probed by the prober: connect to learn it.
+    Unprobed,
+    Open,
+    Closed,
+    /// Probed, never answered: filtered.
+    Silent,
+}
+
 /// A prober's report that a target answered.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Found {
@@ -141,6 +157,7 @@ pub struct Found {
     pub rtt: Duration,
     pub open_ports: Vec<u16>,
     pub ssh_banner: Option<String>,
+    pub port22: Port22,
 }
 
 impl Found {
@@ -152,6 +169,7 @@ impl Found {
             rtt,
             open_ports: Vec::new(),
             ssh_banner: None,
+            port22: Port22::Unprobed,
         }
     }
 }
@@ -199,11 +217,15 @@ pub async fn run(
         found: found_tx,
         progress: Arc::clone(&progress),
     };
-    // ICMP says nothing of port 22: ask it separately. TCP read it already.
+    // TCP probes read banners as they go; after ICMP, connect where port 22
+    // is open (or was not probed).
     let banner_after = match method {
         Method::Icmp(_) => opts.banner_timeout,
         Method::Tcp => None,
     };
+    // With SYNs to port 22, a host's echo and SYN answers are merged before
+    // it is reported, so its port 22 is known.
+    let merge_ssh = matches!(&method, Method::Icmp(prober) if prober.probes_ssh());
     let prober = match method {
         Method::Icmp(prober) => tokio::spawn(prober.run(job)),
         Method::Tcp => tokio::spawn(tcp::run(
@@ -214,9 +236,13 @@ pub async fn run(
         )),
     };
 
-    let mut answered = vec![false; targets.len()];
+    let mut hosts = Collector {
+        merge_ssh,
+        answered: vec![false; targets.len()],
+        awaiting_ssh: HashMap::new(),
+        ready: VecDeque::new(),
+    };
     let mut alive = 0;
-    let mut waiting: VecDeque<Found> = VecDeque::new();
     // Copies of what is being enriched, to report if the scan is cancelled.
     let mut enriching_found: HashMap<usize, Found> = HashMap::new();
     let mut enriching = FuturesUnordered::new();
@@ -224,7 +250,7 @@ pub async fn run(
     let mut probing = true;
     loop {
         while enriching.len() < enrich_limit
-            && let Some(found) = waiting.pop_front()
+            && let Some(found) = hosts.ready.pop_front()
         {
             let addr = targets[found.index];
             enriching_found.insert(found.index, found.clone());
@@ -236,18 +262,18 @@ pub async fn run(
                 opts.plan.timeout,
             ));
         }
-        if !probing && enriching.is_empty() && waiting.is_empty() {
+        if !probing && enriching.is_empty() && hosts.ready.is_empty() {
             break;
         }
         tokio::select! {
-            found = found_rx.recv(), if probing => match found {
-                Some(found) => {
-                    if !std::mem::replace(&mut answered[found.index], true) {
-                        waiting.push_back(found);
-                    }
+            found = found_rx.recv(), if probing => {
+                if let Some(found) = found {
+                    hosts.take(targets[found.index], found);
+                } else {
+                    probing = false; // the prober finished and dropped its sender
+                    hosts.prober_done();
                 }
-                None => probing = false, // the prober finished and dropped its sender
-            },
+            }
             Some((index, host)) = enriching.next(), if !enriching.is_empty() => {
                 enriching_found.remove(&index);
                 alive += 1;
@@ -258,11 +284,10 @@ pub async fn run(
                 // Report every host already seen alive rather than wait for
                 // its banner or name.
                 while let Ok(found) = found_rx.try_recv() {
-                    if !std::mem::replace(&mut answered[found.index], true) {
-                        waiting.push_back(found);
-                    }
+                    hosts.take(targets[found.index], found);
                 }
-                for found in waiting.drain(..).chain(enriching_found.into_values()) {
+                hosts.prober_done();
+                for found in hosts.ready.drain(..).chain(enriching_found.into_values()) {
                     alive += 1;
                     let _ = out.send(host_from(targets[found.index], found));
                 }
@@ -274,7 +299,7 @@ pub async fn run(
     let interrupted = cancel.is_cancelled();
     let mut silent = 0;
     if !interrupted {
-        for (index, _) in answered.iter().enumerate().filter(|(_, a)| !**a) {
+        for (index, _) in hosts.answered.iter().enumerate().filter(|(_, a)| !**a) {
             silent += 1;
             let _ = out.send(HostScan::new(targets[index], Reach::Silent));
         }
@@ -287,6 +312,62 @@ pub async fn run(
         unknown: targets.len() - alive - silent,
         elapsed: started.elapsed(),
         interrupted,
+    }
+}
+
+/// Turns prober answers into hosts ready to report. With SYNs to port 22,
+/// a host's echo and port 22 answers are merged first, so its port 22 is known.
+struct Collector {
+    merge_ssh: bool,
+    /// Reported, or on its way to be.
+    answered: Vec<bool>,
+    /// Alive by one answer, waiting for the other.
+    awaiting_ssh: HashMap<usize, Found>,
+    ready: VecDeque<Found>,
+}
+
+impl Collector {
+    fn take(&mut self, addr: IpAddr, found: Found) {
+        let index = found.index;
+        if self.answered[index] {
+            return; // reported already; a late second answer adds nothing
+        }
+        if !(self.merge_ssh && addr.is_ipv4()) {
+            self.answered[index] = true;
+            self.ready.push_back(found);
+            return;
+        }
+        match self.awaiting_ssh.remove(&index) {
+            Some(first) => {
+                // One is the echo, the other port 22's answer. The echo names
+                // how the host answered (the method asked for); the SYN
+                // answer says what port 22 is.
+                let (mut echo, syn) = if first.port22 == Port22::Unprobed {
+                    (first, found)
+                } else {
+                    (found, first)
+                };
+                echo.port22 = syn.port22;
+                echo.open_ports.extend(syn.open_ports);
+                self.answered[index] = true;
+                self.ready.push_back(echo);
+            }
+            None => {
+                self.awaiting_ssh.insert(index, found);
+            }
+        }
+    }
+
+    /// The prober is done: a host that answered the echo but not on port 22
+    /// is filtered there; one that answered only on port 22 drops ICMP.
+    fn prober_done(&mut self) {
+        for (index, mut found) in self.awaiting_ssh.drain() {
+            self.answered[index] = true;
+            if found.port22 == Port22::Unprobed {
+                found.port22 = Port22::Silent;
+            }
+            self.ready.push_back(found);
+        }
     }
 }
 
@@ -312,10 +393,13 @@ async fn enrich(
     connect_timeout: Duration,
 ) -> (usize, HostScan) {
     let index = found.index;
+    let connect_22 = matches!(found.port22, Port22::Unprobed | Port22::Open);
     let banner = async {
         match banner_timeout {
-            Some(t) => Some(tcp::probe_port(addr, tcp::SSH_PORT, connect_timeout, Some(t)).await),
-            None => None,
+            Some(t) if connect_22 => {
+                Some(tcp::probe_port(addr, tcp::SSH_PORT, connect_timeout, Some(t)).await)
+            }
+            _ => None,
         }
     };
     let name = async {
@@ -329,7 +413,9 @@ async fn enrich(
     let mut host = host_from(addr, found);
     host.name = name;
     if let Some(tcp::PortAnswer::Open { banner, .. }) = port22 {
-        host.open_ports.push(tcp::SSH_PORT);
+        if !host.open_ports.contains(&tcp::SSH_PORT) {
+            host.open_ports.push(tcp::SSH_PORT);
+        }
         host.ssh_banner = banner;
     }
     (index, host)

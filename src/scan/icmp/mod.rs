@@ -6,13 +6,17 @@
 //! `net.ipv4.ping_group_range` admits our group. Each is driven through
 //! tokio's `UdpSocket`: both are datagram sockets, `sendto`/`recvfrom` are the
 //! same calls, and this keeps the crate free of `unsafe`.
+//!
+//! With raw sockets the same send loop also sends a TCP SYN to port 22 of each
+//! IPv4 target (see [`super::syn`]), so one pass learns who is up and who runs
+//! SSH, and finds hosts that drop ICMP but answer on 22.
 
 pub mod packet;
 
 use std::io;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU8, AtomicU64, AtomicUsize, Ordering};
 use std::time::Duration;
 
 use socket2::{Domain, Protocol, Socket, Type};
@@ -22,7 +26,9 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use super::pacer::Pacer;
-use super::{Found, Job, ProbePlan, ScanProgress};
+use super::syn::{PortState, SynSocket};
+use super::tcp::SSH_PORT;
+use super::{Found, Job, Port22, ProbePlan, ScanProgress};
 use crate::model::Via;
 
 /// Receive buffer asked for: a /16 answering at once must not overflow it.
@@ -68,6 +74,9 @@ impl IcmpSocket {
             Err(e) => return Err(e.into()),
         };
         socket.set_nonblocking(true)?;
+        if raw && !v6 {
+            socket.attach_filter(&super::bpf::icmp_echo_replies())?;
+        }
         // Past net.core.rmem_max only with CAP_NET_ADMIN; the plain request is the fallback.
         if nix::sys::socket::setsockopt(
             &socket,
@@ -101,23 +110,39 @@ fn is_permission(e: &io::Error) -> bool {
 pub struct IcmpProber {
     v4: Option<Arc<IcmpSocket>>,
     v6: Option<Arc<IcmpSocket>>,
+    /// SYN probes to port 22, when asked for and raw sockets are permitted.
+    syn: Option<Arc<SynSocket>>,
 }
 
 impl IcmpProber {
-    /// Opens the sockets the targets need, or says why it cannot.
-    pub fn open(targets: &[IpAddr]) -> Result<Self, IcmpError> {
+    /// Opens the sockets the targets need, or says why it cannot. With
+    /// `probe_ssh`, also a raw TCP socket for SYNs to port 22 when permitted.
+    pub fn open(targets: &[IpAddr], probe_ssh: bool) -> Result<Self, IcmpError> {
         let need_v4 = targets.iter().any(IpAddr::is_ipv4);
         let need_v6 = targets.iter().any(IpAddr::is_ipv6);
+        let v4 = need_v4
+            .then(|| IcmpSocket::open(false))
+            .transpose()?
+            .map(Arc::new);
+        let syn = if probe_ssh && v4.as_ref().is_some_and(|s| s.raw) {
+            SynSocket::open()?.map(Arc::new)
+        } else {
+            None
+        };
         Ok(Self {
-            v4: need_v4
-                .then(|| IcmpSocket::open(false))
-                .transpose()?
-                .map(Arc::new),
+            v4,
             v6: need_v6
                 .then(|| IcmpSocket::open(true))
                 .transpose()?
                 .map(Arc::new),
+            syn,
         })
+    }
+
+    /// Whether port 22 is probed with SYNs (else the caller connects to it).
+    #[must_use]
+    pub fn probes_ssh(&self) -> bool {
+        self.syn.is_some()
     }
 
     /// Whether every socket is raw (root or `CAP_NET_RAW`).
@@ -126,9 +151,10 @@ impl IcmpProber {
         self.v4.iter().chain(&self.v6).all(|s| s.raw)
     }
 
-    /// Probes every target, retrying the silent ones, and reports each first
-    /// reply on `found`. Returns once every target answered, or the last
-    /// probe's timeout has passed, or `cancel` fires.
+    /// Probes every target, retrying the silent ones, and reports each
+    /// answer on `found` (an echo reply, and a SYN answer from port 22 when
+    /// SYNs are sent). Returns once every target answered everything, or the
+    /// last probe's timeout has passed, or `cancel` fires.
     pub async fn run(self, job: Job) {
         let Job {
             targets,
@@ -137,19 +163,26 @@ impl IcmpProber {
             found,
             progress,
         } = job;
+        let complete = |addr: &IpAddr| {
+            if addr.is_ipv4() && self.syn.is_some() {
+                ECHO | SYN
+            } else {
+                ECHO
+            }
+        };
         let shared = Arc::new(Shared {
-            targets,
-            answered: (0..progress.total)
-                .map(|_| AtomicBool::new(false))
-                .collect(),
-            unanswered: AtomicUsize::new(progress.total),
+            complete: targets.iter().map(complete).collect(),
+            answered: (0..targets.len()).map(|_| AtomicU8::new(0)).collect(),
+            sent_ns: (0..targets.len()).map(|_| AtomicU64::new(0)).collect(),
+            unanswered: AtomicUsize::new(targets.len()),
             all_answered: Notify::new(),
             epoch: Instant::now(),
             ident: rand::random(),
             found,
+            targets,
         });
         let stop = cancel.child_token();
-        let receivers: Vec<_> = [&self.v4, &self.v6]
+        let mut receivers: Vec<_> = [&self.v4, &self.v6]
             .into_iter()
             .flatten()
             .map(|socket| {
@@ -160,6 +193,13 @@ impl IcmpProber {
                 ))
             })
             .collect();
+        if let Some(syn) = &self.syn {
+            receivers.push(tokio::spawn(receive_syn(
+                Arc::clone(syn),
+                Arc::clone(&shared),
+                stop.clone(),
+            )));
+        }
         send_all(&self, &shared, plan, &cancel, &progress).await;
         stop.cancel();
         for receiver in receivers {
@@ -168,10 +208,19 @@ impl IcmpProber {
     }
 }
 
+/// Bits of `Shared::answered`: which probes a target has answered.
+const ECHO: u8 = 1;
+const SYN: u8 = 2;
+
 /// State the sending and receiving loops share.
 struct Shared {
     targets: Arc<[IpAddr]>,
-    answered: Vec<AtomicBool>,
+    /// Per target, the answer bits after which there is nothing to wait for.
+    complete: Vec<u8>,
+    answered: Vec<AtomicU8>,
+    /// When each target was last probed, for the RTT of SYN answers.
+    sent_ns: Vec<AtomicU64>,
+    /// Targets not yet complete; at zero the scan ends without waiting.
     unanswered: AtomicUsize,
     all_answered: Notify,
     epoch: Instant,
@@ -182,6 +231,25 @@ struct Shared {
 impl Shared {
     fn elapsed_ns(&self) -> u64 {
         self.epoch.elapsed().as_nanos() as u64
+    }
+
+    /// Records an answer; returns false if this kind was already answered.
+    fn answer(&self, index: usize, bit: u8) -> bool {
+        let before = self.answered[index].fetch_or(bit, Ordering::AcqRel);
+        if before & bit != 0 {
+            return false;
+        }
+        if before | bit == self.complete[index]
+            && self.unanswered.fetch_sub(1, Ordering::AcqRel) == 1
+        {
+            self.all_answered.notify_one();
+        }
+        true
+    }
+
+    /// Nothing at all came back from this target yet.
+    fn silent(&self, index: usize) -> bool {
+        self.answered[index].load(Ordering::Acquire) == 0
     }
 }
 
@@ -199,7 +267,7 @@ async fn send_all(
     let mut last_send = Instant::now();
     for attempt in 0..=plan.retries {
         for (index, &addr) in shared.targets.iter().enumerate() {
-            if shared.answered[index].load(Ordering::Relaxed) {
+            if !shared.silent(index) {
                 continue;
             }
             if attempt > 0 {
@@ -211,7 +279,7 @@ async fn send_all(
                     () = shared.all_answered.notified() => {}
                     () = cancel.cancelled() => return,
                 }
-                if shared.answered[index].load(Ordering::Relaxed) {
+                if !shared.silent(index) {
                     continue;
                 }
             }
@@ -225,11 +293,22 @@ async fn send_all(
                 &prober.v6
             };
             let Some(socket) = socket else { continue };
-            let ident = shared.ident;
-            let pkt = packet::echo_request(socket.v6, ident, index as u32, shared.elapsed_ns());
+            let now_ns = shared.elapsed_ns();
+            shared.sent_ns[index].store(now_ns, Ordering::Relaxed);
+            let pkt = packet::echo_request(socket.v6, shared.ident, index as u32, now_ns);
             if let Err(e) = socket.socket.send_to(&pkt, SocketAddr::new(addr, 0)).await {
                 // Unroutable, filtered or broadcast: this target just gets no answer.
                 tracing::debug!(%addr, error = %e, "echo request not sent");
+            }
+            if let (Some(syn), IpAddr::V4(v4)) = (&prober.syn, addr) {
+                // The rate counts packets, and this is a second one.
+                tokio::select! {
+                    () = pacer.tick() => {}
+                    () = cancel.cancelled() => return,
+                }
+                if let Err(e) = syn.send(v4, SSH_PORT, index as u32).await {
+                    tracing::debug!(%addr, error = %e, "SYN not sent");
+                }
             }
             sent_at[index] = Instant::now();
             last_send = sent_at[index];
@@ -268,16 +347,42 @@ async fn receive(socket: Arc<IcmpSocket>, shared: Arc<Shared>, stop: Cancellatio
         };
         let index = reply.index as usize;
         let ours = !socket.raw || reply.ident == shared.ident;
-        if !ours || shared.targets.get(index) != Some(&from.ip()) {
-            continue;
-        }
-        if shared.answered[index].swap(true, Ordering::AcqRel) {
-            continue; // a reply to a retry, or a duplicate
+        if !ours || shared.targets.get(index) != Some(&from.ip()) || !shared.answer(index, ECHO) {
+            continue; // not ours, or a reply to a retry
         }
         let rtt = Duration::from_nanos(shared.elapsed_ns().saturating_sub(reply.sent_ns));
         let _ = shared.found.send(Found::alive(index, Via::Icmp, rtt));
-        if shared.unanswered.fetch_sub(1, Ordering::AcqRel) == 1 {
-            shared.all_answered.notify_one();
+    }
+}
+
+async fn receive_syn(syn: Arc<SynSocket>, shared: Arc<Shared>, stop: CancellationToken) {
+    let mut buf = [0u8; 2048];
+    loop {
+        let reply = tokio::select! {
+            received = syn.recv(SSH_PORT, &mut buf) => match received {
+                Ok(reply) => reply,
+                Err(e) => {
+                    tracing::debug!(error = %e, "raw TCP receive error");
+                    continue;
+                }
+            },
+            () = stop.cancelled() => return,
+        };
+        let index = reply.index as usize;
+        if shared.targets.get(index) != Some(&IpAddr::V4(reply.from)) || !shared.answer(index, SYN)
+        {
+            continue;
         }
+        let sent = shared.sent_ns[index].load(Ordering::Relaxed);
+        let rtt = Duration::from_nanos(shared.elapsed_ns().saturating_sub(sent));
+        let mut found = Found::alive(index, Via::Tcp(SSH_PORT), rtt);
+        found.port22 = match reply.state {
+            PortState::Open => {
+                found.open_ports.push(SSH_PORT);
+                Port22::Open
+            }
+            PortState::Closed => Port22::Closed,
+        };
+        let _ = shared.found.send(found);
     }
 }

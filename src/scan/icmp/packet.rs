@@ -5,6 +5,8 @@
 //! is what lets one receiving loop serve any number of targets, and counts a
 //! reply to any attempt, however late, as long as the scan is still listening.
 
+use crate::scan::checksum::internet_checksum;
+
 /// Tags our payloads so stray echo replies are ignored.
 const MAGIC: [u8; 4] = *b"fltc";
 const HEADER_LEN: usize = 8;
@@ -39,7 +41,7 @@ pub fn echo_request(v6: bool, ident: u16, index: u32, sent_ns: u64) -> [u8; REQU
     pkt[12..16].copy_from_slice(&index.to_be_bytes());
     pkt[16..24].copy_from_slice(&sent_ns.to_be_bytes());
     if !v6 {
-        let sum = checksum(&pkt);
+        let sum = internet_checksum(&[&pkt]);
         pkt[2..4].copy_from_slice(&sum.to_be_bytes());
     }
     pkt
@@ -72,18 +74,6 @@ pub fn parse_reply(packet: &[u8], v6: bool, has_ip_header: bool) -> Option<EchoR
     })
 }
 
-/// The Internet checksum (RFC 1071).
-fn checksum(data: &[u8]) -> u16 {
-    let mut sum: u32 = data
-        .chunks(2)
-        .map(|pair| u32::from(u16::from_be_bytes([pair[0], *pair.get(1).unwrap_or(&0)])))
-        .sum();
-    while sum > 0xffff {
-        sum = (sum & 0xffff) + (sum >> 16);
-    }
-    !(sum as u16)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -98,7 +88,7 @@ mod tests {
     fn request_checksum_verifies() {
         let pkt = echo_request(false, 0xbeef, 70_000, 123_456_789);
         // A correct checksum makes the whole packet sum to zero.
-        assert_eq!(checksum(&pkt), 0);
+        assert_eq!(internet_checksum(&[&pkt]), 0);
         assert_eq!(pkt[0], 8);
         assert_eq!(&pkt[4..6], &0xbeef_u16.to_be_bytes());
     }
