@@ -226,10 +226,13 @@ fn unprivileged_ping_sockets_are_used_when_allowed() {
 #[ignore = "needs root: raw ICMP sockets, network namespaces, nftables, port 22"]
 fn ssh_banners_come_from_a_real_sshd() {
     require_root();
-    let sshd = Sshd::start("127.0.0.77", 22);
+    let ns = Netns::new("sshd");
+    let sshd = Sshd::start(Some(&ns), "127.0.0.77", 22);
     let env = Env::new();
     for method in ["icmp", "tcp"] {
-        let hosts = env.scan_json(&["-m", method, "127.0.0.76-78"]);
+        let mut cmd = env.cmd();
+        cmd.args(["scan", "-o", "json", "-m", method, "127.0.0.76-78"]);
+        let hosts = run_json(&mut ns.wrap(&cmd));
         let host = hosts.iter().find(|h| h.addr == sshd.addr.ip()).unwrap();
         assert_eq!(host.open_ports, [22], "{method}");
         let banner = host.ssh_banner.as_deref().unwrap_or_default();

@@ -2,10 +2,12 @@
 //! environment, root checks, network namespaces and real sshd processes.
 #![allow(dead_code, clippy::unwrap_used)]
 
-use std::net::{IpAddr, SocketAddr, TcpStream};
+use std::io::{BufRead, BufReader};
+use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
-use std::time::{Duration, Instant};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use fleetctl::model::HostScan;
 
@@ -166,15 +168,18 @@ impl Drop for Netns {
 }
 
 /// A real OpenSSH server on a loopback address, with its own config and
-/// host key in a temporary directory; killed on drop.
+/// host key in a temporary directory; killed on drop. Inside a namespace of
+/// the test's own, port 22 is free whatever the machine runs.
 pub struct Sshd {
     pub addr: SocketAddr,
     pub dir: tempfile::TempDir,
     child: Child,
+    /// What sshd logged (it runs with -e), for failure messages.
+    pub log: Arc<Mutex<String>>,
 }
 
 impl Sshd {
-    pub fn start(ip: &str, port: u16) -> Self {
+    pub fn start(ns: Option<&Netns>, ip: &str, port: u16) -> Self {
         let sshd = require_tool("sshd");
         require_tool("ssh-keygen");
         std::fs::create_dir_all("/run/sshd").unwrap();
@@ -197,23 +202,42 @@ impl Sshd {
             ),
         )
         .unwrap();
-        let child = Command::new(sshd)
-            .args(["-D", "-e", "-f"])
-            .arg(&config)
+        let mut cmd = Command::new(sshd);
+        cmd.args(["-D", "-e", "-f"]).arg(&config);
+        let mut cmd = match ns {
+            Some(ns) => ns.wrap(&cmd),
+            None => cmd,
+        };
+        let mut child = cmd
             .stdout(Stdio::null())
-            .stderr(Stdio::null())
+            .stderr(Stdio::piped())
             .spawn()
             .unwrap();
-        let addr = SocketAddr::new(ip.parse::<IpAddr>().unwrap(), port);
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_err() {
-            assert!(
-                Instant::now() < deadline,
-                "sshd did not start listening on {addr}"
-            );
-            std::thread::sleep(Duration::from_millis(50));
+        // sshd -e logs "Server listening on ..." once the socket is bound.
+        let (ready_tx, ready_rx) = std::sync::mpsc::channel();
+        let log = Arc::new(Mutex::new(String::new()));
+        let stderr = child.stderr.take().unwrap();
+        let sink = Arc::clone(&log);
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                if line.contains("Server listening on") {
+                    let _ = ready_tx.send(());
+                }
+                sink.lock().unwrap().push_str(&line);
+                sink.lock().unwrap().push('\n');
+            }
+        });
+        if ready_rx.recv_timeout(Duration::from_secs(10)).is_err() {
+            let _ = child.kill();
+            panic!("sshd did not start on {ip}:{port}: {}", log.lock().unwrap());
         }
-        Self { addr, dir, child }
+        let addr = SocketAddr::new(ip.parse::<IpAddr>().unwrap(), port);
+        Self {
+            addr,
+            dir,
+            child,
+            log,
+        }
     }
 }
 
