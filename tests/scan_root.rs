@@ -163,24 +163,27 @@ fn icmp_scans_also_find_hosts_that_drop_icmp_but_answer_on_port_22() {
     assert_eq!(by_addr(7).reach, Reach::Silent);
 }
 
+/// `fleetctl ARGS` as root without CAP_NET_RAW: no raw sockets.
+fn without_net_raw(env: &Env, args: &[&str]) -> Command {
+    require_tool("setpriv");
+    let mut cmd = Command::new("setpriv");
+    cmd.args(["--bounding-set=-net_raw", "--inh-caps=-net_raw", "--"])
+        .arg(env!("CARGO_BIN_EXE_fleetctl"))
+        .args(args)
+        .env("FLEETCTL_CONFIG", env.config_file())
+        .env("FLEETCTL_DATA_DIR", env.data_dir());
+    cmd
+}
+
 #[test]
 #[ignore = "needs root: raw ICMP sockets, network namespaces, nftables, port 22"]
 fn without_raw_sockets_icmp_is_refused_and_auto_falls_back() {
     require_root();
-    require_tool("setpriv");
     let env = Env::new();
     let ns = Netns::new("noraw");
     // Neither raw sockets (capability dropped) nor ping sockets (no group admitted).
     ns.sh("sysctl -qw net.ipv4.ping_group_range='1 0'");
-    let unprivileged = |args: &[&str]| {
-        let mut cmd = Command::new("setpriv");
-        cmd.args(["--bounding-set=-net_raw", "--inh-caps=-net_raw", "--"])
-            .arg(env!("CARGO_BIN_EXE_fleetctl"))
-            .args(args)
-            .env("FLEETCTL_CONFIG", env.config_file())
-            .env("FLEETCTL_DATA_DIR", env.data_dir());
-        ns.wrap(&cmd).output().unwrap()
-    };
+    let unprivileged = |args: &[&str]| ns.wrap(&without_net_raw(&env, args)).output().unwrap();
 
     let out = unprivileged(&["scan", "-m", "icmp", "127.0.0.1"]);
     assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
@@ -207,16 +210,10 @@ fn without_raw_sockets_icmp_is_refused_and_auto_falls_back() {
 #[ignore = "needs root: raw ICMP sockets, network namespaces, nftables, port 22"]
 fn unprivileged_ping_sockets_are_used_when_allowed() {
     require_root();
-    require_tool("setpriv");
     let env = Env::new();
     let ns = Netns::new("pingsock");
     ns.sh("sysctl -qw net.ipv4.ping_group_range='0 2147483647'");
-    let mut cmd = Command::new("setpriv");
-    cmd.args(["--bounding-set=-net_raw", "--inh-caps=-net_raw", "--"])
-        .arg(env!("CARGO_BIN_EXE_fleetctl"))
-        .args(["scan", "-m", "icmp", "-o", "json", "127.0.0.0/28"])
-        .env("FLEETCTL_CONFIG", env.config_file())
-        .env("FLEETCTL_DATA_DIR", env.data_dir());
+    let cmd = without_net_raw(&env, &["scan", "-m", "icmp", "-o", "json", "127.0.0.0/28"]);
     let hosts = run_json(&mut ns.wrap(&cmd));
     assert_eq!(alive(&hosts).len(), 14);
     assert!(hosts.iter().all(|h| h.via == Some(Via::Icmp)));

@@ -73,7 +73,7 @@ pub fn stdout(out: &Output) -> String {
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
-/// Tests marked `#[ignore]` for needing root fail loudly, never pass, without it.
+/// Root-only tests (ignored by default, run by .ci/run) fail loudly without root; they never pass.
 pub fn require_root() {
     let uid = Command::new("id").arg("-u").output().unwrap();
     assert_eq!(
