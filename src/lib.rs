@@ -10,4 +10,5 @@ pub mod cli;
 pub mod config;
 pub mod model;
 pub mod scan;
+pub mod ssh;
 pub mod store;

@@ -1,0 +1,3 @@
+//! The SSH client layer: how fleetctl reaches hosts, as OpenSSH would.
+
+pub mod config;
