@@ -344,7 +344,7 @@ fn host_matches(host: &str, patterns: &[String]) -> bool {
 }
 
 /// `*` and `?` globbing, case-insensitive as host names are.
-fn glob(pattern: &str, text: &str) -> bool {
+pub(crate) fn glob(pattern: &str, text: &str) -> bool {
     let p: Vec<char> = pattern.to_ascii_lowercase().chars().collect();
     let t: Vec<char> = text.to_ascii_lowercase().chars().collect();
     // Iterative matcher with backtracking to the last star.
