@@ -1,4 +1,21 @@
 //! The SSH client layer: how fleetctl reaches hosts, as OpenSSH would.
+//!
+//! ```text
+//!  SshTarget::resolve(flags, ~/.ssh/config) ─▶ Connector::connect ─▶ Session::run
+//!                                               │ TCP or ProxyJump hop
+//!                                               │ host key vs known_hosts (policy)
+//!                                               └ agent → identity files → password
+//! ```
 
+mod auth;
+pub mod client;
 pub mod config;
+pub mod error;
 pub mod known_hosts;
+pub mod prompt;
+pub mod target;
+
+pub use client::{Connector, HostKeyPolicy, Output, Session};
+pub use error::{FailureKind, SshError};
+pub use prompt::{NoPrompt, Prompter, TerminalPrompt};
+pub use target::{ConnectFlags, LocalUser, SshTarget};

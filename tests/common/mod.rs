@@ -196,7 +196,8 @@ impl Sshd {
             &config,
             format!(
                 "ListenAddress {ip}:{port}\nHostKey {}\nPidFile none\nUsePAM no\n\
-                 PasswordAuthentication no\nAuthorizedKeysFile {}/authorized_keys\n",
+                 PasswordAuthentication no\nAuthorizedKeysFile {}/authorized_keys\n\
+                 StrictModes no\nPermitRootLogin prohibit-password\nMaxAuthTries 10\n",
                 key.display(),
                 dir.path().display()
             ),
@@ -239,6 +240,41 @@ impl Sshd {
             log,
         }
     }
+}
+
+impl Sshd {
+    /// Lets the holder of this public key (OpenSSH one-line form) log in.
+    pub fn authorize(&self, public_key: &str) {
+        use std::io::Write as _;
+        let mut file = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.dir.path().join("authorized_keys"))
+            .unwrap();
+        writeln!(file, "{}", public_key.trim()).unwrap();
+    }
+
+    /// The server's public host key, as ssh-keygen wrote it.
+    pub fn host_key(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("host_ed25519.pub")).unwrap()
+    }
+}
+
+/// Makes an ed25519 key pair in `dir`; returns the private key's path.
+pub fn keygen(dir: &Path, name: &str, passphrase: &str) -> PathBuf {
+    let path = dir.join(name);
+    let ok = Command::new("ssh-keygen")
+        .args(["-q", "-t", "ed25519", "-C", name, "-N", passphrase, "-f"])
+        .arg(&path)
+        .status()
+        .unwrap();
+    assert!(ok.success(), "ssh-keygen failed");
+    path
+}
+
+/// The public half written next to a key made by [`keygen`].
+pub fn public_key(private: &Path) -> String {
+    std::fs::read_to_string(private.with_extension("pub")).unwrap()
 }
 
 impl Drop for Sshd {

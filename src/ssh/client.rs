@@ -1,0 +1,333 @@
+//! Connecting: TCP (or through a ProxyJump hop), the host key checked
+//! against known_hosts, authentication, then commands over one connection.
+
+use std::future::Future;
+use std::path::{Path, PathBuf};
+use std::pin::Pin;
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Duration;
+
+use russh::client::{self, Handle};
+use russh::keys::PublicKeyOrCertificate;
+use russh::{ChannelMsg, Disconnect};
+use serde::{Deserialize, Serialize};
+
+use super::auth;
+use super::error::SshError;
+use super::known_hosts::{HostKey, KnownHosts, KnownHostsError, Verdict};
+use super::prompt::Prompter;
+use super::target::SshTarget;
+
+/// What to do with a host key known_hosts does not list.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "kebab-case")]
+pub enum HostKeyPolicy {
+    /// Refuse it (as `StrictHostKeyChecking=yes`).
+    #[default]
+    Strict,
+    /// Learn it into known_hosts and go on. A changed key is still refused.
+    AcceptNew,
+}
+
+/// A command's outcome.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Output {
+    pub stdout: Vec<u8>,
+    pub stderr: Vec<u8>,
+    pub status: u32,
+}
+
+/// Opens sessions; shared by every connection of a job so known_hosts is
+/// read once and learned keys are seen by the next connection.
+pub struct Connector {
+    known_hosts: Arc<Mutex<KnownHosts>>,
+    policy: HostKeyPolicy,
+    prompter: Arc<dyn Prompter>,
+}
+
+/// An authenticated connection. Commands may run on it concurrently.
+pub struct Session {
+    handle: Arc<Handle<Verifier>>,
+    host: String,
+    host_key: HostKey,
+    /// Kept alive while this session tunnels through it.
+    _jump: Option<Box<Session>>,
+}
+
+type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
+
+const KEEPALIVE: Duration = Duration::from_secs(15);
+
+impl Connector {
+    pub fn new(
+        known_hosts: &Path,
+        policy: HostKeyPolicy,
+        prompter: Arc<dyn Prompter>,
+    ) -> Result<Self, KnownHostsError> {
+        Ok(Self {
+            known_hosts: Arc::new(Mutex::new(KnownHosts::load(known_hosts)?)),
+            policy,
+            prompter,
+        })
+    }
+
+    fn known_hosts_path(&self) -> PathBuf {
+        lock(&self.known_hosts).path().to_owned()
+    }
+
+    /// Connects to and authenticates with `target`, through its jump host if any.
+    #[must_use = "the session is only opened when the future is awaited"]
+    pub fn connect<'a>(
+        &'a self,
+        target: &'a SshTarget,
+    ) -> BoxFuture<'a, Result<Session, SshError>> {
+        Box::pin(async move {
+            let host = target.display();
+            let timeout = target.connect_timeout;
+            let seen = Arc::new(Mutex::new(None));
+            let verifier = Verifier {
+                host: host.clone(),
+                name: target.hostname.clone(),
+                port: target.port,
+                known_hosts: Arc::clone(&self.known_hosts),
+                policy: self.policy,
+                seen: Arc::clone(&seen),
+            };
+            let config = Arc::new(client::Config {
+                keepalive_interval: Some(KEEPALIVE),
+                keepalive_max: 3,
+                ..client::Config::default()
+            });
+            let jump = match &target.jump {
+                Some(hop) => Some(Box::new(self.connect(hop).await?)),
+                None => None,
+            };
+            let handshake = async {
+                match &jump {
+                    None => {
+                        client::connect(config, (target.hostname.as_str(), target.port), verifier)
+                            .await
+                    }
+                    Some(hop) => {
+                        let channel = hop
+                            .handle
+                            .channel_open_direct_tcpip(
+                                target.hostname.as_str(),
+                                u32::from(target.port),
+                                "127.0.0.1",
+                                0,
+                            )
+                            .await?;
+                        client::connect_stream(config, channel.into_stream(), verifier).await
+                    }
+                }
+            };
+            let mut handle = match tokio::time::timeout(timeout, handshake).await {
+                Err(_) => {
+                    return Err(SshError::Timeout {
+                        host,
+                        after: timeout,
+                        during: "connecting and exchanging keys",
+                    });
+                }
+                Ok(Err(HandlerError::HostKey(e))) => return Err(e),
+                Ok(Err(HandlerError::Russh(e))) => return Err(connect_error(&host, e)),
+                Ok(Ok(handle)) => handle,
+            };
+            let host_key = lock(&seen).clone().ok_or_else(|| SshError::Protocol {
+                host: host.clone(),
+                reason: "the server sent no host key".into(),
+            })?;
+            auth::authenticate(&mut handle, target, &host, self.prompter.as_ref(), timeout).await?;
+            Ok(Session {
+                handle: Arc::new(handle),
+                host,
+                host_key,
+                _jump: jump,
+            })
+        })
+    }
+
+    /// The known_hosts file keys are checked against.
+    #[must_use]
+    pub fn known_hosts(&self) -> PathBuf {
+        self.known_hosts_path()
+    }
+}
+
+impl Session {
+    /// The key the host proved it holds, as verified against known_hosts.
+    #[must_use]
+    pub fn host_key(&self) -> &HostKey {
+        &self.host_key
+    }
+
+    /// Runs `command`; its exit status is in the output, whatever it is.
+    pub async fn exec(&self, command: &str) -> Result<Output, SshError> {
+        let protocol = |e: russh::Error| SshError::Protocol {
+            host: self.host.clone(),
+            reason: format!("running `{command}`: {e}"),
+        };
+        let mut channel = self.handle.channel_open_session().await.map_err(protocol)?;
+        channel.exec(true, command).await.map_err(protocol)?;
+        let (mut stdout, mut stderr, mut status) = (Vec::new(), Vec::new(), None);
+        while let Some(msg) = channel.wait().await {
+            match msg {
+                ChannelMsg::Data { data } => stdout.extend_from_slice(&data),
+                ChannelMsg::ExtendedData { data, ext: 1 } => stderr.extend_from_slice(&data),
+                ChannelMsg::ExitStatus { exit_status } => status = Some(exit_status),
+                ChannelMsg::ExitSignal { signal_name, .. } => {
+                    return Err(SshError::CommandFailed {
+                        host: self.host.clone(),
+                        command: command.to_string(),
+                        status: 255,
+                        stderr: format!("killed by signal {signal_name:?}"),
+                    });
+                }
+                ChannelMsg::Failure => {
+                    return Err(SshError::Protocol {
+                        host: self.host.clone(),
+                        reason: format!("the server refused to run `{command}`"),
+                    });
+                }
+                ChannelMsg::Close => break,
+                _ => {}
+            }
+        }
+        let status = status.ok_or_else(|| SshError::Protocol {
+            host: self.host.clone(),
+            reason: format!("`{command}` ended without an exit status"),
+        })?;
+        Ok(Output {
+            stdout,
+            stderr,
+            status,
+        })
+    }
+
+    /// Runs `command`; a non-zero exit is an error carrying its stderr.
+    pub async fn run(&self, command: &str) -> Result<Output, SshError> {
+        let out = self.exec(command).await?;
+        if out.status != 0 {
+            return Err(SshError::CommandFailed {
+                host: self.host.clone(),
+                command: command.chars().take(80).collect(),
+                status: out.status,
+                stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+            });
+        }
+        Ok(out)
+    }
+
+    /// Says goodbye to the server rather than dropping the connection.
+    pub async fn close(self) {
+        let _ = self
+            .handle
+            .disconnect(Disconnect::ByApplication, "", "en")
+            .await;
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+fn connect_error(host: &str, e: russh::Error) -> SshError {
+    match e {
+        russh::Error::IO(io) => SshError::Unreachable {
+            host: host.to_string(),
+            reason: io.to_string(),
+        },
+        other => SshError::Protocol {
+            host: host.to_string(),
+            reason: format!("SSH handshake failed: {other}"),
+        },
+    }
+}
+
+/// Checks the server's host key during the handshake.
+pub(super) struct Verifier {
+    host: String,
+    name: String,
+    port: u16,
+    known_hosts: Arc<Mutex<KnownHosts>>,
+    policy: HostKeyPolicy,
+    seen: Arc<Mutex<Option<HostKey>>>,
+}
+
+#[derive(Debug)]
+pub(super) enum HandlerError {
+    Russh(russh::Error),
+    HostKey(SshError),
+}
+
+impl From<russh::Error> for HandlerError {
+    fn from(e: russh::Error) -> Self {
+        HandlerError::Russh(e)
+    }
+}
+
+impl Verifier {
+    fn verify(&self, key: &HostKey) -> Result<(), SshError> {
+        let mut known = lock(&self.known_hosts);
+        let path = known.path().to_owned();
+        match known.check(&self.name, self.port, key) {
+            Verdict::Known { .. } => Ok(()),
+            Verdict::Changed { line, expected } => Err(SshError::HostKeyChanged {
+                host: self.host.clone(),
+                expected: format!("{} {}", expected.algorithm, expected.fingerprint()),
+                got: format!("{} {}", key.algorithm, key.fingerprint()),
+                known_hosts: path,
+                line,
+            }),
+            Verdict::Revoked { line } => Err(SshError::HostKeyRevoked {
+                host: self.host.clone(),
+                fingerprint: key.fingerprint(),
+                known_hosts: path,
+                line,
+            }),
+            Verdict::Unknown => match self.policy {
+                HostKeyPolicy::Strict => Err(SshError::HostKeyUnknown {
+                    host: self.host.clone(),
+                    fingerprint: format!("{} {}", key.algorithm, key.fingerprint()),
+                    known_hosts: path,
+                }),
+                HostKeyPolicy::AcceptNew => {
+                    known
+                        .learn(&self.name, self.port, key)
+                        .map_err(|e| SshError::Protocol {
+                            host: self.host.clone(),
+                            reason: e.to_string(),
+                        })?;
+                    tracing::info!(host = %self.host, fingerprint = %key.fingerprint(), "learned a new host key");
+                    Ok(())
+                }
+            },
+        }
+    }
+}
+
+impl client::Handler for Verifier {
+    type Error = HandlerError;
+
+    async fn check_server_key(
+        &mut self,
+        server_key: &PublicKeyOrCertificate,
+    ) -> Result<bool, Self::Error> {
+        let text = server_key.public_key().to_openssh().map_err(|e| {
+            HandlerError::HostKey(SshError::Protocol {
+                host: self.host.clone(),
+                reason: format!("unreadable host key: {e}"),
+            })
+        })?;
+        let key = HostKey::from_openssh(&text).ok_or_else(|| {
+            HandlerError::HostKey(SshError::Protocol {
+                host: self.host.clone(),
+                reason: "unreadable host key".into(),
+            })
+        })?;
+        self.verify(&key).map_err(HandlerError::HostKey)?;
+        *lock(&self.seen) = Some(key);
+        Ok(true)
+    }
+}
