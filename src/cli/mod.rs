@@ -1,6 +1,7 @@
 //! Command-line front end: argument parsing, tracing, dispatch, exit codes.
 
 mod config_cmd;
+mod fingerprint;
 mod output;
 mod scan;
 
@@ -42,6 +43,8 @@ pub struct Cli {
 enum Command {
     /// Discover live hosts in networks, ranges and lists.
     Scan(scan::ScanArgs),
+    /// Learn what hosts are (OS, kernel, CPUs, memory, host key...) over SSH.
+    Fingerprint(fingerprint::FingerprintArgs),
     /// Show where fleetctl keeps things, and its settings.
     #[command(subcommand)]
     Config(config_cmd::ConfigCommand),
@@ -109,14 +112,16 @@ pub fn main() -> ExitCode {
 fn run(command: Command, ctx: &Context) -> anyhow::Result<ExitCode> {
     match command {
         Command::Config(cmd) => Ok(config_cmd::run(&cmd, ctx)),
-        Command::Scan(args) => {
-            let runtime = tokio::runtime::Builder::new_multi_thread()
-                .enable_all()
-                .build()
-                .context("cannot start the async runtime")?;
-            runtime.block_on(scan::run(args, ctx))
-        }
+        Command::Scan(args) => runtime()?.block_on(scan::run(args, ctx)),
+        Command::Fingerprint(args) => runtime()?.block_on(fingerprint::run(args, ctx)),
     }
+}
+
+fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")
 }
 
 fn is_broken_pipe(err: &anyhow::Error) -> bool {
