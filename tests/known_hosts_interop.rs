@@ -5,7 +5,7 @@ mod common;
 
 use std::process::Command;
 
-use common::require_tool;
+use common::{keygen, require_tool};
 use fleetctl::ssh::known_hosts::{HostKey, KnownHosts, Verdict};
 
 #[test]
@@ -13,13 +13,7 @@ use fleetctl::ssh::known_hosts::{HostKey, KnownHosts, Verdict};
 fn entries_hashed_by_ssh_keygen_are_recognised_and_fingerprints_agree() {
     require_tool("ssh-keygen");
     let dir = tempfile::tempdir().unwrap();
-    let key_path = dir.path().join("host");
-    let made = Command::new("ssh-keygen")
-        .args(["-q", "-t", "ed25519", "-N", "", "-f"])
-        .arg(&key_path)
-        .status()
-        .unwrap();
-    assert!(made.success());
+    let key_path = keygen(dir.path(), "host", "");
     let public = std::fs::read_to_string(key_path.with_extension("pub")).unwrap();
     let key = HostKey::from_openssh(&public).unwrap();
 

@@ -330,13 +330,19 @@ fn parse_jump(spec: &str) -> Result<Jump, String> {
 
 /// A Host line matches when some pattern matches and no negated one does.
 fn host_matches(host: &str, patterns: &[String]) -> bool {
+    list_matches(patterns, |pattern| glob(pattern, host))
+}
+
+/// OpenSSH's pattern-list rule (ssh_config Host lines, known_hosts host
+/// fields): some pattern matches and no `!`-negated one does.
+pub(crate) fn list_matches(patterns: &[String], is_match: impl Fn(&str) -> bool) -> bool {
     let mut matched = false;
     for pattern in patterns {
         if let Some(negated) = pattern.strip_prefix('!') {
-            if glob(negated, host) {
+            if is_match(negated) {
                 return false;
             }
-        } else if glob(pattern, host) {
+        } else if is_match(pattern) {
             matched = true;
         }
     }

@@ -263,19 +263,8 @@ fn parse_line(line: usize, text: &str) -> Option<Entry> {
 }
 
 impl Entry {
-    /// Some pattern matches `name` and no negated pattern does.
     fn matches(&self, name: &str) -> bool {
-        let mut matched = false;
-        for pattern in &self.patterns {
-            if let Some(negated) = pattern.strip_prefix('!') {
-                if pattern_matches(negated, name) {
-                    return false;
-                }
-            } else if pattern_matches(pattern, name) {
-                matched = true;
-            }
-        }
-        matched
+        super::config::list_matches(&self.patterns, |pattern| pattern_matches(pattern, name))
     }
 }
 
