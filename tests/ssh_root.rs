@@ -49,6 +49,14 @@ fn target(sshd: &Sshd, identity: &Path, user: &str) -> SshTarget {
     .unwrap()
 }
 
+/// Connects where the test expects a refusal, and returns why.
+async fn refused(connector: &Connector, target: &SshTarget) -> SshError {
+    match connector.connect(target).await {
+        Ok(_) => panic!("connecting to {} should have failed", target.display()),
+        Err(e) => e,
+    }
+}
+
 fn connector(known_hosts: &Path, policy: HostKeyPolicy) -> Connector {
     Connector::new(known_hosts, policy, Arc::new(NoPrompt)).unwrap()
 }
@@ -114,11 +122,7 @@ async fn unknown_keys_are_refused_learned_on_request_and_changes_refused() {
     let fresh = f.dir.path().join("fresh_known_hosts");
     let t = target(&f.sshd, &f.key, "root");
 
-    let err = connector(&fresh, HostKeyPolicy::Strict)
-        .connect(&t)
-        .await
-        .err()
-        .unwrap();
+    let err = refused(&connector(&fresh, HostKeyPolicy::Strict), &t).await;
     assert_eq!(err.kind(), FailureKind::HostKeyUnknown, "{err}");
     assert!(!fresh.exists(), "strict learns nothing");
 
@@ -143,7 +147,7 @@ async fn unknown_keys_are_refused_learned_on_request_and_changes_refused() {
     let reinstalled = Sshd::start(None, "127.0.0.41", 2241);
     reinstalled.authorize(&public_key(&f.key));
     for policy in [HostKeyPolicy::Strict, HostKeyPolicy::AcceptNew] {
-        let err = connector(&fresh, policy).connect(&t).await.err().unwrap();
+        let err = refused(&connector(&fresh, policy), &t).await;
         assert_eq!(err.kind(), FailureKind::HostKeyChanged, "{err}");
         let message = err.to_string();
         let new_fp = fleetctl::ssh::known_hosts::HostKey::from_openssh(&reinstalled.host_key())
@@ -170,21 +174,13 @@ async fn wrong_key_and_wrong_user_are_auth_failures() {
     let f = fixture("127.0.0.42", 2242);
     let stranger = keygen(f.dir.path(), "stranger", "");
     let c = connector(&f.known_hosts, HostKeyPolicy::Strict);
-    let err = c
-        .connect(&target(&f.sshd, &stranger, "root"))
-        .await
-        .err()
-        .unwrap();
+    let err = refused(&c, &target(&f.sshd, &stranger, "root")).await;
     assert_eq!(err.kind(), FailureKind::AuthFailed, "{err}");
     assert!(
         err.to_string().contains("stranger"),
         "says what it tried: {err}"
     );
-    let err = c
-        .connect(&target(&f.sshd, &f.key, "nosuchuser"))
-        .await
-        .err()
-        .unwrap();
+    let err = refused(&c, &target(&f.sshd, &f.key, "nosuchuser")).await;
     assert_eq!(err.kind(), FailureKind::AuthFailed, "{err}");
 }
 
@@ -209,11 +205,11 @@ async fn encrypted_keys_are_unlocked_with_the_prompted_passphrase() {
     assert_eq!(asked.1.load(std::sync::atomic::Ordering::SeqCst), 1);
 
     // Nobody to ask: the key is skipped and authentication fails cleanly.
-    let err = connector(&f.known_hosts, HostKeyPolicy::Strict)
-        .connect(&target(&f.sshd, &locked, "root"))
-        .await
-        .err()
-        .unwrap();
+    let err = refused(
+        &connector(&f.known_hosts, HostKeyPolicy::Strict),
+        &target(&f.sshd, &locked, "root"),
+    )
+    .await;
     assert_eq!(err.kind(), FailureKind::AuthFailed, "{err}");
 }
 
@@ -278,11 +274,11 @@ async fn a_listener_that_never_speaks_ssh_times_out_within_the_timeout() {
     )
     .unwrap();
     let start = Instant::now();
-    let err = connector(&dir.path().join("kh"), HostKeyPolicy::Strict)
-        .connect(&t)
-        .await
-        .err()
-        .unwrap();
+    let err = refused(
+        &connector(&dir.path().join("kh"), HostKeyPolicy::Strict),
+        &t,
+    )
+    .await;
     let took = start.elapsed();
     assert!(matches!(err, SshError::Timeout { .. }), "{err}");
     assert!(
@@ -292,10 +288,10 @@ async fn a_listener_that_never_speaks_ssh_times_out_within_the_timeout() {
 
     // A closed port is unreachable, at once.
     drop(listener);
-    let err = connector(&dir.path().join("kh"), HostKeyPolicy::Strict)
-        .connect(&t)
-        .await
-        .err()
-        .unwrap();
+    let err = refused(
+        &connector(&dir.path().join("kh"), HostKeyPolicy::Strict),
+        &t,
+    )
+    .await;
     assert_eq!(err.kind(), FailureKind::Unreachable, "{err}");
 }

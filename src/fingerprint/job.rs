@@ -1,7 +1,7 @@
 //! Fingerprinting many hosts: one connection and one command per host,
 //! a bounded number at once; a host that fails never stops the others.
 
-use std::sync::Arc;
+use std::sync::{Arc, LazyLock};
 use std::time::Duration;
 
 use futures_util::StreamExt;
@@ -34,10 +34,10 @@ pub struct Fingerprint {
     pub gathered_at: i64,
 }
 
-/// The script, quoted for the remote user's shell, run by `sh` whatever that shell is.
-fn remote_command() -> String {
-    format!("sh -c '{}'", super::SCRIPT.replace('\'', r"'\''"))
-}
+/// The script, quoted once for the remote user's shell, run by `sh`
+/// whatever that shell is.
+static REMOTE_COMMAND: LazyLock<String> =
+    LazyLock::new(|| format!("sh -c '{}'", super::SCRIPT.replace('\'', r"'\''")));
 
 async fn fingerprint_one(
     connector: &Connector,
@@ -57,7 +57,7 @@ async fn fingerprint_one(
     let work = async {
         let session = connector.connect(target).await?;
         let key = session.host_key().fingerprint();
-        let out = session.run(&remote_command()).await;
+        let out = session.run(&REMOTE_COMMAND).await;
         session.close().await;
         Ok::<_, SshError>((key, out?))
     };

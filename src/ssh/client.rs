@@ -71,10 +71,6 @@ impl Connector {
         })
     }
 
-    fn known_hosts_path(&self) -> PathBuf {
-        lock(&self.known_hosts).path().to_owned()
-    }
-
     /// Connects to and authenticates with `target`, through its jump host if any.
     #[must_use = "the session is only opened when the future is awaited"]
     pub fn connect<'a>(
@@ -151,7 +147,7 @@ impl Connector {
     /// The known_hosts file keys are checked against.
     #[must_use]
     pub fn known_hosts(&self) -> PathBuf {
-        self.known_hosts_path()
+        lock(&self.known_hosts).path().to_owned()
     }
 }
 

@@ -166,11 +166,10 @@ impl Inventory {
         Ok(())
     }
 
-    /// Every known host, in address order.
+    /// Every known host, in address order (numeric, so sorted here: the
+    /// stored text would put 127.0.0.10 before 127.0.0.2).
     pub fn hosts(&self) -> Result<Vec<StoredHost>, StoreError> {
-        let mut stmt = self
-            .conn
-            .prepare_cached(&format!("{SELECT_HOST} ORDER BY addr"))?;
+        let mut stmt = self.conn.prepare_cached(SELECT_HOST)?;
         let rows = stmt.query_map([], row_to_host)?;
         let mut hosts = rows.collect::<Result<Vec<_>, _>>()?;
         hosts.sort_by_key(|h| h.scan.addr);
