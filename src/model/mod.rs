@@ -1,8 +1,13 @@
 //! Plain data shared by every layer: what the front ends show and the wire
 //! formats both sides of a connection agree on. Depends on serde only.
 
+pub mod control;
 pub mod facts;
 pub mod scan;
+pub mod state;
+pub mod stats;
 
 pub use facts::HostFacts;
 pub use scan::{HostScan, Reach, Via};
+pub use state::{AgentState, RegistrationState, SshState, TokenState};
+pub use stats::AgentStats;
