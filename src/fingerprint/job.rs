@@ -6,33 +6,11 @@ use std::time::Duration;
 
 use futures_util::StreamExt;
 use futures_util::stream::FuturesUnordered;
-use serde::Serialize;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
-use crate::model::HostFacts;
-use crate::ssh::{Connector, FailureKind, SshError, SshTarget};
-
-/// The outcome for one host.
-#[derive(Debug, Clone, Serialize)]
-pub struct Fingerprint {
-    /// The host as the operator named it.
-    pub host: String,
-    /// What was connected to.
-    pub address: String,
-    pub port: u16,
-    /// `SHA256:...` of the host key seen (and verified) in the handshake.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub host_key: Option<String>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub facts: Option<HostFacts>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub failure: Option<FailureKind>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub error: Option<String>,
-    /// Unix seconds when the facts were gathered.
-    pub gathered_at: i64,
-}
+pub use crate::model::Fingerprint;
+use crate::ssh::{Connector, SshError, SshTarget};
 
 /// The script, quoted once for the remote user's shell, run by `sh`
 /// whatever that shell is.
@@ -94,17 +72,41 @@ pub async fn run(
     cancel: CancellationToken,
     out: mpsc::UnboundedSender<Fingerprint>,
 ) {
-    let mut pending = targets.into_iter();
+    let (tx, rx) = mpsc::unbounded_channel();
+    for target in targets {
+        let _ = tx.send(target);
+    }
+    drop(tx);
+    run_stream(connector, rx, concurrency, timeout, cancel, out).await;
+}
+
+/// As [`run`], for targets that arrive while it runs (hosts a scan is still
+/// finding); it ends when `targets` closes and the last host is done.
+pub async fn run_stream(
+    connector: Arc<Connector>,
+    mut targets: mpsc::UnboundedReceiver<SshTarget>,
+    concurrency: usize,
+    timeout: Duration,
+    cancel: CancellationToken,
+    out: mpsc::UnboundedSender<Fingerprint>,
+) {
     let mut running = FuturesUnordered::new();
+    let mut open = true;
     loop {
-        while running.len() < concurrency.max(1) && !cancel.is_cancelled() {
-            let Some(target) = pending.next() else { break };
-            let connector = Arc::clone(&connector);
-            running.push(async move { fingerprint_one(&connector, &target, timeout).await });
+        let room = running.len() < concurrency.max(1) && !cancel.is_cancelled();
+        tokio::select! {
+            target = targets.recv(), if open && room => match target {
+                Some(target) => {
+                    let connector = Arc::clone(&connector);
+                    running.push(async move { fingerprint_one(&connector, &target, timeout).await });
+                }
+                None => open = false,
+            },
+            Some(done) = running.next(), if !running.is_empty() => {
+                let _ = out.send(done);
+            }
+            () = cancel.cancelled(), if open && running.is_empty() => open = false,
+            else => break,
         }
-        let Some(done) = running.next().await else {
-            break;
-        };
-        let _ = out.send(done);
     }
 }

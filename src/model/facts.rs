@@ -81,6 +81,59 @@ pub struct HostFacts {
     pub addresses: Vec<String>,
 }
 
+/// Why fingerprinting (or any SSH job) could not reach a host, in the
+/// classes an operator acts on. Serialised kebab-case (`auth-failed`);
+/// [`FailureKind::as_str`] is the form tables show.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum FailureKind {
+    Unreachable,
+    Timeout,
+    AuthFailed,
+    HostKeyUnknown,
+    HostKeyChanged,
+    HostKeyRevoked,
+    CommandFailed,
+    Protocol,
+}
+
+impl FailureKind {
+    #[must_use]
+    pub fn as_str(self) -> &'static str {
+        match self {
+            FailureKind::Unreachable => "unreachable",
+            FailureKind::Timeout => "timeout",
+            FailureKind::AuthFailed => "auth failed",
+            FailureKind::HostKeyUnknown => "host key unknown",
+            FailureKind::HostKeyChanged => "host key CHANGED",
+            FailureKind::HostKeyRevoked => "host key REVOKED",
+            FailureKind::CommandFailed => "command failed",
+            FailureKind::Protocol => "ssh error",
+        }
+    }
+}
+
+/// The outcome of fingerprinting one host: its facts, or why not.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Fingerprint {
+    /// The host as the operator named it.
+    pub host: String,
+    /// What was connected to.
+    pub address: String,
+    pub port: u16,
+    /// `SHA256:...` of the host key seen (and verified) in the handshake.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub host_key: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub facts: Option<HostFacts>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub failure: Option<FailureKind>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+    /// Unix seconds when the facts were gathered (or the attempt ended).
+    pub gathered_at: i64,
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -94,6 +147,16 @@ mod tests {
         };
         let json = serde_json::to_string(&facts).unwrap();
         assert_eq!(json, r#"{"hostname":"db1","cpu_count":4}"#);
+    }
+
+    #[test]
+    fn failure_classes_serialise_kebab_case() {
+        let json = serde_json::to_string(&FailureKind::HostKeyChanged).unwrap();
+        assert_eq!(json, r#""host-key-changed""#);
+        assert_eq!(
+            serde_json::from_str::<FailureKind>(&json).unwrap(),
+            FailureKind::HostKeyChanged
+        );
     }
 
     #[test]

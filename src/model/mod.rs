@@ -7,7 +7,7 @@ pub mod scan;
 pub mod state;
 pub mod stats;
 
-pub use facts::HostFacts;
+pub use facts::{FailureKind, Fingerprint, HostFacts};
 pub use scan::{HostScan, Reach, Via};
 pub use state::{AgentState, RegistrationState, SshState, TokenState};
 pub use stats::AgentStats;

@@ -3,37 +3,7 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
-use serde::Serialize;
-
-/// The class of a failure, for tables, JSON and the console.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum FailureKind {
-    Unreachable,
-    Timeout,
-    AuthFailed,
-    HostKeyUnknown,
-    HostKeyChanged,
-    HostKeyRevoked,
-    CommandFailed,
-    Protocol,
-}
-
-impl FailureKind {
-    #[must_use]
-    pub fn as_str(self) -> &'static str {
-        match self {
-            FailureKind::Unreachable => "unreachable",
-            FailureKind::Timeout => "timeout",
-            FailureKind::AuthFailed => "auth failed",
-            FailureKind::HostKeyUnknown => "host key unknown",
-            FailureKind::HostKeyChanged => "host key CHANGED",
-            FailureKind::HostKeyRevoked => "host key REVOKED",
-            FailureKind::CommandFailed => "command failed",
-            FailureKind::Protocol => "ssh error",
-        }
-    }
-}
+pub use crate::model::FailureKind;
 
 #[derive(Debug, Clone, thiserror::Error)]
 pub enum SshError {

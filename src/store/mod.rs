@@ -1,7 +1,10 @@
 //! The inventory: what fleetctl knows about hosts, in SQLite in the data dir,
 //! shared by every command and the console.
 
+mod facts;
 mod schema;
+
+pub use facts::StoredFacts;
 
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
@@ -32,6 +35,8 @@ pub enum StoreError {
         found: u32,
         known: u32,
     },
+    #[error("cannot encode a value for the inventory: {0}")]
+    Encode(String),
     #[error("inventory query failed: {0}")]
     Sql(#[from] rusqlite::Error),
 }

@@ -32,6 +32,20 @@ const MIGRATIONS: &[&str] = &[
         last_scanned INTEGER NOT NULL,
         last_scan INTEGER NOT NULL REFERENCES scans (id)
     );",
+    // Facts learned over SSH, per address and port: the last attempt's
+    // outcome, and the facts and host key of the last one that succeeded.
+    "CREATE TABLE host_facts (
+        address TEXT NOT NULL,
+        port INTEGER NOT NULL,
+        host TEXT NOT NULL,
+        outcome TEXT NOT NULL,
+        error TEXT,
+        checked_at INTEGER NOT NULL,
+        host_key TEXT,
+        facts TEXT,
+        gathered_at INTEGER,
+        PRIMARY KEY (address, port)
+    );",
 ];
 
 pub fn migrate(conn: &Connection, path: &Path) -> Result<(), StoreError> {
