@@ -1,9 +1,12 @@
 //! Command-line front end: argument parsing, tracing, dispatch, exit codes.
 
 mod config_cmd;
+mod facts_output;
 mod fingerprint;
 mod output;
 mod scan;
+mod scan_ssh;
+mod ssh_opts;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
