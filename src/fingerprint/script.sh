@@ -67,21 +67,38 @@ probe_hostname() {
     esac
 }
 
-# osval KEY FILE: KEY's value in an os-release file, quotes and escapes removed.
-osval() {
-    sed -n "s/^$1=//p" "$2" | head -n 1 |
-        sed -e 's/^"\(.*\)"$/\1/' -e "s/^'\\(.*\\)'\$/\\1/" -e 's/\\\(.\)/\1/g'
+# unquote VALUE: sets v to an os-release value without its quotes and
+# escapes. Parsed by the shell itself: on a busy host (and in sandboxes like
+# gVisor) every process started costs more than all the parsing.
+unquote() {
+    v=$1
+    case $v in
+    \"*\") v=${v#\"} v=${v%\"} ;;
+    \'*\') v=${v#\'} v=${v%\'} ;;
+    esac
+    case $v in
+    *\\*) v=$(printf '%s\n' "$v" | sed 's/\\\(.\)/\1/g') ;;
+    esac
 }
 
 probe_os() {
     for f in /etc/os-release /usr/lib/os-release; do
-        if [ -r "$f" ]; then
-            kv os_id "$(osval ID "$f")"
-            kv os_name "$(osval NAME "$f")"
-            kv os_version "$(osval VERSION_ID "$f")"
-            kv os_pretty "$(osval PRETTY_NAME "$f")"
-            return 0
-        fi
+        [ -r "$f" ] || continue
+        id= name= version= pretty=
+        while IFS= read -r line || [ -n "$line" ]; do
+            # The first line of a key wins.
+            case $line in
+            ID=*) [ -n "$id" ] || id=${line#ID=} ;;
+            NAME=*) [ -n "$name" ] || name=${line#NAME=} ;;
+            VERSION_ID=*) [ -n "$version" ] || version=${line#VERSION_ID=} ;;
+            PRETTY_NAME=*) [ -n "$pretty" ] || pretty=${line#PRETTY_NAME=} ;;
+            esac
+        done <"$f"
+        unquote "$id" && kv os_id "$v"
+        unquote "$name" && kv os_name "$v"
+        unquote "$version" && kv os_version "$v"
+        unquote "$pretty" && kv os_pretty "$v"
+        return 0
     done
 }
 
@@ -91,9 +108,21 @@ probe_kernel() {
 }
 
 probe_cpu() {
-    # x86 names the model; ARM only names the board or the part number.
-    for field in 'model name' 'Hardware' 'CPU part'; do
-        m=$(sed -n "s/^${field}[[:space:]]*:[[:space:]]*//p" /proc/cpuinfo | head -n 1)
+    # x86 names the model (in the first lines, where the loop stops); ARM
+    # only names the board or the part number.
+    model= hardware= part=
+    while IFS= read -r line; do
+        case $line in
+        "model name"*:*)
+            model=${line#*:}
+            break
+            ;;
+        Hardware*:*) [ -n "$hardware" ] || hardware=${line#*:} ;;
+        "CPU part"*:*) [ -n "$part" ] || part=${line#*:} ;;
+        esac
+    done </proc/cpuinfo
+    for m in "$model" "$hardware" "$part"; do
+        m=${m#"${m%%[![:space:]]*}"}
         if [ -n "$m" ]; then
             kv cpu_model "$m"
             break
@@ -114,7 +143,10 @@ probe_memory() {
     while read -r key value _; do
         case $key in
         MemTotal:) is_uint "$value" && kv mem_total_bytes $((value * 1024)) ;;
-        SwapTotal:) is_uint "$value" && kv swap_total_bytes $((value * 1024)) ;;
+        SwapTotal:)
+            is_uint "$value" && kv swap_total_bytes $((value * 1024))
+            break
+            ;;
         esac
     done </proc/meminfo
 }
@@ -122,7 +154,8 @@ probe_memory() {
 probe_root_fs() {
     # -P keeps each file system on one line; counting fields from the end
     # survives a device name with spaces in it.
-    line=$(df -P -k / | tail -n 1)
+    line=$(df -P -k /)
+    line=${line##*"$nl"}
     # shellcheck disable=SC2086 # splitting into fields is the point
     set -- $line
     [ $# -ge 6 ] || return 0
@@ -138,10 +171,11 @@ probe_uptime() {
 }
 
 probe_ids() {
-    kv boot_id "$(cat /proc/sys/kernel/random/boot_id)"
-    id=$(cat /etc/machine-id 2>/dev/null) || id=
+    read -r boot </proc/sys/kernel/random/boot_id && kv boot_id "$boot"
+    id=
+    read -r id </etc/machine-id 2>/dev/null
     # Hosts without systemd may still have D-Bus's copy.
-    [ -n "$id" ] || id=$(cat /var/lib/dbus/machine-id)
+    [ -n "$id" ] || read -r id </var/lib/dbus/machine-id
     kv machine_id "$id"
 }
 
@@ -182,7 +216,7 @@ probe_init() {
         kv init_system systemd
         return 0
     fi
-    c=$(cat /proc/1/comm)
+    read -r c </proc/1/comm
     kv init_system "${c##*/}"
 }
 
