@@ -56,7 +56,10 @@ if has timeout && timeout 2 true >/dev/null 2>&1; then
 fi
 
 probe_hostname() {
-    h=$(hostname 2>/dev/null) || h=
+    # The kernel's copy first: reading it costs no process.
+    h=
+    read -r h </proc/sys/kernel/hostname
+    [ -n "$h" ] || h=$(hostname 2>/dev/null) || h=
     [ -n "$h" ] || h=$(uname -n)
     kv hostname "$h"
     # Only a name with a dot is fully qualified; otherwise hostname -f just
@@ -103,7 +106,18 @@ probe_os() {
 }
 
 probe_kernel() {
-    kv kernel "$(uname -srv)"
+    # uname -srv, from where uname reads it (no process); uname for the rest.
+    s= r= v=
+    {
+        read -r s </proc/sys/kernel/ostype
+        read -r r </proc/sys/kernel/osrelease
+        IFS= read -r v </proc/sys/kernel/version
+    } 2>/dev/null
+    if [ -n "$s" ] && [ -n "$r" ] && [ -n "$v" ]; then
+        kv kernel "$s $r $v"
+    else
+        kv kernel "$(uname -srv)"
+    fi
     kv arch "$(uname -m)"
 }
 
@@ -221,12 +235,25 @@ probe_init() {
 }
 
 probe_user() {
-    u=$(id -un 2>/dev/null) || u=
+    # One `id`: "uid=0(root) gid=0(root) groups=...", in coreutils and busybox.
+    ids=$(id 2>/dev/null) || ids=
+    uid= u=
+    case $ids in
+    uid=*)
+        uid=${ids#uid=}
+        uid=${uid%%[!0-9]*}
+        case $ids in
+        "uid=$uid("*)
+            u=${ids#"uid=$uid("}
+            u=${u%%")"*}
+            ;;
+        esac
+        ;;
+    esac
     [ -n "$u" ] || u=$(whoami 2>/dev/null) || u=
     [ -n "$u" ] || u=${LOGNAME:-${USER:-}}
     kv user "$u"
 
-    uid=$(id -u 2>/dev/null) || uid=
     if [ "$uid" = 0 ]; then
         kv is_root true
         kv sudo_nopasswd true
