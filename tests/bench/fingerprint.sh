@@ -74,12 +74,22 @@ for ip in "${ADDRS[@]}"; do
 done
 
 now() { date +%s.%N; }
+# CPU seconds the sshd listeners and every process they reaped (per-connection
+# sshd, the remote shell and what it ran) have used so far.
+TICK=$(getconf CLK_TCK)
+server_cpu() {
+    for pid in "${PIDS[@]}"; do cat "/proc/$pid/stat"; done |
+        awk -v tick="$TICK" '{ sub(/^.*\) /, ""); t += $12 + $13 + $14 + $15 } END { print t / tick }'
+}
+# server_cpu_since T0 FILE: appends the server CPU used since T0 to FILE.
+server_cpu_since() { awk -v a="$1" -v b="$(server_cpu)" 'BEGIN { print b - a }' >> "$2"; }
 median() { sort -n | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'; }
 
+# fleet_run CONCURRENCY
 fleet_run() {
     local t0 t1
     t0=$(now)
-    /usr/bin/time -f '%M' -o "$WORK/rss" "$BIN" fingerprint -o jsonl \
+    /usr/bin/time -f '%M %U %S' -o "$WORK/rss" "$BIN" fingerprint -o jsonl --concurrency "$1" \
         --ssh-config "$WORK/ssh_config" --known-hosts "$WORK/known_hosts" \
         "${ADDRS[@]}" > "$WORK/fleet.out" 2>"$WORK/fleet.err" || true
     t1=$(now)
@@ -91,7 +101,7 @@ fleet_run() {
 ssh_run() {
     local t0 t1
     t0=$(now)
-    printf '%s\n' "${ADDRS[@]}" | xargs -P16 -I{} \
+    printf '%s\n' "${ADDRS[@]}" | /usr/bin/time -f '%U %S' -o "$WORK/ssh.cpu" xargs -P16 -I{} \
         sh -c 'ssh -F "$1" -o BatchMode=yes "$2" "uname -a; cat /etc/os-release" > "$3/ssh.$2" 2>&1 || echo "$2 failed" >&2' \
         _ "$WORK/ssh_config" {} "$WORK"
     t1=$(now)
@@ -101,20 +111,37 @@ ssh_run() {
     awk -v a="$t0" -v b="$t1" 'BEGIN { print b - a }'
 }
 
-: > "$WORK/fleet.times"; : > "$WORK/ssh.times"; : > "$WORK/rss.all"
+: > "$WORK/ssh.times"; : > "$WORK/ssh.cpu.all"
 for _ in $(seq 1 "$RUNS"); do
     # Alternate, so neither side always runs on a warmer machine.
-    fleet_run >> "$WORK/fleet.times"; cat "$WORK/rss" >> "$WORK/rss.all"
-    ssh_run >> "$WORK/ssh.times"
+    for c in 32 16; do
+        s0=$(server_cpu)
+        fleet_run "$c" >> "$WORK/fleet$c.times"; cat "$WORK/rss" >> "$WORK/rss$c.all"
+        server_cpu_since "$s0" "$WORK/fleet$c.server"
+    done
+    s0=$(server_cpu)
+    ssh_run >> "$WORK/ssh.times"; cat "$WORK/ssh.cpu" >> "$WORK/ssh.cpu.all"
+    server_cpu_since "$s0" "$WORK/ssh.server"
 done
-fleet=$(median < "$WORK/fleet.times")
 ssh=$(median < "$WORK/ssh.times")
-rss=$(sort -n "$WORK/rss.all" | tail -1)
+# Client-side CPU (user + sys): fleetctl's own, and every ssh process's.
+ssh_cpu=$(awk '{print $1 + $2}' "$WORK/ssh.cpu.all" | median)
+ssh_server=$(median < "$WORK/ssh.server")
 
 echo
-echo "| $HOSTS sshd hosts on loopback | wall time (median of $RUNS) | peak RSS |"
-echo "|---|---|---|"
-printf '| fleetctl fingerprint (--concurrency 32, full script) | %.2f s | %d MB |\n' "$fleet" "$((rss / 1024))"
-printf "| ssh -o BatchMode=yes HOST 'uname -a; cat /etc/os-release', xargs -P16 | %.2f s | |\n" "$ssh"
-printf '\nfleetctl is %.1fx faster. (%s; %s)\n' "$(awk -v s="$ssh" -v f="$fleet" 'BEGIN { print s / f }')" \
+echo "| $HOSTS sshd hosts on loopback | wall time (median of $RUNS) | client CPU | server CPU | peak RSS |"
+echo "|---|---|---|---|---|"
+for c in 32 16; do
+    fleet=$(median < "$WORK/fleet$c.times")
+    rss=$(cut -d' ' -f1 "$WORK/rss$c.all" | sort -n | tail -1)
+    fleet_cpu=$(awk '{print $2 + $3}' "$WORK/rss$c.all" | median)
+    fleet_server=$(median < "$WORK/fleet$c.server")
+    printf '| fleetctl fingerprint --concurrency %d (full script) | %.2f s | %.2f s | %.2f s | %d MB |\n' \
+        "$c" "$fleet" "$fleet_cpu" "$fleet_server" "$((rss / 1024))"
+    echo "$fleet" >> "$WORK/fleet.best"
+done
+printf "| ssh -o BatchMode=yes HOST 'uname -a; cat /etc/os-release', xargs -P16 | %.2f s | %.2f s | %.2f s | |\n" \
+    "$ssh" "$ssh_cpu" "$ssh_server"
+fleet=$(sort -n "$WORK/fleet.best" | head -1)
+printf '\nfleetctl is %.1fx faster (best row). (%s; %s)\n' "$(awk -v s="$ssh" -v f="$fleet" 'BEGIN { print s / f }')" \
     "$("$BIN" --version)" "$(ssh -V 2>&1)"
