@@ -14,6 +14,7 @@ pub mod error;
 pub mod known_hosts;
 pub mod prompt;
 pub mod target;
+mod verify;
 
 pub use client::{Connector, HostKeyPolicy, Output, Session};
 pub use error::{FailureKind, SshError};
