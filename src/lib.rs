@@ -10,6 +10,7 @@
 pub mod auth;
 pub mod cli;
 pub mod config;
+pub mod control;
 pub mod fingerprint;
 pub mod model;
 pub mod pki;
