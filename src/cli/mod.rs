@@ -1,5 +1,6 @@
 //! Command-line front end: argument parsing, tracing, dispatch, exit codes.
 
+mod agents;
 mod config_cmd;
 mod facts_output;
 mod fingerprint;
@@ -7,6 +8,8 @@ mod output;
 mod scan;
 mod scan_ssh;
 mod ssh_opts;
+mod serve;
+mod token;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -51,6 +54,15 @@ enum Command {
     /// Show where fleetctl keeps things, and its settings.
     #[command(subcommand)]
     Config(config_cmd::ConfigCommand),
+    /// Run the control plane: fleet CA, tokens, agent registry, HTTPS API.
+    Serve(serve::ServeArgs),
+    /// Mint a join or operator token with the local control plane's key (printed on stdout).
+    #[command(subcommand)]
+    Token(token::TokenCommand),
+    /// List the agents the control plane knows, with their registration state.
+    Agents(agents::AgentsArgs),
+    /// Revoke an agent: its renewals and heartbeats are refused from now on.
+    Revoke(agents::RevokeArgs),
 }
 
 /// An error in what the operator asked for: exit status 2, not 1.
@@ -117,6 +129,10 @@ fn run(command: Command, ctx: &Context) -> anyhow::Result<ExitCode> {
         Command::Config(cmd) => Ok(config_cmd::run(&cmd, ctx)),
         Command::Scan(args) => runtime()?.block_on(scan::run(args, ctx)),
         Command::Fingerprint(args) => runtime()?.block_on(fingerprint::run(args, ctx)),
+        Command::Serve(args) => runtime()?.block_on(serve::run(args, ctx)),
+        Command::Token(cmd) => token::run(&cmd, ctx),
+        Command::Agents(args) => runtime()?.block_on(agents::agents(args, ctx)),
+        Command::Revoke(args) => runtime()?.block_on(agents::revoke(args, ctx)),
     }
 }
 
