@@ -14,3 +14,4 @@ pub mod model;
 pub mod scan;
 pub mod ssh;
 pub mod store;
+pub mod tui;

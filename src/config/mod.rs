@@ -23,6 +23,23 @@ const INVENTORY_FILE: &str = "inventory.sqlite3";
 pub struct Config {
     pub paths: PathsConfig,
     pub scan: ScanConfig,
+    pub tui: TuiConfig,
+}
+
+/// The console's settings.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct TuiConfig {
+    /// A built-in theme, or `NAME` for `<config dir>/themes/NAME.toml`.
+    pub theme: String,
+}
+
+impl Default for TuiConfig {
+    fn default() -> Self {
+        Self {
+            theme: "default".into(),
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
