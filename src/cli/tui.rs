@@ -32,17 +32,17 @@ fn theme_dir(config_file: &Path) -> PathBuf {
 }
 
 pub fn run(args: &TuiArgs, ctx: &Context) -> anyhow::Result<ExitCode> {
-    if !std::io::stdout().is_terminal() {
-        return Err(BadInput::wrap(anyhow::anyhow!(
-            "the console needs a terminal; for scripts use `fleetctl scan` or `fleetctl fingerprint`"
-        )));
-    }
     let themes = ThemeSet::load(
         Some(&theme_dir(&ctx.paths.config_file)),
         no_color_requested(std::env::var_os("NO_COLOR").as_deref()),
     );
     let name = args.theme.as_deref().unwrap_or(&ctx.config.tui.theme);
     let theme = themes.get(name).map_err(BadInput::wrap)?;
+    if !std::io::stdout().is_terminal() {
+        return Err(BadInput::wrap(anyhow::anyhow!(
+            "the console needs a terminal; for scripts use `fleetctl scan` or `fleetctl fingerprint`"
+        )));
+    }
     let _log = init_file_logging(&ctx.paths.log_dir)?;
     tracing::info!(theme = %theme.name, "console starting");
 

@@ -7,7 +7,10 @@ use std::sync::Arc;
 
 use crossterm::event::{KeyEvent, MouseEvent, MouseEventKind};
 
-use crate::engine::{Command, Event, FleetSnapshot, JobKind, JobOutcome, Prompt, PromptKind};
+use crate::engine::{
+    Command, Event, FleetSnapshot, JobKind, JobOutcome, Prompt, PromptKind, Secret,
+};
+use crate::model::{AgentState, Reach};
 
 use super::keys;
 use super::layout::Areas;
@@ -85,6 +88,9 @@ pub struct App {
     pub rows: Vec<u32>,
     /// Index into `rows`.
     pub selected: usize,
+    /// Hosts alive and agents running, counted once per snapshot.
+    pub alive: usize,
+    pub agents: usize,
     /// First row shown.
     pub offset: usize,
     pub marked: BTreeSet<IpAddr>,
@@ -97,7 +103,7 @@ pub struct App {
     /// Questions from jobs, oldest first; the first is shown.
     pub prompts: VecDeque<Prompt>,
     /// What is typed into the shown prompt (drawn masked).
-    pub prompt_text: String,
+    pub prompt_text: Secret,
     pub help: bool,
     pub log: VecDeque<LogLine>,
     /// Lines scrolled back from the newest.
@@ -117,6 +123,8 @@ impl App {
             fleet: Arc::new(FleetSnapshot::empty()),
             rows: Vec::new(),
             selected: 0,
+            alive: 0,
+            agents: 0,
             offset: 0,
             marked: BTreeSet::new(),
             filter_text: String::new(),
@@ -126,7 +134,7 @@ impl App {
             input: None,
             confirm: None,
             prompts: VecDeque::new(),
-            prompt_text: String::new(),
+            prompt_text: Secret(String::new()),
             help: false,
             log: VecDeque::new(),
             log_scroll: 0,
@@ -257,6 +265,16 @@ pub fn update(app: &mut App, msg: Msg) -> Vec<Command> {
             Vec::new()
         }
         Msg::Snapshot(fleet) => {
+            app.alive = fleet
+                .hosts
+                .iter()
+                .filter(|h| h.reach() == Reach::Alive)
+                .count();
+            app.agents = fleet
+                .hosts
+                .iter()
+                .filter(|h| h.agent == AgentState::Running)
+                .count();
             app.fleet = fleet;
             app.recompute_rows();
             Vec::new()
@@ -337,7 +355,7 @@ fn engine_event(app: &mut App, event: Event) {
         }
         Event::PromptWithdrawn { id } => {
             if app.prompts.front().is_some_and(|p| p.id == id) {
-                app.prompt_text.clear();
+                app.prompt_text.0.clear();
             }
             app.prompts.retain(|p| p.id != id);
         }

@@ -47,19 +47,22 @@ fn prompt_key(app: &mut App, key: KeyEvent) -> Vec<Command> {
             Answer::Confirm(false)
         }
         (PromptKind::HostKey { .. }, _) => return Vec::new(),
-        (_, KeyCode::Enter) => Answer::Secret(Secret(std::mem::take(&mut app.prompt_text))),
+        (_, KeyCode::Enter) => Answer::Secret(std::mem::replace(
+            &mut app.prompt_text,
+            Secret(String::new()),
+        )),
         (_, KeyCode::Esc) => Answer::Dismissed,
         (_, KeyCode::Backspace) => {
-            app.prompt_text.pop();
+            app.prompt_text.0.pop();
             return Vec::new();
         }
         (_, KeyCode::Char(c)) => {
-            app.prompt_text.push(c);
+            app.prompt_text.0.push(c);
             return Vec::new();
         }
         _ => return Vec::new(),
     };
-    app.prompt_text.clear();
+    app.prompt_text.0.clear();
     app.prompts.pop_front();
     vec![Command::AnswerPrompt { id, answer }]
 }

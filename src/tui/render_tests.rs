@@ -215,3 +215,31 @@ fn every_view_fits_a_tiny_terminal_without_panicking() {
         }
     }
 }
+
+#[test]
+fn jobs_and_events_full_screen_80x24() {
+    let mut app = app(40, 80, 24, "default");
+    for i in 0..30 {
+        update(
+            &mut app,
+            Msg::Engine(Event::HostSilent {
+                addr: format!("10.0.1.{i}").parse().unwrap(),
+            }),
+        );
+    }
+    keys(
+        &mut app,
+        &[KeyCode::Char('l'), KeyCode::Char('k'), KeyCode::Char('k')],
+    );
+    insta::assert_snapshot!(draw(&app).backend());
+}
+
+#[test]
+fn scan_prompt_80x24() {
+    let mut app = app(40, 80, 24, "light");
+    keys(&mut app, &[KeyCode::Char('s')]);
+    for c in "10.0.0.0/24".chars() {
+        keys(&mut app, &[KeyCode::Char(c)]);
+    }
+    insta::assert_snapshot!(draw(&app).backend());
+}

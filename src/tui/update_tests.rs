@@ -275,7 +275,7 @@ fn prompts_become_modals_and_answers_go_back() {
         &mut app,
         Msg::Engine(Event::PromptWithdrawn { id: PromptId(9) }),
     );
-    assert!(app.prompts.is_empty() && app.prompt_text.is_empty());
+    assert!(app.prompts.is_empty() && app.prompt_text.0.is_empty());
 }
 
 #[test]

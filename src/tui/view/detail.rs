@@ -9,7 +9,7 @@ use ratatui::layout::{Constraint, Layout, Rect};
 use ratatui::style::Style;
 use ratatui::symbols::Marker;
 use ratatui::text::{Line, Span};
-use ratatui::widgets::{Axis, Block, Chart, Dataset, GraphType, Paragraph};
+use ratatui::widgets::{Axis, Block, Chart, Dataset, GraphType, Paragraph, Wrap};
 
 use super::fleet::{agent_label, reach_urgency, registration_urgency, ssh_label};
 use crate::engine::{FleetSnapshot, HISTORY_WINDOW, HostView};
@@ -122,7 +122,12 @@ fn info(theme: &Theme, host: &HostView, now: i64, frame: &mut Frame<'_>, area: R
             theme.title(),
         ))
         .border_style(theme.border());
-    frame.render_widget(Paragraph::new(lines).block(block), area);
+    frame.render_widget(
+        Paragraph::new(lines)
+            .wrap(Wrap { trim: false })
+            .block(block),
+        area,
+    );
 }
 
 /// What fingerprinting and the scan learned.

@@ -7,21 +7,11 @@ use ratatui::text::{Line, Span};
 use ratatui::widgets::Paragraph;
 
 use crate::engine::FleetSnapshot;
-use crate::model::{AgentState, Reach};
 use crate::tui::app::App;
 
 pub fn render(app: &App, fleet: &FleetSnapshot, frame: &mut Frame<'_>, area: Rect) {
     let theme = &app.theme;
-    let alive = fleet
-        .hosts
-        .iter()
-        .filter(|h| h.reach() == Reach::Alive)
-        .count();
-    let agents = fleet
-        .hosts
-        .iter()
-        .filter(|h| h.agent == AgentState::Running)
-        .count();
+    let (alive, agents) = (app.alive, app.agents);
     let mut spans = vec![
         Span::styled(" fleetctl ", theme.title()),
         Span::styled("│ ", theme.border()),

@@ -34,7 +34,8 @@ pub fn view(app: &App, fleet: &FleetSnapshot, frame: &mut Frame<'_>) {
     match app.view {
         View::Fleet => fleet::render(app, fleet, frame, areas.body),
         View::Detail(addr) => detail::render(app, fleet, addr, frame, areas.body),
-        View::Log => jobs::render(app, fleet, frame, areas.body),
+        // Full screen: the pane's lines too.
+        View::Log => jobs::render(app, fleet, frame, areas.body.union(areas.pane)),
     }
     if app.view != View::Log && areas.pane.height > 0 {
         jobs::render(app, fleet, frame, areas.pane);

@@ -91,7 +91,7 @@ pub fn prompt(app: &App, prompt: &Prompt, frame: &mut Frame<'_>, screen: Rect) {
     let masked = || {
         Line::from(vec![
             Span::styled("> ", theme.accent()),
-            Span::styled("•".repeat(app.prompt_text.chars().count()), theme.text()),
+            Span::styled("•".repeat(app.prompt_text.0.chars().count()), theme.text()),
             Span::styled("█", theme.accent()),
         ])
     };
