@@ -76,6 +76,7 @@ async fn event_loop(
     update(&mut app, Msg::Resize(size.width, size.height));
     update(&mut app, Msg::Snapshot(Arc::clone(&fleet)));
     let mut dirty = true;
+    let mut fresh = false;
     while !app.quit {
         let mut msgs = Vec::new();
         tokio::select! {
@@ -101,12 +102,20 @@ async fn event_loop(
                 if changed.is_err() {
                     break; // the engine stopped
                 }
+                // Taken in at the next frame: a burst of snapshots (a big
+                // scan publishes many) costs one re-filter and one sort.
                 fleet = Arc::clone(&snapshots.borrow_and_update());
-                msgs.push(Msg::Snapshot(Arc::clone(&fleet)));
+                fresh = true;
             }
             _ = tick.tick() => {
+                if fresh {
+                    fresh = false;
+                    dirty = true;
+                    update(&mut app, Msg::Snapshot(Arc::clone(&fleet)));
+                }
                 if dirty {
-                    terminal.draw(|frame| view::view(&app, &fleet, frame))?;
+                    // The snapshot the rows were computed from.
+                    terminal.draw(|frame| view::view(&app, &app.fleet, frame))?;
                     dirty = false;
                 }
             }
