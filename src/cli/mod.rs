@@ -10,6 +10,7 @@ mod scan_ssh;
 mod ssh_opts;
 mod serve;
 mod token;
+mod tui;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -31,7 +32,8 @@ const EXIT_BROKEN_PIPE: u8 = 141;
     name = "fleetctl",
     version,
     about = "Find hosts, learn what they are, and watch them.",
-    arg_required_else_help = true
+    long_about = "Find hosts, learn what they are, and watch them.\n\n\
+                  With no command, opens the console (fleetctl tui)."
 )]
 pub struct Cli {
     /// Config file [default: the platform config dir, ~/.config/fleetctl/config.toml on Linux].
@@ -42,11 +44,13 @@ pub struct Cli {
     #[arg(long, global = true, env = "FLEETCTL_DATA_DIR", value_name = "DIR")]
     data_dir: Option<PathBuf>,
     #[command(subcommand)]
-    command: Command,
+    command: Option<Command>,
 }
 
 #[derive(Debug, Subcommand)]
 enum Command {
+    /// The console: the fleet live, jobs and events (the default command).
+    Tui(tui::TuiArgs),
     /// Discover live hosts in networks, ranges and lists.
     Scan(scan::ScanArgs),
     /// Learn what hosts are (OS, kernel, CPUs, memory, host key...) over SSH.
@@ -104,9 +108,16 @@ impl Context {
 /// Entry point of the binary.
 #[must_use]
 pub fn main() -> ExitCode {
-    let cli = Cli::parse();
-    init_tracing();
-    let result = Context::load(&cli).and_then(|ctx| run(cli.command, &ctx));
+    let mut cli = Cli::parse();
+    let command = cli
+        .command
+        .take()
+        .unwrap_or_else(|| Command::Tui(tui::TuiArgs::default()));
+    // The console logs to a file: the terminal is its screen.
+    if !matches!(command, Command::Tui(_)) {
+        init_tracing();
+    }
+    let result = Context::load(&cli).and_then(|ctx| run(command, &ctx));
     match result {
         Ok(code) => code,
         Err(err) if is_broken_pipe(&err) => {
@@ -127,6 +138,7 @@ pub fn main() -> ExitCode {
 fn run(command: Command, ctx: &Context) -> anyhow::Result<ExitCode> {
     match command {
         Command::Config(cmd) => Ok(config_cmd::run(&cmd, ctx)),
+        Command::Tui(args) => tui::run(&args, ctx),
         Command::Scan(args) => runtime()?.block_on(scan::run(args, ctx)),
         Command::Fingerprint(args) => runtime()?.block_on(fingerprint::run(args, ctx)),
         Command::Serve(args) => runtime()?.block_on(serve::run(args, ctx)),

@@ -26,6 +26,23 @@ pub struct Config {
     pub paths: PathsConfig,
     pub scan: ScanConfig,
     pub control: ControlConfig,
+    pub tui: TuiConfig,
+}
+
+/// The console's settings.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct TuiConfig {
+    /// A built-in theme, or `NAME` for `<config dir>/themes/NAME.toml`.
+    pub theme: String,
+}
+
+impl Default for TuiConfig {
+    fn default() -> Self {
+        Self {
+            theme: "default".into(),
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]

@@ -1,0 +1,104 @@
+//! `fleetctl tui` (and `fleetctl` alone): the console over the engine.
+
+use std::io::IsTerminal;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::time::Duration;
+
+use anyhow::Context as _;
+use clap::Args;
+
+use super::{BadInput, Context};
+use crate::engine::{self, EngineConfig, SshSettings};
+use crate::ssh::target::{default_known_hosts, default_ssh_config};
+use crate::ssh::{ConnectFlags, HostKeyPolicy, LocalUser};
+use crate::tui::app::App;
+use crate::tui::theme::{ThemeSet, no_color_requested};
+
+#[derive(Debug, Args, Default)]
+pub struct TuiArgs {
+    /// Colour theme: default, light, high-contrast, catppuccin-mocha, or a
+    /// NAME.toml in the config dir's themes/ [default: the config's tui.theme].
+    #[arg(long, value_name = "NAME")]
+    theme: Option<String>,
+}
+
+/// Where user themes live: `themes/` beside the config file.
+fn theme_dir(config_file: &Path) -> PathBuf {
+    config_file
+        .parent()
+        .unwrap_or_else(|| Path::new("."))
+        .join("themes")
+}
+
+pub fn run(args: &TuiArgs, ctx: &Context) -> anyhow::Result<ExitCode> {
+    let themes = ThemeSet::load(
+        Some(&theme_dir(&ctx.paths.config_file)),
+        no_color_requested(std::env::var_os("NO_COLOR").as_deref()),
+    );
+    let name = args.theme.as_deref().unwrap_or(&ctx.config.tui.theme);
+    let theme = themes.get(name).map_err(BadInput::wrap)?;
+    if !std::io::stdout().is_terminal() {
+        return Err(BadInput::wrap(anyhow::anyhow!(
+            "the console needs a terminal; for scripts use `fleetctl scan` or `fleetctl fingerprint`"
+        )));
+    }
+    let _log = init_file_logging(&ctx.paths.log_dir)?;
+    tracing::info!(theme = %theme.name, "console starting");
+
+    let local = LocalUser::current();
+    let config = EngineConfig {
+        inventory: Some(ctx.paths.inventory()),
+        scan: ctx.config.scan.clone(),
+        max_in_flight: raise_open_files_limit(),
+        ssh: SshSettings {
+            known_hosts: default_known_hosts(&local),
+            ssh_config: default_ssh_config(&local),
+            policy: HostKeyPolicy::Strict,
+            flags: ConnectFlags::default(),
+        },
+        fingerprint_concurrency: 32,
+        fingerprint_timeout: Duration::from_secs(30),
+    };
+    let app = App::new(themes, theme);
+    super::runtime()?.block_on(async move {
+        let (engine, events) = engine::spawn(config);
+        crate::tui::run(engine, events, app).await
+    })?;
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Logs go to `tui.log` in the log dir through a non-blocking writer: the
+/// screen belongs to the console. `RUST_LOG` picks what (default: info).
+fn init_file_logging(dir: &Path) -> anyhow::Result<tracing_appender::non_blocking::WorkerGuard> {
+    use tracing_subscriber::EnvFilter;
+    crate::store::create_private_dir(dir).context("cannot create the log directory")?;
+    let (writer, guard) =
+        tracing_appender::non_blocking(tracing_appender::rolling::never(dir, "tui.log"));
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(writer)
+        .with_ansi(false)
+        .try_init();
+    Ok(guard)
+}
+
+/// Lifts the soft open-files limit to the hard one and returns how many
+/// sockets a scan may hold open, keeping some descriptors spare (as
+/// `fleetctl scan` does).
+fn raise_open_files_limit() -> usize {
+    use nix::sys::resource::{Resource, getrlimit, setrlimit};
+    let Ok((soft, hard)) = getrlimit(Resource::RLIMIT_NOFILE) else {
+        return 256;
+    };
+    let limit = if setrlimit(Resource::RLIMIT_NOFILE, hard, hard).is_ok() {
+        hard
+    } else {
+        soft
+    };
+    usize::try_from(limit)
+        .unwrap_or(usize::MAX)
+        .saturating_sub(64)
+        .max(16)
+}

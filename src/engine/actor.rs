@@ -1,0 +1,456 @@
+//! The actor task: owns the fleet, turns commands into jobs and job reports
+//! into state, events and snapshots.
+
+use std::collections::{BTreeMap, HashMap};
+use std::fmt::Write as _;
+use std::net::IpAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::{mpsc, oneshot, watch};
+use tokio::time::{Instant, MissedTickBehavior};
+use tokio_util::sync::CancellationToken;
+
+use super::jobs::{self, FingerprintJob, JobMsg, ScanJob};
+use super::state::{FleetSnapshot, HostView, JobView, Sample};
+use super::{
+    Answer, Command, EngineConfig, Event, JobId, JobKind, JobOutcome, Prompt, PromptId, PromptKind,
+};
+use crate::fingerprint::job::Fingerprint;
+use crate::model::{AgentState, AgentStats, HostScan, Reach, SshState};
+use crate::ssh::FailureKind;
+use crate::store::{StoredHost, now_unix};
+
+/// Messages handled before a snapshot is published, at most: a flood of
+/// scan results still shows progress.
+const BATCH: usize = 1024;
+/// How often an idle engine republishes, so times shown ("5s ago") move.
+const REPUBLISH_EVERY: Duration = Duration::from_secs(1);
+
+struct RunningJob {
+    view: JobView,
+    cancel: CancellationToken,
+}
+
+struct Actor {
+    config: EngineConfig,
+    hosts: BTreeMap<IpAddr, Arc<HostView>>,
+    jobs: BTreeMap<JobId, RunningJob>,
+    prompts: HashMap<PromptId, (Option<JobId>, oneshot::Sender<Answer>)>,
+    next_job: u64,
+    next_prompt: u64,
+    generation: u64,
+    dirty: bool,
+    events: mpsc::UnboundedSender<Event>,
+    snapshot: watch::Sender<Arc<FleetSnapshot>>,
+    to_self: mpsc::UnboundedSender<JobMsg>,
+    /// Parent of every job's token: dropping the engine cancels them all.
+    root: CancellationToken,
+}
+
+/// Serves commands until the last handle is dropped.
+pub(super) async fn run(
+    config: EngineConfig,
+    mut commands: mpsc::UnboundedReceiver<Command>,
+    events: mpsc::UnboundedSender<Event>,
+    snapshot: watch::Sender<Arc<FleetSnapshot>>,
+) {
+    let (to_self, mut from_jobs) = mpsc::unbounded_channel();
+    let mut actor = Actor {
+        config,
+        hosts: BTreeMap::new(),
+        jobs: BTreeMap::new(),
+        prompts: HashMap::new(),
+        next_job: 0,
+        next_prompt: 0,
+        generation: 0,
+        dirty: true,
+        events,
+        snapshot,
+        to_self,
+        root: CancellationToken::new(),
+    };
+    actor.refresh();
+    let mut tick = tokio::time::interval(REPUBLISH_EVERY);
+    tick.set_missed_tick_behavior(MissedTickBehavior::Skip);
+    loop {
+        tokio::select! {
+            command = commands.recv() => match command {
+                Some(command) => actor.command(command),
+                None => break,
+            },
+            Some(msg) = from_jobs.recv() => actor.job_msg(msg),
+            _ = tick.tick() => actor.dirty = true,
+        }
+        for _ in 0..BATCH {
+            if let Ok(command) = commands.try_recv() {
+                actor.command(command);
+            } else if let Ok(msg) = from_jobs.try_recv() {
+                actor.job_msg(msg);
+            } else {
+                break;
+            }
+        }
+        actor.publish();
+    }
+    actor.root.cancel();
+}
+
+impl Actor {
+    fn emit(&self, event: Event) {
+        // The front end may have gone; the engine still finishes its work.
+        let _ = self.events.send(event);
+    }
+
+    fn publish(&mut self) {
+        if !self.dirty {
+            return;
+        }
+        self.dirty = false;
+        self.generation += 1;
+        let snapshot = FleetSnapshot {
+            hosts: self.hosts.values().cloned().collect(),
+            jobs: self.jobs.values().map(|j| j.view.clone()).collect(),
+            generation: self.generation,
+            now_unix: now_unix(),
+            taken_at: Instant::now(),
+        };
+        self.snapshot.send_replace(Arc::new(snapshot));
+    }
+
+    fn start_job(
+        &mut self,
+        kind: JobKind,
+        label: String,
+        total: u64,
+    ) -> (JobId, CancellationToken) {
+        self.next_job += 1;
+        let id = JobId(self.next_job);
+        let cancel = self.root.child_token();
+        self.jobs.insert(
+            id,
+            RunningJob {
+                view: JobView {
+                    id,
+                    kind,
+                    label: label.clone(),
+                    done: 0,
+                    total,
+                    started_at: now_unix(),
+                },
+                cancel: cancel.clone(),
+            },
+        );
+        self.dirty = true;
+        self.emit(Event::JobStarted { id, kind, label });
+        (id, cancel)
+    }
+
+    fn command(&mut self, command: Command) {
+        match command {
+            Command::Scan { targets } => {
+                let (id, cancel) = self.start_job(JobKind::Scan, targets.clone(), 0);
+                let job = ScanJob {
+                    config: self.config.scan.clone(),
+                    max_in_flight: self.config.max_in_flight,
+                    inventory: self.config.inventory.clone(),
+                };
+                tokio::spawn(jobs::scan(id, targets, job, cancel, self.to_self.clone()));
+            }
+            Command::Fingerprint { hosts } => {
+                let label = hosts_label(&hosts);
+                let (id, cancel) = self.start_job(JobKind::Fingerprint, label, hosts.len() as u64);
+                let job = FingerprintJob {
+                    ssh: self.config.ssh.clone(),
+                    concurrency: self.config.fingerprint_concurrency,
+                    timeout: self.config.fingerprint_timeout,
+                };
+                tokio::spawn(jobs::fingerprint(
+                    id,
+                    hosts,
+                    job,
+                    cancel,
+                    self.to_self.clone(),
+                ));
+            }
+            Command::Deploy { hosts } => self.not_built(JobKind::Deploy, &hosts),
+            Command::Undeploy { hosts } => self.not_built(JobKind::Undeploy, &hosts),
+            Command::Revoke { hosts } => self.not_built(JobKind::Revoke, &hosts),
+            Command::Refresh => self.refresh(),
+            Command::CancelJob(id) => {
+                if let Some(job) = self.jobs.get(&id) {
+                    job.cancel.cancel();
+                }
+            }
+            Command::AnswerPrompt { id, answer } => {
+                if let Some((_, reply)) = self.prompts.remove(&id) {
+                    let _ = reply.send(answer);
+                }
+            }
+            Command::Stats { addr, result } => self.stats(addr, result),
+        }
+    }
+
+    /// Jobs whose capability is not in this build yet end at once, saying so.
+    fn not_built(&mut self, kind: JobKind, hosts: &[IpAddr]) {
+        let (id, _) = self.start_job(kind, hosts_label(hosts), hosts.len() as u64);
+        let what = match kind {
+            JobKind::Deploy | JobKind::Undeploy => "the deploy job (issue 5)",
+            _ => "the control plane client",
+        };
+        self.end_job(
+            id,
+            JobOutcome::Failed(format!(
+                "{} is not available yet: {what} is not wired into the engine in this build",
+                kind.as_str()
+            )),
+        );
+    }
+
+    fn refresh(&mut self) {
+        let Some(path) = self.config.inventory.clone() else {
+            return;
+        };
+        let (id, _) = self.start_job(JobKind::Refresh, "inventory".into(), 0);
+        tokio::spawn(jobs::load_inventory(id, path, self.to_self.clone()));
+    }
+
+    fn end_job(&mut self, id: JobId, outcome: JobOutcome) {
+        let kind = self
+            .jobs
+            .remove(&id)
+            .map_or(JobKind::Refresh, |j| j.view.kind);
+        let withdrawn: Vec<PromptId> = self
+            .prompts
+            .iter()
+            .filter(|(_, (job, _))| *job == Some(id))
+            .map(|(pid, _)| *pid)
+            .collect();
+        for pid in withdrawn {
+            self.prompts.remove(&pid);
+            self.emit(Event::PromptWithdrawn { id: pid });
+        }
+        self.dirty = true;
+        self.emit(Event::JobEnded { id, kind, outcome });
+    }
+
+    fn job_msg(&mut self, msg: JobMsg) {
+        match msg {
+            JobMsg::Progress { id, done, total } => {
+                if let Some(job) = self.jobs.get_mut(&id)
+                    && (job.view.done, job.view.total) != (done, total)
+                {
+                    job.view.done = done;
+                    job.view.total = total;
+                    self.dirty = true;
+                    self.emit(Event::JobProgress { id, done, total });
+                }
+            }
+            JobMsg::Scanned { host } => self.scanned(host),
+            JobMsg::Fingerprinted { result } => self.fingerprinted(*result),
+            JobMsg::Inventory { hosts } => self.inventory(hosts),
+            JobMsg::Ended { id, outcome } => self.end_job(id, outcome),
+            JobMsg::Prompt { job, kind, reply } => self.prompt(job, kind, reply),
+        }
+    }
+
+    fn prompt(&mut self, job: Option<JobId>, kind: PromptKind, reply: oneshot::Sender<Answer>) {
+        self.next_prompt += 1;
+        let id = PromptId(self.next_prompt);
+        // Drop answers nobody waits for any more (their jobs were cancelled).
+        self.prompts.retain(|_, (_, r)| !r.is_closed());
+        self.prompts.insert(id, (job, reply));
+        self.emit(Event::PromptNeeded(Prompt { id, job, kind }));
+    }
+
+    fn inventory(&mut self, stored: Vec<StoredHost>) {
+        let count = stored.len();
+        for host in stored {
+            let addr = host.scan.addr;
+            if let Some(known) = self.hosts.get_mut(&addr) {
+                let known = Arc::make_mut(known);
+                known.last_seen = known.last_seen.max(host.last_seen);
+            } else {
+                let view = HostView::from_scan(host.scan, host.last_seen);
+                self.hosts.insert(addr, Arc::new(view));
+            }
+        }
+        self.dirty = true;
+        self.emit(Event::InventoryLoaded { hosts: count });
+    }
+
+    fn scanned(&mut self, scan: HostScan) {
+        let now = now_unix();
+        let addr = scan.addr;
+        match scan.reach {
+            Reach::Alive => {
+                let new = !self.hosts.contains_key(&addr);
+                let host = self
+                    .hosts
+                    .entry(addr)
+                    .or_insert_with(|| Arc::new(HostView::from_scan(scan.clone(), Some(now))));
+                let host = Arc::make_mut(host);
+                let name = scan.name.clone().or(host.scan.name.take());
+                host.scan = HostScan {
+                    name,
+                    ..scan.clone()
+                };
+                host.last_seen = Some(now);
+                let via = scan.via.map_or_else(String::new, |v| format!(" via {v}"));
+                host.log(now, format!("answered a scan{via}"));
+                self.dirty = true;
+                self.emit(Event::HostFound { scan, new });
+            }
+            Reach::Silent => {
+                if let Some(host) = self.hosts.get_mut(&addr) {
+                    let host = Arc::make_mut(host);
+                    let was_alive = host.scan.reach == Reach::Alive;
+                    host.scan.reach = Reach::Silent;
+                    host.scan.via = None;
+                    host.scan.rtt_ms = None;
+                    if was_alive {
+                        host.log(now, "went silent");
+                        self.emit(Event::HostSilent { addr });
+                    }
+                    self.dirty = true;
+                }
+            }
+            Reach::Unknown => {}
+        }
+    }
+
+    fn fingerprinted(&mut self, result: Fingerprint) {
+        let Ok(addr) = result.host.parse::<IpAddr>() else {
+            return;
+        };
+        let now = now_unix();
+        let host = self.hosts.entry(addr).or_insert_with(|| {
+            Arc::new(HostView::from_scan(
+                HostScan::new(addr, Reach::Unknown),
+                None,
+            ))
+        });
+        let host = Arc::make_mut(host);
+        self.dirty = true;
+        match (result.facts, result.failure) {
+            (Some(facts), _) => {
+                let summary = [
+                    facts.hostname.as_deref(),
+                    facts.os_pretty.as_deref(),
+                    facts.arch.as_deref(),
+                ]
+                .into_iter()
+                .flatten()
+                .collect::<Vec<_>>()
+                .join(" · ");
+                host.facts = Some(facts);
+                host.host_key = result.host_key;
+                host.ssh = SshState::Ok;
+                host.ssh_error = None;
+                host.last_seen = Some(now);
+                host.log(now, format!("fingerprinted: {summary}"));
+                self.emit(Event::Facts { addr, summary });
+            }
+            (None, failure) => {
+                let state = failure.map_or(SshState::Unreachable, ssh_state);
+                let error = result.error.unwrap_or_else(|| state.as_str().to_owned());
+                host.ssh = state;
+                host.ssh_error = Some(error.clone());
+                host.log(now, format!("fingerprint failed: {error}"));
+                self.emit(Event::SshFailed { addr, state, error });
+            }
+        }
+    }
+
+    fn stats(&mut self, addr: IpAddr, result: Result<Box<AgentStats>, String>) {
+        let Some(host) = self.hosts.get_mut(&addr) else {
+            tracing::debug!(%addr, "stats for a host not in the fleet: ignored");
+            return;
+        };
+        let host = Arc::make_mut(host);
+        let now = now_unix();
+        let from = host.agent;
+        self.dirty = true;
+        match result {
+            Ok(stats) => {
+                host.history.push(Sample {
+                    at: Instant::now(),
+                    cpu_pct: stats.cpu.total_pct as f32,
+                    mem_pct: stats.memory.used_pct() as f32,
+                });
+                if host.registration != stats.registration.state {
+                    host.log(now, format!("registration: {}", stats.registration.state));
+                    host.registration = stats.registration.state;
+                }
+                if host.token != stats.token.state {
+                    host.log(now, format!("token: {}", stats.token.state));
+                    host.token = stats.token.state;
+                }
+                host.token_expires_at = stats
+                    .token
+                    .expires_at
+                    .or_else(|| stats.token.seconds_left.map(|left| now + left));
+                host.last_seen = Some(now);
+                host.stats_error = None;
+                host.stats = Some(Arc::new(*stats));
+                host.agent = AgentState::Running;
+                host.deploy_step = None;
+                if from != AgentState::Running {
+                    host.log(now, "agent answering");
+                    self.emit(Event::AgentChanged {
+                        addr,
+                        from,
+                        to: AgentState::Running,
+                        error: None,
+                    });
+                }
+            }
+            Err(error) => {
+                host.stats_error = Some(error.clone());
+                if from != AgentState::Unreachable {
+                    host.agent = AgentState::Unreachable;
+                    host.log(now, format!("agent not answering: {error}"));
+                    self.emit(Event::AgentChanged {
+                        addr,
+                        from,
+                        to: AgentState::Unreachable,
+                        error: Some(error),
+                    });
+                }
+            }
+        }
+    }
+}
+
+/// The console's SSH state for a fingerprint failure.
+fn ssh_state(kind: FailureKind) -> SshState {
+    match kind {
+        FailureKind::AuthFailed => SshState::AuthFailed,
+        FailureKind::HostKeyUnknown => SshState::HostKeyUnknown,
+        FailureKind::HostKeyChanged | FailureKind::HostKeyRevoked => SshState::HostKeyChanged,
+        // Logged in; only the command failed.
+        FailureKind::CommandFailed => SshState::Ok,
+        FailureKind::Unreachable | FailureKind::Timeout | FailureKind::Protocol => {
+            SshState::Unreachable
+        }
+    }
+}
+
+/// A short label for a job over hosts: the first few, then a count.
+fn hosts_label(hosts: &[IpAddr]) -> String {
+    const SHOWN: usize = 3;
+    let mut label = hosts
+        .iter()
+        .take(SHOWN)
+        .map(ToString::to_string)
+        .collect::<Vec<_>>()
+        .join(" ");
+    if hosts.len() > SHOWN {
+        let _ = write!(label, " +{}", hosts.len() - SHOWN);
+    }
+    label
+}
+
+#[cfg(test)]
+#[path = "actor_tests.rs"]
+mod tests;

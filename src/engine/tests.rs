@@ -1,0 +1,383 @@
+//! The engine through its handle: commands in, events and snapshots out.
+
+use std::net::{IpAddr, TcpListener};
+use std::path::PathBuf;
+use std::time::Duration;
+
+use tokio::sync::mpsc;
+
+use super::*;
+use crate::model::stats::{
+    CertificateStatus, CpuStats, MemoryStats, RegistrationStatus, SampleInfo, TokenStatus,
+};
+use crate::model::{Reach, RegistrationState, TokenState, Via};
+use crate::scan::MethodChoice;
+use crate::store::Inventory;
+
+fn config(inventory: Option<PathBuf>, ports: Vec<u16>) -> EngineConfig {
+    EngineConfig {
+        inventory,
+        scan: ScanConfig {
+            method: MethodChoice::Tcp,
+            ports,
+            timeout: Duration::from_millis(300),
+            retries: 0,
+            ssh_banner: false,
+            ..ScanConfig::default()
+        },
+        max_in_flight: 64,
+        ssh: SshSettings {
+            known_hosts: PathBuf::from("/nonexistent/known_hosts"),
+            ssh_config: PathBuf::from("/nonexistent/ssh_config"),
+            policy: HostKeyPolicy::Strict,
+            flags: ConnectFlags::default(),
+        },
+        fingerprint_concurrency: 4,
+        fingerprint_timeout: Duration::from_secs(5),
+    }
+}
+
+/// Waits (bounded) for the first event `pick` accepts.
+async fn until<T>(
+    events: &mut mpsc::UnboundedReceiver<Event>,
+    mut pick: impl FnMut(Event) -> Option<T>,
+) -> T {
+    let wait = async {
+        loop {
+            let event = events.recv().await.expect("the engine stopped");
+            if let Some(found) = pick(event) {
+                return found;
+            }
+        }
+    };
+    tokio::time::timeout(Duration::from_secs(20), wait)
+        .await
+        .expect("no such event within 20s")
+}
+
+async fn job_end(events: &mut mpsc::UnboundedReceiver<Event>, kind: JobKind) -> JobOutcome {
+    until(events, |e| match e {
+        Event::JobEnded {
+            kind: k, outcome, ..
+        } if k == kind => Some(outcome),
+        _ => None,
+    })
+    .await
+}
+
+fn stats(cpu: f64, token_left: i64) -> AgentStats {
+    AgentStats {
+        agent_version: "0.1.0".into(),
+        hostname: "node1".into(),
+        host_uptime_secs: 100,
+        agent_uptime_secs: 10,
+        agent_rss_bytes: 1 << 20,
+        cpu: CpuStats {
+            total_pct: cpu,
+            per_core_pct: vec![cpu, cpu],
+            load1: 0.5,
+            load5: 0.4,
+            load15: 0.3,
+        },
+        memory: MemoryStats {
+            total_bytes: 1000,
+            available_bytes: 250,
+            swap_total_bytes: 0,
+            swap_free_bytes: 0,
+        },
+        registration: RegistrationStatus {
+            state: RegistrationState::Registered,
+            agent_id: Some("a1".into()),
+            controller: "https://127.6.0.1:1".into(),
+            registered_at: Some(1),
+            last_heartbeat_at: Some(2),
+            consecutive_failures: 0,
+            last_error: None,
+        },
+        token: TokenStatus {
+            state: TokenState::Valid,
+            expires_at: None,
+            seconds_left: Some(token_left),
+            last_renewal_at: None,
+            renewals: 0,
+            last_error: None,
+        },
+        certificate: CertificateStatus {
+            expires_at: None,
+            seconds_left: None,
+            last_renewal_at: None,
+            renewals: 0,
+        },
+        sample: SampleInfo {
+            taken_at_ms: 0,
+            interval_ms: 2000,
+        },
+    }
+}
+
+fn seeded_inventory(dir: &std::path::Path, addrs: &[&str]) -> PathBuf {
+    let path = dir.join("inventory.sqlite3");
+    let mut inv = Inventory::open(&path).unwrap();
+    let scan = inv.begin_scan("seed", "tcp").unwrap();
+    let hosts: Vec<HostScan> = addrs
+        .iter()
+        .map(|a| {
+            let mut h = HostScan::new(a.parse().unwrap(), Reach::Alive);
+            h.via = Some(Via::Tcp(22));
+            h
+        })
+        .collect();
+    inv.record_hosts(scan, &hosts).unwrap();
+    path
+}
+
+#[tokio::test]
+async fn reopens_with_the_fleet_the_inventory_holds() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = seeded_inventory(dir.path(), &["127.6.0.2", "127.6.0.1"]);
+    let (engine, mut events) = spawn(config(Some(path), vec![22]));
+    let loaded = until(&mut events, |e| match e {
+        Event::InventoryLoaded { hosts } => Some(hosts),
+        _ => None,
+    })
+    .await;
+    assert_eq!(loaded, 2);
+    assert!(matches!(
+        job_end(&mut events, JobKind::Refresh).await,
+        JobOutcome::Done(_)
+    ));
+    let snap = engine.snapshot();
+    let addrs: Vec<String> = snap.hosts.iter().map(|h| h.addr.to_string()).collect();
+    assert_eq!(addrs, ["127.6.0.1", "127.6.0.2"], "in address order");
+    assert!(snap.host("127.6.0.2".parse().unwrap()).is_some());
+}
+
+#[tokio::test]
+async fn a_scan_finds_hosts_fills_the_fleet_and_records_the_inventory() {
+    let listener = TcpListener::bind("127.6.0.3:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("inventory.sqlite3");
+    let (engine, mut events) = spawn(config(Some(path.clone()), vec![port]));
+    job_end(&mut events, JobKind::Refresh).await;
+    assert!(engine.send(Command::Scan {
+        targets: "127.6.0.0/28".into()
+    }));
+    let mut found = Vec::new();
+    let outcome = until(&mut events, |e| match e {
+        Event::HostFound { scan, new } => {
+            assert!(new);
+            found.push(scan);
+            None
+        }
+        Event::JobEnded {
+            kind: JobKind::Scan,
+            outcome,
+            ..
+        } => Some(outcome),
+        _ => None,
+    })
+    .await;
+    let JobOutcome::Done(summary) = outcome else {
+        panic!("{outcome:?}")
+    };
+    assert!(summary.starts_with("14 alive"), "{summary}");
+    // On loopback every address answers (a refused connection proves it up);
+    // only the one with a listener has the port open.
+    assert_eq!(found.len(), 14);
+    let open: Vec<IpAddr> = found
+        .iter()
+        .filter(|h| h.open_ports == [port])
+        .map(|h| h.addr)
+        .collect();
+    assert_eq!(open, ["127.6.0.3".parse::<IpAddr>().unwrap()]);
+    // Published after the job's end was handled.
+    let mut watch = engine.watch();
+    let snap = tokio::time::timeout(
+        Duration::from_secs(5),
+        watch.wait_for(|s| s.hosts.len() == 14 && s.jobs.is_empty()),
+    )
+    .await
+    .unwrap()
+    .unwrap()
+    .clone();
+    assert!(snap.hosts.iter().all(|h| h.reach() == Reach::Alive));
+    assert_eq!(Inventory::open(&path).unwrap().hosts().unwrap().len(), 14);
+}
+
+#[tokio::test]
+async fn bad_scan_targets_fail_the_job_with_the_reason() {
+    let (engine, mut events) = spawn(config(None, vec![22]));
+    engine.send(Command::Scan {
+        targets: "10.0.0.0/33".into(),
+    });
+    let JobOutcome::Failed(reason) = job_end(&mut events, JobKind::Scan).await else {
+        panic!("a bad target must fail the job")
+    };
+    assert!(reason.contains("10.0.0.0/33"), "{reason}");
+}
+
+#[tokio::test]
+async fn a_cancelled_scan_ends_cancelled() {
+    let mut cfg = config(None, vec![9]);
+    cfg.scan.rate = 5; // a /24 at 5 probes/s would take a minute
+    let (engine, mut events) = spawn(cfg);
+    engine.send(Command::Scan {
+        targets: "127.6.1.0/24".into(),
+    });
+    let id = until(&mut events, |e| match e {
+        Event::JobStarted { id, .. } => Some(id),
+        _ => None,
+    })
+    .await;
+    engine.send(Command::CancelJob(id));
+    assert_eq!(
+        job_end(&mut events, JobKind::Scan).await,
+        JobOutcome::Cancelled
+    );
+}
+
+#[tokio::test]
+async fn deploy_undeploy_and_revoke_say_what_is_missing() {
+    let (engine, mut events) = spawn(config(None, vec![22]));
+    let hosts = vec!["127.6.0.1".parse().unwrap()];
+    for (command, kind, missing) in [
+        (
+            Command::Deploy {
+                hosts: hosts.clone(),
+            },
+            JobKind::Deploy,
+            "deploy job",
+        ),
+        (
+            Command::Undeploy {
+                hosts: hosts.clone(),
+            },
+            JobKind::Undeploy,
+            "deploy job",
+        ),
+        (
+            Command::Revoke {
+                hosts: hosts.clone(),
+            },
+            JobKind::Revoke,
+            "control plane",
+        ),
+    ] {
+        engine.send(command);
+        let JobOutcome::Failed(reason) = job_end(&mut events, kind).await else {
+            panic!("{kind:?} must fail until it is built")
+        };
+        assert!(reason.contains(missing), "{reason}");
+    }
+}
+
+#[tokio::test]
+async fn fingerprinting_an_unreachable_host_marks_its_ssh_state() {
+    // A port just freed on our block: nothing listens there any more.
+    let port = TcpListener::bind("127.6.0.9:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let mut cfg = config(None, vec![22]);
+    cfg.ssh.flags.port = Some(port);
+    let (engine, mut events) = spawn(cfg);
+    engine.send(Command::Fingerprint {
+        hosts: vec!["127.6.0.9".parse().unwrap()],
+    });
+    let (addr, state) = until(&mut events, |e| match e {
+        Event::SshFailed { addr, state, .. } => Some((addr, state)),
+        _ => None,
+    })
+    .await;
+    assert_eq!(addr, "127.6.0.9".parse::<IpAddr>().unwrap());
+    assert_eq!(state, SshState::Unreachable);
+    let JobOutcome::Done(summary) = job_end(&mut events, JobKind::Fingerprint).await else {
+        panic!("one host failing does not fail the job")
+    };
+    assert_eq!(summary, "0 ok, 1 failed of 1");
+    let mut watch = engine.watch();
+    let snap = watch
+        .wait_for(|s| s.host("127.6.0.9".parse().unwrap()).is_some())
+        .await
+        .unwrap()
+        .clone();
+    let host = snap.host(addr).unwrap();
+    assert_eq!(host.ssh, SshState::Unreachable);
+    assert!(host.ssh_error.is_some());
+}
+
+#[tokio::test]
+async fn stats_update_the_host_and_its_history_and_failures_mark_it_unreachable() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = seeded_inventory(dir.path(), &["127.6.0.1"]);
+    let (engine, mut events) = spawn(config(Some(path), vec![22]));
+    job_end(&mut events, JobKind::Refresh).await;
+    // Paused only now: the inventory is read on a blocking thread, which
+    // paused time would not wait for.
+    tokio::time::pause();
+    let addr: IpAddr = "127.6.0.1".parse().unwrap();
+
+    // Ten minutes of reads every 2 s: history keeps the last five minutes.
+    for i in 0..300 {
+        engine.apply_stats::<String>(addr, Ok(stats(f64::from(i % 100), 3600)));
+        tokio::time::sleep(Duration::from_secs(2)).await;
+    }
+    let (from, to) = until(&mut events, |e| match e {
+        Event::AgentChanged { from, to, .. } => Some((from, to)),
+        _ => None,
+    })
+    .await;
+    assert_eq!((from, to), (AgentState::None, AgentState::Running));
+    let snap = engine.snapshot();
+    let host = snap.host(addr).unwrap();
+    assert_eq!(host.agent, AgentState::Running);
+    assert_eq!(host.registration, RegistrationState::Registered);
+    assert_eq!(host.token, TokenState::Valid);
+    assert_eq!(host.hostname(), Some("node1"));
+    // Five minutes of 2 s samples (the edge sample depends on when the
+    // actor ran), not the ten minutes fed in.
+    assert!(
+        (150..=151).contains(&host.history.len()),
+        "{}",
+        host.history.len()
+    );
+    let last = host.history.iter().last().unwrap();
+    assert!((last.mem_pct - 75.0).abs() < 0.01);
+    assert!(host.token_left(snap.now_unix).unwrap() > 3500);
+
+    engine.apply_stats(addr, Err("connection refused"));
+    let (to, error) = until(&mut events, |e| match e {
+        Event::AgentChanged { to, error, .. } => Some((to, error)),
+        _ => None,
+    })
+    .await;
+    assert_eq!(to, AgentState::Unreachable);
+    assert_eq!(error.as_deref(), Some("connection refused"));
+    tokio::time::sleep(Duration::from_millis(10)).await;
+    let snap = engine.snapshot();
+    let host = snap.host(addr).unwrap();
+    assert_eq!(host.agent, AgentState::Unreachable);
+    assert!(
+        host.stats.is_some(),
+        "the last stats stay for the detail view"
+    );
+}
+
+#[tokio::test]
+async fn the_engine_stops_when_the_last_handle_is_dropped() {
+    let (engine, mut events) = spawn(config(None, vec![22]));
+    let second = engine.clone();
+    drop(engine);
+    second.send(Command::Refresh);
+    drop(second);
+    let drained = tokio::time::timeout(Duration::from_secs(5), async {
+        while events.recv().await.is_some() {}
+    })
+    .await;
+    assert!(
+        drained.is_ok(),
+        "the event channel closes when the actor ends"
+    );
+}

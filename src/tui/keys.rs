@@ -1,0 +1,362 @@
+//! Keys, in the k9s/btop tradition. The topmost thing on screen takes the
+//! key: a job's prompt, then a confirmation, then the line being typed,
+//! then help, then the view.
+
+use crossterm::event::{KeyCode, KeyEvent, KeyEventKind, KeyModifiers};
+
+use crate::engine::{Answer, Command, JobKind, PromptKind, Secret};
+
+use super::app::{App, Confirm, Input, InputKind, Level, View};
+use super::table::Column;
+
+/// Handles one key press.
+pub fn key(app: &mut App, key: KeyEvent) -> Vec<Command> {
+    if key.kind == KeyEventKind::Release {
+        return Vec::new();
+    }
+    if key.modifiers.contains(KeyModifiers::CONTROL) && key.code == KeyCode::Char('c') {
+        app.quit = true;
+        return Vec::new();
+    }
+    if !app.prompts.is_empty() {
+        return prompt_key(app, key);
+    }
+    if app.confirm.is_some() {
+        return confirm_key(app, key);
+    }
+    if app.input.is_some() {
+        return input_key(app, key);
+    }
+    if app.help {
+        if matches!(key.code, KeyCode::Esc | KeyCode::Char('?' | 'q')) {
+            app.help = false;
+        }
+        return Vec::new();
+    }
+    view_key(app, key)
+}
+
+fn prompt_key(app: &mut App, key: KeyEvent) -> Vec<Command> {
+    let Some(prompt) = app.prompts.front() else {
+        return Vec::new();
+    };
+    let id = prompt.id;
+    let answer = match (&prompt.kind, key.code) {
+        (PromptKind::HostKey { .. }, KeyCode::Char('y' | 'Y')) => Answer::Confirm(true),
+        (PromptKind::HostKey { .. }, KeyCode::Char('n' | 'N') | KeyCode::Esc) => {
+            Answer::Confirm(false)
+        }
+        (PromptKind::HostKey { .. }, _) => return Vec::new(),
+        (_, KeyCode::Enter) => Answer::Secret(std::mem::replace(
+            &mut app.prompt_text,
+            Secret(String::new()),
+        )),
+        (_, KeyCode::Esc) => Answer::Dismissed,
+        (_, KeyCode::Backspace) => {
+            app.prompt_text.0.pop();
+            return Vec::new();
+        }
+        (_, KeyCode::Char(c)) => {
+            app.prompt_text.0.push(c);
+            return Vec::new();
+        }
+        _ => return Vec::new(),
+    };
+    app.prompt_text.0.clear();
+    app.prompts.pop_front();
+    vec![Command::AnswerPrompt { id, answer }]
+}
+
+fn confirm_key(app: &mut App, key: KeyEvent) -> Vec<Command> {
+    match key.code {
+        KeyCode::Char('y' | 'Y') | KeyCode::Enter => {
+            let Some(Confirm { kind, hosts }) = app.confirm.take() else {
+                return Vec::new();
+            };
+            app.marked.clear();
+            match kind {
+                JobKind::Deploy => vec![Command::Deploy { hosts }],
+                JobKind::Undeploy => vec![Command::Undeploy { hosts }],
+                JobKind::Revoke => vec![Command::Revoke { hosts }],
+                _ => Vec::new(),
+            }
+        }
+        KeyCode::Char('n' | 'N' | 'q') | KeyCode::Esc => {
+            app.confirm = None;
+            Vec::new()
+        }
+        _ => Vec::new(),
+    }
+}
+
+fn input_key(app: &mut App, key: KeyEvent) -> Vec<Command> {
+    let Some(input) = app.input.as_mut() else {
+        return Vec::new();
+    };
+    let kind = input.kind;
+    match key.code {
+        KeyCode::Esc => {
+            app.input = None;
+            if kind == InputKind::Filter {
+                app.set_filter(String::new());
+            }
+            Vec::new()
+        }
+        KeyCode::Enter => {
+            let text = app.input.take().map(|i| i.text).unwrap_or_default();
+            match kind {
+                // Already applied as typed.
+                InputKind::Filter => Vec::new(),
+                InputKind::Command => command_line(app, &text),
+                InputKind::Scan => scan(app, text.trim()),
+            }
+        }
+        KeyCode::Backspace => {
+            input.text.pop();
+            let text = input.text.clone();
+            if kind == InputKind::Filter {
+                app.set_filter(text);
+            }
+            Vec::new()
+        }
+        KeyCode::Char(c) => {
+            input.text.push(c);
+            let text = input.text.clone();
+            if kind == InputKind::Filter {
+                app.set_filter(text);
+            }
+            Vec::new()
+        }
+        _ => Vec::new(),
+    }
+}
+
+fn scan(app: &mut App, targets: &str) -> Vec<Command> {
+    if targets.is_empty() {
+        app.status = Some((Level::Error, "scan what? e.g. :scan 10.0.0.0/24".into()));
+        return Vec::new();
+    }
+    vec![Command::Scan {
+        targets: targets.to_owned(),
+    }]
+}
+
+/// Asks for a yes before `kind` runs on the targets.
+fn ask_confirm(app: &mut App, kind: JobKind) {
+    let hosts = app.targets();
+    if hosts.is_empty() {
+        app.status = Some((Level::Error, "no host selected".into()));
+    } else {
+        app.confirm = Some(Confirm { kind, hosts });
+    }
+}
+
+fn fingerprint(app: &mut App) -> Vec<Command> {
+    let hosts = app.targets();
+    if hosts.is_empty() {
+        app.status = Some((Level::Error, "no host selected".into()));
+        return Vec::new();
+    }
+    app.marked.clear();
+    vec![Command::Fingerprint { hosts }]
+}
+
+/// The `:` commands.
+pub const COMMANDS: &[(&str, &str)] = &[
+    (":scan TARGETS", "discover hosts (CIDRs, ranges, names)"),
+    (":fingerprint", "learn what the selected hosts are"),
+    (":deploy / :undeploy", "agent on/off the selected hosts"),
+    (":revoke", "revoke the selected agents"),
+    (":filter TEXT", "same as /"),
+    (
+        ":sort COLUMN",
+        "sort by a column (e.g. cpu); again to reverse",
+    ),
+    (":theme NAME", "switch colours"),
+    (":cancel [ID]", "cancel a job (default: the newest)"),
+    (":refresh", "reread the inventory"),
+    (":q", "quit"),
+];
+
+fn command_line(app: &mut App, line: &str) -> Vec<Command> {
+    let line = line.trim().trim_start_matches(':');
+    let (word, rest) = line.split_once(' ').unwrap_or((line, ""));
+    let rest = rest.trim();
+    match word {
+        "" => Vec::new(),
+        "q" | "quit" | "q!" => {
+            app.quit = true;
+            Vec::new()
+        }
+        "scan" => scan(app, rest),
+        "fingerprint" | "fp" => fingerprint(app),
+        "deploy" => {
+            ask_confirm(app, JobKind::Deploy);
+            Vec::new()
+        }
+        "undeploy" => {
+            ask_confirm(app, JobKind::Undeploy);
+            Vec::new()
+        }
+        "revoke" => {
+            ask_confirm(app, JobKind::Revoke);
+            Vec::new()
+        }
+        "filter" => {
+            app.set_filter(rest.to_owned());
+            Vec::new()
+        }
+        "sort" => {
+            sort_by_name(app, rest);
+            Vec::new()
+        }
+        "theme" if rest.is_empty() => {
+            let names = app.themes.names().join(", ");
+            app.status = Some((Level::Info, format!("themes: {names}")));
+            Vec::new()
+        }
+        "theme" => {
+            app.set_theme(rest);
+            Vec::new()
+        }
+        "cancel" => cancel(app, rest),
+        "refresh" => vec![Command::Refresh],
+        other => {
+            app.status = Some((
+                Level::Error,
+                format!("unknown command :{other} (press ? for the list)"),
+            ));
+            Vec::new()
+        }
+    }
+}
+
+fn sort_by_name(app: &mut App, name: &str) {
+    let Some(column) = Column::ALL
+        .into_iter()
+        .find(|c| c.title().eq_ignore_ascii_case(name))
+    else {
+        let names: Vec<String> = Column::ALL
+            .iter()
+            .map(|c| c.title().to_lowercase())
+            .collect();
+        app.status = Some((
+            Level::Error,
+            format!("no column {name:?}; columns: {}", names.join(" ")),
+        ));
+        return;
+    };
+    if app.sort.column == column {
+        app.sort.descending = !app.sort.descending;
+    } else {
+        app.sort.column = column;
+        app.sort.descending = false;
+    }
+    app.recompute_rows();
+}
+
+fn cancel(app: &mut App, id: &str) -> Vec<Command> {
+    let id = id.trim_start_matches('#');
+    let job = if id.is_empty() {
+        app.fleet.jobs.last().map(|j| j.id)
+    } else {
+        app.fleet
+            .jobs
+            .iter()
+            .find(|j| j.id.0.to_string() == id)
+            .map(|j| j.id)
+    };
+    if let Some(job) = job {
+        vec![Command::CancelJob(job)]
+    } else {
+        app.status = Some((Level::Error, "no such running job".into()));
+        Vec::new()
+    }
+}
+
+fn view_key(app: &mut App, key: KeyEvent) -> Vec<Command> {
+    app.status = None;
+    let page = app.areas().table_rows().max(1).cast_signed();
+    match (app.view, key.code) {
+        (_, KeyCode::Char('q')) => app.quit = true,
+        (_, KeyCode::Char('?')) => app.help = true,
+        (_, KeyCode::Char(':')) => {
+            app.input = Some(Input {
+                kind: InputKind::Command,
+                text: String::new(),
+            });
+        }
+        (_, KeyCode::Char('s')) => {
+            app.input = Some(Input {
+                kind: InputKind::Scan,
+                text: String::new(),
+            });
+        }
+        (_, KeyCode::Char('f')) => return fingerprint(app),
+        (_, KeyCode::Char('d')) => ask_confirm(app, JobKind::Deploy),
+        (_, KeyCode::Char('u')) => ask_confirm(app, JobKind::Undeploy),
+        (_, KeyCode::Char('r')) => ask_confirm(app, JobKind::Revoke),
+        (_, KeyCode::Char('x')) => return cancel(app, ""),
+        (View::Log, KeyCode::Char('j') | KeyCode::Down) => {
+            app.log_scroll = app.log_scroll.saturating_sub(1);
+        }
+        (View::Log, KeyCode::Char('k') | KeyCode::Up) => {
+            app.log_scroll = (app.log_scroll + 1).min(app.log.len().saturating_sub(1));
+        }
+        (View::Log | View::Detail(_), KeyCode::Esc | KeyCode::Backspace)
+        | (View::Log, KeyCode::Char('l')) => app.view = View::Fleet,
+        (View::Detail(_), KeyCode::Char('j') | KeyCode::Down) => detail_step(app, 1),
+        (View::Detail(_), KeyCode::Char('k') | KeyCode::Up) => detail_step(app, -1),
+        (View::Fleet, KeyCode::Char('j') | KeyCode::Down) => app.move_by(1),
+        (View::Fleet, KeyCode::Char('k') | KeyCode::Up) => app.move_by(-1),
+        (View::Fleet, KeyCode::PageDown) => app.move_by(page),
+        (View::Fleet, KeyCode::PageUp) => app.move_by(-page),
+        (View::Fleet, KeyCode::Char('g') | KeyCode::Home) => app.move_by(isize::MIN / 2),
+        (View::Fleet, KeyCode::Char('G') | KeyCode::End) => app.move_by(isize::MAX / 2),
+        (View::Fleet, KeyCode::Char('/')) => {
+            app.input = Some(Input {
+                kind: InputKind::Filter,
+                text: app.filter_text.clone(),
+            });
+        }
+        (View::Fleet, KeyCode::Char(c @ ('<' | '>'))) => {
+            app.sort.column = app.sort.column.step(c == '>');
+            app.recompute_rows();
+        }
+        (View::Fleet, KeyCode::Char('=')) => {
+            app.sort.descending = !app.sort.descending;
+            app.recompute_rows();
+        }
+        (View::Fleet, KeyCode::Char(' ')) => {
+            if let Some(addr) = app.selected_addr()
+                && !app.marked.remove(&addr)
+            {
+                app.marked.insert(addr);
+            }
+            app.move_by(1);
+        }
+        (View::Fleet, KeyCode::Enter) => {
+            if let Some(addr) = app.selected_addr() {
+                app.view = View::Detail(addr);
+            }
+        }
+        (View::Fleet, KeyCode::Char('l')) => app.view = View::Log,
+        (View::Fleet, KeyCode::Esc) => {
+            if app.marked.is_empty() {
+                app.set_filter(String::new());
+            } else {
+                app.marked.clear();
+            }
+        }
+        _ => {}
+    }
+    Vec::new()
+}
+
+/// In the detail view, `j`/`k` walk the table's hosts.
+fn detail_step(app: &mut App, delta: isize) {
+    app.move_by(delta);
+    if let Some(addr) = app.selected_addr() {
+        app.view = View::Detail(addr);
+    }
+}

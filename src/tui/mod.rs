@@ -1,0 +1,136 @@
+//! The console: `fleetctl tui`. The Elm shape: [`app::update`] turns
+//! messages (keys, mouse, engine events, snapshots) into state and engine
+//! commands with no I/O; [`view::view`] only draws. One `select!` loop
+//! feeds it and draws only when something changed.
+//!
+//! ```text
+//!  crossterm EventStream ─┐
+//!  engine Event channel ──┼─▶ update(&mut App, Msg) ──Vec<Command>──▶ EngineHandle
+//!  snapshot watch ────────┘        │
+//!                                  └─▶ (if changed) view(&App, &FleetSnapshot, frame)
+//! ```
+//!
+//! The screen's layout is drawn in [`view`]'s module doc.
+
+pub mod app;
+pub mod format;
+mod keys;
+pub mod layout;
+pub mod sample;
+pub mod table;
+pub mod theme;
+pub mod view;
+
+use std::io;
+use std::sync::Arc;
+use std::time::Duration;
+
+use crossterm::event::{DisableMouseCapture, EnableMouseCapture, Event as TermEvent, EventStream};
+use futures_util::StreamExt;
+use tokio::sync::mpsc;
+
+use crate::engine::{EngineHandle, Event};
+use app::{App, Msg, update};
+
+/// Engine events handled before a frame is drawn, at most.
+const EVENT_BATCH: usize = 4096;
+/// The render tick: at most one frame per tick, and only when something
+/// changed, so a burst of events costs one frame.
+const FRAME: Duration = Duration::from_millis(16);
+
+/// Runs the console until the operator quits. The terminal is restored on
+/// return and on panic.
+pub async fn run(
+    engine: EngineHandle,
+    events: mpsc::UnboundedReceiver<Event>,
+    app: App,
+) -> io::Result<()> {
+    let mut terminal = ratatui::init();
+    // ratatui's hook restores the screen; mouse capture is ours to undo.
+    let restore = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        let _ = crossterm::execute!(io::stdout(), DisableMouseCapture);
+        restore(info);
+    }));
+    let result = match crossterm::execute!(io::stdout(), EnableMouseCapture) {
+        Ok(()) => event_loop(&mut terminal, engine, events, app).await,
+        Err(e) => Err(e),
+    };
+    let _ = crossterm::execute!(io::stdout(), DisableMouseCapture);
+    ratatui::restore();
+    result
+}
+
+async fn event_loop(
+    terminal: &mut ratatui::DefaultTerminal,
+    engine: EngineHandle,
+    mut events: mpsc::UnboundedReceiver<Event>,
+    mut app: App,
+) -> io::Result<()> {
+    let mut input = EventStream::new();
+    let mut snapshots = engine.watch();
+    let mut tick = tokio::time::interval(FRAME);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+    let size = terminal.size()?;
+    let mut fleet = Arc::clone(&snapshots.borrow_and_update());
+    update(&mut app, Msg::Resize(size.width, size.height));
+    update(&mut app, Msg::Snapshot(Arc::clone(&fleet)));
+    let mut dirty = true;
+    let mut fresh = false;
+    while !app.quit {
+        let mut msgs = Vec::new();
+        tokio::select! {
+            term = input.next() => match term {
+                Some(Ok(TermEvent::Key(key))) => msgs.push(Msg::Key(key)),
+                Some(Ok(TermEvent::Mouse(mouse))) => msgs.push(Msg::Mouse(mouse)),
+                Some(Ok(TermEvent::Resize(w, h))) => msgs.push(Msg::Resize(w, h)),
+                Some(Ok(_)) => {}
+                Some(Err(e)) => return Err(e),
+                None => break,
+            },
+            event = events.recv() => {
+                let Some(event) = event else { break };
+                msgs.push(Msg::Engine(event));
+                while msgs.len() < EVENT_BATCH {
+                    match events.try_recv() {
+                        Ok(event) => msgs.push(Msg::Engine(event)),
+                        Err(_) => break,
+                    }
+                }
+            }
+            changed = snapshots.changed() => {
+                if changed.is_err() {
+                    break; // the engine stopped
+                }
+                // Taken in at the next frame: a burst of snapshots (a big
+                // scan publishes many) costs one re-filter and one sort.
+                fleet = Arc::clone(&snapshots.borrow_and_update());
+                fresh = true;
+            }
+            _ = tick.tick() => {
+                if fresh {
+                    fresh = false;
+                    dirty = true;
+                    update(&mut app, Msg::Snapshot(Arc::clone(&fleet)));
+                }
+                if dirty {
+                    // The snapshot the rows were computed from.
+                    terminal.draw(|frame| view::view(&app, &app.fleet, frame))?;
+                    dirty = false;
+                }
+            }
+        }
+        for msg in msgs {
+            dirty = true;
+            for command in update(&mut app, msg) {
+                engine.send(command);
+            }
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod render_tests;
+#[cfg(test)]
+mod update_tests;

@@ -1,0 +1,245 @@
+//! The views drawn into ratatui's `TestBackend`: insta snapshots of the
+//! main screens at 80x24 and 160x48, and colours checked cell by cell where
+//! they carry meaning (snapshots drop colour).
+
+use std::sync::Arc;
+
+use crossterm::event::{KeyCode, KeyEvent, KeyModifiers};
+use ratatui::Terminal;
+use ratatui::backend::TestBackend;
+use ratatui::buffer::Buffer;
+
+use super::app::{App, Msg, update};
+use super::sample;
+use super::theme::ThemeSet;
+use super::view::view;
+use crate::engine::{Event, Prompt, PromptId, PromptKind};
+
+const NOW: i64 = 1_700_000_000;
+
+fn app(hosts: usize, width: u16, height: u16, theme: &str) -> App {
+    let themes = ThemeSet::built_in();
+    let theme = themes.get(theme).unwrap();
+    let mut app = App::new(themes, theme);
+    update(&mut app, Msg::Resize(width, height));
+    update(&mut app, Msg::Snapshot(Arc::new(sample::fleet(hosts, NOW))));
+    update(&mut app, Msg::Engine(Event::InventoryLoaded { hosts }));
+    app
+}
+
+fn keys(app: &mut App, keys: &[KeyCode]) {
+    for key in keys {
+        update(app, Msg::Key(KeyEvent::new(*key, KeyModifiers::NONE)));
+    }
+}
+
+fn draw(app: &App) -> Terminal<TestBackend> {
+    let (w, h) = app.size;
+    let mut terminal = Terminal::new(TestBackend::new(w, h)).unwrap();
+    let fleet = Arc::clone(&app.fleet);
+    terminal.draw(|f| view(app, &fleet, f)).unwrap();
+    terminal
+}
+
+/// Where `text` starts on screen.
+fn find(buffer: &Buffer, text: &str) -> (u16, u16) {
+    let area = buffer.area;
+    for y in 0..area.height {
+        let line: String = (0..area.width)
+            .map(|x| buffer[(x, y)].symbol().to_string())
+            .collect();
+        if let Some(byte) = line.find(text) {
+            let x = line[..byte].chars().count() as u16;
+            return (x, y);
+        }
+    }
+    panic!("{text:?} is not on screen");
+}
+
+#[test]
+fn fleet_table_80x24() {
+    let app = app(40, 80, 24, "default");
+    insta::assert_snapshot!(draw(&app).backend());
+}
+
+#[test]
+fn fleet_table_160x48() {
+    let mut app = app(40, 160, 48, "default");
+    keys(&mut app, &[KeyCode::Char(' '), KeyCode::Char('j')]);
+    insta::assert_snapshot!(draw(&app).backend());
+}
+
+#[test]
+fn host_detail_80x24() {
+    let mut app = app(40, 80, 24, "default");
+    keys(&mut app, &[KeyCode::Enter]);
+    insta::assert_snapshot!(draw(&app).backend());
+}
+
+#[test]
+fn host_detail_160x48() {
+    let mut app = app(40, 160, 48, "default");
+    keys(&mut app, &[KeyCode::Enter]);
+    insta::assert_snapshot!(draw(&app).backend());
+}
+
+#[test]
+fn help_overlay_80x24() {
+    let mut app = app(40, 80, 24, "default");
+    keys(&mut app, &[KeyCode::Char('?')]);
+    insta::assert_snapshot!(draw(&app).backend());
+}
+
+#[test]
+fn deploy_confirmation_80x24() {
+    let mut app = app(40, 80, 24, "default");
+    keys(
+        &mut app,
+        &[KeyCode::Char(' '), KeyCode::Char(' '), KeyCode::Char('d')],
+    );
+    insta::assert_snapshot!(draw(&app).backend());
+}
+
+#[test]
+fn password_prompt_is_masked_80x24() {
+    let mut app = app(40, 80, 24, "default");
+    let prompt = Prompt {
+        id: PromptId(1),
+        job: None,
+        kind: PromptKind::Password {
+            user: "root".into(),
+            host: "10.0.0.1".into(),
+        },
+    };
+    update(&mut app, Msg::Engine(Event::PromptNeeded(prompt)));
+    keys(
+        &mut app,
+        &[KeyCode::Char('s'), KeyCode::Char('3'), KeyCode::Char('k')],
+    );
+    let terminal = draw(&app);
+    let screen = terminal.backend().to_string();
+    assert!(!screen.contains("s3k"), "a secret is never drawn");
+    assert!(screen.contains("•••"));
+    insta::assert_snapshot!(terminal.backend());
+}
+
+#[test]
+fn host_key_prompt_shows_the_fingerprint() {
+    let mut app = app(4, 80, 24, "default");
+    let prompt = Prompt {
+        id: PromptId(1),
+        job: None,
+        kind: PromptKind::HostKey {
+            host: "10.0.0.2".into(),
+            fingerprint: "SHA256:q0cNMGp7Cq8T9sRvGk2p7gX6S2aQ8bW1YHn3Yb5fKxA".into(),
+        },
+    };
+    update(&mut app, Msg::Engine(Event::PromptNeeded(prompt)));
+    let screen = draw(&app).backend().to_string();
+    assert!(screen.contains("SHA256:q0cNMGp7Cq8T9sRvGk2p7gX6S2aQ8bW1YHn3Yb5fKxA"));
+    assert!(screen.contains("y: trust"));
+}
+
+#[test]
+fn an_empty_fleet_says_how_to_start() {
+    let app = app(0, 80, 24, "default");
+    let screen = draw(&app).backend().to_string();
+    assert!(screen.contains("Press s to scan"), "{screen}");
+}
+
+#[test]
+fn token_near_expiry_and_hosts_down_are_coloured() {
+    let app = app(20, 160, 48, "default");
+    let theme = app.theme.clone();
+    let terminal = draw(&app);
+    let buffer = terminal.backend().buffer();
+    let (token_x, _) = find(buffer, "TOKEN");
+    let (reach_x, _) = find(buffer, "REACH");
+    // Host 4 (10.0.0.5) has ten minutes left: a warning.
+    let (_, y) = find(buffer, "10.0.0.5 ");
+    assert_eq!(buffer[(token_x, y)].symbol(), "1");
+    assert_eq!(buffer[(token_x, y)].fg, theme.warn);
+    // Host 1 has hours left: fine.
+    let (_, y) = find(buffer, "10.0.0.2 ");
+    assert_eq!(buffer[(token_x, y)].fg, theme.ok);
+    // Host 5 (10.0.0.6) expired: an error.
+    let (_, y) = find(buffer, "10.0.0.6 ");
+    assert_eq!(buffer[(token_x, y)].fg, theme.error);
+    // Host 9 (10.0.0.10) is silent: its reach is an error, the rest muted.
+    let (x, y) = find(buffer, "10.0.0.10 ");
+    assert_eq!(buffer[(reach_x, y)].fg, theme.error);
+    assert_eq!(buffer[(x, y)].fg, theme.muted);
+    // The cursor row is drawn in the selection colours.
+    let (x, y) = find(buffer, "10.0.0.1 ");
+    assert_eq!(buffer[(x, y)].bg, theme.selected_bg);
+}
+
+#[test]
+fn no_color_carries_meaning_without_colours() {
+    let themes = ThemeSet::load(None, true);
+    let theme = themes.get("default").unwrap();
+    let mut app = App::new(themes, theme);
+    update(&mut app, Msg::Resize(160, 48));
+    update(&mut app, Msg::Snapshot(Arc::new(sample::fleet(20, NOW))));
+    let terminal = draw(&app);
+    let buffer = terminal.backend().buffer();
+    for y in 0..48 {
+        for x in 0..160 {
+            let cell = &buffer[(x, y)];
+            assert_eq!(cell.fg, ratatui::style::Color::Reset, "({x},{y})");
+            assert_eq!(cell.bg, ratatui::style::Color::Reset, "({x},{y})");
+        }
+    }
+    let (reach_x, _) = find(buffer, "REACH");
+    let (_, y) = find(buffer, "10.0.0.10 ");
+    assert!(
+        buffer[(reach_x, y)]
+            .modifier
+            .contains(ratatui::style::Modifier::BOLD)
+    );
+}
+
+#[test]
+fn every_view_fits_a_tiny_terminal_without_panicking() {
+    for (w, h) in [(20, 5), (80, 24), (40, 10), (1, 1)] {
+        for keys_pressed in [
+            vec![],
+            vec![KeyCode::Enter],
+            vec![KeyCode::Char('?')],
+            vec![KeyCode::Char('l')],
+            vec![KeyCode::Char('s')],
+        ] {
+            let mut app = app(5, w, h, "catppuccin-mocha");
+            keys(&mut app, &keys_pressed);
+            draw(&app);
+        }
+    }
+}
+
+#[test]
+fn jobs_and_events_full_screen_80x24() {
+    let mut app = app(40, 80, 24, "default");
+    for i in 0..30 {
+        update(
+            &mut app,
+            Msg::Engine(Event::HostSilent {
+                addr: format!("10.0.1.{i}").parse().unwrap(),
+            }),
+        );
+    }
+    keys(
+        &mut app,
+        &[KeyCode::Char('l'), KeyCode::Char('k'), KeyCode::Char('k')],
+    );
+    insta::assert_snapshot!(draw(&app).backend());
+}
+
+#[test]
+fn scan_prompt_80x24() {
+    let mut app = app(40, 80, 24, "light");
+    keys(&mut app, &[KeyCode::Char('s')]);
+    for c in "10.0.0.0/24".chars() {
+        keys(&mut app, &[KeyCode::Char(c)]);
+    }
+    insta::assert_snapshot!(draw(&app).backend());
+}

@@ -1,0 +1,328 @@
+//! `update` without a terminal: keys, mouse and engine events in; state
+//! and engine commands out.
+
+use std::net::IpAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use crossterm::event::{KeyCode, KeyEvent, KeyModifiers, MouseButton, MouseEvent, MouseEventKind};
+
+use super::app::{App, InputKind, Level, Msg, View, update};
+use super::sample;
+use super::theme::ThemeSet;
+use crate::engine::{Answer, Command, Event, Prompt, PromptId, PromptKind, Secret};
+use crate::model::AgentState;
+
+const NOW: i64 = 1_700_000_000;
+
+fn app(hosts: usize) -> App {
+    let themes = ThemeSet::built_in();
+    let theme = themes.get("default").unwrap();
+    let mut app = App::new(themes, theme);
+    update(&mut app, Msg::Resize(80, 24));
+    update(&mut app, Msg::Snapshot(Arc::new(sample::fleet(hosts, NOW))));
+    app
+}
+
+fn press(app: &mut App, code: KeyCode) -> Vec<Command> {
+    update(app, Msg::Key(KeyEvent::new(code, KeyModifiers::NONE)))
+}
+
+fn typed(app: &mut App, text: &str) -> Vec<Command> {
+    let mut out = Vec::new();
+    for c in text.chars() {
+        out.extend(press(app, KeyCode::Char(c)));
+    }
+    out
+}
+
+fn addr(i: u32) -> IpAddr {
+    IpAddr::V4((0x0a00_0001 + i).into())
+}
+
+#[test]
+fn moving_paging_and_jumping() {
+    let mut app = app(100);
+    // 80x24: 24 - header - footer - 6 (pane) - table header = 15 rows.
+    assert_eq!(app.areas().table_rows(), 15);
+    press(&mut app, KeyCode::Char('j'));
+    press(&mut app, KeyCode::Down);
+    assert_eq!(app.selected, 2);
+    press(&mut app, KeyCode::Char('k'));
+    assert_eq!(app.selected, 1);
+    press(&mut app, KeyCode::PageDown);
+    assert_eq!(app.selected, 16);
+    assert_eq!(app.offset, 2, "the cursor stays on screen");
+    press(&mut app, KeyCode::Char('G'));
+    assert_eq!(app.selected, 99);
+    assert_eq!(app.offset, 85);
+    press(&mut app, KeyCode::Char('g'));
+    assert_eq!((app.selected, app.offset), (0, 0));
+    press(&mut app, KeyCode::Up);
+    assert_eq!(app.selected, 0, "clamped at the top");
+}
+
+#[test]
+fn filter_as_you_type_with_state_terms_and_esc_clears() {
+    let mut app = app(100);
+    press(&mut app, KeyCode::Char('/'));
+    assert_eq!(app.input.as_ref().unwrap().kind, InputKind::Filter);
+    typed(&mut app, "agent:none");
+    let fleet = Arc::clone(&app.fleet);
+    assert!(!app.rows.is_empty());
+    assert!(
+        app.rows
+            .iter()
+            .all(|&i| fleet.hosts[i as usize].agent == AgentState::None)
+    );
+    press(&mut app, KeyCode::Enter);
+    assert!(app.input.is_none());
+    assert_eq!(app.filter_text, "agent:none");
+    press(&mut app, KeyCode::Esc);
+    assert_eq!(app.rows.len(), 100, "Esc in the table clears the filter");
+
+    press(&mut app, KeyCode::Char('/'));
+    typed(&mut app, "token:expiring");
+    // Hosts 4, 14, ... have 10 minutes left.
+    assert_eq!(app.rows.len(), 10);
+    assert_eq!(app.selected_addr(), Some(addr(4)));
+    press(&mut app, KeyCode::Esc);
+
+    press(&mut app, KeyCode::Char('/'));
+    typed(&mut app, "node-0042");
+    assert_eq!(app.rows.len(), 1);
+    press(&mut app, KeyCode::Esc);
+    assert_eq!(app.rows.len(), 100, "Esc while typing drops the filter");
+}
+
+#[test]
+fn a_bad_filter_says_what_is_allowed() {
+    let mut app = app(10);
+    press(&mut app, KeyCode::Char('/'));
+    typed(&mut app, "agent:sleepy");
+    let (level, text) = app.status.clone().unwrap();
+    assert_eq!(level, Level::Error);
+    assert!(text.contains("running"), "{text}");
+    assert_eq!(app.rows.len(), 10, "the last good filter stays");
+}
+
+#[test]
+fn sorting_by_column_and_reversing() {
+    let mut app = app(50);
+    // Address → Host → OS → Reach → SSH → Agent → REG → Token → CPU.
+    for _ in 0..8 {
+        press(&mut app, KeyCode::Char('>'));
+    }
+    assert_eq!(app.sort.column.title(), "CPU");
+    let cpu = |app: &App, row: usize| {
+        app.fleet.hosts[app.rows[row] as usize]
+            .stats
+            .as_ref()
+            .map(|s| s.cpu.total_pct)
+    };
+    assert!(cpu(&app, 0) <= cpu(&app, 1));
+    assert_eq!(cpu(&app, 49), None, "hosts without stats sort last");
+    press(&mut app, KeyCode::Char('='));
+    assert!(app.sort.descending);
+    assert!(cpu(&app, 0) >= cpu(&app, 1));
+    press(&mut app, KeyCode::Char('<'));
+    assert_eq!(app.sort.column.title(), "TOKEN");
+}
+
+#[test]
+fn marks_then_deploy_asks_and_sends_the_marked_hosts() {
+    let mut app = app(10);
+    press(&mut app, KeyCode::Char(' '));
+    press(&mut app, KeyCode::Char(' '));
+    assert_eq!(app.marked.len(), 2);
+    assert!(press(&mut app, KeyCode::Char('d')).is_empty(), "asks first");
+    let confirm = app.confirm.clone().unwrap();
+    assert_eq!(confirm.hosts, [addr(0), addr(1)]);
+    let sent = press(&mut app, KeyCode::Char('y'));
+    assert!(
+        matches!(&sent[..], [Command::Deploy { hosts }] if hosts == &[addr(0), addr(1)]),
+        "{sent:?}"
+    );
+    assert!(app.marked.is_empty() && app.confirm.is_none());
+
+    // Without marks, the host under the cursor; n cancels.
+    press(&mut app, KeyCode::Char('r'));
+    assert_eq!(app.confirm.as_ref().unwrap().hosts, [addr(2)]);
+    assert!(press(&mut app, KeyCode::Char('n')).is_empty());
+    assert!(app.confirm.is_none());
+}
+
+#[test]
+fn fingerprint_and_scan_keys_send_commands() {
+    let mut app = app(10);
+    let sent = press(&mut app, KeyCode::Char('f'));
+    assert!(matches!(&sent[..], [Command::Fingerprint { hosts }] if hosts == &[addr(0)]));
+
+    press(&mut app, KeyCode::Char('s'));
+    assert_eq!(app.input.as_ref().unwrap().kind, InputKind::Scan);
+    typed(&mut app, "127.6.0.0/28");
+    let sent = press(&mut app, KeyCode::Enter);
+    assert!(matches!(&sent[..], [Command::Scan { targets }] if targets == "127.6.0.0/28"));
+}
+
+#[test]
+fn the_command_line() {
+    let mut app = app(10);
+    let run = |app: &mut App, line: &str| {
+        press(app, KeyCode::Char(':'));
+        typed(app, line);
+        press(app, KeyCode::Enter)
+    };
+    let sent = run(&mut app, "scan 10.0.0.0/24 10.0.1.5");
+    assert!(matches!(&sent[..], [Command::Scan { targets }] if targets == "10.0.0.0/24 10.0.1.5"));
+    run(&mut app, "theme light");
+    assert_eq!(app.theme.name, "light");
+    run(&mut app, "theme nope");
+    let (level, text) = app.status.clone().unwrap();
+    assert_eq!(level, Level::Error);
+    assert!(text.contains("catppuccin-mocha"), "{text}");
+    run(&mut app, "deploy");
+    assert!(app.confirm.is_some());
+    press(&mut app, KeyCode::Esc);
+    run(&mut app, "sort cpu");
+    assert_eq!(app.sort.column.title(), "CPU");
+    let sent = run(&mut app, "cancel");
+    assert!(matches!(&sent[..], [Command::CancelJob(id)] if id.0 == 1));
+    run(&mut app, "frobnicate");
+    assert!(app.status.as_ref().unwrap().1.contains(":frobnicate"));
+    assert!(!app.quit);
+    run(&mut app, "q");
+    assert!(app.quit);
+}
+
+#[test]
+fn detail_help_log_and_quit() {
+    let mut app = app(10);
+    press(&mut app, KeyCode::Char('j'));
+    press(&mut app, KeyCode::Enter);
+    assert_eq!(app.view, View::Detail(addr(1)));
+    press(&mut app, KeyCode::Char('j'));
+    assert_eq!(app.view, View::Detail(addr(2)), "j walks the hosts");
+    let sent = press(&mut app, KeyCode::Char('f'));
+    assert!(matches!(&sent[..], [Command::Fingerprint { hosts }] if hosts == &[addr(2)]));
+    press(&mut app, KeyCode::Esc);
+    assert_eq!(app.view, View::Fleet);
+    press(&mut app, KeyCode::Char('?'));
+    assert!(app.help);
+    press(&mut app, KeyCode::Char('q'));
+    assert!(!app.help && !app.quit, "q closes help first");
+    press(&mut app, KeyCode::Char('l'));
+    assert_eq!(app.view, View::Log);
+    press(&mut app, KeyCode::Esc);
+    press(&mut app, KeyCode::Char('q'));
+    assert!(app.quit);
+}
+
+#[test]
+fn prompts_become_modals_and_answers_go_back() {
+    let mut app = app(3);
+    let password = Prompt {
+        id: PromptId(7),
+        job: None,
+        kind: PromptKind::Password {
+            user: "root".into(),
+            host: "10.0.0.1".into(),
+        },
+    };
+    let host_key = Prompt {
+        id: PromptId(8),
+        job: None,
+        kind: PromptKind::HostKey {
+            host: "10.0.0.2".into(),
+            fingerprint: "SHA256:abc".into(),
+        },
+    };
+    update(&mut app, Msg::Engine(Event::PromptNeeded(password)));
+    update(&mut app, Msg::Engine(Event::PromptNeeded(host_key)));
+    // Keys go to the prompt, not the table.
+    assert!(typed(&mut app, "hunter2q").is_empty());
+    assert!(!app.quit);
+    press(&mut app, KeyCode::Backspace);
+    let sent = press(&mut app, KeyCode::Enter);
+    assert!(matches!(
+        &sent[..],
+        [Command::AnswerPrompt { id: PromptId(7), answer: Answer::Secret(Secret(s)) }] if s == "hunter2"
+    ));
+    assert!(
+        press(&mut app, KeyCode::Char('x')).is_empty(),
+        "only y or n"
+    );
+    let sent = press(&mut app, KeyCode::Char('y'));
+    assert!(matches!(
+        &sent[..],
+        [Command::AnswerPrompt {
+            id: PromptId(8),
+            answer: Answer::Confirm(true)
+        }]
+    ));
+    assert!(app.prompts.is_empty());
+
+    let passphrase = Prompt {
+        id: PromptId(9),
+        job: None,
+        kind: PromptKind::Passphrase {
+            key: PathBuf::from("/home/op/.ssh/id_ed25519"),
+        },
+    };
+    update(&mut app, Msg::Engine(Event::PromptNeeded(passphrase)));
+    typed(&mut app, "abc");
+    update(
+        &mut app,
+        Msg::Engine(Event::PromptWithdrawn { id: PromptId(9) }),
+    );
+    assert!(app.prompts.is_empty() && app.prompt_text.0.is_empty());
+}
+
+#[test]
+fn mouse_wheel_scrolls_and_click_selects() {
+    let mut app = app(100);
+    let mouse = |kind, row| {
+        Msg::Mouse(MouseEvent {
+            kind,
+            column: 5,
+            row,
+            modifiers: KeyModifiers::NONE,
+        })
+    };
+    update(&mut app, mouse(MouseEventKind::ScrollDown, 5));
+    assert_eq!(app.selected, 3);
+    // Screen line 1 is the table header; line 2 the first row shown.
+    update(&mut app, mouse(MouseEventKind::Down(MouseButton::Left), 6));
+    assert_eq!(app.selected, app.offset + 4);
+    update(&mut app, mouse(MouseEventKind::Down(MouseButton::Left), 0));
+    assert_eq!(
+        app.selected,
+        app.offset + 4,
+        "a click on the header selects nothing"
+    );
+}
+
+#[test]
+fn engine_events_fill_the_log_and_snapshots_keep_the_cursor_on_its_host() {
+    let mut app = app(20);
+    for _ in 0..5 {
+        press(&mut app, KeyCode::Char('j'));
+    }
+    update(
+        &mut app,
+        Msg::Engine(Event::Error {
+            addr: Some(addr(5)),
+            message: "boom".into(),
+        }),
+    );
+    assert_eq!(app.log.back().unwrap().text, "10.0.0.6: boom");
+    assert_eq!(app.log.back().unwrap().level, Level::Error);
+    // The same fleet sorted differently: the cursor follows host 5.
+    press(&mut app, KeyCode::Char('='));
+    assert_eq!(app.selected_addr(), Some(addr(5)));
+    update(
+        &mut app,
+        Msg::Snapshot(Arc::new(sample::fleet(20, NOW + 2))),
+    );
+    assert_eq!(app.selected_addr(), Some(addr(5)));
+}

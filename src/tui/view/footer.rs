@@ -1,0 +1,75 @@
+//! The bottom line: the line being typed, else a message, else the keys
+//! that work here.
+
+use ratatui::Frame;
+use ratatui::layout::Rect;
+use ratatui::text::{Line, Span};
+use ratatui::widgets::Paragraph;
+
+use crate::tui::app::{App, InputKind, Level, View};
+
+const FLEET_KEYS: &[(&str, &str)] = &[
+    ("j/k", "move"),
+    ("/", "filter"),
+    ("<>", "sort"),
+    ("s", "scan"),
+    ("f", "fprint"),
+    ("d", "deploy"),
+    ("⏎", "detail"),
+    ("?", "help"),
+    ("q", "quit"),
+];
+const DETAIL_KEYS: &[(&str, &str)] = &[
+    ("j/k", "next/prev"),
+    ("f", "fingerprint"),
+    ("d", "deploy"),
+    ("u", "undeploy"),
+    ("r", "revoke"),
+    ("esc", "back"),
+    ("?", "help"),
+    ("q", "quit"),
+];
+const LOG_KEYS: &[(&str, &str)] = &[
+    ("j/k", "scroll"),
+    ("x", "cancel newest job"),
+    ("esc", "back"),
+    ("?", "help"),
+    ("q", "quit"),
+];
+
+pub fn render(app: &App, frame: &mut Frame<'_>, area: Rect) {
+    let theme = &app.theme;
+    let line = if let Some(input) = app.input.as_ref().filter(|i| i.kind != InputKind::Scan) {
+        let prefix = if input.kind == InputKind::Filter {
+            "/"
+        } else {
+            ":"
+        };
+        Line::from(vec![
+            Span::styled(prefix, theme.accent()),
+            Span::styled(input.text.clone(), theme.text()),
+            Span::styled("█", theme.accent()),
+        ])
+    } else if let Some((level, text)) = &app.status {
+        let style = match level {
+            Level::Info => theme.text(),
+            Level::Ok => theme.ok(),
+            Level::Warn => theme.warn(),
+            Level::Error => theme.error(),
+        };
+        Line::from(Span::styled(text.clone(), style))
+    } else {
+        let keys = match app.view {
+            View::Fleet => FLEET_KEYS,
+            View::Detail(_) => DETAIL_KEYS,
+            View::Log => LOG_KEYS,
+        };
+        let mut spans = Vec::new();
+        for (key, what) in keys {
+            spans.push(Span::styled(format!(" {key}"), theme.accent()));
+            spans.push(Span::styled(format!(" {what}"), theme.muted()));
+        }
+        Line::from(spans)
+    };
+    frame.render_widget(Paragraph::new(line), area);
+}
