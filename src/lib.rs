@@ -10,6 +10,7 @@ pub mod cli;
 pub mod config;
 pub mod fingerprint;
 pub mod model;
+pub mod sandbox;
 pub mod scan;
 pub mod ssh;
 pub mod store;
