@@ -14,6 +14,7 @@ use std::process::{Command, Output, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use fleetctl::model::Reach;
 use fleetctl::sandbox::{HostFault, Relay, Sandbox, SandboxError, SandboxHost, SandboxOptions};
 use fleetctl::ssh::{Connector, FailureKind, HostKeyPolicy, NoPrompt, Session, SshTarget};
 
@@ -125,7 +126,17 @@ async fn openssh_client_logs_in_with_strict_host_keys_and_runs_commands() {
     // Strict checking is real: with another host's key listed, ssh refuses.
     let text = std::fs::read_to_string(&sb2_known).unwrap();
     assert_eq!(text.lines().count(), 3);
-    assert!(text.contains(&format!("[{}]:2222 ssh-ed25519 ", host.addr.ip())));
+    let entry = format!("[{}]:2222 ", host.addr.ip());
+    assert!(text.contains(&format!("{entry}{}", host.host_key)));
+    let swapped = text.replace(&host.host_key, &sb.hosts()[0].host_key);
+    std::fs::write(&sb2_known, swapped).unwrap();
+    let out = tokio::task::block_in_place(|| ssh(sb, &host, "hostname", b""));
+    assert_eq!(out.status.code(), Some(255));
+    assert!(
+        common::stderr(&out).contains("Host key verification failed"),
+        "{}",
+        common::stderr(&out)
+    );
     fx.sandbox.shutdown().await.unwrap();
 }
 
@@ -281,6 +292,26 @@ async fn faulty_hosts_fail_as_an_operator_would_see_them() {
     assert!(started.elapsed() >= Duration::from_millis(1400));
     let err = c.connect(&t(2)).await.err().unwrap();
     assert_eq!(err.kind(), FailureKind::Timeout, "{err}");
+    // fleetctl's own TCP scan of the SSH port finds the silent host silent.
+    let env = common::Env::new();
+    let [healthy, silent] = [0, 2].map(|i| sb.hosts()[i].addr.ip().to_string());
+    let scanned = tokio::task::block_in_place(|| {
+        env.scan_json(&[
+            "-m",
+            "tcp",
+            "--ports",
+            "2222",
+            "--no-banner",
+            &healthy,
+            &silent,
+        ])
+    });
+    let reach = |ip: &str| {
+        let h = scanned.iter().find(|h| h.addr.to_string() == ip).unwrap();
+        (h.reach, h.open_ports.clone())
+    };
+    assert_eq!(reach(&healthy), (Reach::Alive, vec![2222]));
+    assert_eq!(reach(&silent), (Reach::Silent, vec![]));
 
     // The healthy host is unaffected.
     c.connect(&t(0)).await.unwrap().close().await;
