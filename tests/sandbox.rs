@@ -123,6 +123,15 @@ async fn openssh_client_logs_in_with_strict_host_keys_and_runs_commands() {
     assert_eq!(common::stdout(&out), "HELLO\n");
     assert_eq!(common::stderr(&out), "oops\n");
 
+    // Large transfers both ways, as a deploy piping a binary through `cat` would.
+    let big = vec![b'x'; 3_000_000];
+    let out = tokio::task::block_in_place(|| {
+        ssh(sb, &host, "cat > blob && wc -c < blob && cat blob", &big)
+    });
+    assert!(out.status.success(), "{}", common::stderr(&out));
+    assert!(out.stdout.starts_with(b"3000000\n"));
+    assert_eq!(out.stdout.len(), "3000000\n".len() + big.len());
+
     // Strict checking is real: with another host's key listed, ssh refuses.
     let text = std::fs::read_to_string(&sb2_known).unwrap();
     assert_eq!(text.lines().count(), 3);
@@ -152,6 +161,8 @@ async fn fleetctl_ssh_layer_runs_commands_and_the_fingerprint_job() {
     assert_eq!(String::from_utf8_lossy(&out.stdout), "demo-04\ndemo-04\n");
     let failed = s.exec("exit 7").await.unwrap();
     assert_eq!(failed.status, 7);
+    let killed = s.exec("kill -TERM $$").await.unwrap_err();
+    assert!(killed.to_string().contains("TERM"), "{killed}");
     s.close().await;
 
     let targets = sb
