@@ -368,19 +368,29 @@ async fn shutdown_ends_every_process_and_removes_the_root() {
     s.run("setsid sh -c 'echo $$ > daemon.pid; exec sleep 301' >/dev/null 2>&1 </dev/null &")
         .await
         .unwrap();
+    // And one that dropped the sandbox's mark from its environment.
+    let bare = s
+        .run("env -i sleep 302 >/dev/null 2>&1 </dev/null & echo $!")
+        .await
+        .unwrap();
     s.close().await;
+    let bare: u32 = String::from_utf8_lossy(&bare.stdout)
+        .trim()
+        .parse()
+        .unwrap();
     let bg: u32 = String::from_utf8_lossy(&bg.stdout).trim().parse().unwrap();
     let daemon: u32 = wait_for(&sb.hosts()[1].home.join("daemon.pid"))
         .trim()
         .parse()
         .unwrap();
-    assert!(alive(bg) && alive(daemon));
+    assert!(alive(bg) && alive(daemon) && alive(bare));
     let root = sb.root().to_owned();
     assert!(root.join("demo_key").exists());
 
     fx.sandbox.shutdown().await.unwrap();
     assert!(!alive(bg), "background process {bg} survived");
     assert!(!alive(daemon), "daemon {daemon} survived");
+    assert!(!alive(bare), "unmarked process {bare} survived");
     assert!(!root.exists(), "{} left behind", root.display());
 }
 

@@ -40,8 +40,9 @@ pub(super) async fn run(
             return;
         }
     };
-    if let Some(pid) = child.id() {
-        tracker.add(pid);
+    let pgid = child.id();
+    if let Some(pgid) = pgid {
+        tracker.add(pgid);
     }
     let (stdin, stdout, stderr) = (child.stdin.take(), child.stdout.take(), child.stderr.take());
 
@@ -84,6 +85,9 @@ pub(super) async fn run(
             }
         }
         Err(e) => tracing::warn!(host = %host.name, error = %e, "lost track of a command"),
+    }
+    if let Some(pgid) = pgid {
+        tracker.forget_if_empty(pgid);
     }
     let _ = to_client.eof().await;
     let _ = to_client.close().await;
