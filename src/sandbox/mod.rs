@@ -141,6 +141,7 @@ pub struct Sandbox {
     hosts: Vec<SandboxHost>,
     stop: CancellationToken,
     servers: Vec<JoinHandle<()>>,
+    /// Held so the silent hosts' ports stay silent.
     silent: Vec<Silent>,
     tracker: reaper::Tracker,
     lock: Option<lock::Lock>,
@@ -172,55 +173,65 @@ impl Sandbox {
         };
         let client = keys::ed25519("fleetctl-sandbox-demo")?;
         keys::write_private(&client, &sandbox.client_key)?;
-        let mut known = String::new();
         for (i, addr) in addrs.into_iter().enumerate() {
-            let name = format!("demo-{:02}", i + 1);
             let fault = options.faults.get(&i).copied();
-            let env = host::HostEnv::create(&sandbox.root, &name, addr, &sandbox.user)?;
-            let host_key = keys::ed25519(&name)?;
-            let key_line = keys::public_line(host_key.public_key())?;
-            let _ = writeln!(
-                known,
-                "{} {key_line}",
-                host_name(&addr.ip().to_string(), addr.port())
-            );
-            sandbox.hosts.push(SandboxHost {
-                name,
-                addr,
-                home: env.home.clone(),
-                fault,
-                host_key: key_line,
-            });
-            if fault == Some(HostFault::Silent) {
-                let silent = tokio::task::spawn_blocking(move || Silent::bind(addr))
-                    .await
-                    .map_err(|e| SandboxError::Bind {
-                        addr,
-                        source: io::Error::other(e),
-                    })?
-                    .map_err(|source| SandboxError::Bind { addr, source })?;
-                sandbox.silent.push(silent);
-                continue;
-            }
+            let authorized = (fault != Some(HostFault::RejectsKey)).then(|| client.public_key());
+            sandbox.add_host(i, addr, fault, authorized).await?;
+        }
+        let mut known = String::new();
+        for host in &sandbox.hosts {
+            let entry = host_name(&host.addr.ip().to_string(), host.addr.port());
+            let _ = writeln!(known, "{entry} {}", host.host_key);
+        }
+        keys::write_file(&sandbox.known_hosts, known.as_bytes(), 0o600)?;
+        tracing::info!(hosts = sandbox.hosts.len(), root = %sandbox.root.display(), "sandbox fleet started");
+        Ok(sandbox)
+    }
+
+    /// Makes host `index` at `addr` and starts its server (or its silence).
+    async fn add_host(
+        &mut self,
+        index: usize,
+        addr: SocketAddr,
+        fault: Option<HostFault>,
+        authorized: Option<&russh::keys::PublicKey>,
+    ) -> Result<(), SandboxError> {
+        let name = format!("demo-{:02}", index + 1);
+        let env = host::HostEnv::create(&self.root, &name, addr, &self.user)?;
+        let host_key = keys::ed25519(&name)?;
+        let key_line = keys::public_line(host_key.public_key())?;
+        let home = env.home.clone();
+        if fault == Some(HostFault::Silent) {
+            let silent = tokio::task::spawn_blocking(move || Silent::bind(addr))
+                .await
+                .map_err(|e| SandboxError::Bind {
+                    addr,
+                    source: io::Error::other(e),
+                })?
+                .map_err(|source| SandboxError::Bind { addr, source })?;
+            self.silent.push(silent);
+        } else {
             let listener = tokio::net::TcpListener::bind(addr)
                 .await
                 .map_err(|source| SandboxError::Bind { addr, source })?;
             let served = Arc::new(server::Host {
                 env: Arc::new(env),
                 config: Arc::new(server::config(host_key)),
-                authorized: (fault != Some(HostFault::RejectsKey))
-                    .then(|| client.public_key().clone()),
-                tracker: sandbox.tracker.clone(),
+                authorized: authorized.cloned(),
+                tracker: self.tracker.clone(),
             });
-            sandbox.servers.push(tokio::spawn(server::serve(
-                listener,
-                served,
-                sandbox.stop.clone(),
-            )));
+            let stop = self.stop.clone();
+            self.servers
+                .push(tokio::spawn(server::serve(listener, served, stop)));
         }
-        keys::write_file(&sandbox.known_hosts, known.as_bytes(), 0o600)?;
-        tracing::info!(hosts = sandbox.hosts.len(), root = %sandbox.root.display(), "sandbox fleet started");
-        Ok(sandbox)
+        self.hosts.push(SandboxHost {
+            name,
+            addr,
+            home,
+            fault,
+            host_key: key_line,
+        });
+        Ok(())
     }
 
     /// The hosts, in address order.
