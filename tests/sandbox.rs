@@ -491,3 +491,87 @@ async fn two_hundred_hosts_start_and_answer() {
     }
     sb.shutdown().await.unwrap();
 }
+
+/// A russh client that trusts exactly one host key: the one the sandbox listed.
+struct PinnedKey(russh::keys::PublicKey);
+
+impl russh::client::Handler for PinnedKey {
+    type Error = russh::Error;
+
+    async fn check_server_key(
+        &mut self,
+        offered: &russh::keys::PublicKeyOrCertificate,
+    ) -> Result<bool, Self::Error> {
+        Ok(
+            matches!(offered, russh::keys::PublicKeyOrCertificate::PublicKey { key, .. }
+            if key.key_data() == self.0.key_data()),
+        )
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn russh_sftp_client_uploads_as_a_deploy_would() {
+    use russh::keys::{PrivateKey, PrivateKeyWithHashAlg, PublicKey};
+    use russh_sftp::protocol::FileAttributes;
+    use tokio::io::AsyncWriteExt as _;
+
+    let fx = start(8, 1, &[]).await;
+    let sb = &fx.sandbox;
+    let host = &sb.hosts()[0];
+    let pinned = PinnedKey(PublicKey::from_openssh(&host.host_key).unwrap());
+    let config = Arc::new(russh::client::Config::default());
+    let mut handle = russh::client::connect(config, host.addr, pinned)
+        .await
+        .unwrap();
+    let key = PrivateKey::from_openssh(std::fs::read(sb.client_key()).unwrap()).unwrap();
+    let auth = handle
+        .authenticate_publickey(sb.user(), PrivateKeyWithHashAlg::new(Arc::new(key), None))
+        .await
+        .unwrap();
+    assert!(auth.success());
+    let channel = handle.channel_open_session().await.unwrap();
+    channel.request_subsystem(true, "sftp").await.unwrap();
+    let sftp = russh_sftp::client::SftpSession::new(channel.into_stream())
+        .await
+        .unwrap();
+
+    let home = sftp.canonicalize(".").await.unwrap();
+    assert_eq!(Path::new(&home), host.home);
+    sftp.create_dir(".fleetctl").await.unwrap();
+    let payload: Vec<u8> = (0..1_000_000u32).map(|i| (i % 253) as u8).collect();
+    let mut file = sftp.create(".fleetctl/agent.part").await.unwrap();
+    file.write_all(&payload).await.unwrap();
+    file.shutdown().await.unwrap();
+    let attrs = FileAttributes {
+        permissions: Some(0o755),
+        ..FileAttributes::default()
+    };
+    sftp.set_metadata(".fleetctl/agent.part", attrs)
+        .await
+        .unwrap();
+    sftp.rename(".fleetctl/agent.part", format!("{home}/.fleetctl/agent"))
+        .await
+        .unwrap();
+    let meta = sftp.metadata(".fleetctl/agent").await.unwrap();
+    assert_eq!(meta.size, Some(payload.len() as u64));
+    assert_eq!(sftp.read(".fleetctl/agent").await.unwrap(), payload);
+    assert!(!sftp.try_exists("missing").await.unwrap());
+    let names: Vec<String> = sftp
+        .read_dir(".fleetctl")
+        .await
+        .unwrap()
+        .map(|e| e.file_name())
+        .collect();
+    assert_eq!(names, ["agent"]);
+    let on_disk = host.home.join(".fleetctl/agent");
+    assert_eq!(
+        std::fs::metadata(&on_disk).unwrap().permissions().mode() & 0o777,
+        0o755
+    );
+
+    for outside in ["../outside", "/tmp/outside", "../../../../../tmp/outside"] {
+        assert!(sftp.create(outside).await.is_err(), "{outside} was created");
+    }
+    assert!(sftp.metadata("/etc/passwd").await.is_err());
+    fx.sandbox.shutdown().await.unwrap();
+}
