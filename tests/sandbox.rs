@@ -159,6 +159,9 @@ async fn fleetctl_ssh_layer_runs_commands_and_the_fingerprint_job() {
         .await
         .unwrap();
     assert_eq!(String::from_utf8_lossy(&out.stdout), "demo-04\ndemo-04\n");
+    let sudo = s.exec("sudo -n true").await.unwrap();
+    assert_eq!(sudo.status, 1);
+    assert!(String::from_utf8_lossy(&sudo.stderr).contains("grants no root"));
     let failed = s.exec("exit 7").await.unwrap();
     assert_eq!(failed.status, 7);
     let killed = s.exec("kill -TERM $$").await.unwrap_err();

@@ -1,11 +1,13 @@
 //! One sandbox host on disk: its directory, and the shims that give it a
 //! name of its own. Everything else a command sees (CPU, memory, kernel, OS)
-//! is the real machine's.
+//! is the real machine's, and commands run for real as the invoking user.
+//! `sudo` is refused: a demo must never escalate on the operator's machine
+//! (nor fill its auth log with failed attempts).
 //!
 //! ```text
 //! <root>/hosts/demo-07/
 //!     home/   HOME and working directory of commands; SFTP is held here
-//!     bin/    first in PATH: `hostname`
+//!     bin/    first in PATH: `hostname`, `sudo`
 //!     tmp/    TMPDIR
 //! ```
 
@@ -63,6 +65,7 @@ impl HostEnv {
             hostname_shim(name, addr).as_bytes(),
             0o755,
         )?;
+        write_file(&env.bin.join("sudo"), sudo_shim(name).as_bytes(), 0o755)?;
         Ok(env)
     }
 
@@ -91,6 +94,17 @@ case "${{1:-}}" in
     exit 1
     ;;
 esac
+"#
+    )
+}
+
+/// A `sudo` that always refuses, as for a user with no sudo rights.
+fn sudo_shim(name: &str) -> String {
+    format!(
+        r#"#!/bin/sh
+# fleetctl sandbox: no root on sandbox host {name}; the machine is the operator's own.
+echo "sudo: sandbox host {name} grants no root (it runs on the operator's own machine)" >&2
+exit 1
 "#
     )
 }
