@@ -578,3 +578,37 @@ async fn russh_sftp_client_uploads_as_a_deploy_would() {
     assert!(sftp.metadata("/etc/passwd").await.is_err());
     fx.sandbox.shutdown().await.unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fleetctl_fingerprint_cli_tells_healthy_rejecting_and_silent_hosts_apart() {
+    let fx = start(9, 3, &[(1, HostFault::RejectsKey), (2, HostFault::Silent)]).await;
+    let sb = &fx.sandbox;
+    let env = common::Env::new();
+    let key = sb.client_key().display().to_string();
+    let known = sb.known_hosts().display().to_string();
+    let mut args = vec![
+        "fingerprint",
+        "-o",
+        "json",
+        "-l",
+        sb.user(),
+        "-p",
+        "2222",
+        "-i",
+        &key,
+        "--known-hosts",
+        &known,
+        "--connect-timeout",
+        "1s",
+    ];
+    let ips: Vec<String> = sb.hosts().iter().map(|h| h.addr.ip().to_string()).collect();
+    args.extend(ips.iter().map(String::as_str));
+    let out = tokio::task::block_in_place(|| env.run(&args));
+    assert_eq!(out.status.code(), Some(1), "{}", common::stderr(&out));
+    let rows: Vec<serde_json::Value> = serde_json::from_slice(&out.stdout).unwrap();
+    let row = |ip: &str| rows.iter().find(|r| r["address"] == ip).unwrap().clone();
+    assert_eq!(row(&ips[0])["facts"]["hostname"], "demo-01");
+    assert_eq!(row(&ips[1])["failure"], "auth-failed");
+    assert_eq!(row(&ips[2])["failure"], "timeout");
+    fx.sandbox.shutdown().await.unwrap();
+}
