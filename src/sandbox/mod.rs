@@ -104,6 +104,7 @@ pub struct SandboxHost {
     pub addr: SocketAddr,
     /// Its HOME and the working directory of its commands.
     pub home: PathBuf,
+    /// How it misbehaves, if it does.
     pub fault: Option<HostFault>,
     /// Its host key, OpenSSH one-line form, as listed in known_hosts.
     pub host_key: String,
