@@ -15,6 +15,7 @@ pub mod engine;
 pub mod fingerprint;
 pub mod model;
 pub mod pki;
+pub mod sandbox;
 pub mod scan;
 pub mod ssh;
 pub mod store;
