@@ -16,6 +16,9 @@ use serde::{Deserialize, Serialize};
 
 const KEY_FILE: &str = "token.key";
 /// Every token names its issuer; a token from anything else is refused.
+/// How far behind ours another host's clock may run and still accept a
+/// token we just issued.
+const CLOCK_SKEW_SECS: i64 = 60;
 const ISSUER: &str = "fleetctl";
 
 /// Who a token is for.
@@ -184,7 +187,9 @@ impl TokenIssuer {
             sub: sub.to_owned(),
             aud: aud.as_str().to_owned(),
             iat: now,
-            nbf: now,
+            // Backdated so a receiver whose clock runs a little behind ours
+            // accepts a fresh token; expiry keeps no leeway.
+            nbf: now.saturating_sub(CLOCK_SKEW_SECS),
             exp: now.saturating_add(i64::try_from(ttl.as_secs()).unwrap_or(i64::MAX)),
             jti: format!("{:032x}", rand::random::<u128>()),
             host: host.map(str::to_owned),

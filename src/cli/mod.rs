@@ -7,8 +7,8 @@ mod fingerprint;
 mod output;
 mod scan;
 mod scan_ssh;
-mod ssh_opts;
 mod serve;
+mod ssh_opts;
 mod token;
 mod tui;
 

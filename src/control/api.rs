@@ -218,6 +218,7 @@ async fn register(
         .map_err(|e| ApiFailure::internal(&e))?;
     let new = NewAgent {
         agent_id: agent_id.clone(),
+        bound_host: bound.to_owned(),
         hostname: request.hostname.clone(),
         addresses: request.addresses.clone(),
         stats_port: request.stats_port,

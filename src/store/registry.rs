@@ -39,6 +39,9 @@ pub fn registration_state(
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct NewAgent {
     pub agent_id: String,
+    /// The host the join token was bound to: a host that registers again
+    /// with a token for the same host replaces its earlier record.
+    pub bound_host: String,
     pub hostname: String,
     pub addresses: Vec<String>,
     pub stats_port: u16,
@@ -88,7 +91,8 @@ impl Registry {
 
     /// Stores a registration made with the join token `jti`, in one
     /// transaction: the token is marked used and the agent stored, replacing
-    /// any earlier record of the same hostname. A used `jti` changes nothing.
+    /// any earlier record enrolled for the same bound host. A used `jti`
+    /// changes nothing.
     pub fn register(
         &mut self,
         agent: &NewAgent,
@@ -109,17 +113,19 @@ impl Registry {
         }
         let replaced: Option<String> = tx
             .query_row(
-                "DELETE FROM agents WHERE hostname = ?1 RETURNING agent_id",
-                [&agent.hostname],
+                "DELETE FROM agents WHERE bound_host = ?1 RETURNING agent_id",
+                [&agent.bound_host],
                 |row| row.get(0),
             )
             .optional()?;
         tx.execute(
-            "INSERT INTO agents (agent_id, hostname, addresses, stats_port, agent_version,
-                                 registered_at, identity_expires_at, certificate_expires_at)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+            "INSERT INTO agents (agent_id, bound_host, hostname, addresses, stats_port,
+                                 agent_version, registered_at, identity_expires_at,
+                                 certificate_expires_at)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
             params![
                 agent.agent_id,
+                agent.bound_host,
                 agent.hostname,
                 agent.addresses.join(","),
                 agent.stats_port,
@@ -302,6 +308,7 @@ mod tests {
     fn agent(id: &str, host: &str) -> NewAgent {
         NewAgent {
             agent_id: id.into(),
+            bound_host: host.into(),
             hostname: host.into(),
             addresses: vec!["127.4.0.9".into(), "::1".into()],
             stats_port: 9100,
@@ -350,6 +357,29 @@ mod tests {
             reg.heartbeat("a1", "0.1.0", 1_101).unwrap(),
             Err(Refusal::Unknown)
         );
+    }
+
+    #[test]
+    fn cloned_hosts_sharing_a_hostname_keep_their_own_records() {
+        let mut reg = Registry::open_in_memory().unwrap();
+        let first = NewAgent {
+            bound_host: "10.0.0.5".into(),
+            ..agent("a1", "debian")
+        };
+        let second = NewAgent {
+            bound_host: "10.0.0.6".into(),
+            ..agent("a2", "debian")
+        };
+        reg.register(&first, "jti-1", 2_000, 1_000).unwrap();
+        let outcome = reg.register(&second, "jti-2", 2_000, 1_001).unwrap();
+        assert_eq!(outcome, Registration::Stored { replaced: None });
+        let ids: Vec<String> = reg
+            .list(1_001, LOST)
+            .unwrap()
+            .into_iter()
+            .map(|a| a.agent_id)
+            .collect();
+        assert_eq!(ids, ["a1", "a2"]);
     }
 
     #[test]

@@ -46,12 +46,15 @@ const MIGRATIONS: &[&str] = &[
         gathered_at INTEGER,
         PRIMARY KEY (address, port)
     );",
-    // The control plane's registry: one row per registered host (a host
-    // that registers again replaces its row), and the join tokens already
-    // used, kept until they expire so a replay is refused across restarts.
+    // The control plane's registry: one row per registered host, keyed by
+    // the host its join token was bound to (hostnames repeat across cloned
+    // machines; the name or address the operator enrolled does not), and the
+    // join tokens already used, kept until they expire so a replay is
+    // refused across restarts.
     "CREATE TABLE agents (
         agent_id TEXT PRIMARY KEY,
-        hostname TEXT NOT NULL UNIQUE,
+        bound_host TEXT NOT NULL UNIQUE,
+        hostname TEXT NOT NULL,
         addresses TEXT NOT NULL,
         stats_port INTEGER NOT NULL,
         agent_version TEXT NOT NULL,
