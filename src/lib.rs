@@ -6,6 +6,7 @@
 // Tests may unwrap: a panic there is a failed test, which is the point.
 #![cfg_attr(test, allow(clippy::unwrap_used))]
 
+pub mod agent;
 pub mod cli;
 pub mod config;
 pub mod fingerprint;
