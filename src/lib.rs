@@ -14,6 +14,7 @@ pub mod config;
 pub mod fingerprint;
 pub mod model;
 pub mod pki;
+pub mod poll;
 pub mod scan;
 pub mod ssh;
 pub mod store;
