@@ -211,14 +211,18 @@ impl Lifecycle {
                 self.succeeded();
             }
             Outcome::HeartbeatAccepted { state, interval_ms } => {
-                self.registration = match state {
-                    RegistrationState::Revoked | RegistrationState::Expired => state,
-                    _ => RegistrationState::Registered,
-                };
                 self.heartbeat_interval_ms = interval_ms.max(1_000);
                 self.next_heartbeat_at = now + self.heartbeat_interval_ms;
                 self.last_heartbeat_at = Some(now);
                 self.succeeded();
+                self.registration = RegistrationState::Registered;
+                if matches!(
+                    state,
+                    RegistrationState::Revoked | RegistrationState::Expired
+                ) {
+                    self.registration = state;
+                    self.last_error = Some(format!("the control plane has this agent as {state}"));
+                }
             }
             Outcome::Failed { failure, error } => self.failed(now, failure, error, jitter),
         }
@@ -563,6 +567,12 @@ mod tests {
             0.0,
         );
         assert_eq!(l.registration_state(10 * S), RegistrationState::Revoked);
+        assert!(
+            l.registration_status(10 * S)
+                .last_error
+                .unwrap()
+                .contains("revoked")
+        );
     }
 
     #[test]
