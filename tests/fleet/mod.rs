@@ -36,7 +36,7 @@ pub struct Proc {
 }
 
 impl Proc {
-    fn spawn(mut cmd: Command) -> Self {
+    pub fn spawn_command(mut cmd: Command) -> Self {
         let mut child = cmd
             .stdin(Stdio::null())
             .stdout(Stdio::null())
@@ -161,7 +161,7 @@ impl Control {
     fn run(&mut self) {
         let mut cmd = self.cmd();
         cmd.arg("serve");
-        let mut proc = Proc::spawn(cmd);
+        let mut proc = Proc::spawn_command(cmd);
         let line = proc.wait_log("https://127.5.0.1:", Duration::from_secs(20));
         let start = line.find("https://").unwrap();
         let url: String = line[start..]
@@ -276,7 +276,7 @@ impl Agent {
         }
         let mut cmd = fleetctl();
         cmd.arg("agent").arg("--config").arg(&config);
-        let mut proc = Proc::spawn(cmd);
+        let mut proc = Proc::spawn_command(cmd);
         let line = proc.wait_log("stats API listening on", Duration::from_secs(10));
         let addr = line.rsplit(' ').next().unwrap().parse().unwrap();
         Self {
