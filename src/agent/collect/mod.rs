@@ -227,6 +227,21 @@ mod tests {
         assert_eq!(s.taken_at_ms, 5);
     }
 
+    #[tokio::test(start_paused = true)]
+    async fn samples_once_per_interval_and_stops_with_its_readers() {
+        let mut rx = spawn(Duration::from_secs(2));
+        assert!(rx.borrow().memory.total > 0, "the first sample is there at once");
+        rx.mark_unchanged();
+        tokio::time::advance(Duration::from_millis(1900)).await;
+        tokio::task::yield_now().await;
+        assert!(!rx.has_changed().unwrap(), "sampled before the interval");
+        tokio::time::advance(Duration::from_millis(200)).await;
+        rx.changed().await.unwrap();
+        rx.mark_unchanged();
+        tokio::time::advance(Duration::from_secs(2)).await;
+        rx.changed().await.unwrap();
+    }
+
     #[test]
     fn reads_this_machine() {
         let mut t = ProcTexts::default();
