@@ -68,9 +68,21 @@ async fn promtool_accepts_the_metrics_page() {
         String::from_utf8_lossy(&out.stdout),
         String::from_utf8_lossy(&out.stderr)
     );
-    assert!(out.status.success(), "promtool: {said}\n{page}");
-    // Lint findings are printed even on success: there must be none.
-    assert!(said.trim().is_empty(), "promtool lint: {said}");
+    // Exit 1 is a page that does not parse; 3 is lint findings only. The
+    // one finding allowed is node_exporter's own camelCase memory names
+    // (node_memory_MemTotal_bytes...), kept so dashboards work unchanged.
+    let code = out.status.code();
+    assert!(
+        code == Some(0) || code == Some(3),
+        "promtool ({code:?}): {said}\n{page}"
+    );
+    for finding in said.lines() {
+        assert!(
+            finding.starts_with("node_memory_") && finding.contains("'snake_case' not 'camelCase'"),
+            "promtool lint: {finding}\n{page}"
+        );
+    }
+    assert!(page.contains("node_memory_MemTotal_bytes "));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -102,6 +114,8 @@ async fn prometheus_finds_and_scrapes_every_agent() {
     let token_file = dir.path().join("operator.token");
     std::fs::write(&token_file, control.operator_token()).unwrap();
     let ca = control.ca_file();
+    // `type: Bearer` is the documented default, but Prometheus 2.42 leaves
+    // the scheme out of service discovery requests unless it is spelled out.
     let config = dir.path().join("prometheus.yml");
     std::fs::write(
         &config,
@@ -109,10 +123,10 @@ async fn prometheus_finds_and_scrapes_every_agent() {
             "global:\n  scrape_interval: 1s\n  scrape_timeout: 1s\n  evaluation_interval: 1s\n\
              scrape_configs:\n  - job_name: fleet\n    scheme: https\n\
              \x20   tls_config:\n      ca_file: {ca}\n\
-             \x20   authorization:\n      credentials_file: {tok}\n\
+             \x20   authorization:\n      type: Bearer\n      credentials_file: {tok}\n\
              \x20   http_sd_configs:\n      - url: {url}/v1/sd\n        refresh_interval: 1s\n\
              \x20       tls_config:\n          ca_file: {ca}\n\
-             \x20       authorization:\n          credentials_file: {tok}\n",
+             \x20       authorization:\n          type: Bearer\n          credentials_file: {tok}\n",
             ca = ca.display(),
             tok = token_file.display(),
             url = control.url,
@@ -123,10 +137,16 @@ async fn prometheus_finds_and_scrapes_every_agent() {
     let listen = format!("127.5.0.2:{port}");
     let mut cmd = Command::new(prometheus);
     cmd.arg(format!("--config.file={}", config.display()))
-        .arg(format!("--storage.tsdb.path={}", dir.path().join("tsdb").display()))
+        .arg(format!(
+            "--storage.tsdb.path={}",
+            dir.path().join("tsdb").display()
+        ))
         .arg(format!("--web.listen-address={listen}"));
     let mut prom = Proc::spawn_command(cmd);
-    prom.wait_log("Server is ready to receive web requests", Duration::from_secs(30));
+    prom.wait_log(
+        "Server is ready to receive web requests",
+        Duration::from_secs(30),
+    );
 
     let deadline = std::time::Instant::now() + Duration::from_secs(45);
     let mut last = String::new();
@@ -151,7 +171,10 @@ fn count_up(targets_json: &str, agents: &[Agent]) -> usize {
     let Ok(v) = serde_json::from_str::<serde_json::Value>(targets_json) else {
         return 0;
     };
-    let active = v["data"]["activeTargets"].as_array().cloned().unwrap_or_default();
+    let active = v["data"]["activeTargets"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default();
     agents
         .iter()
         .filter(|a| {

@@ -230,7 +230,10 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn samples_once_per_interval_and_stops_with_its_readers() {
         let mut rx = spawn(Duration::from_secs(2));
-        assert!(rx.borrow().memory.total > 0, "the first sample is there at once");
+        assert!(
+            rx.borrow().memory.total > 0,
+            "the first sample is there at once"
+        );
         rx.mark_unchanged();
         tokio::time::advance(Duration::from_millis(1900)).await;
         tokio::task::yield_now().await;
