@@ -72,9 +72,27 @@ async fn three_agents_enroll_and_their_stats_match_proc() {
         // The join token was used once and is gone.
         assert!(!agent.token_file().exists());
     }
-    ids.sort();
-    ids.dedup();
-    assert_eq!(ids.len(), 3, "each agent has its own id");
+    let mut unique = ids.clone();
+    unique.sort();
+    unique.dedup();
+    assert_eq!(unique.len(), 3, "each agent has its own id");
+
+    // A restarted agent resumes from its data dir: same id, no join token.
+    let mut agents = agents;
+    agents[0].restart();
+    assert!(!agents[0].token_file().exists());
+    let resumed = agents[0]
+        .wait_stats(&client, ENROLL, "registered after restart", |s| {
+            registered(s) && s.registration.last_heartbeat_at.is_some()
+        })
+        .await;
+    assert_eq!(resumed.registration.agent_id.as_ref(), Some(&ids[0]));
+    assert!(
+        !agents[0]
+            .proc
+            .log()
+            .contains("registered with the control plane")
+    );
 
     for mut agent in agents {
         let status = agent.proc.stop();

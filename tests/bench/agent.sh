@@ -41,7 +41,8 @@ wait_for() {
 
 printf '[control]\nlisten = "127.5.0.1:0"\n' >"$WORK/control.toml"
 ctl() { "$BIN" --config "$WORK/control.toml" --data-dir "$WORK/control" "$@"; }
-ctl serve 2>"$WORK/serve.log" &
+# Started directly (not through ctl) so $! is fleetctl itself, which cleanup kills.
+"$BIN" --config "$WORK/control.toml" --data-dir "$WORK/control" serve 2>"$WORK/serve.log" &
 PIDS+=($!)
 URL=$(wait_for "$WORK/serve.log" 'https://127\.5\.0\.1:[0-9]+')
 CA=$WORK/control/control/ca.pem
@@ -77,6 +78,9 @@ cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
 kib() { awk -v k="$2" '$1 == k":" {print $2}' "/proc/$1/status"; }
 HZ=$(getconf CLK_TCK)
 
+# pct TICKS: "0.083 % (5 ticks)": CPU over the phase as % of one core.
+pct() { printf '%.3f %% (%d ticks)' "$(echo "scale=6; $1 * 100 / $HZ / $PHASE" | bc)" "$1"; }
+
 declare -A RESULT
 # measure PHASE_NAME SCRAPE(0|1)
 measure() {
@@ -91,8 +95,8 @@ measure() {
         sleep 1
     done
     a1=$(cpu_ticks "$AGENT_PID"); n1=$(cpu_ticks "$NE_PID")
-    RESULT[$1,agent,cpu]=$(echo "scale=3; ($a1 - $a0) * 100 / $HZ / $PHASE" | bc)
-    RESULT[$1,ne,cpu]=$(echo "scale=3; ($n1 - $n0) * 100 / $HZ / $PHASE" | bc)
+    RESULT[$1,agent,cpu]=$(pct $((a1 - a0)))
+    RESULT[$1,ne,cpu]=$(pct $((n1 - n0)))
     RESULT[$1,agent,rss]=$(kib "$AGENT_PID" VmRSS)
     RESULT[$1,ne,rss]=$(kib "$NE_PID" VmRSS)
 }
@@ -102,18 +106,18 @@ measure scraped 1
 AGENT_PAGE=$(curl -sf --cacert "$CA" -H @"$WORK/auth.header" "https://$AGENT/metrics" | wc -c)
 NE_PAGE=$(curl -sf "http://$NE_ADDR/metrics" | wc -c)
 
-mib() { echo "scale=1; $1 / 1024" | bc; }
-echo "fleetctl $("$BIN" --version | cut -d' ' -f2) (release), $(prometheus-node-exporter --version 2>&1 | head -1 | cut -d, -f1); $(nproc) cores; ${PHASE}s per phase"
+mib() { printf '%.1f' "$(echo "scale=2; $1 / 1024" | bc)"; }
+echo "fleetctl $("$BIN" --version | cut -d' ' -f2) (release), $(prometheus-node-exporter --version 2>&1 | awk 'NR == 1 {print $1, $3}'); $(nproc) cores; ${PHASE}s per phase"
 echo
 echo "| process | RSS idle | CPU idle | RSS scraped 1/s | CPU scraped 1/s | peak RSS | /metrics size |"
 echo "|---|---|---|---|---|---|---|"
-printf '| fleetctl agent | %s MiB | %s %% | %s MiB | %s %% | %s MiB | %s KiB |\n' \
+printf '| fleetctl agent | %s MiB | %s | %s MiB | %s | %s MiB | %s KiB |\n' \
     "$(mib "${RESULT[idle,agent,rss]}")" "${RESULT[idle,agent,cpu]}" \
     "$(mib "${RESULT[scraped,agent,rss]}")" "${RESULT[scraped,agent,cpu]}" \
     "$(mib "$(kib "$AGENT_PID" VmHWM)")" "$((AGENT_PAGE / 1024))"
-printf '| node_exporter | %s MiB | %s %% | %s MiB | %s %% | %s MiB | %s KiB |\n' \
+printf '| node_exporter | %s MiB | %s | %s MiB | %s | %s MiB | %s KiB |\n' \
     "$(mib "${RESULT[idle,ne,rss]}")" "${RESULT[idle,ne,cpu]}" \
     "$(mib "${RESULT[scraped,ne,rss]}")" "${RESULT[scraped,ne,cpu]}" \
     "$(mib "$(kib "$NE_PID" VmHWM)")" "$((NE_PAGE / 1024))"
 echo
-echo "CPU: % of one core over the phase (user + system, /proc/PID/stat)."
+echo "CPU: % of one core over the phase, user + system from /proc/PID/stat; one tick is 1/$HZ s."

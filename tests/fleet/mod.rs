@@ -274,17 +274,43 @@ impl Agent {
         if let Some(token) = join_token {
             write_token(&agent_dir.join("join.token"), token);
         }
-        let mut cmd = fleetctl();
-        cmd.arg("agent").arg("--config").arg(&config);
-        let mut proc = Proc::spawn_command(cmd);
-        let line = proc.wait_log("stats API listening on", Duration::from_secs(10));
-        let addr = line.rsplit(' ').next().unwrap().parse().unwrap();
+        let (proc, addr) = Self::launch(&config);
+        // Later runs keep this port, as a deployed agent's fixed port would.
+        let text = std::fs::read_to_string(&config)
+            .unwrap()
+            .replace(&format!("{ip}:0"), &addr.to_string());
+        std::fs::write(&config, text).unwrap();
         Self {
             dir,
             proc,
             addr,
             hostname: hostname.to_owned(),
         }
+    }
+
+    fn launch(config: &Path) -> (Proc, SocketAddr) {
+        let mut cmd = fleetctl();
+        cmd.arg("agent").arg("--config").arg(config);
+        let mut proc = Proc::spawn_command(cmd);
+        let line = proc.wait_log("stats API listening on", Duration::from_secs(10));
+        let addr = line.rsplit(' ').next().unwrap().parse().unwrap();
+        (proc, addr)
+    }
+
+    /// Stops the agent (SIGTERM, which must end it cleanly) and starts it
+    /// again on the same files and port; returns the old run's log.
+    pub fn restart(&mut self) -> String {
+        let status = self.proc.stop();
+        assert!(
+            status.success(),
+            "agent exit {status}:\n{}",
+            self.proc.log()
+        );
+        let old = self.proc.log();
+        let (proc, addr) = Self::launch(&self.dir.path().join("agent.toml"));
+        assert_eq!(addr, self.addr);
+        self.proc = proc;
+        old
     }
 
     pub fn token_file(&self) -> PathBuf {
