@@ -178,13 +178,6 @@ async fn refusals_tokens_and_tls() {
         Err(PollError::Tls(_)) => {}
         other => panic!("a client of another CA got {other:?}"),
     }
-    // Nothing listening: unreachable, not a hang.
-    let closed = std::net::SocketAddr::from(([127, 5, 0, 29], 9));
-    assert!(matches!(
-        client.fetch(closed).await,
-        Err(PollError::Unreachable(_))
-    ));
-
     // No secret in any log, at RUST_LOG=debug.
     let key = std::fs::read_to_string(agent.dir.path().join("data/agent.key")).unwrap();
     let identity = std::fs::read_to_string(agent.dir.path().join("data/identity.jwt")).unwrap();
@@ -213,6 +206,29 @@ async fn refusals_tokens_and_tls() {
         "the agent's private key appears in a log"
     );
     assert!(!logs.contains("PRIVATE KEY"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_stats_client_says_why_a_poll_failed() {
+    let control = Control::start("");
+    let client = control.stats_client();
+    let operator = control.operator_token();
+    // A peer that accepts but never answers: a timeout, in bounded time.
+    let silent = std::net::TcpListener::bind("127.5.0.28:0").unwrap();
+    let impatient =
+        StatsClient::new(&control.ca_pem(), &operator, Duration::from_millis(500)).unwrap();
+    let started = std::time::Instant::now();
+    match impatient.fetch(silent.local_addr().unwrap()).await {
+        Err(PollError::Timeout(_)) => {}
+        other => panic!("a silent peer gave {other:?}"),
+    }
+    assert!(started.elapsed() < Duration::from_secs(3));
+    // Nothing listening: unreachable, not a hang.
+    let closed = std::net::SocketAddr::from(([127, 5, 0, 29], 9));
+    assert!(matches!(
+        client.fetch(closed).await,
+        Err(PollError::Unreachable(_))
+    ));
 }
 
 /// Identity 9 s, certificate 12 s, heartbeat 1 s: renewals every few
