@@ -231,10 +231,10 @@ async fn the_stats_client_says_why_a_poll_failed() {
     ));
 }
 
-/// Identity 9 s, certificate 12 s, heartbeat 1 s: renewals every few
+/// Identity 12 s, certificate 15 s, heartbeat 1 s: renewals every few
 /// seconds, and an outage long enough to watch the states change.
 const SHORT: &str =
-    "identity_ttl = \"9s\"\ncert_ttl = \"12s\"\nheartbeat_interval = \"1s\"\nlost_after = \"3s\"";
+    "identity_ttl = \"12s\"\ncert_ttl = \"15s\"\nheartbeat_interval = \"1s\"\nlost_after = \"3s\"";
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn renewal_outage_recovery_and_expiry() {
@@ -253,7 +253,7 @@ async fn renewal_outage_recovery_and_expiry() {
 
     // Renewals happen and show: identity and certificate both move on.
     let renewed = agent
-        .wait_stats(&client, Duration::from_secs(30), "two renewals", |s| {
+        .wait_stats(&client, Duration::from_secs(40), "two renewals", |s| {
             s.token.renewals >= 2 && s.certificate.renewals >= 1
         })
         .await;
