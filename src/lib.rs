@@ -8,6 +8,7 @@
 
 pub mod cli;
 pub mod config;
+pub mod deploy;
 pub mod fingerprint;
 pub mod model;
 pub mod scan;

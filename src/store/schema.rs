@@ -46,6 +46,19 @@ const MIGRATIONS: &[&str] = &[
         gathered_at INTEGER,
         PRIMARY KEY (address, port)
     );",
+    // What deploy last did per host (address and SSH port): the build, the
+    // agent state it left, and the step reached or failed in.
+    "CREATE TABLE deployments (
+        address TEXT NOT NULL,
+        port INTEGER NOT NULL,
+        host TEXT NOT NULL,
+        build TEXT,
+        state TEXT NOT NULL,
+        step TEXT,
+        error TEXT,
+        updated_at INTEGER NOT NULL,
+        PRIMARY KEY (address, port)
+    );",
 ];
 
 pub fn migrate(conn: &Connection, path: &Path) -> Result<(), StoreError> {
