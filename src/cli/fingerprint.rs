@@ -67,40 +67,7 @@ pub struct FingerprintArgs {
 }
 
 pub async fn run(args: FingerprintArgs, _ctx: &Context) -> anyhow::Result<ExitCode> {
-    let local = LocalUser::current();
-    let config_path = args
-        .ssh
-        .ssh_config
-        .clone()
-        .unwrap_or_else(|| default_ssh_config(&local));
-    let config = SshConfig::load(&config_path).map_err(BadInput::wrap)?;
-    for warning in &config.warnings {
-        eprintln!("note: {warning}");
-    }
-    let flags = ConnectFlags {
-        user: args.ssh.user.clone(),
-        port: args.ssh.port,
-        identities: args.ssh.identities.clone(),
-        connect_timeout: args.ssh.connect_timeout,
-        jump: args.ssh.jump.clone(),
-    };
-    let targets = args
-        .hosts
-        .iter()
-        .map(|host| SshTarget::resolve(host, &flags, &config, &local))
-        .collect::<Result<Vec<_>, _>>()
-        .map_err(|e| BadInput::wrap(anyhow::anyhow!(e)))?;
-    let known_hosts = args
-        .ssh
-        .known_hosts
-        .clone()
-        .unwrap_or_else(|| default_known_hosts(&local));
-    let connector = Connector::new(
-        &known_hosts,
-        args.ssh.host_key_policy,
-        Arc::new(TerminalPrompt),
-    )
-    .context("cannot read known_hosts")?;
+    let (connector, targets) = args.ssh.resolve(&args.hosts)?;
 
     let cancel = CancellationToken::new();
     let (tx, mut rx) = mpsc::unbounded_channel();
@@ -216,4 +183,40 @@ fn write_row(out: &mut impl Write, format: Format, r: &Fingerprint) -> anyhow::R
         Format::Json => {}
     }
     Ok(())
+}
+
+impl SshArgs {
+    /// The connector (known_hosts, policy, prompts) and each host resolved
+    /// through ~/.ssh/config, as `fleetctl fingerprint` and `deploy` share them.
+    pub(super) fn resolve(&self, hosts: &[String]) -> anyhow::Result<(Connector, Vec<SshTarget>)> {
+        let local = LocalUser::current();
+        let config_path = self
+            .ssh_config
+            .clone()
+            .unwrap_or_else(|| default_ssh_config(&local));
+        let config = SshConfig::load(&config_path).map_err(BadInput::wrap)?;
+        for warning in &config.warnings {
+            eprintln!("note: {warning}");
+        }
+        let flags = ConnectFlags {
+            user: self.user.clone(),
+            port: self.port,
+            identities: self.identities.clone(),
+            connect_timeout: self.connect_timeout,
+            jump: self.jump.clone(),
+        };
+        let targets = hosts
+            .iter()
+            .map(|host| SshTarget::resolve(host, &flags, &config, &local))
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|e| BadInput::wrap(anyhow::anyhow!(e)))?;
+        let known_hosts = self
+            .known_hosts
+            .clone()
+            .unwrap_or_else(|| default_known_hosts(&local));
+        let connector =
+            Connector::new(&known_hosts, self.host_key_policy, Arc::new(TerminalPrompt))
+                .context("cannot read known_hosts")?;
+        Ok((connector, targets))
+    }
 }

@@ -1,6 +1,7 @@
 //! Command-line front end: argument parsing, tracing, dispatch, exit codes.
 
 mod config_cmd;
+mod deploy;
 mod fingerprint;
 mod output;
 mod scan;
@@ -45,6 +46,10 @@ enum Command {
     Scan(scan::ScanArgs),
     /// Learn what hosts are (OS, kernel, CPUs, memory, host key...) over SSH.
     Fingerprint(fingerprint::FingerprintArgs),
+    /// Push the agent to hosts, start it, and wait until it is registered.
+    Deploy(deploy::DeployArgs),
+    /// Stop the agent on hosts and remove everything deploy wrote.
+    Undeploy(deploy::UndeployArgs),
     /// Show where fleetctl keeps things, and its settings.
     #[command(subcommand)]
     Config(config_cmd::ConfigCommand),
@@ -114,6 +119,8 @@ fn run(command: Command, ctx: &Context) -> anyhow::Result<ExitCode> {
         Command::Config(cmd) => Ok(config_cmd::run(&cmd, ctx)),
         Command::Scan(args) => runtime()?.block_on(scan::run(args, ctx)),
         Command::Fingerprint(args) => runtime()?.block_on(fingerprint::run(args, ctx)),
+        Command::Deploy(args) => runtime()?.block_on(deploy::run_deploy(args, ctx)),
+        Command::Undeploy(args) => runtime()?.block_on(deploy::run_undeploy(args, ctx)),
     }
 }
 

@@ -131,15 +131,26 @@ mod tests {
         assert_eq!(arm64.arch_name(), "aarch64");
         let s390 = ElfTarget::parse(&header(2, 2, 22)).unwrap();
         assert!(s390.runs_on("s390x"));
-        assert!(!ElfTarget::parse(&header(2, 1, 21)).unwrap().runs_on("ppc64"));
-        assert!(ElfTarget::parse(&header(1, 1, 40)).unwrap().runs_on("armv7l"));
+        assert!(
+            !ElfTarget::parse(&header(2, 1, 21))
+                .unwrap()
+                .runs_on("ppc64")
+        );
+        assert!(
+            ElfTarget::parse(&header(1, 1, 40))
+                .unwrap()
+                .runs_on("armv7l")
+        );
         assert!(!ElfTarget::parse(&header(2, 1, 62)).unwrap().runs_on("mips"));
     }
 
     #[test]
     fn non_elf_files_are_refused() {
         assert_eq!(ElfTarget::parse(b"#!/bin/sh\n"), Err(ElfError::NotElf));
-        assert_eq!(ElfTarget::parse(b"\x7fELF\x02\x01"), Err(ElfError::Truncated));
+        assert_eq!(
+            ElfTarget::parse(b"\x7fELF\x02\x01"),
+            Err(ElfError::Truncated)
+        );
         assert_eq!(ElfTarget::parse(&header(3, 1, 62)), Err(ElfError::NotElf));
     }
 }

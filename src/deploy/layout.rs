@@ -167,11 +167,17 @@ mod tests {
             "/usr/local/lib/fleetctl/fleetctl-agent-0123456789abcdef"
         );
         assert_eq!(root.config(), "/var/lib/fleetctl/agent.toml");
-        assert_eq!(root.unit_file(), "/etc/systemd/system/fleetctl-agent.service");
+        assert_eq!(
+            root.unit_file(),
+            "/etc/systemd/system/fleetctl-agent.service"
+        );
         assert_eq!(root.systemctl(), "systemctl");
         let user = Layout::new(false, "/home/ann/");
         assert_eq!(user.lib_dir, "/home/ann/.local/lib/fleetctl");
-        assert_eq!(user.join_token(), "/home/ann/.local/state/fleetctl/join.token");
+        assert_eq!(
+            user.join_token(),
+            "/home/ann/.local/state/fleetctl/join.token"
+        );
         assert_eq!(
             user.unit_file(),
             "/home/ann/.config/systemd/user/fleetctl-agent.service"

@@ -12,9 +12,10 @@
 //! in; the inventory records it, and a re-run resumes after the last step
 //! whose result is still on the host (a verified build is kept for that).
 
-// pub mod control;
+pub mod control;
 pub mod elf;
-// pub mod host;
+pub mod files;
+pub mod host;
 pub mod layout;
 pub mod rollout;
 mod scripts;
@@ -24,8 +25,9 @@ use std::fmt;
 
 use serde::{Deserialize, Serialize};
 
-// pub use control::ControlPlane;
-// pub use host::{Artifact, DeployOptions, Deployer};
+pub use control::ControlPlane;
+pub use files::Artifact;
+pub use host::{DeployOptions, Deployer};
 pub use rollout::{HostResult, Progress, RolloutOptions};
 
 /// A step of deploying (or undeploying) one host, in order.

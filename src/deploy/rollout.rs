@@ -231,7 +231,11 @@ mod tests {
         max_parallel: usize,
     }
 
-    async fn rollout(hosts: &[Scripted], options: RolloutOptions, cancel_after: Option<u64>) -> Run {
+    async fn rollout(
+        hosts: &[Scripted],
+        options: RolloutOptions,
+        cancel_after: Option<u64>,
+    ) -> Run {
         let list = hosts
             .iter()
             .enumerate()
@@ -249,31 +253,39 @@ mod tests {
         }
         let (tx, mut rx) = mpsc::unbounded_channel();
         let t0 = tokio::time::Instant::now();
-        let results = run(list, options, &cancel, &tx, |(name, s): (String, Scripted), p| {
-            let log = Arc::clone(&log);
-            let parallel = Arc::clone(&parallel);
-            async move {
-                {
-                    let mut g = parallel.lock().unwrap();
-                    g.0 += 1;
-                    g.1 = g.1.max(g.0);
-                }
-                let start = t0.elapsed().as_millis() as u64;
-                p.step(Step::Upload);
-                tokio::time::sleep(Duration::from_millis(s.ms)).await;
-                parallel.lock().unwrap().0 -= 1;
-                log.lock().unwrap().push((name, start, t0.elapsed().as_millis() as u64));
-                if s.fails {
-                    Outcome::Failed {
-                        step: Step::Upload,
-                        reason: "scripted".into(),
-                        rolled_back: true,
+        let results = run(
+            list,
+            options,
+            &cancel,
+            &tx,
+            |(name, s): (String, Scripted), p| {
+                let log = Arc::clone(&log);
+                let parallel = Arc::clone(&parallel);
+                async move {
+                    {
+                        let mut g = parallel.lock().unwrap();
+                        g.0 += 1;
+                        g.1 = g.1.max(g.0);
                     }
-                } else {
-                    Outcome::UpToDate { build: "b".into() }
+                    let start = t0.elapsed().as_millis() as u64;
+                    p.step(Step::Upload);
+                    tokio::time::sleep(Duration::from_millis(s.ms)).await;
+                    parallel.lock().unwrap().0 -= 1;
+                    log.lock()
+                        .unwrap()
+                        .push((name, start, t0.elapsed().as_millis() as u64));
+                    if s.fails {
+                        Outcome::Failed {
+                            step: Step::Upload,
+                            reason: "scripted".into(),
+                            rolled_back: true,
+                        }
+                    } else {
+                        Outcome::UpToDate { build: "b".into() }
+                    }
                 }
-            }
-        })
+            },
+        )
         .await;
         drop(tx);
         let mut done = 0;
@@ -352,9 +364,16 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn cancelling_starts_no_new_host_and_lets_running_ones_finish() {
         let run = rollout(&[ok(100); 5], opts(0, 2, None), Some(150)).await;
-        assert_eq!(run.log.len(), 4, "two waves of two started before the cancel");
+        assert_eq!(
+            run.log.len(),
+            4,
+            "two waves of two started before the cancel"
+        );
         assert!(matches!(run.results[3].outcome, Outcome::UpToDate { .. }));
-        assert_eq!(skipped(&run.results[4]), Some("interrupted before it started"));
+        assert_eq!(
+            skipped(&run.results[4]),
+            Some("interrupted before it started")
+        );
     }
 
     #[tokio::test(start_paused = true)]

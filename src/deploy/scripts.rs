@@ -113,12 +113,43 @@ fi
 pub fn install_config(layout: &Layout, names: &[&str]) -> String {
     let mut s = vars(layout, &[]);
     for name in names {
-        s.push_str(&format!(
-            "mv -f \"$S\"/{q} \"$S\"/{n} || exit 1\n",
-            q = sh_quote(&format!(".{name}.new")),
-            n = sh_quote(name)
-        ));
+        let from = sh_quote(&format!(".{name}.new"));
+        if *name == "unit" {
+            s.push_str(&format!(
+                "mkdir -p \"$(dirname \"$UNIT_FILE\")\" && mv -f \"$S\"/{from} \"$UNIT_FILE\" || exit 1\n"
+            ));
+        } else {
+            s.push_str(&format!(
+                "mv -f \"$S\"/{from} \"$S\"/{} || exit 1\n",
+                sh_quote(name)
+            ));
+        }
     }
+    s
+}
+
+/// Rewrites the unit for the build `sha256` (rolling back to it).
+#[must_use]
+pub fn restore_unit(layout: &Layout, sha256: &str) -> String {
+    let mut s = vars(layout, &[]);
+    s.push_str(&format!(
+        "cat >\"$UNIT_FILE\" <<'FLEETCTL_UNIT'\n{}FLEETCTL_UNIT\n",
+        unit_text(layout, &layout.binary(sha256))
+    ));
+    s
+}
+
+/// Prints a line for each thing of ours on the host (nothing if clean).
+#[must_use]
+pub fn present(layout: &Layout) -> String {
+    let mut s = vars(layout, &[]);
+    s.push_str(
+        r#"[ -e "$S" ] && echo "$S"
+[ -e "$UNIT_FILE" ] && echo "$UNIT_FILE"
+for f in "$L"/fleetctl-agent-* "$L"/.fleetctl-agent-*; do [ -e "$f" ] && echo "$f"; done
+true
+"#,
+    );
     s
 }
 
@@ -306,6 +337,8 @@ mod tests {
                 start(&layout, &sha, systemd),
                 log_tail(&layout, systemd, 20),
                 remove(&layout, systemd, Some(&sha)),
+                restore_unit(&layout, &sha),
+                present(&layout),
             ] {
                 let out = std::process::Command::new("sh")
                     .args(["-n", "-c", &script])
@@ -343,20 +376,34 @@ mod tests {
         .unwrap();
         let checksum = "sh -c 'sha256sum >/dev/null; echo 1212121212121212121212121212121212121212121212121212121212121212 -'";
         let out = sh(&verify(&layout, &sha, checksum));
-        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
         assert!(std::path::Path::new(&layout.binary(&sha)).exists());
         std::fs::write(layout.config(), "").unwrap();
         assert!(sh(&start(&layout, &sha, false)).status.success());
-        let state_out = String::from_utf8_lossy(&sh(&state(&layout, &sha, false)).stdout).into_owned();
+        let state_out =
+            String::from_utf8_lossy(&sh(&state(&layout, &sha, false)).stdout).into_owned();
         assert!(state_out.contains(&format!("current={sha}")), "{state_out}");
-        assert!(state_out.contains("have=1") && state_out.contains("running="), "{state_out}");
-        let pid: i32 = std::fs::read_to_string(layout.pidfile()).unwrap().trim().parse().unwrap();
+        assert!(
+            state_out.contains("have=1") && state_out.contains("running="),
+            "{state_out}"
+        );
+        let pid: i32 = std::fs::read_to_string(layout.pidfile())
+            .unwrap()
+            .trim()
+            .parse()
+            .unwrap();
         assert!(sh(&stop(&layout, false)).status.success());
         let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
         assert!(status.is_empty() || status.contains("zombie"), "{status}");
         let log = sh(&log_tail(&layout, false, 5));
         assert!(String::from_utf8_lossy(&log.stdout).contains("started agent --config"));
+        assert!(!sh(&present(&layout)).stdout.is_empty());
         assert!(sh(&remove(&layout, false, None)).status.success());
+        assert!(sh(&present(&layout)).stdout.is_empty());
         assert!(!std::path::Path::new(&layout.state_dir).exists());
         assert!(!std::path::Path::new(&layout.lib_dir).exists());
     }

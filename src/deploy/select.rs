@@ -89,9 +89,7 @@ impl Selector {
                 "agent" => Field::Agent,
                 "reach" => Field::Reach,
                 other => {
-                    return Err(err(format!(
-                        "unknown field {other:?} (fields: {FIELDS})"
-                    )));
+                    return Err(err(format!("unknown field {other:?} (fields: {FIELDS})")));
                 }
             };
             let values: Vec<String> = value.split('|').map(|v| v.trim().to_string()).collect();
@@ -196,7 +194,10 @@ mod tests {
         assert_eq!(pick("os=debian"), ["10.0.0.5"]);
         assert_eq!(pick("os=Debian|alpine"), ["10.0.0.5", "10.0.1.5"]);
         assert_eq!(pick("os!=debian"), ["10.0.1.5", "10.0.0.9"]);
-        assert_eq!(pick("arch=x86_64, agent=none|failed"), ["10.0.0.5", "10.0.0.9"]);
+        assert_eq!(
+            pick("arch=x86_64, agent=none|failed"),
+            ["10.0.0.5", "10.0.0.9"]
+        );
         assert_eq!(pick("addr=10.0.0.0/24"), ["10.0.0.5", "10.0.0.9"]);
         assert_eq!(pick("addr=10.0.1.5"), ["10.0.1.5"]);
         assert_eq!(pick("name=web-10.0.*.5"), ["10.0.0.5", "10.0.1.5"]);

@@ -44,7 +44,11 @@ impl Inventory {
                 d.state.as_str(),
                 d.step,
                 d.error,
-                if d.updated_at == 0 { now_unix() } else { d.updated_at },
+                if d.updated_at == 0 {
+                    now_unix()
+                } else {
+                    d.updated_at
+                },
             ],
         )?;
         Ok(())
@@ -71,7 +75,9 @@ impl Inventory {
 
     /// Every recorded deployment.
     pub fn deployments(&self) -> Result<Vec<Deployment>, StoreError> {
-        let mut stmt = self.conn.prepare_cached(&format!("{SELECT} ORDER BY address, port"))?;
+        let mut stmt = self
+            .conn
+            .prepare_cached(&format!("{SELECT} ORDER BY address, port"))?;
         let rows = stmt.query_map([], row_to_deployment)?;
         Ok(rows.collect::<Result<_, _>>()?)
     }
