@@ -13,7 +13,7 @@ use clap::Args;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
-use super::fingerprint::SshArgs;
+use super::ssh_opts::SshArgs;
 use super::{BadInput, Context, EXIT_INTERRUPTED};
 use crate::auth::TokenIssuer;
 use crate::config::parse_duration;
@@ -60,12 +60,13 @@ pub struct DeployArgs {
     /// Where agents listen; `{host}` stands for the address deployed to.
     #[arg(long, value_name = "ADDR:PORT", default_value = "0.0.0.0:9701")]
     agent_listen: String,
-    /// Hosts deployed first, one at a time; any failure among them stops the rollout.
+    /// SSH port [default: ~/.ssh/config, else 22].
+    #[arg(short = 'p', long)]
+    port: Option<u16>,
+    /// Hosts deployed first, one at a time; any failure among them stops the
+    /// rollout. The rest then go --concurrency at once.
     #[arg(long, value_name = "N", default_value_t = 0)]
     canary: usize,
-    /// Hosts at once after the canaries.
-    #[arg(long, value_name = "N", default_value_t = 8)]
-    concurrency: usize,
     /// Start no new host once more than N have failed.
     #[arg(long, value_name = "N")]
     max_failures: Option<usize>,
@@ -89,9 +90,9 @@ pub struct UndeployArgs {
     hosts: HostsArgs,
     #[command(flatten)]
     ssh: SshArgs,
-    /// Hosts at once.
-    #[arg(long, value_name = "N", default_value_t = 8)]
-    concurrency: usize,
+    /// SSH port [default: ~/.ssh/config, else 22].
+    #[arg(short = 'p', long)]
+    port: Option<u16>,
     /// JSON lines (one event per line) even on a terminal.
     #[arg(long)]
     jsonl: bool,
@@ -100,7 +101,11 @@ pub struct UndeployArgs {
 pub async fn run_deploy(args: DeployArgs, ctx: &Context) -> anyhow::Result<ExitCode> {
     let mut inventory = Inventory::open(&ctx.paths.inventory())?;
     let hosts = pick_hosts(&args.hosts, &inventory)?;
-    let (connector, targets) = args.ssh.resolve(&hosts)?;
+    let ssh = args.ssh.setup(args.port)?;
+    let targets = hosts
+        .iter()
+        .map(|host| ssh.target(host))
+        .collect::<anyhow::Result<Vec<_>>>()?;
     let binary = match &args.agent_binary {
         Some(path) => path.clone(),
         None => std::env::current_exe().context("cannot tell where this fleetctl binary is")?,
@@ -119,7 +124,7 @@ pub async fn run_deploy(args: DeployArgs, ctx: &Context) -> anyhow::Result<ExitC
     }
     let options = RolloutOptions {
         canary: args.canary,
-        concurrency: args.concurrency,
+        concurrency: ssh.concurrency,
         max_failures: args.max_failures,
     };
     if args.dry_run {
@@ -132,7 +137,7 @@ pub async fn run_deploy(args: DeployArgs, ctx: &Context) -> anyhow::Result<ExitC
         .context("cannot load the control plane's token key")?;
     let control = ControlPlane::new(&url, ca.ca_pem().to_string(), issuer)?;
     let deployer = Arc::new(Deployer {
-        connector: Arc::new(connector),
+        connector: Arc::clone(&ssh.connector),
         artifact: Arc::new(artifact),
         control: Arc::new(control),
         options: DeployOptions {
@@ -169,12 +174,16 @@ pub async fn run_deploy(args: DeployArgs, ctx: &Context) -> anyhow::Result<ExitC
 pub async fn run_undeploy(args: UndeployArgs, ctx: &Context) -> anyhow::Result<ExitCode> {
     let mut inventory = Inventory::open(&ctx.paths.inventory())?;
     let hosts = pick_hosts(&args.hosts, &inventory)?;
-    let (connector, targets) = args.ssh.resolve(&hosts)?;
-    let connector = Arc::new(connector);
+    let ssh = args.ssh.setup(args.port)?;
+    let targets = hosts
+        .iter()
+        .map(|host| ssh.target(host))
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    let connector = Arc::clone(&ssh.connector);
     let cancel = CancellationToken::new();
     let options = RolloutOptions {
         canary: 0,
-        concurrency: args.concurrency,
+        concurrency: ssh.concurrency,
         max_failures: None,
     };
     let work = move |target: SshTarget, progress: rollout::Progress| {

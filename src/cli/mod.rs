@@ -2,9 +2,12 @@
 
 mod config_cmd;
 mod deploy;
+mod facts_output;
 mod fingerprint;
 mod output;
 mod scan;
+mod scan_ssh;
+mod ssh_opts;
 
 use std::path::PathBuf;
 use std::process::ExitCode;

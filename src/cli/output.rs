@@ -1,12 +1,16 @@
 //! Scan results as a table, JSON, JSON lines or CSV.
 //!
 //! Every format but JSON streams: a host is written the moment its outcome is
-//! known. JSON is one array, so it is written at the end, in target order.
+//! known (with `--ssh`, once it is fingerprinted too). JSON is one array, so
+//! it is written at the end, in target order.
 
 use std::io::{self, Write};
 use std::net::IpAddr;
 
-use crate::model::HostScan;
+use serde::Serialize;
+
+use super::facts_output;
+use crate::model::{Fingerprint, HostScan};
 use crate::scan::ScanSummary;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -26,15 +30,40 @@ pub struct ScanWriter<W: Write> {
     out: W,
     addr_width: usize,
     show_names: bool,
+    /// Whether hosts are fingerprinted (`--ssh`): the facts columns are shown.
+    show_facts: bool,
     /// Held for JSON, which is written whole at the end.
-    held: Vec<HostScan>,
+    held: Vec<(HostScan, Option<Fingerprint>)>,
     target_order: Vec<IpAddr>,
+}
+
+/// A host as JSON and JSON lines show it: the scan's fields, and with
+/// `--ssh` what fingerprinting it found.
+#[derive(Serialize)]
+struct Row<'a> {
+    #[serde(flatten)]
+    host: &'a HostScan,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    fingerprint: Option<&'a Fingerprint>,
+}
+
+/// How fingerprinting went, for the table's summary.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct FingerprintCounts {
+    pub ok: usize,
+    pub failed: usize,
 }
 
 const CSV_HEADER: &str = "address,name,reach,via,rtt_ms,open_ports,ssh_banner";
 
 impl<W: Write> ScanWriter<W> {
-    pub fn new(format: Format, out: W, targets: &[IpAddr], show_names: bool) -> Self {
+    pub fn new(
+        format: Format,
+        out: W,
+        targets: &[IpAddr],
+        show_names: bool,
+        show_facts: bool,
+    ) -> Self {
         let addr_width = if targets.iter().any(IpAddr::is_ipv6) {
             targets
                 .iter()
@@ -49,6 +78,7 @@ impl<W: Write> ScanWriter<W> {
             out,
             addr_width,
             show_names,
+            show_facts,
             held: Vec::new(),
             target_order: if format == Format::Json {
                 targets.to_vec()
@@ -66,9 +96,14 @@ impl<W: Write> ScanWriter<W> {
                 } else {
                     String::new()
                 };
+                let facts = if self.show_facts {
+                    format!("{} ", facts_output::table_header())
+                } else {
+                    String::new()
+                };
                 writeln!(
                     self.out,
-                    "{:<w$} {name}{:<7} {:<7} {:>9}  {:<10} SSH",
+                    "{:<w$} {name}{:<7} {:<7} {:>9}  {:<10} {facts}SSH",
                     "ADDRESS",
                     "STATE",
                     "VIA",
@@ -77,13 +112,19 @@ impl<W: Write> ScanWriter<W> {
                     w = self.addr_width
                 )?;
             }
+            Format::Csv if self.show_facts => writeln!(
+                self.out,
+                "{CSV_HEADER},{}",
+                facts_output::CSV_COLUMNS.join(",")
+            )?,
             Format::Csv => writeln!(self.out, "{CSV_HEADER}")?,
             Format::Json | Format::Jsonl => {}
         }
         self.out.flush()
     }
 
-    pub fn host(&mut self, host: &HostScan) -> io::Result<()> {
+    /// Writes one host, with what fingerprinting it found (`--ssh`).
+    pub fn host(&mut self, host: &HostScan, fingerprint: Option<&Fingerprint>) -> io::Result<()> {
         match self.format {
             Format::Table => {
                 let name = if self.show_names {
@@ -91,8 +132,13 @@ impl<W: Write> ScanWriter<W> {
                 } else {
                     String::new()
                 };
+                let facts = if self.show_facts {
+                    format!("{} ", facts_output::table_cells(fingerprint))
+                } else {
+                    String::new()
+                };
                 let line = format!(
-                    "{:<w$} {name}{:<7} {:<7} {:>9}  {:<10} {}",
+                    "{:<w$} {name}{:<7} {:<7} {:>9}  {:<10} {facts}{}",
                     host.addr,
                     host.reach,
                     host.via.map_or_else(|| "-".to_string(), |v| v.to_string()),
@@ -105,11 +151,11 @@ impl<W: Write> ScanWriter<W> {
                 writeln!(self.out, "{}", line.trim_end())
             }
             Format::Jsonl => {
-                serde_json::to_writer(&mut self.out, host)?;
+                serde_json::to_writer(&mut self.out, &Row { host, fingerprint })?;
                 writeln!(self.out)
             }
             Format::Csv => {
-                let fields = [
+                let mut fields = vec![
                     host.addr.to_string(),
                     host.name.clone().unwrap_or_default(),
                     host.reach.to_string(),
@@ -118,12 +164,15 @@ impl<W: Write> ScanWriter<W> {
                     ports(&host.open_ports),
                     host.ssh_banner.clone().unwrap_or_default(),
                 ];
+                if self.show_facts {
+                    fields.extend(facts_output::csv_cells(fingerprint));
+                }
                 let mut csv = csv::Writer::from_writer(&mut self.out);
                 csv.write_record(&fields)?;
                 csv.flush()
             }
             Format::Json => {
-                self.held.push(host.clone());
+                self.held.push((host.clone(), fingerprint.cloned()));
                 Ok(())
             }
         }
@@ -133,7 +182,12 @@ impl<W: Write> ScanWriter<W> {
         self.out.flush()
     }
 
-    pub fn finish(&mut self, summary: &ScanSummary) -> io::Result<()> {
+    /// Ends the output; `counts` says how fingerprinting went (`--ssh`).
+    pub fn finish(
+        &mut self,
+        summary: &ScanSummary,
+        counts: Option<FingerprintCounts>,
+    ) -> io::Result<()> {
         match self.format {
             Format::Json => {
                 let position: std::collections::HashMap<IpAddr, usize> = self
@@ -142,8 +196,17 @@ impl<W: Write> ScanWriter<W> {
                     .enumerate()
                     .map(|(i, a)| (*a, i))
                     .collect();
-                self.held.sort_by_key(|h| position.get(&h.addr).copied());
-                serde_json::to_writer_pretty(&mut self.out, &self.held)?;
+                self.held
+                    .sort_by_key(|(h, _)| position.get(&h.addr).copied());
+                let rows: Vec<Row<'_>> = self
+                    .held
+                    .iter()
+                    .map(|(host, fingerprint)| Row {
+                        host,
+                        fingerprint: fingerprint.as_ref(),
+                    })
+                    .collect();
+                serde_json::to_writer_pretty(&mut self.out, &rows)?;
                 writeln!(self.out)?;
             }
             Format::Table => {
@@ -164,6 +227,15 @@ impl<W: Write> ScanWriter<W> {
                     summary.method,
                     summary.elapsed.as_secs_f64()
                 )?;
+                if let Some(c) = counts {
+                    writeln!(
+                        self.out,
+                        "# {} fingerprinted over SSH: {} ok, {} failed",
+                        c.ok + c.failed,
+                        c.ok,
+                        c.failed
+                    )?;
+                }
             }
             Format::Jsonl | Format::Csv => {}
         }
@@ -214,12 +286,12 @@ mod tests {
     fn render(format: Format) -> String {
         let (targets, hosts, summary) = sample();
         let mut buf = Vec::new();
-        let mut w = ScanWriter::new(format, &mut buf, &targets, false);
+        let mut w = ScanWriter::new(format, &mut buf, &targets, false, false);
         w.header().unwrap();
         for h in &hosts {
-            w.host(h).unwrap();
+            w.host(h, None).unwrap();
         }
-        w.finish(&summary).unwrap();
+        w.finish(&summary, None).unwrap();
         String::from_utf8(buf).unwrap()
     }
 
@@ -232,6 +304,72 @@ mod tests {
              127.0.0.1       alive   tcp:22    0.25 ms  22         SSH-2.0-OpenSSH_9.2p1, \"quoted\"\n\
              # 2 addresses: 1 alive, 1 silent (tcp, 1.20 s)\n"
         );
+    }
+
+    fn render_with_facts(format: Format) -> String {
+        let (targets, hosts, summary) = sample();
+        let fingerprint = Fingerprint {
+            host: "127.0.0.1".into(),
+            address: "127.0.0.1".into(),
+            port: 22,
+            host_key: Some("SHA256:k".into()),
+            facts: Some(crate::model::HostFacts {
+                os_id: Some("debian".into()),
+                arch: Some("x86_64".into()),
+                ..crate::model::HostFacts::default()
+            }),
+            failure: None,
+            error: None,
+            gathered_at: 7,
+        };
+        let mut buf = Vec::new();
+        let mut w = ScanWriter::new(format, &mut buf, &targets, false, true);
+        w.header().unwrap();
+        w.host(&hosts[0], None).unwrap();
+        w.host(&hosts[1], Some(&fingerprint)).unwrap();
+        let counts = FingerprintCounts { ok: 1, failed: 0 };
+        w.finish(&summary, Some(counts)).unwrap();
+        String::from_utf8(buf).unwrap()
+    }
+
+    #[test]
+    fn facts_show_in_every_format() {
+        let table = render_with_facts(Format::Table);
+        let lines: Vec<&str> = table.lines().collect();
+        assert!(
+            lines[0].contains("STATUS") && lines[0].contains("OS"),
+            "{table}"
+        );
+        assert!(
+            lines[2].contains(" ok ") && lines[2].contains("debian"),
+            "{table}"
+        );
+        assert!(
+            lines[2].ends_with("\"quoted\""),
+            "banner still last: {table}"
+        );
+        assert!(table.contains("# 1 fingerprinted over SSH: 1 ok, 0 failed"));
+
+        let json: serde_json::Value =
+            serde_json::from_str(&render_with_facts(Format::Json)).unwrap();
+        assert_eq!(json[0]["fingerprint"]["facts"]["os_id"], "debian");
+        assert!(
+            json[1].get("fingerprint").is_none(),
+            "silent host: no facts"
+        );
+        let jsonl = render_with_facts(Format::Jsonl);
+        let second: serde_json::Value =
+            serde_json::from_str(jsonl.lines().nth(1).unwrap()).unwrap();
+        assert_eq!(second["addr"], "127.0.0.1");
+        assert_eq!(second["fingerprint"]["host_key"], "SHA256:k");
+
+        let csv = render_with_facts(Format::Csv);
+        let mut reader = csv::Reader::from_reader(csv.as_bytes());
+        let headers = reader.headers().unwrap().clone();
+        let os = headers.iter().position(|h| h == "os").unwrap();
+        let rows: Vec<csv::StringRecord> = reader.records().map(Result::unwrap).collect();
+        assert_eq!(&rows[1][os], "debian");
+        assert_eq!(&rows[0][os], "");
     }
 
     #[test]

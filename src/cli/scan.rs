@@ -13,13 +13,15 @@ use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
+use super::fingerprint::report_failures;
 use super::output::{Format, ScanWriter};
+use super::scan_ssh::{self, SSH_PORT, ScanFingerprints, ScanSshArgs};
 use super::{BadInput, Context, EXIT_INTERRUPTED};
 use crate::config::{ScanConfig, parse_duration};
-use crate::model::HostScan;
+use crate::model::{HostScan, Reach};
 use crate::scan::targets::{self, TargetSpec};
-use crate::scan::{self, Method, MethodChoice, ProbePlan, ScanOptions, ScanProgress};
-use crate::store::Inventory;
+use crate::scan::{self, Method, MethodChoice, ProbePlan, ScanOptions, ScanProgress, ScanSummary};
+use crate::store::{Inventory, ScanId};
 
 /// Defaults come from the config file's `[scan]` table; see `fleetctl config default`.
 #[derive(Debug, Args)]
@@ -52,7 +54,7 @@ pub struct ScanArgs {
     #[arg(long)]
     resolve: bool,
     /// Do not read SSH banners on port 22.
-    #[arg(long)]
+    #[arg(long, conflicts_with = "ssh")]
     no_banner: bool,
     /// Show only hosts that answered.
     #[arg(long)]
@@ -60,6 +62,8 @@ pub struct ScanArgs {
     /// Output format [default: table].
     #[arg(short, long, value_enum, default_value_t = Format::Table)]
     output: Format,
+    #[command(flatten)]
+    ssh: ScanSshArgs,
 }
 
 /// The scan's settings after flags are laid over the config file.
@@ -74,7 +78,12 @@ impl ScanSettings {
     /// Flags win over the config file. Pure, so it is tested directly.
     #[must_use]
     pub fn resolve(args: &ScanArgs, file: &ScanConfig) -> Self {
-        let ssh_banner = file.ssh_banner && !args.no_banner;
+        // --ssh fingerprints where port 22 answers: it must be probed.
+        let ssh_banner = (file.ssh_banner && !args.no_banner) || args.ssh.ssh;
+        let mut ports = args.ports.clone().unwrap_or_else(|| file.ports.clone());
+        if args.ssh.ssh && !ports.contains(&SSH_PORT) {
+            ports.push(SSH_PORT);
+        }
         Self {
             method: args.method.unwrap_or(file.method),
             max_hosts: args.max_hosts.unwrap_or(file.max_hosts),
@@ -84,7 +93,7 @@ impl ScanSettings {
                     timeout: args.timeout.unwrap_or(file.timeout),
                     retries: args.retries.unwrap_or(file.retries),
                 },
-                ports: args.ports.clone().unwrap_or_else(|| file.ports.clone()),
+                ports,
                 banner_timeout: ssh_banner.then_some(file.banner_timeout),
                 resolve: args.resolve || file.resolve,
                 max_in_flight: file.max_in_flight,
@@ -95,18 +104,9 @@ impl ScanSettings {
 
 pub async fn run(args: ScanArgs, ctx: &Context) -> anyhow::Result<ExitCode> {
     let mut settings = ScanSettings::resolve(&args, &ctx.config.scan);
-    let targets = parse_all(&args.targets)?;
-    let exclude = parse_all(&args.exclude)?;
-    let lookup_timeout = Duration::from_secs(5);
-    let targets = targets::resolve_names(targets, lookup_timeout)
-        .await
-        .map_err(BadInput::wrap)?;
-    let exclude = targets::resolve_names(exclude, lookup_timeout)
-        .await
-        .map_err(BadInput::wrap)?;
-    let addrs: Arc<[IpAddr]> = targets::expand(&targets, &exclude, settings.max_hosts)
-        .map_err(BadInput::wrap)?
-        .into();
+    let cancel = CancellationToken::new();
+    let mut fingerprints = args.ssh.start(&cancel)?;
+    let addrs = addresses(&args, settings.max_hosts).await?;
 
     settings.options.max_in_flight = settings.options.max_in_flight.min(raise_open_files_limit());
     let probe_ssh = settings.options.banner_timeout.is_some();
@@ -120,7 +120,6 @@ pub async fn run(args: ScanArgs, ctx: &Context) -> anyhow::Result<ExitCode> {
     let scan_id = inventory.begin_scan(&args.targets.join(" "), method.name())?;
 
     let progress = Arc::new(ScanProgress::new(addrs.len()));
-    let cancel = CancellationToken::new();
     let (tx, mut rx) = mpsc::unbounded_channel();
     let scan = tokio::spawn(scan::run(
         Arc::clone(&addrs),
@@ -137,30 +136,41 @@ pub async fn run(args: ScanArgs, ctx: &Context) -> anyhow::Result<ExitCode> {
         std::io::stdout().lock(),
         &addrs,
         settings.options.resolve,
+        fingerprints.is_some(),
     );
     bar_suspend(bar.as_ref(), || writer.header())?;
     let mut results: Vec<HostScan> = Vec::new();
+    let mut discovering = true;
+    let mut fingerprinting = fingerprints.is_some();
     let mut tick = tokio::time::interval(Duration::from_millis(100));
     let mut ctrl_c = std::pin::pin!(tokio::signal::ctrl_c());
-    loop {
+    while discovering || fingerprinting {
         tokio::select! {
-            host = rx.recv() => {
-                let Some(host) = host else { break };
+            host = rx.recv(), if discovering => {
+                let Some(host) = host else {
+                    discovering = false;
+                    if let Some(f) = &mut fingerprints {
+                        f.discovery_done();
+                    }
+                    continue;
+                };
                 // Write everything already waiting, then flush once.
                 let mut batch = vec![host];
                 while let Ok(more) = rx.try_recv() {
                     batch.push(more);
                 }
-                bar_suspend(bar.as_ref(), || {
-                    for host in &batch {
-                        if !args.alive_only || host.reach == crate::model::Reach::Alive {
-                            writer.host(host)?;
-                        }
-                    }
-                    writer.flush()
-                })?;
+                let shown = |h: &HostScan| !args.alive_only || h.reach == Reach::Alive;
+                write_found(&batch, fingerprints.as_mut(), shown, &mut writer, bar.as_ref())?;
                 results.extend(batch);
             }
+            done = scan_ssh::next(fingerprints.as_mut()), if fingerprinting => match done {
+                Some((Some(host), fp)) => bar_suspend(bar.as_ref(), || {
+                    writer.host(&host, Some(&fp))?;
+                    writer.flush()
+                })?,
+                Some((None, _)) => {}
+                None => fingerprinting = false,
+            },
             _ = tick.tick(), if bar.is_some() => {
                 if let Some(bar) = &bar {
                     update_bar(bar, &progress);
@@ -173,14 +183,104 @@ pub async fn run(args: ScanArgs, ctx: &Context) -> anyhow::Result<ExitCode> {
     if let Some(bar) = &bar {
         bar.finish_and_clear();
     }
-    writer.finish(&summary)?;
-    inventory.record_hosts(scan_id, &results)?;
-    inventory.finish_scan(scan_id, summary.alive, summary.silent, summary.interrupted)?;
-    Ok(if summary.interrupted {
+    record(
+        &mut inventory,
+        scan_id,
+        &results,
+        &summary,
+        fingerprints.as_ref(),
+    )?;
+    end(
+        &mut writer,
+        &summary,
+        fingerprints.as_mut(),
+        cancel.is_cancelled(),
+    )
+}
+
+/// Writes the end of the output and says how the run went.
+fn end(
+    writer: &mut ScanWriter<impl std::io::Write>,
+    summary: &ScanSummary,
+    mut fingerprints: Option<&mut ScanFingerprints>,
+    cancelled: bool,
+) -> anyhow::Result<ExitCode> {
+    if let Some(f) = fingerprints.as_deref_mut() {
+        // Interrupted before their turn: shown without facts.
+        for host in f.unfinished() {
+            writer.host(&host, None)?;
+        }
+        report_failures(&f.done);
+    }
+    let counts = fingerprints.map(|f| f.counts());
+    writer.finish(summary, counts)?;
+    Ok(if cancelled {
         ExitCode::from(EXIT_INTERRUPTED)
+    } else if counts.is_some_and(|c| c.failed > 0) {
+        ExitCode::FAILURE
     } else {
         ExitCode::SUCCESS
     })
+}
+
+/// Writes hosts just found, except those held to be fingerprinted first
+/// (written when that is done).
+fn write_found(
+    batch: &[HostScan],
+    mut fingerprints: Option<&mut ScanFingerprints>,
+    shown: impl Fn(&HostScan) -> bool,
+    writer: &mut ScanWriter<impl std::io::Write>,
+    bar: Option<&ProgressBar>,
+) -> anyhow::Result<()> {
+    let mut now = Vec::with_capacity(batch.len());
+    for host in batch {
+        let held = match fingerprints.as_deref_mut() {
+            Some(f) => f.take(host)?,
+            None => false,
+        };
+        if !held && shown(host) {
+            now.push(host);
+        }
+    }
+    bar_suspend(bar, || {
+        for host in now {
+            writer.host(host, None)?;
+        }
+        writer.flush()
+    })?;
+    Ok(())
+}
+
+/// Records the scan, and with `--ssh` the facts, in the inventory.
+fn record(
+    inventory: &mut Inventory,
+    scan_id: ScanId,
+    results: &[HostScan],
+    summary: &ScanSummary,
+    fingerprints: Option<&ScanFingerprints>,
+) -> anyhow::Result<()> {
+    inventory.record_hosts(scan_id, results)?;
+    inventory.finish_scan(scan_id, summary.alive, summary.silent, summary.interrupted)?;
+    if let Some(f) = fingerprints {
+        inventory.record_fingerprints(&f.done)?;
+    }
+    Ok(())
+}
+
+/// The addresses the targets name, less the excluded ones.
+async fn addresses(args: &ScanArgs, max_hosts: u64) -> anyhow::Result<Arc<[IpAddr]>> {
+    let targets = parse_all(&args.targets)?;
+    let exclude = parse_all(&args.exclude)?;
+    let lookup_timeout = Duration::from_secs(5);
+    let targets = targets::resolve_names(targets, lookup_timeout)
+        .await
+        .map_err(BadInput::wrap)?;
+    let exclude = targets::resolve_names(exclude, lookup_timeout)
+        .await
+        .map_err(BadInput::wrap)?;
+    Ok(targets::expand(&targets, &exclude, max_hosts)
+        .map_err(BadInput::wrap)?
+        .into())
 }
 
 fn parse_all(inputs: &[String]) -> anyhow::Result<Vec<TargetSpec>> {
@@ -297,6 +397,19 @@ mod tests {
         assert_eq!(s.method, MethodChoice::Tcp);
         assert_eq!(s.options.banner_timeout, None);
         assert_eq!(s.max_hosts, 9);
+    }
+
+    #[test]
+    fn ssh_probes_port_22_whatever_else_is_asked() {
+        let file = ScanConfig {
+            ssh_banner: false,
+            ..ScanConfig::default()
+        };
+        let s = resolve(&["127.0.0.1", "--ssh", "--ports", "80"], &file);
+        assert_eq!(s.options.ports, [80, 22]);
+        assert!(s.options.banner_timeout.is_some());
+        let clash = Wrapper::try_parse_from(["scan", "127.0.0.1", "--ssh", "--no-banner"]);
+        assert!(clash.is_err(), "--ssh needs the banner probe");
     }
 
     #[test]

@@ -39,9 +39,9 @@ async fn fingerprint_one(
         session.close().await;
         Ok::<_, SshError>((key, out?))
     };
-    let outcome = match tokio::time::timeout(timeout, work).await {
-        Ok(outcome) => outcome,
-        Err(_) => Err(SshError::Timeout {
+    let outcome = match connector.within(timeout, work).await {
+        Some(outcome) => outcome,
+        None => Err(SshError::Timeout {
             host: target.display(),
             after: timeout,
             during: "fingerprinting",

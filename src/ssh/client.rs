@@ -4,18 +4,19 @@
 use std::future::Future;
 use std::path::{Path, PathBuf};
 use std::pin::Pin;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use russh::client::{self, Handle};
-use russh::keys::PublicKeyOrCertificate;
-use russh::{ChannelMsg, Disconnect};
+use russh::keys::{Algorithm, PublicKeyOrCertificate};
+use russh::{ChannelMsg, Disconnect, Preferred};
 use serde::{Deserialize, Serialize};
 
 use super::auth;
 use super::error::SshError;
 use super::known_hosts::{HostKey, KnownHosts, KnownHostsError, Verdict};
-use super::prompt::Prompter;
+use super::prompt::{Answer, Confirm, Prompter};
 use super::target::SshTarget;
 
 /// What to do with a host key known_hosts does not list.
@@ -27,6 +28,9 @@ pub enum HostKeyPolicy {
     Strict,
     /// Learn it into known_hosts and go on. A changed key is still refused.
     AcceptNew,
+    /// Ask the operator (as `StrictHostKeyChecking=ask`); yes learns it.
+    /// A changed key is still refused, never asked about.
+    Ask,
 }
 
 /// A command's outcome.
@@ -42,7 +46,7 @@ pub struct Output {
 pub struct Connector {
     known_hosts: Arc<Mutex<KnownHosts>>,
     policy: HostKeyPolicy,
-    prompter: Arc<dyn Prompter>,
+    prompter: Arc<Asking>,
 }
 
 /// An authenticated connection. Commands may run on it concurrently.
@@ -67,8 +71,32 @@ impl Connector {
         Ok(Self {
             known_hosts: Arc::new(Mutex::new(KnownHosts::load(known_hosts)?)),
             policy,
-            prompter,
+            prompter: Arc::new(Asking {
+                inner: prompter,
+                pending: AtomicUsize::new(0),
+            }),
         })
+    }
+
+    /// Runs `work` within `limit`, except that time spent waiting for the
+    /// operator to answer a prompt (host key, passphrase, password) of this
+    /// connector does not count: a person is slower than any timeout.
+    /// `None` when the time ran out.
+    pub async fn within<F: Future>(&self, limit: Duration, work: F) -> Option<F::Output> {
+        let mut work = std::pin::pin!(work);
+        let deadline = tokio::time::sleep(limit);
+        let mut deadline = std::pin::pin!(deadline);
+        loop {
+            tokio::select! {
+                out = &mut work => return Some(out),
+                () = &mut deadline => {
+                    if self.prompter.pending.load(Ordering::SeqCst) == 0 {
+                        return None;
+                    }
+                    deadline.as_mut().reset(tokio::time::Instant::now() + limit);
+                }
+            }
+        }
     }
 
     /// Connects to and authenticates with `target`, through its jump host if any.
@@ -87,11 +115,19 @@ impl Connector {
                 port: target.port,
                 known_hosts: Arc::clone(&self.known_hosts),
                 policy: self.policy,
+                prompter: Arc::clone(&self.prompter),
                 seen: Arc::clone(&seen),
             };
+            let known = lock(&self.known_hosts).algorithms_for(&target.hostname, target.port);
             let config = Arc::new(client::Config {
                 keepalive_interval: Some(KEEPALIVE),
                 keepalive_max: 3,
+                // One exec round trip per host: Nagle would hold its small packets back.
+                nodelay: true,
+                preferred: Preferred {
+                    key: host_key_order(&known).into(),
+                    ..Preferred::default()
+                },
                 ..client::Config::default()
             });
             let jump = match &target.jump {
@@ -118,17 +154,17 @@ impl Connector {
                     }
                 }
             };
-            let mut handle = match tokio::time::timeout(timeout, handshake).await {
-                Err(_) => {
+            let mut handle = match self.within(timeout, handshake).await {
+                None => {
                     return Err(SshError::Timeout {
                         host,
                         after: timeout,
                         during: "connecting and exchanging keys",
                     });
                 }
-                Ok(Err(HandlerError::HostKey(e))) => return Err(e),
-                Ok(Err(HandlerError::Russh(e))) => return Err(connect_error(&host, e)),
-                Ok(Ok(handle)) => handle,
+                Some(Err(HandlerError::HostKey(e))) => return Err(e),
+                Some(Err(HandlerError::Russh(e))) => return Err(connect_error(&host, e)),
+                Some(Ok(handle)) => handle,
             };
             let host_key = lock(&seen).clone().ok_or_else(|| SshError::Protocol {
                 host: host.clone(),
@@ -241,6 +277,74 @@ fn connect_error(host: &str, e: russh::Error) -> SshError {
     }
 }
 
+/// The host-key algorithms to offer, most preferred first: those
+/// known_hosts already lists for the host lead (in the default order), as
+/// OpenSSH orders them, so a host known by its RSA key is asked for that
+/// key rather than for an ed25519 key it also has, which would look changed.
+fn host_key_order(known: &[String]) -> Vec<Algorithm> {
+    let listed = |a: &Algorithm| {
+        known
+            .iter()
+            .any(|k| k == a.as_str() || (matches!(a, Algorithm::Rsa { .. }) && k == "ssh-rsa"))
+    };
+    let defaults = Preferred::DEFAULT.key;
+    let (mut order, rest): (Vec<Algorithm>, Vec<Algorithm>) =
+        defaults.iter().cloned().partition(|a| listed(a));
+    order.extend(rest);
+    order
+}
+
+/// The connector's prompter, counting the questions waiting for an answer
+/// so that timeouts can wait for the operator (see [`Connector::within`]).
+struct Asking {
+    inner: Arc<dyn Prompter>,
+    pending: AtomicUsize,
+}
+
+/// Counts one pending question for as long as it lives.
+struct Pending<'a>(&'a AtomicUsize);
+
+impl<'a> Pending<'a> {
+    fn start(count: &'a AtomicUsize) -> Self {
+        count.fetch_add(1, Ordering::SeqCst);
+        Self(count)
+    }
+}
+
+impl Drop for Pending<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
+impl Prompter for Asking {
+    fn passphrase<'a>(&'a self, key: &'a Path) -> Answer<'a> {
+        Box::pin(async move {
+            let _pending = Pending::start(&self.pending);
+            self.inner.passphrase(key).await
+        })
+    }
+    fn password<'a>(&'a self, user: &'a str, host: &'a str) -> Answer<'a> {
+        Box::pin(async move {
+            let _pending = Pending::start(&self.pending);
+            self.inner.password(user, host).await
+        })
+    }
+    fn confirm_host_key<'a>(
+        &'a self,
+        host: &'a str,
+        algorithm: &'a str,
+        fingerprint: &'a str,
+    ) -> Confirm<'a> {
+        Box::pin(async move {
+            let _pending = Pending::start(&self.pending);
+            self.inner
+                .confirm_host_key(host, algorithm, fingerprint)
+                .await
+        })
+    }
+}
+
 /// Checks the server's host key during the handshake.
 pub(super) struct Verifier {
     host: String,
@@ -248,6 +352,7 @@ pub(super) struct Verifier {
     port: u16,
     known_hosts: Arc<Mutex<KnownHosts>>,
     policy: HostKeyPolicy,
+    prompter: Arc<Asking>,
     seen: Arc<Mutex<Option<HostKey>>>,
 }
 
@@ -263,12 +368,21 @@ impl From<russh::Error> for HandlerError {
     }
 }
 
+/// What to do with a key known_hosts does not list.
+enum Unlisted {
+    Refuse,
+    Learn,
+    Ask,
+}
+
 impl Verifier {
-    fn verify(&self, key: &HostKey) -> Result<(), SshError> {
-        let mut known = lock(&self.known_hosts);
+    /// Checks `key` against known_hosts: `Ok(None)` when it is known,
+    /// `Ok(Some(..))` when it is not listed at all.
+    fn check(&self, key: &HostKey) -> Result<Option<Unlisted>, SshError> {
+        let known = lock(&self.known_hosts);
         let path = known.path().to_owned();
         match known.check(&self.name, self.port, key) {
-            Verdict::Known { .. } => Ok(()),
+            Verdict::Known { .. } => Ok(None),
             Verdict::Changed { line, expected } => Err(SshError::HostKeyChanged {
                 host: self.host.clone(),
                 expected: format!("{} {}", expected.algorithm, expected.fingerprint()),
@@ -282,23 +396,59 @@ impl Verifier {
                 known_hosts: path,
                 line,
             }),
-            Verdict::Unknown => match self.policy {
-                HostKeyPolicy::Strict => Err(SshError::HostKeyUnknown {
-                    host: self.host.clone(),
-                    fingerprint: format!("{} {}", key.algorithm, key.fingerprint()),
-                    known_hosts: path,
-                }),
-                HostKeyPolicy::AcceptNew => {
-                    known
-                        .learn(&self.name, self.port, key)
-                        .map_err(|e| SshError::Protocol {
-                            host: self.host.clone(),
-                            reason: e.to_string(),
-                        })?;
-                    tracing::info!(host = %self.host, fingerprint = %key.fingerprint(), "learned a new host key");
-                    Ok(())
+            Verdict::Unknown => Ok(Some(match self.policy {
+                HostKeyPolicy::Strict => Unlisted::Refuse,
+                HostKeyPolicy::AcceptNew => Unlisted::Learn,
+                HostKeyPolicy::Ask => Unlisted::Ask,
+            })),
+        }
+    }
+
+    fn unknown(&self, key: &HostKey) -> SshError {
+        SshError::HostKeyUnknown {
+            host: self.host.clone(),
+            fingerprint: format!("{} {}", key.algorithm, key.fingerprint()),
+            known_hosts: lock(&self.known_hosts).path().to_owned(),
+        }
+    }
+
+    fn learn(&self, key: &HostKey) -> Result<(), SshError> {
+        let mut known = lock(&self.known_hosts);
+        // Another connection may have learned it while this one asked.
+        if let Verdict::Known { .. } = known.check(&self.name, self.port, key) {
+            return Ok(());
+        }
+        known
+            .learn(&self.name, self.port, key)
+            .map_err(|e| SshError::Protocol {
+                host: self.host.clone(),
+                reason: e.to_string(),
+            })?;
+        tracing::info!(host = %self.host, fingerprint = %key.fingerprint(), "learned a new host key");
+        Ok(())
+    }
+
+    async fn verify(&self, key: &HostKey) -> Result<(), SshError> {
+        match self.check(key)? {
+            None => Ok(()),
+            Some(Unlisted::Refuse) => Err(self.unknown(key)),
+            Some(Unlisted::Learn) => self.learn(key),
+            Some(Unlisted::Ask) => {
+                let fingerprint = key.fingerprint();
+                let yes = self
+                    .prompter
+                    .confirm_host_key(&self.host, &key.algorithm, &fingerprint)
+                    .await;
+                if !yes {
+                    return Err(self.unknown(key));
                 }
-            },
+                // Checked again: while the operator read the question, another
+                // connection may have learned a different key for this host.
+                match self.check(key)? {
+                    None => Ok(()),
+                    Some(_) => self.learn(key),
+                }
+            }
         }
     }
 }
@@ -322,8 +472,33 @@ impl client::Handler for Verifier {
                 reason: "unreadable host key".into(),
             })
         })?;
-        self.verify(&key).map_err(HandlerError::HostKey)?;
+        self.verify(&key).await.map_err(HandlerError::HostKey)?;
         *lock(&self.seen) = Some(key);
         Ok(true)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn names(order: &[Algorithm]) -> Vec<&str> {
+        order.iter().map(Algorithm::as_str).collect()
+    }
+
+    #[test]
+    fn host_key_algorithms_known_for_the_host_are_offered_first() {
+        let default = host_key_order(&[]);
+        assert_eq!(names(&default)[0], "ssh-ed25519");
+        let rsa = host_key_order(&["ssh-rsa".into()]);
+        assert_eq!(
+            names(&rsa)[..3],
+            ["rsa-sha2-512", "rsa-sha2-256", "ssh-rsa"],
+            "every RSA signature kind verifies an ssh-rsa entry"
+        );
+        assert_eq!(rsa.len(), default.len(), "the others still follow");
+        let ecdsa = host_key_order(&["ecdsa-sha2-nistp256".into(), "ssh-rsa".into()]);
+        assert_eq!(names(&ecdsa)[0], "ecdsa-sha2-nistp256");
+        assert_eq!(names(&ecdsa)[1], "rsa-sha2-512");
     }
 }

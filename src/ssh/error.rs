@@ -24,9 +24,9 @@ pub enum SshError {
         tried: String,
     },
     #[error(
-        "{host}: host key not known ({fingerprint}) and --host-key-policy is strict; \
+        "{host}: host key not known ({fingerprint}) and not accepted; \
          verify it out of band, then connect once with --host-key-policy accept-new \
-         (or add it to {})",
+         or ask (or add it to {})",
         known_hosts.display()
     )]
     HostKeyUnknown {

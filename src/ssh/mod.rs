@@ -3,7 +3,7 @@
 //! ```text
 //!  SshTarget::resolve(flags, ~/.ssh/config) ─▶ Connector::connect ─▶ Session::run
 //!                                               │ TCP or ProxyJump hop
-//!                                               │ host key vs known_hosts (policy)
+//!                                               │ host key vs known_hosts (policy, ask)
 //!                                               └ agent → identity files → password
 //! ```
 
