@@ -7,6 +7,7 @@
 // Tests may unwrap: a panic there is a failed test, which is the point.
 #![cfg_attr(test, allow(clippy::unwrap_used))]
 
+pub mod agent;
 pub mod auth;
 pub mod cli;
 pub mod config;
@@ -14,6 +15,7 @@ pub mod deploy;
 pub mod fingerprint;
 pub mod model;
 pub mod pki;
+pub mod poll;
 pub mod scan;
 pub mod ssh;
 pub mod store;

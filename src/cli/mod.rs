@@ -1,5 +1,6 @@
 //! Command-line front end: argument parsing, tracing, dispatch, exit codes.
 
+mod agent;
 mod config_cmd;
 mod deploy;
 mod facts_output;
@@ -9,7 +10,7 @@ mod scan;
 mod scan_ssh;
 mod ssh_opts;
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use anyhow::Context as _;
@@ -53,6 +54,9 @@ enum Command {
     Deploy(deploy::DeployArgs),
     /// Stop the agent on hosts and remove everything deploy wrote.
     Undeploy(deploy::UndeployArgs),
+    /// Run the node agent: stats API, enrollment and renewal (what `deploy`
+    /// launches on each host). Its settings come from --config FILE.
+    Agent,
     /// Show where fleetctl keeps things, and its settings.
     #[command(subcommand)]
     Config(config_cmd::ConfigCommand),
@@ -78,18 +82,12 @@ pub struct Context {
 }
 
 impl Context {
-    fn load(cli: &Cli) -> anyhow::Result<Self> {
+    fn load(config_flag: Option<&Path>, data_dir_flag: Option<&Path>) -> anyhow::Result<Self> {
         let dirs = Paths::platform();
-        let config_file =
-            Paths::config_file(cli.config.as_deref(), dirs.as_ref()).map_err(BadInput::wrap)?;
-        let config = Config::load(&config_file, cli.config.is_some()).map_err(BadInput::wrap)?;
-        let paths = Paths::resolve(
-            config_file,
-            cli.data_dir.as_deref(),
-            &config.paths,
-            dirs.as_ref(),
-        )
-        .map_err(BadInput::wrap)?;
+        let config_file = Paths::config_file(config_flag, dirs.as_ref()).map_err(BadInput::wrap)?;
+        let config = Config::load(&config_file, config_flag.is_some()).map_err(BadInput::wrap)?;
+        let paths = Paths::resolve(config_file, data_dir_flag, &config.paths, dirs.as_ref())
+            .map_err(BadInput::wrap)?;
         Ok(Self { config, paths })
     }
 }
@@ -97,9 +95,18 @@ impl Context {
 /// Entry point of the binary.
 #[must_use]
 pub fn main() -> ExitCode {
-    let cli = Cli::parse();
-    init_tracing();
-    let result = Context::load(&cli).and_then(|ctx| run(cli.command, &ctx));
+    let Cli {
+        config,
+        data_dir,
+        command,
+    } = Cli::parse();
+    // The agent is a service: what it does is worth seeing by default.
+    init_tracing(if matches!(command, Command::Agent) {
+        "info"
+    } else {
+        "warn"
+    });
+    let result = run(command, config.as_deref(), data_dir.as_deref());
     match result {
         Ok(code) => code,
         Err(err) if is_broken_pipe(&err) => {
@@ -117,13 +124,20 @@ pub fn main() -> ExitCode {
     }
 }
 
-fn run(command: Command, ctx: &Context) -> anyhow::Result<ExitCode> {
+fn run(
+    command: Command,
+    config: Option<&Path>,
+    data_dir: Option<&Path>,
+) -> anyhow::Result<ExitCode> {
+    let ctx = || Context::load(config, data_dir);
     match command {
-        Command::Config(cmd) => Ok(config_cmd::run(&cmd, ctx)),
-        Command::Scan(args) => runtime()?.block_on(scan::run(args, ctx)),
-        Command::Fingerprint(args) => runtime()?.block_on(fingerprint::run(args, ctx)),
-        Command::Deploy(args) => runtime()?.block_on(deploy::run_deploy(args, ctx)),
-        Command::Undeploy(args) => runtime()?.block_on(deploy::run_undeploy(args, ctx)),
+        // The agent's config file is its own, not the console's.
+        Command::Agent => agent::run(config),
+        Command::Config(cmd) => Ok(config_cmd::run(&cmd, &ctx()?)),
+        Command::Scan(args) => runtime()?.block_on(scan::run(args, &ctx()?)),
+        Command::Fingerprint(args) => runtime()?.block_on(fingerprint::run(args, &ctx()?)),
+        Command::Deploy(args) => runtime()?.block_on(deploy::run_deploy(args, &ctx()?)),
+        Command::Undeploy(args) => runtime()?.block_on(deploy::run_undeploy(args, &ctx()?)),
     }
 }
 
@@ -141,10 +155,10 @@ fn is_broken_pipe(err: &anyhow::Error) -> bool {
     })
 }
 
-/// Headless commands log to stderr; `RUST_LOG` picks what (default: warnings).
-fn init_tracing() {
+/// Headless commands log to stderr; `RUST_LOG` picks what (default: `default`).
+fn init_tracing(default: &str) {
     use tracing_subscriber::EnvFilter;
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("warn"));
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default));
     let _ = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
