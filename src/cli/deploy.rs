@@ -189,7 +189,7 @@ pub async fn run_undeploy(args: UndeployArgs, ctx: &Context) -> anyhow::Result<E
     let work = move |target: SshTarget, progress: rollout::Progress| {
         let connector = Arc::clone(&connector);
         async move {
-            crate::deploy::host::undeploy(&connector, &target, &progress, Duration::from_secs(60))
+            crate::deploy::host::undeploy(&connector, &target, &progress, Duration::from_mins(1))
                 .await
         }
     };
@@ -336,7 +336,7 @@ fn pick_hosts(args: &HostsArgs, inventory: &Inventory) -> anyhow::Result<Vec<Str
 
 /// Every host the inventory knows, with what `--select` can look at.
 fn candidates(inventory: &Inventory) -> anyhow::Result<Vec<Candidate>> {
-    let mut by_addr: std::collections::BTreeMap<String, Candidate> = Default::default();
+    let mut by_addr = std::collections::BTreeMap::<String, Candidate>::new();
     for h in inventory.hosts()? {
         let addr = h.scan.addr.to_string();
         by_addr.insert(

@@ -2,6 +2,7 @@
 //! and the rollback when one fails.
 
 use std::collections::HashMap;
+use std::fmt::Write as _;
 use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
@@ -167,6 +168,69 @@ impl Deployer {
         let sha = self.artifact.sha256.as_str();
         let address = host.target.hostname.as_str();
         progress.step(Step::Inspect);
+        let (layout, sha_tool) = self.inspect(host, found).await?;
+
+        if found.current.as_deref() == Some(sha) && found.running {
+            if self.is_healthy_and_registered(address).await {
+                return Ok(Outcome::UpToDate {
+                    build: sha.to_string(),
+                });
+            }
+            progress
+                .note("this build runs but is not healthy and registered: restarting it".into());
+        }
+        let replaced = found.current.clone().filter(|c| c != sha);
+
+        if found.have_build {
+            progress.note(format!(
+                "build {} is already on the host: resuming at configure",
+                short(sha)
+            ));
+        } else {
+            self.upload(host, &layout, progress, cancel).await?;
+            check_cancel(cancel, Step::Verify)?;
+            progress.step(Step::Verify);
+            host.sh(Step::Verify, &scripts::verify(&layout, sha, &sha_tool))
+                .await?;
+        }
+
+        check_cancel(cancel, Step::Configure)?;
+        progress.step(Step::Configure);
+        self.configure(host, &layout, found.systemd).await?;
+
+        check_cancel(cancel, Step::Start)?;
+        progress.step(Step::Start);
+        let started_at = now_unix();
+        host.sh(Step::Start, &scripts::stop(&layout, found.systemd))
+            .await?;
+        host.sh(Step::Start, &scripts::start(&layout, sha, found.systemd))
+            .await?;
+
+        self.confirm(host, &layout, found.systemd, started_at, progress, cancel)
+            .await?;
+        if let Some(old) = &replaced {
+            // The old build no longer runs: its file can go.
+            let _ = host
+                .sh(
+                    Step::Registered,
+                    &format!("rm -f {}", super::layout::sh_quote(&layout.binary(old))),
+                )
+                .await;
+        }
+        Ok(Outcome::Deployed {
+            build: sha.to_string(),
+            replaced,
+        })
+    }
+
+    /// Reads what the host is and what is installed; refuses a host the
+    /// build cannot run on.
+    async fn inspect(
+        &self,
+        host: &Host<'_>,
+        found: &mut Found,
+    ) -> Result<(Layout, String), Failure> {
+        let sha = self.artifact.sha256.as_str();
         let facts = host.sh(Step::Inspect, scripts::FACTS).await?;
         let facts = key_values(&facts);
         let (os, arch) = (
@@ -210,44 +274,22 @@ impl Deployer {
         found.running = state.contains_key("running");
         found.have_build = state.contains_key("have");
         found.layout = Some(layout.clone());
+        Ok((layout, sha_tool))
+    }
 
-        if found.current.as_deref() == Some(sha) && found.running {
-            if self.is_healthy_and_registered(address).await {
-                return Ok(Outcome::UpToDate {
-                    build: sha.to_string(),
-                });
-            }
-            progress
-                .note("this build runs but is not healthy and registered: restarting it".into());
-        }
-        let replaced = found.current.clone().filter(|c| c != sha);
-
-        if found.have_build {
-            progress.note(format!(
-                "build {} is already on the host: resuming at configure",
-                short(sha)
-            ));
-        } else {
-            self.upload(host, &layout, progress, cancel).await?;
-            check_cancel(cancel, Step::Verify)?;
-            progress.step(Step::Verify);
-            host.sh(Step::Verify, &scripts::verify(&layout, sha, &sha_tool))
-                .await?;
-        }
-
-        check_cancel(cancel, Step::Configure)?;
-        progress.step(Step::Configure);
-        self.configure(host, &layout, found.systemd).await?;
-
-        check_cancel(cancel, Step::Start)?;
-        progress.step(Step::Start);
-        let started_at = now_unix();
-        host.sh(Step::Start, &scripts::stop(&layout, found.systemd))
-            .await?;
-        host.sh(Step::Start, &scripts::start(&layout, sha, found.systemd))
-            .await?;
-
+    /// Waits for `/healthz`, then for the registry to list the agent as
+    /// registered since `started_at`.
+    async fn confirm(
+        &self,
+        host: &Host<'_>,
+        layout: &Layout,
+        systemd: bool,
+        started_at: i64,
+        progress: &Progress,
+        cancel: &CancellationToken,
+    ) -> Result<(), Failure> {
         progress.step(Step::Healthy);
+        let address = host.target.hostname.as_str();
         let port = files::listen_port(&self.options.listen);
         let healthy = self
             .wait(cancel, self.options.healthy_timeout, || async {
@@ -261,8 +303,8 @@ impl Deployer {
             return Err(self
                 .with_log(
                     host,
-                    &layout,
-                    found.systemd,
+                    layout,
+                    systemd,
                     Step::Healthy,
                     format!("the agent did not answer /healthz: {last}"),
                 )
@@ -290,8 +332,8 @@ impl Deployer {
             return Err(self
                 .with_log(
                     host,
-                    &layout,
-                    found.systemd,
+                    layout,
+                    systemd,
                     Step::Registered,
                     format!(
                         "the agent did not show as registered at {}: {last}",
@@ -300,19 +342,7 @@ impl Deployer {
                 )
                 .await);
         }
-        if let Some(old) = &replaced {
-            // The old build no longer runs: its file can go.
-            let _ = host
-                .sh(
-                    Step::Registered,
-                    &format!("rm -f {}", super::layout::sh_quote(&layout.binary(old))),
-                )
-                .await;
-        }
-        Ok(Outcome::Deployed {
-            build: sha.to_string(),
-            replaced,
-        })
+        Ok(())
     }
 
     async fn upload(
@@ -462,10 +492,11 @@ impl Deployer {
                     s.push_str(&scripts::start(layout, previous, found.systemd));
                 }
                 if keep.is_none() {
-                    s.push_str(&format!(
-                        "rm -f {}\n",
+                    let _ = writeln!(
+                        s,
+                        "rm -f {}",
                         super::layout::sh_quote(&layout.upload_temp(sha))
-                    ));
+                    );
                 }
                 s
             }

@@ -172,9 +172,20 @@ where
     drop(running);
 
     let reason = stop.unwrap_or_else(|| "not started".into());
+    skip_rest(pending, &reason, events, &mut results);
+    results.into_iter().flatten().collect()
+}
+
+/// Hosts never started get a Skipped result (and event) saying why.
+fn skip_rest<T>(
+    pending: impl Iterator<Item = (usize, (String, T))>,
+    reason: &str,
+    events: &mpsc::UnboundedSender<Event>,
+    results: &mut [Option<HostResult>],
+) {
     for (index, (host, _)) in pending {
         let outcome = Outcome::Skipped {
-            reason: reason.clone(),
+            reason: reason.to_string(),
         };
         let _ = events.send(Event::Done {
             index,
@@ -188,7 +199,6 @@ where
             elapsed: Duration::ZERO,
         });
     }
-    results.into_iter().flatten().collect()
 }
 
 mod millis {

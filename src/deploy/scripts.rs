@@ -3,6 +3,7 @@
 //! They stick to what busybox also has (no `mv -T`, no `readlink -f`).
 
 use super::layout::{Layout, UNIT, sh_quote, sh_vars};
+use std::fmt::Write as _;
 
 /// What the host is: user, OS, machine, init system, checksum tool.
 pub const FACTS: &str = r#"echo "uid=$(id -u)"
@@ -38,7 +39,7 @@ fn vars(layout: &Layout, extra: &[(&str, &str)]) -> String {
     ];
     all.extend_from_slice(extra);
     let mut out = sh_vars(&all);
-    out.push_str(&format!("SYSTEMCTL={}\n", sh_quote(layout.systemctl())));
+    let _ = writeln!(out, "SYSTEMCTL={}", sh_quote(layout.systemctl()));
     out
 }
 
@@ -93,7 +94,7 @@ pub fn verify(layout: &Layout, sha256: &str, tool: &str) -> String {
         layout,
         &[("TMP", &temp), ("BIN", &binary), ("WANT", sha256)],
     );
-    s.push_str(&format!("got=$({tool} <\"$TMP\") || exit 1\n"));
+    let _ = writeln!(s, "got=$({tool} <\"$TMP\") || exit 1");
     s.push_str(
         r#"set -- $got
 if [ "$1" = "$WANT" ]; then
@@ -115,14 +116,12 @@ pub fn install_config(layout: &Layout, names: &[&str]) -> String {
     for name in names {
         let from = sh_quote(&format!(".{name}.new"));
         if *name == "unit" {
-            s.push_str(&format!(
-                "mkdir -p \"$(dirname \"$UNIT_FILE\")\" && mv -f \"$S\"/{from} \"$UNIT_FILE\" || exit 1\n"
-            ));
+            let _ = writeln!(
+                s,
+                "mkdir -p \"$(dirname \"$UNIT_FILE\")\" && mv -f \"$S\"/{from} \"$UNIT_FILE\" || exit 1"
+            );
         } else {
-            s.push_str(&format!(
-                "mv -f \"$S\"/{from} \"$S\"/{} || exit 1\n",
-                sh_quote(name)
-            ));
+            let _ = writeln!(s, "mv -f \"$S\"/{from} \"$S\"/{} || exit 1", sh_quote(name));
         }
     }
     s
@@ -132,10 +131,11 @@ pub fn install_config(layout: &Layout, names: &[&str]) -> String {
 #[must_use]
 pub fn restore_unit(layout: &Layout, sha256: &str) -> String {
     let mut s = vars(layout, &[]);
-    s.push_str(&format!(
-        "cat >\"$UNIT_FILE\" <<'FLEETCTL_UNIT'\n{}FLEETCTL_UNIT\n",
+    let _ = writeln!(
+        s,
+        "cat >\"$UNIT_FILE\" <<'FLEETCTL_UNIT'\n{}FLEETCTL_UNIT",
         unit_text(layout, &layout.binary(sha256))
-    ));
+    );
     s
 }
 
@@ -219,11 +219,12 @@ pub fn log_tail(layout: &Layout, systemd: bool, lines: u32) -> String {
     let mut s = vars(layout, &[]);
     if systemd {
         let user = if layout.root { "" } else { "--user " };
-        s.push_str(&format!(
-            "journalctl {user}-u \"$UNIT\" -n {lines} --no-pager -o cat 2>&1\n"
-        ));
+        let _ = writeln!(
+            s,
+            "journalctl {user}-u \"$UNIT\" -n {lines} --no-pager -o cat 2>&1"
+        );
     } else {
-        s.push_str(&format!("tail -n {lines} \"$S/agent.log\" 2>&1\n"));
+        let _ = writeln!(s, "tail -n {lines} \"$S/agent.log\" 2>&1");
     }
     s.push_str("true\n");
     s
