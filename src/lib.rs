@@ -11,6 +11,7 @@ pub mod agent;
 pub mod auth;
 pub mod cli;
 pub mod config;
+pub mod control;
 pub mod deploy;
 pub mod fingerprint;
 pub mod model;

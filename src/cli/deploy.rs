@@ -54,7 +54,9 @@ pub struct DeployArgs {
     /// The agent build to push [default: this fleetctl binary].
     #[arg(long, value_name = "PATH")]
     agent_binary: Option<PathBuf>,
-    /// The control plane URL agents register with [default: [control] url in the config].
+    /// The control plane URL agents register with [default: `url` (else
+    /// `listen`) in the config's [control] section]. It must be reachable
+    /// from the hosts.
     #[arg(long, value_name = "URL")]
     controller: Option<String>,
     /// Where agents listen; `{host}` stands for the address deployed to.
@@ -114,9 +116,7 @@ pub async fn run_deploy(args: DeployArgs, ctx: &Context) -> anyhow::Result<ExitC
     let url = args
         .controller
         .clone()
-        .ok_or_else(|| BadInput::wrap(anyhow::anyhow!(
-            "no control plane URL: pass --controller https://HOST:PORT (the `fleetctl serve` agents will register with)"
-        )))?;
+        .unwrap_or_else(|| ctx.config.control.client_url());
     if !url.starts_with("https://") {
         return Err(BadInput::wrap(anyhow::anyhow!(
             "--controller {url:?}: agents only talk to the control plane over https://"
@@ -131,7 +131,7 @@ pub async fn run_deploy(args: DeployArgs, ctx: &Context) -> anyhow::Result<ExitC
         print_plan(&targets, &artifact, &url, options);
         return Ok(ExitCode::SUCCESS);
     }
-    let control_dir = ctx.paths.data_dir.join("control");
+    let control_dir = ctx.paths.control_dir();
     let ca = FleetCa::load_or_create(&control_dir).context("cannot load the fleet CA")?;
     let issuer = TokenIssuer::load_or_create(&control_dir)
         .context("cannot load the control plane's token key")?;

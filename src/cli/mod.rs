@@ -1,6 +1,7 @@
 //! Command-line front end: argument parsing, tracing, dispatch, exit codes.
 
 mod agent;
+mod agents;
 mod config_cmd;
 mod deploy;
 mod facts_output;
@@ -8,7 +9,9 @@ mod fingerprint;
 mod output;
 mod scan;
 mod scan_ssh;
+mod serve;
 mod ssh_opts;
+mod token;
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -60,6 +63,15 @@ enum Command {
     /// Show where fleetctl keeps things, and its settings.
     #[command(subcommand)]
     Config(config_cmd::ConfigCommand),
+    /// Run the control plane: fleet CA, tokens, agent registry, HTTPS API.
+    Serve(serve::ServeArgs),
+    /// Mint a join or operator token with the local control plane's key (printed on stdout).
+    #[command(subcommand)]
+    Token(token::TokenCommand),
+    /// List the agents the control plane knows, with their registration state.
+    Agents(agents::AgentsArgs),
+    /// Revoke an agent: its renewals and heartbeats are refused from now on.
+    Revoke(agents::RevokeArgs),
 }
 
 /// An error in what the operator asked for: exit status 2, not 1.
@@ -138,6 +150,10 @@ fn run(
         Command::Fingerprint(args) => runtime()?.block_on(fingerprint::run(args, &ctx()?)),
         Command::Deploy(args) => runtime()?.block_on(deploy::run_deploy(args, &ctx()?)),
         Command::Undeploy(args) => runtime()?.block_on(deploy::run_undeploy(args, &ctx()?)),
+        Command::Serve(args) => runtime()?.block_on(serve::run(args, &ctx()?)),
+        Command::Token(cmd) => token::run(&cmd, &ctx()?),
+        Command::Agents(args) => runtime()?.block_on(agents::agents(args, &ctx()?)),
+        Command::Revoke(args) => runtime()?.block_on(agents::revoke(args, &ctx()?)),
     }
 }
 

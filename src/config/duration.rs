@@ -28,13 +28,18 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
     Duration::try_from_secs_f64(value * scale).map_err(|e| format!("{text:?}: {e}"))
 }
 
-/// Writes the shortest exact form: `500ms`, `2s`.
+/// Writes the shortest exact form: `500ms`, `2s`, `15m`, `24h`.
 #[must_use]
 pub fn format_duration(d: Duration) -> String {
-    if d.subsec_millis() == 0 && d.as_secs() > 0 {
-        format!("{}s", d.as_secs())
-    } else {
+    let secs = d.as_secs();
+    if d.subsec_millis() != 0 || secs == 0 {
         format!("{}ms", d.as_millis())
+    } else if secs.is_multiple_of(3600) {
+        format!("{}h", secs / 3600)
+    } else if secs.is_multiple_of(60) {
+        format!("{}m", secs / 60)
+    } else {
+        format!("{secs}s")
     }
 }
 
@@ -61,5 +66,8 @@ mod tests {
         assert!(parse_duration("3 weeks").is_err());
         assert_eq!(format_duration(Duration::from_secs(2)), "2s");
         assert_eq!(format_duration(Duration::from_millis(1500)), "1500ms");
+        assert_eq!(format_duration(Duration::from_mins(15)), "15m");
+        assert_eq!(format_duration(Duration::from_hours(24)), "24h");
+        assert_eq!(format_duration(Duration::from_secs(90)), "90s");
     }
 }

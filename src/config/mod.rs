@@ -5,6 +5,7 @@
 
 mod duration;
 
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -17,12 +18,14 @@ pub use duration::parse_duration;
 /// The default configuration file, commented; `fleetctl config default` prints it.
 pub const DEFAULT_CONFIG_TOML: &str = include_str!("default.toml");
 const INVENTORY_FILE: &str = "inventory.sqlite3";
+const CONTROL_DIR: &str = "control";
 
 #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct Config {
     pub paths: PathsConfig,
     pub scan: ScanConfig,
+    pub control: ControlConfig,
 }
 
 #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
@@ -68,6 +71,87 @@ impl Default for ScanConfig {
     }
 }
 
+/// `[control]`: the control plane (`fleetctl serve`) and how the CLI reaches it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ControlConfig {
+    /// Address and port `fleetctl serve` listens on.
+    pub listen: SocketAddr,
+    /// The URL agents and the CLI use; `https://<listen>` when absent.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub url: Option<String>,
+    /// More names and addresses for the control plane's certificate.
+    pub names: Vec<String>,
+    #[serde(with = "duration")]
+    pub cert_ttl: Duration,
+    #[serde(with = "duration")]
+    pub identity_ttl: Duration,
+    #[serde(with = "duration")]
+    pub join_ttl: Duration,
+    #[serde(with = "duration")]
+    pub operator_ttl: Duration,
+    #[serde(with = "duration")]
+    pub heartbeat_interval: Duration,
+    #[serde(with = "duration")]
+    pub lost_after: Duration,
+}
+
+impl Default for ControlConfig {
+    fn default() -> Self {
+        Self {
+            listen: SocketAddr::from(([127, 0, 0, 1], 8443)),
+            url: None,
+            names: Vec::new(),
+            cert_ttl: Duration::from_hours(24),
+            identity_ttl: Duration::from_hours(1),
+            join_ttl: Duration::from_mins(15),
+            operator_ttl: Duration::from_hours(1),
+            heartbeat_interval: Duration::from_secs(30),
+            lost_after: Duration::from_secs(90),
+        }
+    }
+}
+
+impl ControlConfig {
+    /// The URL clients use: `url`, else the listen address (loopback when
+    /// it listens on every address).
+    #[must_use]
+    pub fn client_url(&self) -> String {
+        self.url.as_ref().map_or_else(
+            || crate::control::local_url(self.listen),
+            |url| url.trim_end_matches('/').to_owned(),
+        )
+    }
+
+    /// Whether the settings make sense together; the message names the key.
+    pub fn check(&self) -> Result<(), String> {
+        if let Some(url) = &self.url
+            && !url.starts_with("https://")
+        {
+            return Err(format!("control.url: {url:?} must start with https://"));
+        }
+        for (name, d) in [
+            ("cert_ttl", self.cert_ttl),
+            ("identity_ttl", self.identity_ttl),
+            ("join_ttl", self.join_ttl),
+            ("operator_ttl", self.operator_ttl),
+            ("heartbeat_interval", self.heartbeat_interval),
+            ("lost_after", self.lost_after),
+        ] {
+            if d.as_secs() == 0 {
+                return Err(format!("control.{name}: must be at least 1s"));
+            }
+        }
+        if self.lost_after < self.heartbeat_interval {
+            return Err(
+                "control.lost_after: must be at least heartbeat_interval, or every agent is lost"
+                    .into(),
+            );
+        }
+        Ok(())
+    }
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
     #[error("cannot read the config file {}: {source}", path.display())]
@@ -94,6 +178,13 @@ impl Config {
                 message: "scan.ports: port 0 cannot be probed".into(),
             });
         }
+        config
+            .control
+            .check()
+            .map_err(|message| ConfigError::Invalid {
+                path: path.to_owned(),
+                message,
+            })?;
         Ok(config)
     }
 
@@ -179,6 +270,13 @@ impl Paths {
     pub fn inventory(&self) -> PathBuf {
         self.data_dir.join(INVENTORY_FILE)
     }
+
+    /// The control plane's keys and certificates: CA, token signing key,
+    /// its own server certificate.
+    #[must_use]
+    pub fn control_dir(&self) -> PathBuf {
+        self.data_dir.join(CONTROL_DIR)
+    }
 }
 
 /// Expands a leading `~/` the way a shell would, so config files can say `~/fleet`.
@@ -220,6 +318,10 @@ mod tests {
             ("[scan]\nmethod = \"udp\"", "unknown variant `udp`"),
             ("[scan]\nports = [0]", "port 0"),
             ("[scan\n", "unclosed table"),
+            ("[control]\nurl = \"http://x\"", "https://"),
+            ("[control]\nlost_after = \"1s\"", "heartbeat_interval"),
+            ("[control]\njoin_ttl = \"0s\"", "join_ttl"),
+            ("[control]\nlisten = \"nowhere\"", "invalid socket address"),
         ] {
             let err = Config::parse(text, path).unwrap_err().to_string();
             assert!(err.contains("/etc/fleetctl.toml"), "{err}");

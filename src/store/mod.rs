@@ -3,6 +3,7 @@
 
 mod deployments;
 mod facts;
+pub mod registry;
 mod schema;
 
 pub use deployments::Deployment;
@@ -76,18 +77,9 @@ pub fn now_unix() -> i64 {
 impl Inventory {
     /// Opens (creating if needed) the inventory at `path`.
     pub fn open(path: &Path) -> Result<Self, StoreError> {
-        if let Some(dir) = path.parent() {
-            create_private_dir(dir)?;
-        }
-        let conn = Connection::open(path).map_err(|source| StoreError::Open {
-            path: path.to_owned(),
-            source,
-        })?;
-        // Several commands (and the console) may use it at once.
-        conn.busy_timeout(std::time::Duration::from_secs(5))?;
-        conn.pragma_update(None, "journal_mode", "WAL")?;
-        schema::migrate(&conn, path)?;
-        Ok(Self { conn })
+        Ok(Self {
+            conn: open_db(path)?,
+        })
     }
 
     /// An inventory that lives only as long as this value (for tests).
@@ -190,6 +182,23 @@ impl Inventory {
             .prepare_cached(&format!("{SELECT_HOST} WHERE addr = ?1"))?;
         Ok(stmt.query_row([addr.to_string()], row_to_host).optional()?)
     }
+}
+
+/// Opens (creating if needed) the database at `path`, migrated to the
+/// current schema.
+fn open_db(path: &Path) -> Result<Connection, StoreError> {
+    if let Some(dir) = path.parent() {
+        create_private_dir(dir)?;
+    }
+    let conn = Connection::open(path).map_err(|source| StoreError::Open {
+        path: path.to_owned(),
+        source,
+    })?;
+    // Several commands (and the console) may use it at once.
+    conn.busy_timeout(std::time::Duration::from_secs(5))?;
+    conn.pragma_update(None, "journal_mode", "WAL")?;
+    schema::migrate(&conn, path)?;
+    Ok(conn)
 }
 
 const SELECT_HOST: &str = "SELECT addr, name, reach, via, rtt_ms, open_ports, ssh_banner,

@@ -59,6 +59,27 @@ const MIGRATIONS: &[&str] = &[
         updated_at INTEGER NOT NULL,
         PRIMARY KEY (address, port)
     );",
+    // The control plane's registry: one row per registered host (a host
+    // that registers again replaces its row), and the join tokens already
+    // used, kept until they expire so a replay is refused across restarts.
+    "CREATE TABLE agents (
+        agent_id TEXT PRIMARY KEY,
+        hostname TEXT NOT NULL UNIQUE,
+        addresses TEXT NOT NULL,
+        stats_port INTEGER NOT NULL,
+        agent_version TEXT NOT NULL,
+        registered_at INTEGER NOT NULL,
+        last_heartbeat_at INTEGER,
+        identity_expires_at INTEGER NOT NULL,
+        certificate_expires_at INTEGER NOT NULL,
+        revoked_at INTEGER
+    );
+    CREATE TABLE used_join_tokens (
+        jti TEXT PRIMARY KEY,
+        used_at INTEGER NOT NULL,
+        expires_at INTEGER NOT NULL,
+        agent_id TEXT NOT NULL
+    );",
 ];
 
 pub fn migrate(conn: &Connection, path: &Path) -> Result<(), StoreError> {
