@@ -10,6 +10,8 @@ use super::error::SshError;
 const CONCURRENT_WRITES: usize = 64;
 /// Seconds each SFTP request may take before the transfer is given up.
 const REQUEST_TIMEOUT_SECS: u64 = 30;
+/// A server without an sftp subsystem never answers the handshake.
+const START_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
 
 impl Session {
     /// Opens the `sftp` subsystem on a new channel of this connection.
@@ -32,8 +34,14 @@ impl Session {
             request_timeout_secs: REQUEST_TIMEOUT_SECS,
             ..Config::default()
         };
-        SftpSession::new_with_config(channel.into_stream(), config)
-            .await
-            .map_err(|e| protocol(format!("starting SFTP: {e}")))
+        let start = SftpSession::new_with_config(channel.into_stream(), config);
+        match tokio::time::timeout(START_TIMEOUT, start).await {
+            Ok(Ok(sftp)) => Ok(sftp),
+            Ok(Err(e)) => Err(protocol(format!("starting SFTP: {e}"))),
+            Err(_) => Err(protocol(
+                "no SFTP answer: the server runs no sftp subsystem (sshd_config: Subsystem sftp ...)"
+                    .into(),
+            )),
+        }
     }
 }

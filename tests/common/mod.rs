@@ -180,6 +180,15 @@ pub struct Sshd {
 
 impl Sshd {
     pub fn start(ns: Option<&Netns>, ip: &str, port: u16) -> Self {
+        Self::start_with(ip, port, |cmd| match ns {
+            Some(ns) => ns.wrap(&cmd),
+            None => cmd,
+        })
+    }
+
+    /// Like [`Sshd::start`], with the sshd command wrapped by `wrap` (run
+    /// it in namespaces of the test's own, say).
+    pub fn start_with(ip: &str, port: u16, wrap: impl FnOnce(Command) -> Command) -> Self {
         let sshd = require_tool("sshd");
         require_tool("ssh-keygen");
         std::fs::create_dir_all("/run/sshd").unwrap();
@@ -197,7 +206,8 @@ impl Sshd {
             format!(
                 "ListenAddress {ip}:{port}\nHostKey {}\nPidFile none\nUsePAM no\n\
                  PasswordAuthentication no\nAuthorizedKeysFile {}/authorized_keys\n\
-                 StrictModes no\nPermitRootLogin prohibit-password\nMaxAuthTries 10\n",
+                 StrictModes no\nPermitRootLogin prohibit-password\nMaxAuthTries 10\n\
+                 Subsystem sftp internal-sftp\n",
                 key.display(),
                 dir.path().display()
             ),
@@ -205,10 +215,7 @@ impl Sshd {
         .unwrap();
         let mut cmd = Command::new(sshd);
         cmd.args(["-D", "-e", "-f"]).arg(&config);
-        let mut cmd = match ns {
-            Some(ns) => ns.wrap(&cmd),
-            None => cmd,
-        };
+        let mut cmd = wrap(cmd);
         let mut child = cmd
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
@@ -252,6 +259,11 @@ impl Sshd {
             .open(self.dir.path().join("authorized_keys"))
             .unwrap();
         writeln!(file, "{}", public_key.trim()).unwrap();
+    }
+
+    /// The process id of sshd (the wrapper's, when it execs sshd).
+    pub fn pid(&self) -> u32 {
+        self.child.id()
     }
 
     /// The server's public host key, as ssh-keygen wrote it.
