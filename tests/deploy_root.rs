@@ -13,8 +13,10 @@
 
 mod common;
 
+use std::fmt::Write as _;
 use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
+use std::os::unix::fs::PermissionsExt as _;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
@@ -85,7 +87,7 @@ mount -t tmpfs -o mode=755 tmpfs /var/lib && hostname "$1" && shift && exec "$@"
 
     /// Files deploy may have left: none once undeployed or rolled back.
     fn leftovers(&self) -> String {
-        self.sh_ok("ls -A /usr/local/lib/fleetctl /var/lib/fleetctl 2>/dev/null; true")
+        self.sh_ok("find /usr/local/lib/fleetctl /var/lib/fleetctl 2>/dev/null; true")
     }
 
     fn agent_pid(&self) -> Option<u32> {
@@ -155,14 +157,18 @@ impl Fleet {
             .iter()
             .map(|ip| {
                 let name = format!("{tag}{}", ip.rsplit('.').next().unwrap());
-                ssh_config.push_str(&format!("Host {name}\n HostName {ip}\n Port {SSH_PORT}\n"));
+                let _ = write!(
+                    ssh_config,
+                    "Host {name}\n HostName {ip}\n Port {SSH_PORT}\n"
+                );
                 FakeHost::start(&name, ip, &key)
             })
             .collect();
-        ssh_config.push_str(&format!(
+        let _ = write!(
+            ssh_config,
             "Host *\n User root\n IdentityFile {}\n",
             key.display()
-        ));
+        );
         std::fs::write(dir.join("ssh_config"), ssh_config).unwrap();
         // A debug build carries ~80 MB of debug info; hosts get it stripped.
         let agent_binary = dir.join("fleetctl-stripped");
@@ -202,8 +208,13 @@ impl Fleet {
             .arg(&self.known_hosts)
             .args(["--host-key-policy", "accept-new", "--jsonl"]);
         if command == "deploy" {
-            cmd.args(["--controller", &self.url, "--agent-listen", "{host}:9701"])
-                .args(["--wait-timeout", "30s"]);
+            cmd.args(["--agent-listen", "{host}:9701"]);
+            if !args.contains(&"--controller") {
+                cmd.args(["--controller", &self.url]);
+            }
+            if !args.contains(&"--wait-timeout") {
+                cmd.args(["--wait-timeout", "30s"]);
+            }
             if !args.contains(&"--agent-binary") {
                 cmd.arg("--agent-binary").arg(&self.agent_binary);
             }
@@ -276,7 +287,6 @@ fn patched_version(binary: &Path, from: &str, to: &str, out: &Path) {
     }
     assert!(patched > 0, "no version string found to patch");
     std::fs::write(out, bytes).unwrap();
-    use std::os::unix::fs::PermissionsExt as _;
     std::fs::set_permissions(out, std::fs::Permissions::from_mode(0o755)).unwrap();
 }
 
@@ -411,7 +421,6 @@ fn failures_stop_the_rollout_and_leave_nothing_half_installed() {
     // db21: sha256sum reports another sum, as for a corrupted upload.
     let liar = fleet.env.dir.path().join("lying-sha256sum");
     std::fs::write(&liar, "#!/bin/sh\ncat >/dev/null\necho 0000000000000000000000000000000000000000000000000000000000000000  -\n").unwrap();
-    use std::os::unix::fs::PermissionsExt as _;
     std::fs::set_permissions(&liar, std::fs::Permissions::from_mode(0o755)).unwrap();
     fleet.host("db21").sh_ok(&format!(
         "mount --bind {} \"$(command -v sha256sum)\"",
@@ -482,4 +491,53 @@ fn failures_stop_the_rollout_and_leave_nothing_half_installed() {
         assert_eq!(host.leftovers(), "", "{}", host.name);
         assert!(host.agent_pid().is_none(), "{}", host.name);
     }
+
+    // An agent that cannot reach its control plane: the run fails waiting,
+    // with the agent's own words; only the verified build stays, and the
+    // next run resumes at configure.
+    let (out, events) = fleet.run(
+        "deploy",
+        &[
+            "db22",
+            "--controller",
+            "https://127.7.0.1:1",
+            "--wait-timeout",
+            "3s",
+        ],
+    );
+    assert_eq!(out.status.code(), Some(1));
+    let r = &results(&events)["db22"];
+    assert_eq!(r["step"], "healthy", "{r}");
+    let reason = r["reason"].as_str().unwrap();
+    assert!(
+        reason.contains("/healthz") && reason.contains("log"),
+        "{reason}"
+    );
+    let db22 = fleet.host("db22");
+    let left = db22.leftovers();
+    assert_eq!(left.lines().count(), 2, "{left}");
+    assert!(
+        left.starts_with("/usr/local/lib/fleetctl\n/usr/local/lib/fleetctl/fleetctl-agent-"),
+        "{left}"
+    );
+    assert!(db22.agent_pid().is_none());
+    let (out, events) = fleet.run("deploy", &["db22"]);
+    assert!(out.status.success(), "{}\n{}", stdout(&out), stderr(&out));
+    assert!(
+        events.iter().any(|e| e["event"] == "note"
+            && e["message"]
+                .as_str()
+                .unwrap()
+                .contains("resuming at configure")),
+        "{events:?}"
+    );
+    assert!(
+        !events.iter().any(|e| e["step"] == "upload"),
+        "uploaded again"
+    );
+    assert_eq!(results(&events)["db22"]["result"], "deployed");
+    assert_eq!(fleet.stats(db22).hostname, "db22");
+    let (out, _) = fleet.run("undeploy", &["db22"]);
+    assert!(out.status.success());
+    assert_eq!(db22.leftovers(), "");
 }

@@ -186,6 +186,8 @@ impl Deployer {
                 "build {} is already on the host: resuming at configure",
                 short(sha)
             ));
+            // The state directory went with the rollback that kept the build.
+            host.sh(Step::Configure, &scripts::prepare(&layout)).await?;
         } else {
             self.upload(host, &layout, progress, cancel).await?;
             check_cancel(cancel, Step::Verify)?;
