@@ -228,6 +228,10 @@ impl Fleet {
     }
 
     fn stats(&self, host: &FakeHost) -> fleetctl::model::AgentStats {
+        self.try_stats(host).unwrap()
+    }
+
+    fn try_stats(&self, host: &FakeHost) -> Result<fleetctl::model::AgentStats, String> {
         let control = self.env.data_dir().join("control");
         let ca = std::fs::read_to_string(control.join("ca.pem")).unwrap();
         let issuer = fleetctl::auth::TokenIssuer::load_or_create(&control).unwrap();
@@ -244,7 +248,8 @@ impl Fleet {
             .enable_all()
             .build()
             .unwrap();
-        rt.block_on(client.fetch(host.stats_addr())).unwrap()
+        rt.block_on(client.fetch(host.stats_addr()))
+            .map_err(|e| e.to_string())
     }
 }
 
@@ -542,6 +547,38 @@ fn a_late_failure_keeps_the_verified_build_and_the_next_run_resumes() {
     );
     assert_eq!(results(&events)["app30"]["result"], "deployed");
     assert_eq!(fleet.stats(host).hostname, "app30");
+
+    // A replacement that never becomes healthy: the build that ran before
+    // runs again, with its config and identity.
+    let before = host.agent_pid().unwrap();
+    let (out, events) = fleet.run(
+        "deploy",
+        &[
+            "app30",
+            "--agent-binary",
+            "/bin/true",
+            "--wait-timeout",
+            "3s",
+        ],
+    );
+    assert_eq!(out.status.code(), Some(1));
+    let r = &results(&events)["app30"];
+    assert_eq!(r["step"], "healthy", "{r}");
+    assert_eq!(r["rolled_back"], true, "{r}");
+    let after = host.agent_pid().unwrap();
+    assert!(after != before && alive(after) && !alive(before));
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let stats = loop {
+        match fleet.try_stats(host) {
+            Ok(stats) => break stats,
+            Err(e) if Instant::now() > deadline => panic!("the old build never came back: {e}"),
+            Err(_) => std::thread::sleep(Duration::from_millis(200)),
+        }
+    };
+    assert_eq!(stats.agent_version, env!("CARGO_PKG_VERSION"));
+    let config = host.sh_ok("cat /var/lib/fleetctl/agent.toml");
+    assert!(config.contains(&fleet.url), "{config}");
+
     let (out, _) = fleet.run("undeploy", &["app30"]);
     assert!(out.status.success());
     assert_eq!(host.leftovers(), "");

@@ -15,7 +15,6 @@ use tokio_util::sync::CancellationToken;
 
 use super::ssh_opts::SshArgs;
 use super::{BadInput, Context, EXIT_INTERRUPTED};
-use crate::auth::TokenIssuer;
 use crate::config::parse_duration;
 use crate::deploy::select::{Candidate, Selector};
 use crate::deploy::{
@@ -132,9 +131,9 @@ pub async fn run_deploy(args: DeployArgs, ctx: &Context) -> anyhow::Result<ExitC
         return Ok(ExitCode::SUCCESS);
     }
     let control_dir = ctx.paths.control_dir();
+    // Keys nobody serves with would mint tokens every agent is refused with.
+    let issuer = super::token::local_issuer(&control_dir)?;
     let ca = FleetCa::load_or_create(&control_dir).context("cannot load the fleet CA")?;
-    let issuer = TokenIssuer::load_or_create(&control_dir)
-        .context("cannot load the control plane's token key")?;
     let control = ControlPlane::new(&url, ca.ca_pem().to_string(), issuer)?;
     let deployer = Arc::new(Deployer {
         connector: Arc::clone(&ssh.connector),

@@ -5,6 +5,7 @@
 use std::time::Duration;
 
 use crate::auth::{Audience, AuthError, TokenIssuer};
+use crate::control::client::ControlClient;
 use crate::model::control::AgentRecord;
 use crate::pki::PkiError;
 use crate::pki::tls::http_client;
@@ -13,8 +14,8 @@ use super::Secret;
 
 /// How long a join token is good for: enough for a slow host to start.
 const JOIN_TTL: Duration = Duration::from_mins(15);
-/// Operator tokens deploy mints for itself, one per request.
-const OPERATOR_TTL: Duration = Duration::from_mins(5);
+/// The operator token deploy mints for itself: longer than a rollout.
+const OPERATOR_TTL: Duration = Duration::from_hours(12);
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// Why talking to the control plane (or an agent) failed.
@@ -33,7 +34,10 @@ pub struct ControlPlane {
     url: String,
     ca_pem: String,
     issuer: TokenIssuer,
+    /// Talks to agents' `/healthz`.
     client: reqwest::Client,
+    /// Reads the registry.
+    api: ControlClient,
 }
 
 impl ControlPlane {
@@ -42,11 +46,14 @@ impl ControlPlane {
     /// control plane's token signing key.
     pub fn new(url: &str, ca_pem: String, issuer: TokenIssuer) -> Result<Self, ControlError> {
         let client = http_client(&ca_pem, REQUEST_TIMEOUT)?;
+        let (token, _) = issuer.issue(Audience::Operator, "fleetctl-deploy", None, OPERATOR_TTL)?;
+        let api = ControlClient::new(url, &ca_pem, token, REQUEST_TIMEOUT)?;
         Ok(Self {
             url: url.trim_end_matches('/').to_string(),
             ca_pem,
             issuer,
             client,
+            api,
         })
     }
 
@@ -70,27 +77,10 @@ impl ControlPlane {
 
     /// Every agent the registry knows.
     pub async fn agents(&self) -> Result<Vec<AgentRecord>, ControlError> {
-        let url = format!("{}/v1/agents", self.url);
-        let (token, _) =
-            self.issuer
-                .issue(Audience::Operator, "fleetctl-deploy", None, OPERATOR_TTL)?;
-        let failed = |reason: String| ControlError::Request {
-            url: url.clone(),
-            reason,
-        };
-        let response = self
-            .client
-            .get(&url)
-            .bearer_auth(token)
-            .send()
-            .await
-            .map_err(|e| failed(error_chain(&e)))?;
-        let status = response.status();
-        if !status.is_success() {
-            let body = response.text().await.unwrap_or_default();
-            return Err(failed(format!("{status}: {}", body.trim())));
-        }
-        response.json().await.map_err(|e| failed(error_chain(&e)))
+        self.api.agents().await.map_err(|e| ControlError::Request {
+            url: format!("{}/v1/agents", self.url),
+            reason: e.to_string(),
+        })
     }
 
     /// Whether the agent at `host:port` answers `/healthz` with a

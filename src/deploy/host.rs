@@ -11,7 +11,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::control::ControlPlane;
 use super::files::{self, Artifact};
-use super::layout::{Layout, short};
+use super::layout::{Layout, sh_quote, short};
 use super::rollout::Progress;
 use super::{Outcome, Step, scripts};
 use crate::model::RegistrationState;
@@ -203,22 +203,21 @@ impl Deployer {
         check_cancel(cancel, Step::Start)?;
         progress.step(Step::Start);
         let started_at = now_unix();
-        host.sh(Step::Start, &scripts::stop(&layout, found.systemd))
-            .await?;
-        host.sh(Step::Start, &scripts::start(&layout, sha, found.systemd))
-            .await?;
-
+        let restart = [
+            scripts::stop(&layout, found.systemd),
+            scripts::install_config(&layout),
+            scripts::start(&layout, sha, found.systemd),
+        ]
+        .concat();
+        host.sh(Step::Start, &restart).await?;
         self.confirm(host, &layout, found.systemd, started_at, progress, cancel)
             .await?;
+        // The new build runs: what it replaced can go.
+        let mut cleanup = scripts::discard_staged(&layout);
         if let Some(old) = &replaced {
-            // The old build no longer runs: its file can go.
-            let _ = host
-                .sh(
-                    Step::Registered,
-                    &format!("rm -f {}", super::layout::sh_quote(&layout.binary(old))),
-                )
-                .await;
+            let _ = writeln!(cleanup, "rm -f {}", sh_quote(&layout.binary(old)));
         }
+        let _ = host.sh(Step::Registered, &cleanup).await;
         Ok(Outcome::Deployed {
             build: sha.to_string(),
             replaced,
@@ -367,6 +366,8 @@ impl Deployer {
         .await
     }
 
+    /// Stages the config, the CA, a fresh join token (and the unit) as
+    /// `.NAME.new` files of mode 0600; `start` moves them into place.
     async fn configure(
         &self,
         host: &Host<'_>,
@@ -379,7 +380,6 @@ impl Deployer {
             reason: e.to_string(),
         })?;
         let config = files::agent_config(layout, self.control.url(), address, &self.options.listen);
-        let mut names = vec!["agent.toml", "ca.pem", "join.token"];
         host.timed(Step::Configure, async {
             let sftp = host.session.sftp().await.map_err(|e| e.to_string())?;
             let mut result = Ok(());
@@ -404,11 +404,6 @@ impl Deployer {
             result
         })
         .await?;
-        if systemd {
-            names.push("unit");
-        }
-        host.sh(Step::Configure, &scripts::install_config(layout, &names))
-            .await?;
         Ok(())
     }
 
@@ -477,32 +472,36 @@ impl Deployer {
         }
     }
 
-    /// Undoes this run: back to the build that ran before, or to nothing.
-    /// A verified build stays (under its own name, not running) when the
-    /// failure came after verification, so a re-run resumes at configure.
+    /// Undoes this run. A host that had no agent goes back to nothing. On
+    /// a host that had one, a failure before `start` leaves it untouched
+    /// (only staged files go); a later one stops the new build and starts
+    /// the old one again with its config. A verified build stays (under its
+    /// own name, not running) when the failure came after verification, so
+    /// a re-run resumes at configure.
     async fn roll_back(&self, host: &Host<'_>, layout: &Layout, found: &Found, step: Step) -> bool {
+        if step <= Step::Inspect {
+            return true;
+        }
         let sha = self.artifact.sha256.as_str();
-        let keep = (step > Step::Verify || found.have_build).then_some(sha);
+        let keep = step > Step::Verify || found.have_build || found.current.as_deref() == Some(sha);
         let script = match found.current.as_deref() {
-            Some(previous) if previous != sha => {
-                let mut s = scripts::stop(layout, found.systemd);
-                if found.running {
-                    if found.systemd {
-                        // The unit was rewritten for the new build: point it back.
-                        s.push_str(&scripts::restore_unit(layout, previous));
+            None => scripts::remove(layout, found.systemd, keep.then_some(sha)),
+            Some(previous) => {
+                let mut s = String::new();
+                if step >= Step::Start {
+                    s.push_str(&scripts::stop(layout, found.systemd));
+                    s.push_str(&scripts::restore_config(layout));
+                    if found.running {
+                        s.push_str(&scripts::start(layout, previous, found.systemd));
                     }
-                    s.push_str(&scripts::start(layout, previous, found.systemd));
                 }
-                if keep.is_none() {
-                    let _ = writeln!(
-                        s,
-                        "rm -f {}",
-                        super::layout::sh_quote(&layout.upload_temp(sha))
-                    );
+                s.push_str(&scripts::discard_staged(layout));
+                let _ = writeln!(s, "rm -f {}", sh_quote(&layout.upload_temp(sha)));
+                if !keep {
+                    let _ = writeln!(s, "rm -f {}", sh_quote(&layout.binary(sha)));
                 }
                 s
             }
-            _ => scripts::remove(layout, found.systemd, keep),
         };
         match host.sh(step, &script).await {
             Ok(_) => true,

@@ -109,33 +109,60 @@ fi
     s
 }
 
-/// Moves the config files written as `.NAME.new` into place.
+/// The files `configure` stages as `$S/.NAME.new`; `unit` goes to the unit
+/// directory, the rest stay in the state directory.
+pub const STAGED: [&str; 4] = ["agent.toml", "ca.pem", "join.token", "unit"];
+
+/// Where a staged file goes.
+fn destination(name: &str) -> String {
+    if name == "unit" {
+        "\"$UNIT_FILE\"".to_string()
+    } else {
+        format!("\"$S\"/{}", sh_quote(name))
+    }
+}
+
+/// Moves the staged files into place, keeping what they replace as
+/// `.NAME.prev` so a rollback can put it back.
 #[must_use]
-pub fn install_config(layout: &Layout, names: &[&str]) -> String {
+pub fn install_config(layout: &Layout) -> String {
     let mut s = vars(layout, &[]);
-    for name in names {
-        let from = sh_quote(&format!(".{name}.new"));
-        if *name == "unit" {
-            let _ = writeln!(
-                s,
-                "mkdir -p \"$(dirname \"$UNIT_FILE\")\" && mv -f \"$S\"/{from} \"$UNIT_FILE\" || exit 1"
-            );
-        } else {
-            let _ = writeln!(s, "mv -f \"$S\"/{from} \"$S\"/{} || exit 1", sh_quote(name));
-        }
+    for name in STAGED {
+        let (staged, prev, dest) = (
+            sh_quote(&format!(".{name}.new")),
+            sh_quote(&format!(".{name}.prev")),
+            destination(name),
+        );
+        let _ = writeln!(
+            s,
+            "if [ -e \"$S\"/{staged} ]; then\n  [ -e {dest} ] && cp -p {dest} \"$S\"/{prev}\n  \
+             mkdir -p \"$(dirname {dest})\" && mv -f \"$S\"/{staged} {dest} || exit 1\nfi"
+        );
     }
     s
 }
 
-/// Rewrites the unit for the build `sha256` (rolling back to it).
+/// Puts back what [`install_config`] replaced (a file that was not there
+/// before is removed), and drops what is still staged.
 #[must_use]
-pub fn restore_unit(layout: &Layout, sha256: &str) -> String {
+pub fn restore_config(layout: &Layout) -> String {
     let mut s = vars(layout, &[]);
-    let _ = writeln!(
-        s,
-        "cat >\"$UNIT_FILE\" <<'FLEETCTL_UNIT'\n{}FLEETCTL_UNIT",
-        unit_text(layout, &layout.binary(sha256))
-    );
+    for name in STAGED {
+        let (prev, dest) = (sh_quote(&format!(".{name}.prev")), destination(name));
+        let _ = writeln!(
+            s,
+            "if [ -e \"$S\"/{prev} ]; then mv -f \"$S\"/{prev} {dest}; else rm -f {dest}; fi"
+        );
+    }
+    s.push_str(&discard_staged(layout));
+    s
+}
+
+/// Removes staged and kept-back files (after success, or with a rollback).
+#[must_use]
+pub fn discard_staged(layout: &Layout) -> String {
+    let mut s = vars(layout, &[]);
+    s.push_str("rm -f \"$S\"/.*.new \"$S\"/.*.prev\n");
     s
 }
 
@@ -333,12 +360,12 @@ mod tests {
                 state(&layout, &sha, systemd),
                 prepare(&layout),
                 verify(&layout, &sha, "sha256sum"),
-                install_config(&layout, &["agent.toml", "ca.pem"]),
+                install_config(&layout),
+                restore_config(&layout),
                 stop(&layout, systemd),
                 start(&layout, &sha, systemd),
                 log_tail(&layout, systemd, 20),
                 remove(&layout, systemd, Some(&sha)),
-                restore_unit(&layout, &sha),
                 present(&layout),
             ] {
                 let out = std::process::Command::new("sh")
@@ -427,5 +454,46 @@ mod tests {
         assert!(String::from_utf8_lossy(&out.stderr).contains("corrupted"));
         assert!(!std::path::Path::new(&layout.upload_temp(&sha)).exists());
         assert!(!std::path::Path::new(&layout.binary(&sha)).exists());
+    }
+
+    #[test]
+    fn staged_config_goes_in_and_a_rollback_puts_the_old_one_back() {
+        let home = tempfile::tempdir().unwrap();
+        let layout = Layout::new(false, home.path().to_str().unwrap());
+        let sh = |script: &str| {
+            let out = std::process::Command::new("sh")
+                .args(["-c", script])
+                .output()
+                .unwrap();
+            assert!(
+                out.status.success(),
+                "{}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        };
+        let read = |path: &str| std::fs::read_to_string(path).ok();
+        sh(&prepare(&layout));
+        std::fs::write(layout.config(), "old config").unwrap();
+        std::fs::write(layout.ca(), "old ca").unwrap();
+        for (name, text) in [
+            ("agent.toml", "new config"),
+            ("ca.pem", "new ca"),
+            ("join.token", "t"),
+        ] {
+            std::fs::write(layout.state(&format!(".{name}.new")), text).unwrap();
+        }
+        sh(&install_config(&layout));
+        assert_eq!(read(&layout.config()).as_deref(), Some("new config"));
+        assert_eq!(read(&layout.join_token()).as_deref(), Some("t"));
+        sh(&restore_config(&layout));
+        assert_eq!(read(&layout.config()).as_deref(), Some("old config"));
+        assert_eq!(read(&layout.ca()).as_deref(), Some("old ca"));
+        assert_eq!(read(&layout.join_token()), None, "the unused token goes");
+        let mut left: Vec<_> = std::fs::read_dir(&layout.state_dir)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().into_string().unwrap())
+            .collect();
+        left.sort();
+        assert_eq!(left, ["agent.toml", "ca.pem"]);
     }
 }
