@@ -188,8 +188,7 @@ pub async fn run_undeploy(args: UndeployArgs, ctx: &Context) -> anyhow::Result<E
     let work = move |target: SshTarget, progress: rollout::Progress| {
         let connector = Arc::clone(&connector);
         async move {
-            crate::deploy::host::undeploy(&connector, &target, &progress, Duration::from_mins(1))
-                .await
+            crate::deploy::undeploy(&connector, &target, &progress, Duration::from_mins(1)).await
         }
     };
     let results = drive(

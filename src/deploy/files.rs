@@ -25,24 +25,24 @@ pub struct Artifact {
 /// Why a build cannot be deployed.
 #[derive(Debug, thiserror::Error)]
 pub enum ArtifactError {
-    #[error("cannot read the agent binary {}: {source}", path.display())]
+    #[error("cannot read the agent binary {}: {cause}", path.display())]
     Read {
         path: PathBuf,
-        source: std::io::Error,
+        cause: std::io::Error,
     },
-    #[error("{} cannot be deployed: {source}", path.display())]
-    NotElf { path: PathBuf, source: ElfError },
+    #[error("{} cannot be deployed: {cause}", path.display())]
+    NotElf { path: PathBuf, cause: ElfError },
 }
 
 impl Artifact {
     pub fn load(path: &Path) -> Result<Self, ArtifactError> {
-        let bytes = std::fs::read(path).map_err(|source| ArtifactError::Read {
+        let bytes = std::fs::read(path).map_err(|cause| ArtifactError::Read {
             path: path.to_owned(),
-            source,
+            cause,
         })?;
-        let elf = ElfTarget::parse(&bytes).map_err(|source| ArtifactError::NotElf {
+        let elf = ElfTarget::parse(&bytes).map_err(|cause| ArtifactError::NotElf {
             path: path.to_owned(),
-            source,
+            cause,
         })?;
         Ok(Self {
             path: path.to_owned(),

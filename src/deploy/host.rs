@@ -1,7 +1,6 @@
 //! One host, over one SSH connection: the steps, the checks between them,
 //! and the rollback when one fails.
 
-use std::collections::HashMap;
 use std::fmt::Write as _;
 use std::future::Future;
 use std::sync::Arc;
@@ -9,6 +8,7 @@ use std::time::Duration;
 
 use tokio_util::sync::CancellationToken;
 
+use super::conn::{Failure, Host, fail, key_values};
 use super::control::ControlPlane;
 use super::files::{self, Artifact};
 use super::layout::{Layout, sh_quote, short};
@@ -16,7 +16,7 @@ use super::rollout::Progress;
 use super::{Outcome, Step, scripts};
 use crate::model::RegistrationState;
 use crate::model::control::AgentRecord;
-use crate::ssh::{Connector, Session, SshTarget};
+use crate::ssh::{Connector, SshTarget};
 use crate::store::now_unix;
 
 /// How deployed agents are set up and how long each wait may take.
@@ -40,19 +40,6 @@ pub struct Deployer {
     pub options: DeployOptions,
 }
 
-/// A step's failure: the reason an operator reads.
-struct Failure {
-    step: Step,
-    reason: String,
-}
-
-fn fail<T>(step: Step, reason: impl Into<String>) -> Result<T, Failure> {
-    Err(Failure {
-        step,
-        reason: reason.into(),
-    })
-}
-
 /// What `scripts::FACTS` and `scripts::state` said.
 #[derive(Debug, Default)]
 struct Found {
@@ -63,54 +50,6 @@ struct Found {
     current: Option<String>,
     running: bool,
     have_build: bool,
-}
-
-/// An open connection to the host being worked on.
-struct Host<'a> {
-    session: Session,
-    target: &'a SshTarget,
-    timeout: Duration,
-}
-
-impl Host<'_> {
-    async fn sh(&self, step: Step, script: &str) -> Result<String, Failure> {
-        let run = self.session.exec(script);
-        match tokio::time::timeout(self.timeout, run).await {
-            Err(_) => fail(
-                step,
-                format!("no answer from the host within {}s", self.timeout.as_secs()),
-            ),
-            Ok(Err(e)) => fail(step, e.to_string()),
-            Ok(Ok(out)) if out.status != 0 => {
-                let stderr = String::from_utf8_lossy(&out.stderr).trim().to_string();
-                fail(
-                    step,
-                    if stderr.is_empty() {
-                        format!("a command exited with status {}", out.status)
-                    } else {
-                        stderr
-                    },
-                )
-            }
-            Ok(Ok(out)) => Ok(String::from_utf8_lossy(&out.stdout).into_owned()),
-        }
-    }
-
-    async fn timed<T>(
-        &self,
-        step: Step,
-        work: impl Future<Output = Result<T, String>>,
-    ) -> Result<T, Failure> {
-        match tokio::time::timeout(self.timeout, work).await {
-            Err(_) => fail(step, format!("timed out after {}s", self.timeout.as_secs())),
-            Ok(Err(reason)) => fail(step, reason),
-            Ok(Ok(v)) => Ok(v),
-        }
-    }
-}
-
-fn key_values(text: &str) -> HashMap<&str, &str> {
-    text.lines().filter_map(|l| l.split_once('=')).collect()
 }
 
 impl Deployer {
@@ -511,56 +450,6 @@ impl Deployer {
             }
         }
     }
-}
-
-/// Stops the agent and removes everything deploy wrote.
-pub async fn undeploy(
-    connector: &Connector,
-    target: &SshTarget,
-    progress: &Progress,
-    step_timeout: Duration,
-) -> Outcome {
-    progress.step(Step::Connect);
-    let session = match connector.connect(target).await {
-        Ok(s) => s,
-        Err(e) => {
-            return Outcome::Failed {
-                step: Step::Connect,
-                reason: e.to_string(),
-                rolled_back: false,
-            };
-        }
-    };
-    let host = Host {
-        session,
-        target,
-        timeout: step_timeout,
-    };
-    let result = async {
-        progress.step(Step::Inspect);
-        let facts = host.sh(Step::Inspect, scripts::FACTS).await?;
-        let facts = key_values(&facts);
-        let layout = Layout::new(
-            facts.get("uid") == Some(&"0"),
-            facts.get("home").copied().unwrap_or(""),
-        );
-        let systemd = facts.get("systemd") == Some(&"1");
-        let present = host.sh(Step::Inspect, &scripts::present(&layout)).await?;
-        if present.trim().is_empty() {
-            return Ok(Outcome::NotInstalled);
-        }
-        progress.step(Step::Remove);
-        host.sh(Step::Remove, &scripts::remove(&layout, systemd, None))
-            .await?;
-        Ok(Outcome::Removed)
-    }
-    .await;
-    host.session.close().await;
-    result.unwrap_or_else(|f: Failure| Outcome::Failed {
-        step: f.step,
-        reason: f.reason,
-        rolled_back: false,
-    })
 }
 
 fn check_cancel(cancel: &CancellationToken, step: Step) -> Result<(), Failure> {

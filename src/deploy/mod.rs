@@ -12,6 +12,7 @@
 //! in; the inventory records it, and a re-run resumes after the last step
 //! whose result is still on the host (a verified build is kept for that).
 
+mod conn;
 pub mod control;
 pub mod elf;
 pub mod files;
@@ -20,6 +21,7 @@ pub mod layout;
 pub mod rollout;
 mod scripts;
 pub mod select;
+mod undeploy;
 
 use std::fmt;
 
@@ -29,6 +31,7 @@ pub use control::ControlPlane;
 pub use files::Artifact;
 pub use host::{DeployOptions, Deployer};
 pub use rollout::{HostResult, Progress, RolloutOptions};
+pub use undeploy::undeploy;
 
 /// A step of deploying (or undeploying) one host, in order.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
