@@ -12,6 +12,7 @@ pub mod auth;
 pub mod cli;
 pub mod config;
 pub mod control;
+pub mod deploy;
 pub mod engine;
 pub mod fingerprint;
 pub mod model;

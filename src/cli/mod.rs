@@ -3,13 +3,14 @@
 mod agent;
 mod agents;
 mod config_cmd;
+mod deploy;
 mod facts_output;
 mod fingerprint;
 mod output;
 mod scan;
 mod scan_ssh;
-mod ssh_opts;
 mod serve;
+mod ssh_opts;
 mod token;
 mod tui;
 
@@ -56,6 +57,10 @@ enum Command {
     Scan(scan::ScanArgs),
     /// Learn what hosts are (OS, kernel, CPUs, memory, host key...) over SSH.
     Fingerprint(fingerprint::FingerprintArgs),
+    /// Push the agent to hosts, start it, and wait until it is registered.
+    Deploy(deploy::DeployArgs),
+    /// Stop the agent on hosts and remove everything deploy wrote.
+    Undeploy(deploy::UndeployArgs),
     /// Run the node agent: stats API, enrollment and renewal (what `deploy`
     /// launches on each host). Its settings come from --config FILE.
     Agent,
@@ -150,6 +155,8 @@ fn run(
         Command::Tui(args) => tui::run(&args, &ctx()?),
         Command::Scan(args) => runtime()?.block_on(scan::run(args, &ctx()?)),
         Command::Fingerprint(args) => runtime()?.block_on(fingerprint::run(args, &ctx()?)),
+        Command::Deploy(args) => runtime()?.block_on(deploy::run_deploy(args, &ctx()?)),
+        Command::Undeploy(args) => runtime()?.block_on(deploy::run_undeploy(args, &ctx()?)),
         Command::Serve(args) => runtime()?.block_on(serve::run(args, &ctx()?)),
         Command::Token(cmd) => token::run(&cmd, &ctx()?),
         Command::Agents(args) => runtime()?.block_on(agents::agents(args, &ctx()?)),
