@@ -21,10 +21,11 @@ use crate::deploy::{
     Artifact, ControlPlane, DeployOptions, Deployer, Event, HostResult, Outcome, RolloutOptions,
     rollout,
 };
+use crate::engine::deploy::record;
 use crate::model::AgentState;
 use crate::pki::FleetCa;
 use crate::ssh::SshTarget;
-use crate::store::{Deployment, Inventory};
+use crate::store::Inventory;
 
 mod progress;
 
@@ -162,9 +163,7 @@ pub async fn run_deploy(args: DeployArgs, ctx: &Context) -> anyhow::Result<ExitC
         cancel.clone(),
         args.jsonl,
         work,
-        |event| {
-            record(&mut inventory, &targets, &build, event);
-        },
+        |event| record(&mut inventory, &targets, Some(&build), event),
     )
     .await?;
     Ok(exit_code(&results, &cancel))
@@ -197,19 +196,7 @@ pub async fn run_undeploy(args: UndeployArgs, ctx: &Context) -> anyhow::Result<E
         cancel.clone(),
         args.jsonl,
         work,
-        |event| {
-            if let Event::Done {
-                index,
-                outcome: Outcome::Removed | Outcome::NotInstalled,
-                ..
-            } = event
-            {
-                let t = &targets[*index];
-                if let Err(e) = inventory.forget_deployment(&t.hostname, t.port) {
-                    tracing::warn!("cannot update the inventory: {e}");
-                }
-            }
-        },
+        |event| record(&mut inventory, &targets, None, event),
     )
     .await?;
     Ok(exit_code(&results, &cancel))
@@ -267,42 +254,6 @@ fn exit_code(results: &[HostResult], cancel: &CancellationToken) -> ExitCode {
         ExitCode::from(EXIT_INTERRUPTED)
     } else {
         ExitCode::SUCCESS
-    }
-}
-
-/// Keeps the inventory's deployments table in step with the events.
-fn record(inventory: &mut Inventory, targets: &[SshTarget], build: &str, event: &Event) {
-    let (index, state, step, error) = match event {
-        Event::Step { index, step, .. } => {
-            (*index, AgentState::Deploying, Some(step.as_str()), None)
-        }
-        Event::Done { index, outcome, .. } => match outcome {
-            Outcome::Deployed { .. } | Outcome::UpToDate { .. } => {
-                (*index, AgentState::Running, Some("registered"), None)
-            }
-            Outcome::Failed { step, reason, .. } => (
-                *index,
-                AgentState::Failed,
-                Some(step.as_str()),
-                Some(reason.clone()),
-            ),
-            _ => return,
-        },
-        _ => return,
-    };
-    let t = &targets[index];
-    let d = Deployment {
-        address: t.hostname.clone(),
-        port: t.port,
-        host: t.alias.clone(),
-        build: Some(build.to_string()),
-        state,
-        step: step.map(str::to_string),
-        error,
-        updated_at: 0,
-    };
-    if let Err(e) = inventory.record_deployment(&d) {
-        tracing::warn!("cannot update the inventory: {e}");
     }
 }
 
@@ -426,6 +377,7 @@ fn human_bytes(n: usize) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::store::Deployment;
 
     #[test]
     fn candidates_merge_scan_facts_and_deployments() {

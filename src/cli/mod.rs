@@ -3,6 +3,7 @@
 mod agent;
 mod agents;
 mod config_cmd;
+mod console;
 mod deploy;
 mod facts_output;
 mod fingerprint;

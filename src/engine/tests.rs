@@ -34,6 +34,9 @@ fn config(inventory: Option<PathBuf>, ports: Vec<u16>) -> EngineConfig {
         },
         fingerprint_concurrency: 4,
         fingerprint_timeout: Duration::from_secs(5),
+        control: None,
+        poll: crate::engine::PollSettings::default(),
+        deploy: crate::engine::DeploySettings::default(),
     }
 }
 
@@ -238,38 +241,54 @@ async fn a_cancelled_scan_ends_cancelled() {
 }
 
 #[tokio::test]
-async fn deploy_undeploy_and_revoke_say_what_is_missing() {
-    let (engine, mut events) = spawn(config(None, vec![22]));
-    let hosts = vec!["127.6.0.1".parse().unwrap()];
-    for (command, kind, missing) in [
+async fn without_a_control_plane_deploy_and_revoke_say_why_and_undeploy_reports_the_host() {
+    let port = TcpListener::bind("127.9.0.9:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let mut cfg = config(None, vec![22]);
+    cfg.ssh.flags.port = Some(port);
+    let (engine, mut events) = spawn(cfg);
+    let hosts: Vec<IpAddr> = vec!["127.9.0.9".parse().unwrap()];
+    for (command, kind) in [
         (
             Command::Deploy {
                 hosts: hosts.clone(),
             },
             JobKind::Deploy,
-            "deploy job",
-        ),
-        (
-            Command::Undeploy {
-                hosts: hosts.clone(),
-            },
-            JobKind::Undeploy,
-            "deploy job",
         ),
         (
             Command::Revoke {
                 hosts: hosts.clone(),
             },
             JobKind::Revoke,
-            "control plane",
         ),
     ] {
         engine.send(command);
         let JobOutcome::Failed(reason) = job_end(&mut events, kind).await else {
-            panic!("{kind:?} must fail until it is built")
+            panic!("{kind:?} cannot run without a control plane")
         };
-        assert!(reason.contains(missing), "{reason}");
+        assert!(reason.contains("no control plane"), "{reason}");
     }
+    // Undeploy needs only SSH: nothing listens, so the host fails at connect.
+    engine.send(Command::Undeploy { hosts });
+    let JobOutcome::Done(summary) = job_end(&mut events, JobKind::Undeploy).await else {
+        panic!("one host failing does not fail the job")
+    };
+    assert_eq!(summary, "1 failed");
+    let host = engine
+        .snapshot()
+        .host("127.9.0.9".parse().unwrap())
+        .cloned()
+        .unwrap();
+    assert!(
+        host.events
+            .iter()
+            .any(|e| e.text.contains("failed at connect")),
+        "{:?}",
+        host.events
+    );
 }
 
 #[tokio::test]
