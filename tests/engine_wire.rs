@@ -30,7 +30,7 @@ struct Plane {
     dir: tempfile::TempDir,
     url: String,
     ca_pem: String,
-    plane: Arc<ControlPlane>,
+    control: Arc<ControlPlane>,
     stop: CancellationToken,
 }
 
@@ -55,7 +55,7 @@ async fn start_plane() -> Plane {
         dir,
         url: started.url,
         ca_pem: started.ca_pem,
-        plane,
+        control: plane,
         stop,
     }
 }
@@ -63,7 +63,7 @@ async fn start_plane() -> Plane {
 /// A `fleetctl agent` on `ip` (port 0), enrolled with a join token for `ip`.
 fn start_agent(plane: &Plane, ip: &str) -> (Proc, SocketAddr, tempfile::TempDir) {
     let dir = tempfile::tempdir().unwrap();
-    let token = plane.plane.join_token(ip, None).unwrap().0;
+    let token = plane.control.join_token(ip, None).unwrap().0;
     let token_file = dir.path().join("join.token");
     write_secret(&token_file, &token);
     let config = dir.path().join("agent.toml");
@@ -123,7 +123,7 @@ fn engine_config(plane: &Plane) -> EngineConfig {
             url: plane.url.clone(),
             ca_pem: plane.ca_pem.clone(),
             control_dir: plane.dir.path().join("control"),
-            operator_ttl: Duration::from_secs(60),
+            operator_ttl: Duration::from_mins(1),
         }),
         poll: PollSettings {
             interval: Duration::from_millis(400),
