@@ -496,6 +496,8 @@ impl Actor {
                     .expires_at
                     .or_else(|| stats.token.seconds_left.map(|left| now + left));
                 host.last_seen = Some(now);
+                // It answered over the network: alive, whatever a scan said.
+                host.scan.reach = Reach::Alive;
                 host.stats_error = None;
                 host.stats = Some(Arc::new(*stats));
                 host.agent = AgentState::Running;
