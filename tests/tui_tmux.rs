@@ -193,6 +193,30 @@ fn start_agent(
     (proc, dir)
 }
 
+/// Waits (bounded) for `ip`'s row to show a running, registered agent
+/// with a CPU figure; returns the row.
+fn wait_live_row(tmux: &Tmux, ip: &str, agent: &fleet::Proc) -> String {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let screen = tmux.screen();
+        let row = screen.lines().find(|l| {
+            l.contains(&format!("{ip} "))
+                && l.contains("running")
+                && l.contains("registered")
+                && l.contains('%')
+        });
+        if let Some(row) = row {
+            return row.to_owned();
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no live row for {ip}; the screen shows:\n{screen}\nagent log:\n{}",
+            agent.log()
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
 #[test]
 #[ignore = "needs tmux (the interop suite in .ci/run runs it)"]
 fn the_console_embeds_the_control_plane_and_shows_live_agents() {
@@ -259,28 +283,7 @@ fn the_console_embeds_the_control_plane_and_shows_live_agents() {
 
     // Each agent's row: running, registered, a token with time left, live CPU.
     for ip in ["127.9.2.1", "127.9.2.2"] {
-        let deadline = Instant::now() + Duration::from_secs(30);
-        let row = loop {
-            let screen = tmux.screen();
-            let row = screen
-                .lines()
-                .find(|l| {
-                    l.contains(&format!("{ip} "))
-                        && l.contains("running")
-                        && l.contains("registered")
-                        && l.contains('%')
-                })
-                .map(str::to_owned);
-            if let Some(row) = row {
-                break row;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "no live row for {ip}; the screen shows:\n{screen}\nagent log:\n{}",
-                agents[0].0.log()
-            );
-            std::thread::sleep(Duration::from_millis(200));
-        };
+        let row = wait_live_row(&tmux, ip, &agents[0].0);
         let name = format!("a{}.test", ip.rsplit('.').next().unwrap());
         assert!(row.contains(&name), "{row}");
         assert!(row.contains("alive"), "an agent answering is alive: {row}");
