@@ -154,10 +154,16 @@ pub fn install_config(layout: &Layout) -> String {
             sh_quote(&format!(".{name}.prev")),
             destination(name),
         );
+        // Only the unit lives outside the state directory, which exists.
+        let mkdir = if name == "unit" {
+            "mkdir -p \"$(dirname \"$UNIT_FILE\")\" && "
+        } else {
+            ""
+        };
         let _ = writeln!(
             s,
             "if [ -e \"$S\"/{staged} ]; then\n  [ -e {dest} ] && cp -p {dest} \"$S\"/{prev}\n  \
-             mkdir -p \"$(dirname {dest})\" && mv -f \"$S\"/{staged} {dest} || exit 1\nfi"
+             {mkdir}mv -f \"$S\"/{staged} {dest} || exit 1\nfi"
         );
     }
     s

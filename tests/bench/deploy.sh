@@ -143,7 +143,7 @@ deployed=$(grep -c '"result":"deployed"' "$work/deploy.jsonl" || true)
 fleet_median=$(grep '"event":"done"' "$work/deploy.jsonl" | sed 's/.*"elapsed_ms":\([0-9]*\).*/\1/' |
     sort -n | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}')
 [ -n "${KEEP_EVENTS:-}" ] && cp "$work/deploy.jsonl" "$KEEP_EVENTS"
-registered=$("$BIN" agents --url "$URL" -o json 2>/dev/null | grep -o '"state":"registered"' | wc -l || true)
+registered=$("$BIN" agents --url "$URL" -o json 2>/dev/null | grep -o '"state": *"registered"' | wc -l || true)
 
 # Re-run: every host up to date.
 t0=$(date +%s%N)
