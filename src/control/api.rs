@@ -303,7 +303,7 @@ async fn renew(
         .map_err(|e| ApiFailure::internal(&e))?;
     let (id, cert_exp) = (agent_id.clone(), cert.as_ref().map(|c| c.not_after));
     plane
-        .db(move |reg| reg.renew(&id, identity.exp, cert_exp, unix_now()))
+        .db(move |reg| reg.renew(&id, identity.exp, cert_exp))
         .await
         .map_err(|e| store_failure(&e))?
         .map_err(|r| refused(r, &agent_id))?;

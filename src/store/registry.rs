@@ -179,20 +179,18 @@ impl Registry {
     }
 
     /// Records a renewal (and a new certificate's expiry), unless the agent
-    /// is unknown or revoked. A renewal counts as a sign of life.
+    /// is unknown or revoked. Only heartbeats keep an agent from being lost.
     pub fn renew(
         &mut self,
         agent_id: &str,
         identity_expires_at: i64,
         certificate_expires_at: Option<i64>,
-        now: i64,
     ) -> Result<Result<(), Refusal>, StoreError> {
         let updated = self.conn.execute(
             "UPDATE agents SET identity_expires_at = ?2,
-                    certificate_expires_at = coalesce(?3, certificate_expires_at),
-                    last_heartbeat_at = ?4
+                    certificate_expires_at = coalesce(?3, certificate_expires_at)
              WHERE agent_id = ?1 AND revoked_at IS NULL",
-            params![agent_id, identity_expires_at, certificate_expires_at, now],
+            params![agent_id, identity_expires_at, certificate_expires_at],
         )?;
         if updated == 1 {
             Ok(Ok(()))
@@ -369,15 +367,13 @@ mod tests {
         assert_eq!(rec.last_heartbeat_at, Some(1_200));
         assert_eq!(rec.agent_version, "0.2.0");
 
-        reg.renew("a1", 9_000, Some(99_000), 1_300)
-            .unwrap()
-            .unwrap();
+        reg.renew("a1", 9_000, Some(99_000)).unwrap().unwrap();
         let rec = reg.get("a1", 1_300, LOST).unwrap().unwrap();
         assert_eq!(
             (rec.identity_expires_at, rec.certificate_expires_at),
             (9_000, 99_000)
         );
-        reg.renew("a1", 9_500, None, 1_400).unwrap().unwrap();
+        reg.renew("a1", 9_500, None).unwrap().unwrap();
         let rec = reg.get("a1", 1_400, LOST).unwrap().unwrap();
         assert_eq!(
             (rec.identity_expires_at, rec.certificate_expires_at),
@@ -399,10 +395,7 @@ mod tests {
             reg.heartbeat("a1", "0.2.0", 1_700).unwrap(),
             Err(Refusal::Revoked)
         );
-        assert_eq!(
-            reg.renew("a1", 9_900, None, 1_700).unwrap(),
-            Err(Refusal::Revoked)
-        );
+        assert_eq!(reg.renew("a1", 9_900, None).unwrap(), Err(Refusal::Revoked));
         assert_eq!(
             reg.heartbeat("nope", "0.2.0", 1_700).unwrap(),
             Err(Refusal::Unknown)
