@@ -81,6 +81,7 @@ impl Supervisor {
                 TokenVerifier::from_public_pem(&saved.state.token_public_key_pem),
             ) {
                 (Ok(c), Ok(v)) => {
+                    tracing::info!(agent_id = %saved.state.agent_id, "resuming the saved registration");
                     life = Lifecycle::resumed(controller_url, saved.state.resumed());
                     cert = Some(c);
                     verifier = Some(v);
@@ -121,7 +122,7 @@ impl Supervisor {
         )
     }
 
-    /// Runs until `stop` is cancelled.
+    /// Runs until `shutdown` is cancelled.
     pub async fn run(mut self, shutdown: CancellationToken) {
         loop {
             let now = now_ms();
