@@ -180,6 +180,7 @@ impl Actor {
                     ssh: self.config.ssh.clone(),
                     concurrency: self.config.fingerprint_concurrency,
                     timeout: self.config.fingerprint_timeout,
+                    inventory: self.config.inventory.clone(),
                 };
                 tokio::spawn(jobs::fingerprint(
                     id,
