@@ -295,8 +295,12 @@ fn the_console_embeds_the_control_plane_and_shows_live_agents() {
     }
     // The host detail: its registration as the control plane has it.
     tmux.keys(&["g", "Enter"]);
-    let screen = tmux.wait_for("registered");
+    let screen = tmux.wait_for("registry");
     assert!(screen.contains("127.9.2.1"), "{screen}");
+    assert!(
+        screen.contains("ag-"),
+        "the control plane's agent id: {screen}"
+    );
     tmux.keys(&["Escape", "q"]);
 
     std::thread::sleep(Duration::from_millis(300));
