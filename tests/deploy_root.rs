@@ -40,7 +40,7 @@ impl FakeHost {
         require_tool("nsenter");
         let setup = r#"mount -t tmpfs -o mode=755 tmpfs /usr/local/lib && \
 mount -t tmpfs -o mode=755 tmpfs /var/lib && hostname "$1" && shift && exec "$@""#;
-        let sshd = Sshd::start_with(ip, SSH_PORT, |cmd| {
+        let sshd = Sshd::start_wrapped(ip, SSH_PORT, "", |cmd| {
             let mut wrapped = Command::new("unshare");
             wrapped
                 .args(["--mount", "--uts", "--propagation", "private", "--"])

@@ -88,7 +88,7 @@ fn fixture(ip: &str, port: u16) -> Fixture {
 #[tokio::test]
 #[ignore = "needs root and sshd (openssh-server), installed by .ci/run"]
 async fn exec_returns_stdout_stderr_and_status_separately() {
-    let f = fixture("127.0.0.40", 2240);
+    let f = fixture("127.3.0.40", 2240);
     let session = connector(&f.known_hosts, HostKeyPolicy::Strict)
         .connect(&target(&f.sshd, &f.key, "root"))
         .await
@@ -118,7 +118,7 @@ async fn exec_returns_stdout_stderr_and_status_separately() {
 #[tokio::test]
 #[ignore = "needs root and sshd (openssh-server), installed by .ci/run"]
 async fn unknown_keys_are_refused_learned_on_request_and_changes_refused() {
-    let f = fixture("127.0.0.41", 2241);
+    let f = fixture("127.3.0.41", 2241);
     let fresh = f.dir.path().join("fresh_known_hosts");
     let t = target(&f.sshd, &f.key, "root");
 
@@ -133,7 +133,7 @@ async fn unknown_keys_are_refused_learned_on_request_and_changes_refused() {
     let fingerprint = learned.host_key().fingerprint();
     learned.close().await;
     let text = std::fs::read_to_string(&fresh).unwrap();
-    assert!(text.starts_with("[127.0.0.41]:2241 ssh-ed25519 "), "{text}");
+    assert!(text.starts_with("[127.3.0.41]:2241 ssh-ed25519 "), "{text}");
     // Learned: a strict connection now succeeds.
     connector(&fresh, HostKeyPolicy::Strict)
         .connect(&t)
@@ -144,7 +144,7 @@ async fn unknown_keys_are_refused_learned_on_request_and_changes_refused() {
 
     // Same address, new host key (the host was "reinstalled").
     drop(f.sshd);
-    let reinstalled = Sshd::start(None, "127.0.0.41", 2241);
+    let reinstalled = Sshd::start(None, "127.3.0.41", 2241);
     reinstalled.authorize(&public_key(&f.key));
     for policy in [HostKeyPolicy::Strict, HostKeyPolicy::AcceptNew] {
         let err = refused(&connector(&fresh, policy), &t).await;
@@ -171,7 +171,7 @@ async fn unknown_keys_are_refused_learned_on_request_and_changes_refused() {
 #[tokio::test]
 #[ignore = "needs root and sshd (openssh-server), installed by .ci/run"]
 async fn wrong_key_and_wrong_user_are_auth_failures() {
-    let f = fixture("127.0.0.42", 2242);
+    let f = fixture("127.3.0.42", 2242);
     let stranger = keygen(f.dir.path(), "stranger", "");
     let c = connector(&f.known_hosts, HostKeyPolicy::Strict);
     let err = refused(&c, &target(&f.sshd, &stranger, "root")).await;
@@ -187,7 +187,7 @@ async fn wrong_key_and_wrong_user_are_auth_failures() {
 #[tokio::test]
 #[ignore = "needs root and sshd (openssh-server), installed by .ci/run"]
 async fn encrypted_keys_are_unlocked_with_the_prompted_passphrase() {
-    let f = fixture("127.0.0.43", 2243);
+    let f = fixture("127.3.0.43", 2243);
     let locked = keygen(f.dir.path(), "locked", "correct horse");
     f.sshd.authorize(&public_key(&locked));
     let asked = Arc::new(Passphrase("correct horse", AtomicUsize::new(0)));
@@ -216,17 +216,17 @@ async fn encrypted_keys_are_unlocked_with_the_prompted_passphrase() {
 #[tokio::test]
 #[ignore = "needs root and sshd (openssh-server), installed by .ci/run"]
 async fn proxy_jump_reaches_a_host_through_another() {
-    let inner = fixture("127.0.0.44", 2244);
-    let jump = Sshd::start(None, "127.0.0.45", 2245);
+    let inner = fixture("127.3.0.44", 2244);
+    let jump = Sshd::start(None, "127.3.0.45", 2245);
     jump.authorize(&public_key(&inner.key));
     let known = std::fs::read_to_string(&inner.known_hosts).unwrap();
-    let known = format!("{known}\n[127.0.0.45]:2245 {}", jump.host_key());
+    let known = format!("{known}\n[127.3.0.45]:2245 {}", jump.host_key());
     std::fs::write(&inner.known_hosts, known).unwrap();
 
     let config = SshConfig::parse(
         &format!(
-            "Host inner\n HostName 127.0.0.44\n Port 2244\n User root\n IdentityFile {key}\n ProxyJump gw\n\
-             Host gw\n HostName 127.0.0.45\n Port 2245\n User root\n IdentityFile {key}\n",
+            "Host inner\n HostName 127.3.0.44\n Port 2244\n User root\n IdentityFile {key}\n ProxyJump gw\n\
+             Host gw\n HostName 127.3.0.45\n Port 2245\n User root\n IdentityFile {key}\n",
             key = inner.key.display()
         ),
         Path::new("test-config"),
@@ -245,7 +245,7 @@ async fn proxy_jump_reaches_a_host_through_another() {
         .unwrap();
     let out = session.run("echo $SSH_CONNECTION").await.unwrap();
     let seen = String::from_utf8_lossy(&out.stdout);
-    assert!(seen.trim_end().ends_with("127.0.0.44 2244"), "{seen}");
+    assert!(seen.trim_end().ends_with("127.3.0.44 2244"), "{seen}");
     // And it went through the jump host: its sshd accepted our key.
     let jump_log = jump.log.lock().unwrap().clone();
     assert!(
@@ -258,7 +258,7 @@ async fn proxy_jump_reaches_a_host_through_another() {
 #[ignore = "needs root and sshd (openssh-server), installed by .ci/run"]
 async fn a_listener_that_never_speaks_ssh_times_out_within_the_timeout() {
     let dir = tempfile::tempdir().unwrap();
-    let listener = TcpListener::bind("127.0.0.46:0").unwrap();
+    let listener = TcpListener::bind("127.3.0.46:0").unwrap();
     let port = listener.local_addr().unwrap().port();
     let flags = ConnectFlags {
         port: Some(port),
@@ -267,7 +267,7 @@ async fn a_listener_that_never_speaks_ssh_times_out_within_the_timeout() {
         ..ConnectFlags::default()
     };
     let t = SshTarget::resolve(
-        "127.0.0.46",
+        "127.3.0.46",
         &flags,
         &SshConfig::default(),
         &LocalUser::current(),

@@ -15,6 +15,10 @@ use crate::ssh::config::{SshConfig, parse_jumps};
 use crate::ssh::target::{default_known_hosts, default_ssh_config};
 use crate::ssh::{ConnectFlags, Connector, HostKeyPolicy, LocalUser, SshTarget, TerminalPrompt};
 
+/// Sized for real fleets: enough to hide network latency, few enough for
+/// sshd's MaxStartups and the operator's file descriptors.
+const DEFAULT_CONCURRENCY: u16 = 32;
+
 /// How to reach hosts, as ssh(1) spells it where it can.
 #[derive(Debug, Args)]
 pub struct SshArgs {
@@ -41,7 +45,7 @@ pub struct SshArgs {
     #[arg(long, value_name = "FILE")]
     ssh_config: Option<PathBuf>,
     /// Hosts fingerprinted at once.
-    #[arg(long, default_value_t = 32, value_parser = clap::value_parser!(u16).range(1..))]
+    #[arg(long, default_value_t = DEFAULT_CONCURRENCY, value_parser = clap::value_parser!(u16).range(1..))]
     concurrency: u16,
 }
 
@@ -65,7 +69,7 @@ impl SshArgs {
             || self.known_hosts.is_some()
             || self.host_key_policy != HostKeyPolicy::default()
             || self.ssh_config.is_some()
-            || self.concurrency != 32
+            || self.concurrency != DEFAULT_CONCURRENCY
     }
 
     /// Reads the ssh_config and known_hosts files; `port` overrides the

@@ -56,7 +56,10 @@ if has timeout && timeout 2 true >/dev/null 2>&1; then
 fi
 
 probe_hostname() {
-    h=$(hostname 2>/dev/null) || h=
+    # The kernel's copy first: reading it costs no process.
+    h=
+    read -r h </proc/sys/kernel/hostname
+    [ -n "$h" ] || h=$(hostname 2>/dev/null) || h=
     [ -n "$h" ] || h=$(uname -n)
     kv hostname "$h"
     # Only a name with a dot is fully qualified; otherwise hostname -f just
@@ -67,33 +70,73 @@ probe_hostname() {
     esac
 }
 
-# osval KEY FILE: KEY's value in an os-release file, quotes and escapes removed.
-osval() {
-    sed -n "s/^$1=//p" "$2" | head -n 1 |
-        sed -e 's/^"\(.*\)"$/\1/' -e "s/^'\\(.*\\)'\$/\\1/" -e 's/\\\(.\)/\1/g'
+# unquote VALUE: sets v to an os-release value without its quotes and
+# escapes. Parsed by the shell itself: on a busy host (and in sandboxes like
+# gVisor) every process started costs more than all the parsing.
+unquote() {
+    v=$1
+    case $v in
+    \"*\") v=${v#\"} v=${v%\"} ;;
+    \'*\') v=${v#\'} v=${v%\'} ;;
+    esac
+    case $v in
+    *\\*) v=$(printf '%s\n' "$v" | sed 's/\\\(.\)/\1/g') ;;
+    esac
 }
 
 probe_os() {
     for f in /etc/os-release /usr/lib/os-release; do
-        if [ -r "$f" ]; then
-            kv os_id "$(osval ID "$f")"
-            kv os_name "$(osval NAME "$f")"
-            kv os_version "$(osval VERSION_ID "$f")"
-            kv os_pretty "$(osval PRETTY_NAME "$f")"
-            return 0
-        fi
+        [ -r "$f" ] || continue
+        id= name= version= pretty=
+        while IFS= read -r line || [ -n "$line" ]; do
+            # The first line of a key wins.
+            case $line in
+            ID=*) [ -n "$id" ] || id=${line#ID=} ;;
+            NAME=*) [ -n "$name" ] || name=${line#NAME=} ;;
+            VERSION_ID=*) [ -n "$version" ] || version=${line#VERSION_ID=} ;;
+            PRETTY_NAME=*) [ -n "$pretty" ] || pretty=${line#PRETTY_NAME=} ;;
+            esac
+        done <"$f"
+        unquote "$id" && kv os_id "$v"
+        unquote "$name" && kv os_name "$v"
+        unquote "$version" && kv os_version "$v"
+        unquote "$pretty" && kv os_pretty "$v"
+        return 0
     done
 }
 
 probe_kernel() {
-    kv kernel "$(uname -srv)"
+    # uname -srv, from where uname reads it (no process); uname for the rest.
+    s= r= v=
+    {
+        read -r s </proc/sys/kernel/ostype
+        read -r r </proc/sys/kernel/osrelease
+        IFS= read -r v </proc/sys/kernel/version
+    } 2>/dev/null
+    if [ -n "$s" ] && [ -n "$r" ] && [ -n "$v" ]; then
+        kv kernel "$s $r $v"
+    else
+        kv kernel "$(uname -srv)"
+    fi
     kv arch "$(uname -m)"
 }
 
 probe_cpu() {
-    # x86 names the model; ARM only names the board or the part number.
-    for field in 'model name' 'Hardware' 'CPU part'; do
-        m=$(sed -n "s/^${field}[[:space:]]*:[[:space:]]*//p" /proc/cpuinfo | head -n 1)
+    # x86 names the model (in the first lines, where the loop stops); ARM
+    # only names the board or the part number.
+    model= hardware= part=
+    while IFS= read -r line; do
+        case $line in
+        "model name"*:*)
+            model=${line#*:}
+            break
+            ;;
+        Hardware*:*) [ -n "$hardware" ] || hardware=${line#*:} ;;
+        "CPU part"*:*) [ -n "$part" ] || part=${line#*:} ;;
+        esac
+    done </proc/cpuinfo
+    for m in "$model" "$hardware" "$part"; do
+        m=${m#"${m%%[![:space:]]*}"}
         if [ -n "$m" ]; then
             kv cpu_model "$m"
             break
@@ -114,7 +157,10 @@ probe_memory() {
     while read -r key value _; do
         case $key in
         MemTotal:) is_uint "$value" && kv mem_total_bytes $((value * 1024)) ;;
-        SwapTotal:) is_uint "$value" && kv swap_total_bytes $((value * 1024)) ;;
+        SwapTotal:)
+            is_uint "$value" && kv swap_total_bytes $((value * 1024))
+            break
+            ;;
         esac
     done </proc/meminfo
 }
@@ -122,7 +168,8 @@ probe_memory() {
 probe_root_fs() {
     # -P keeps each file system on one line; counting fields from the end
     # survives a device name with spaces in it.
-    line=$(df -P -k / | tail -n 1)
+    line=$(df -P -k /)
+    line=${line##*"$nl"}
     # shellcheck disable=SC2086 # splitting into fields is the point
     set -- $line
     [ $# -ge 6 ] || return 0
@@ -138,10 +185,11 @@ probe_uptime() {
 }
 
 probe_ids() {
-    kv boot_id "$(cat /proc/sys/kernel/random/boot_id)"
-    id=$(cat /etc/machine-id 2>/dev/null) || id=
+    read -r boot </proc/sys/kernel/random/boot_id && kv boot_id "$boot"
+    id=
+    read -r id </etc/machine-id 2>/dev/null
     # Hosts without systemd may still have D-Bus's copy.
-    [ -n "$id" ] || id=$(cat /var/lib/dbus/machine-id)
+    [ -n "$id" ] || read -r id </var/lib/dbus/machine-id
     kv machine_id "$id"
 }
 
@@ -182,17 +230,30 @@ probe_init() {
         kv init_system systemd
         return 0
     fi
-    c=$(cat /proc/1/comm)
+    read -r c </proc/1/comm
     kv init_system "${c##*/}"
 }
 
 probe_user() {
-    u=$(id -un 2>/dev/null) || u=
+    # One `id`: "uid=0(root) gid=0(root) groups=...", in coreutils and busybox.
+    ids=$(id 2>/dev/null) || ids=
+    uid= u=
+    case $ids in
+    uid=*)
+        uid=${ids#uid=}
+        uid=${uid%%[!0-9]*}
+        case $ids in
+        "uid=$uid("*)
+            u=${ids#"uid=$uid("}
+            u=${u%%")"*}
+            ;;
+        esac
+        ;;
+    esac
     [ -n "$u" ] || u=$(whoami 2>/dev/null) || u=
     [ -n "$u" ] || u=${LOGNAME:-${USER:-}}
     kv user "$u"
 
-    uid=$(id -u 2>/dev/null) || uid=
     if [ "$uid" = 0 ]; then
         kv is_root true
         kv sudo_nopasswd true

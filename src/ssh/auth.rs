@@ -11,10 +11,10 @@ use russh::keys::agent::client::AgentClient;
 use russh::keys::{HashAlg, PrivateKey, PrivateKeyWithHashAlg, PublicKey};
 use russh::{MethodKind, MethodSet};
 
-use super::client::Verifier;
 use super::error::SshError;
 use super::prompt::Prompter;
 use super::target::SshTarget;
+use super::verify::Verifier;
 
 /// How many times to ask for a passphrase or password, as OpenSSH's
 /// NumberOfPasswordPrompts.

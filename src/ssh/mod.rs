@@ -15,6 +15,7 @@ pub mod known_hosts;
 pub mod prompt;
 mod sftp;
 pub mod target;
+mod verify;
 
 pub use client::{Connector, HostKeyPolicy, Output, Session};
 pub use error::{FailureKind, SshError};

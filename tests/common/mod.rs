@@ -180,15 +180,26 @@ pub struct Sshd {
 
 impl Sshd {
     pub fn start(ns: Option<&Netns>, ip: &str, port: u16) -> Self {
-        Self::start_with(ip, port, |cmd| match ns {
+        Self::start_with(ns, ip, port, "")
+    }
+
+    /// As [`Sshd::start`], with `extra` sshd_config lines; they come first,
+    /// so they win over the defaults (sshd keeps the first value it reads).
+    pub fn start_with(ns: Option<&Netns>, ip: &str, port: u16, extra: &str) -> Self {
+        Self::start_wrapped(ip, port, extra, |cmd| match ns {
             Some(ns) => ns.wrap(&cmd),
             None => cmd,
         })
     }
 
-    /// Like [`Sshd::start`], with the sshd command wrapped by `wrap` (run
-    /// it in namespaces of the test's own, say).
-    pub fn start_with(ip: &str, port: u16, wrap: impl FnOnce(Command) -> Command) -> Self {
+    /// As [`Sshd::start_with`], with the sshd command wrapped by `wrap` (to
+    /// run it in namespaces of the test's own, say).
+    pub fn start_wrapped(
+        ip: &str,
+        port: u16,
+        extra: &str,
+        wrap: impl FnOnce(Command) -> Command,
+    ) -> Self {
         let sshd = require_tool("sshd");
         require_tool("ssh-keygen");
         std::fs::create_dir_all("/run/sshd").unwrap();
@@ -204,7 +215,7 @@ impl Sshd {
         std::fs::write(
             &config,
             format!(
-                "ListenAddress {ip}:{port}\nHostKey {}\nPidFile none\nUsePAM no\n\
+                "{extra}ListenAddress {ip}:{port}\nHostKey {}\nPidFile none\nUsePAM no\n\
                  PasswordAuthentication no\nAuthorizedKeysFile {}/authorized_keys\n\
                  StrictModes no\nPermitRootLogin prohibit-password\nMaxAuthTries 10\n\
                  Subsystem sftp internal-sftp\n",
@@ -290,6 +301,94 @@ pub fn public_key(private: &Path) -> String {
 }
 
 impl Drop for Sshd {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A throwaway local user with a password, for password authentication;
+/// removed (with its home) on drop. Needs root.
+pub struct TestUser {
+    pub name: String,
+}
+
+impl TestUser {
+    pub fn create(tag: &str, password: &str) -> Self {
+        use std::io::Write as _;
+        require_tool("useradd");
+        require_tool("chpasswd");
+        let name = format!("fc{tag}{}", std::process::id() % 100_000);
+        let _ = Command::new("userdel")
+            .args(["-r", &name])
+            .stderr(Stdio::null())
+            .status();
+        let ok = Command::new("useradd")
+            .args(["-m", "-s", "/bin/sh", &name])
+            .status()
+            .unwrap();
+        assert!(ok.success(), "useradd {name} failed");
+        let user = Self { name };
+        let mut chpasswd = Command::new("chpasswd")
+            .stdin(Stdio::piped())
+            .spawn()
+            .unwrap();
+        writeln!(chpasswd.stdin.take().unwrap(), "{}:{password}", user.name).unwrap();
+        assert!(chpasswd.wait().unwrap().success(), "chpasswd failed");
+        user
+    }
+}
+
+impl Drop for TestUser {
+    fn drop(&mut self) {
+        let _ = Command::new("userdel")
+            .args(["-r", &self.name])
+            .stderr(Stdio::null())
+            .status();
+    }
+}
+
+/// A real `ssh-agent` on its own socket, holding the keys given to
+/// [`Agent::add`]; killed on drop.
+pub struct Agent {
+    pub socket: PathBuf,
+    child: Child,
+}
+
+impl Agent {
+    pub fn start(dir: &Path) -> Self {
+        let agent = require_tool("ssh-agent");
+        let socket = dir.join("agent.sock");
+        let child = Command::new(agent)
+            .arg("-D")
+            .arg("-a")
+            .arg(&socket)
+            .stdout(Stdio::null())
+            .spawn()
+            .unwrap();
+        let deadline = std::time::Instant::now() + Duration::from_secs(5);
+        while !socket.exists() {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "ssh-agent did not start"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        Self { socket, child }
+    }
+
+    pub fn add(&self, key: &Path) {
+        let ok = Command::new(require_tool("ssh-add"))
+            .arg(key)
+            .env("SSH_AUTH_SOCK", &self.socket)
+            .stderr(Stdio::null())
+            .status()
+            .unwrap();
+        assert!(ok.success(), "ssh-add failed");
+    }
+}
+
+impl Drop for Agent {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
