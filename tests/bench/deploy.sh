@@ -34,9 +34,13 @@ export FLEETCTL_CONFIG=$work/config.toml FLEETCTL_DATA_DIR=$work/data
 pids=()
 
 cleanup() {
+    # Every process in a host's mount namespace is the bench's own: its
+    # sshd, sessions and agents (even one whose pidfile was never written).
     for pid in "${pids[@]}"; do
-        nsenter -t "$pid" -m -- sh -c 'kill $(cat /var/lib/fleetctl/agent.pid) 2>/dev/null' || true
-        kill "$pid" 2>/dev/null || true
+        ns=$(readlink "/proc/$pid/ns/mnt" 2>/dev/null) || continue
+        for p in /proc/[0-9]*; do
+            [ "$(readlink "$p/ns/mnt" 2>/dev/null)" = "$ns" ] && kill "${p#/proc/}" 2>/dev/null
+        done
     done
     [ -n "${serve_pid:-}" ] && kill "$serve_pid" 2>/dev/null || true
     wait 2>/dev/null || true
