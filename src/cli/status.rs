@@ -125,8 +125,10 @@ pub async fn run(args: StatusArgs, ctx: &Context) -> anyhow::Result<ExitCode> {
             args.wait
         );
     }
-    // The snapshot published after those events.
+    // Events go out while the engine handles a batch; the snapshot after
+    // it is the next one published from now (at most a second away).
     let mut watch = engine.watch();
+    watch.borrow_and_update();
     let _ = tokio::time::timeout(Duration::from_secs(2), watch.changed()).await;
     let fleet = engine.snapshot();
     drop(engine);
