@@ -7,14 +7,17 @@
 // Tests may unwrap: a panic there is a failed test, which is the point.
 #![cfg_attr(test, allow(clippy::unwrap_used))]
 
+pub mod agent;
 pub mod auth;
 pub mod cli;
 pub mod config;
 pub mod control;
+pub mod deploy;
 pub mod engine;
 pub mod fingerprint;
 pub mod model;
 pub mod pki;
+pub mod poll;
 pub mod sandbox;
 pub mod scan;
 pub mod ssh;

@@ -1,7 +1,10 @@
 //! Command-line front end: argument parsing, tracing, dispatch, exit codes.
 
+mod agent;
 mod agents;
 mod config_cmd;
+mod console;
+mod deploy;
 mod facts_output;
 mod fingerprint;
 mod output;
@@ -9,10 +12,11 @@ mod scan;
 mod scan_ssh;
 mod serve;
 mod ssh_opts;
+mod status;
 mod token;
 mod tui;
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use anyhow::Context as _;
@@ -55,6 +59,16 @@ enum Command {
     Scan(scan::ScanArgs),
     /// Learn what hosts are (OS, kernel, CPUs, memory, host key...) over SSH.
     Fingerprint(fingerprint::FingerprintArgs),
+    /// Push the agent to hosts, start it, and wait until it is registered.
+    Deploy(deploy::DeployArgs),
+    /// Stop the agent on hosts and remove everything deploy wrote.
+    Undeploy(deploy::UndeployArgs),
+    /// The fleet as the console sees it, once: inventory, registry and every
+    /// agent read (table, or -o json|jsonl|csv).
+    Status(status::StatusArgs),
+    /// Run the node agent: stats API, enrollment and renewal (what `deploy`
+    /// launches on each host). Its settings come from --config FILE.
+    Agent,
     /// Show where fleetctl keeps things, and its settings.
     #[command(subcommand)]
     Config(config_cmd::ConfigCommand),
@@ -89,18 +103,12 @@ pub struct Context {
 }
 
 impl Context {
-    fn load(cli: &Cli) -> anyhow::Result<Self> {
+    fn load(config_flag: Option<&Path>, data_dir_flag: Option<&Path>) -> anyhow::Result<Self> {
         let dirs = Paths::platform();
-        let config_file =
-            Paths::config_file(cli.config.as_deref(), dirs.as_ref()).map_err(BadInput::wrap)?;
-        let config = Config::load(&config_file, cli.config.is_some()).map_err(BadInput::wrap)?;
-        let paths = Paths::resolve(
-            config_file,
-            cli.data_dir.as_deref(),
-            &config.paths,
-            dirs.as_ref(),
-        )
-        .map_err(BadInput::wrap)?;
+        let config_file = Paths::config_file(config_flag, dirs.as_ref()).map_err(BadInput::wrap)?;
+        let config = Config::load(&config_file, config_flag.is_some()).map_err(BadInput::wrap)?;
+        let paths = Paths::resolve(config_file, data_dir_flag, &config.paths, dirs.as_ref())
+            .map_err(BadInput::wrap)?;
         Ok(Self { config, paths })
     }
 }
@@ -108,16 +116,20 @@ impl Context {
 /// Entry point of the binary.
 #[must_use]
 pub fn main() -> ExitCode {
-    let mut cli = Cli::parse();
-    let command = cli
-        .command
-        .take()
-        .unwrap_or_else(|| Command::Tui(tui::TuiArgs::default()));
-    // The console logs to a file: the terminal is its screen.
-    if !matches!(command, Command::Tui(_)) {
-        init_tracing();
+    let Cli {
+        config,
+        data_dir,
+        command,
+    } = Cli::parse();
+    let command = command.unwrap_or_else(|| Command::Tui(tui::TuiArgs::default()));
+    // The console logs to a file: the terminal is its screen. The agent is a
+    // service: what it does is worth seeing by default.
+    match command {
+        Command::Tui(_) => {}
+        Command::Agent => init_tracing("info"),
+        _ => init_tracing("warn"),
     }
-    let result = Context::load(&cli).and_then(|ctx| run(command, &ctx));
+    let result = run(command, config.as_deref(), data_dir.as_deref());
     match result {
         Ok(code) => code,
         Err(err) if is_broken_pipe(&err) => {
@@ -135,16 +147,26 @@ pub fn main() -> ExitCode {
     }
 }
 
-fn run(command: Command, ctx: &Context) -> anyhow::Result<ExitCode> {
+fn run(
+    command: Command,
+    config: Option<&Path>,
+    data_dir: Option<&Path>,
+) -> anyhow::Result<ExitCode> {
+    let ctx = || Context::load(config, data_dir);
     match command {
-        Command::Config(cmd) => Ok(config_cmd::run(&cmd, ctx)),
-        Command::Tui(args) => tui::run(&args, ctx),
-        Command::Scan(args) => runtime()?.block_on(scan::run(args, ctx)),
-        Command::Fingerprint(args) => runtime()?.block_on(fingerprint::run(args, ctx)),
-        Command::Serve(args) => runtime()?.block_on(serve::run(args, ctx)),
-        Command::Token(cmd) => token::run(&cmd, ctx),
-        Command::Agents(args) => runtime()?.block_on(agents::agents(args, ctx)),
-        Command::Revoke(args) => runtime()?.block_on(agents::revoke(args, ctx)),
+        // The agent's config file is its own, not the console's.
+        Command::Agent => agent::run(config),
+        Command::Config(cmd) => Ok(config_cmd::run(&cmd, &ctx()?)),
+        Command::Tui(args) => tui::run(&args, &ctx()?),
+        Command::Scan(args) => runtime()?.block_on(scan::run(args, &ctx()?)),
+        Command::Fingerprint(args) => runtime()?.block_on(fingerprint::run(args, &ctx()?)),
+        Command::Deploy(args) => runtime()?.block_on(deploy::run_deploy(args, &ctx()?)),
+        Command::Undeploy(args) => runtime()?.block_on(deploy::run_undeploy(args, &ctx()?)),
+        Command::Serve(args) => runtime()?.block_on(serve::run(args, &ctx()?)),
+        Command::Status(args) => runtime()?.block_on(status::run(args, &ctx()?)),
+        Command::Token(cmd) => token::run(&cmd, &ctx()?),
+        Command::Agents(args) => runtime()?.block_on(agents::agents(args, &ctx()?)),
+        Command::Revoke(args) => runtime()?.block_on(agents::revoke(args, &ctx()?)),
     }
 }
 
@@ -162,10 +184,10 @@ fn is_broken_pipe(err: &anyhow::Error) -> bool {
     })
 }
 
-/// Headless commands log to stderr; `RUST_LOG` picks what (default: warnings).
-fn init_tracing() {
+/// Headless commands log to stderr; `RUST_LOG` picks what (default: `default`).
+fn init_tracing(default: &str) {
     use tracing_subscriber::EnvFilter;
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("warn"));
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default));
     let _ = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)

@@ -3,15 +3,12 @@
 use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
-use std::time::Duration;
 
 use anyhow::Context as _;
 use clap::Args;
 
 use super::{BadInput, Context};
-use crate::engine::{self, EngineConfig, SshSettings};
-use crate::ssh::target::{default_known_hosts, default_ssh_config};
-use crate::ssh::{ConnectFlags, HostKeyPolicy, LocalUser};
+use crate::engine;
 use crate::tui::app::App;
 use crate::tui::theme::{ThemeSet, no_color_requested};
 
@@ -46,24 +43,18 @@ pub fn run(args: &TuiArgs, ctx: &Context) -> anyhow::Result<ExitCode> {
     let _log = init_file_logging(&ctx.paths.log_dir)?;
     tracing::info!(theme = %theme.name, "console starting");
 
-    let local = LocalUser::current();
-    let config = EngineConfig {
-        inventory: Some(ctx.paths.inventory()),
-        scan: ctx.config.scan.clone(),
-        max_in_flight: raise_open_files_limit(),
-        ssh: SshSettings {
-            known_hosts: default_known_hosts(&local),
-            ssh_config: default_ssh_config(&local),
-            policy: HostKeyPolicy::Strict,
-            flags: ConnectFlags::default(),
-        },
-        fingerprint_concurrency: 32,
-        fingerprint_timeout: Duration::from_secs(30),
-    };
+    let max_in_flight = raise_open_files_limit();
     let app = App::new(themes, theme);
     super::runtime()?.block_on(async move {
+        let (link, embedded, source) = super::console::control(ctx).await?;
+        tracing::info!(?source, "control plane");
+        let config = super::console::engine_config(ctx, link, max_in_flight);
         let (engine, events) = engine::spawn(config);
-        crate::tui::run(engine, events, app).await
+        let result = crate::tui::run(engine, events, app).await;
+        if let Some(embedded) = embedded {
+            embedded.stop().await;
+        }
+        result.context("the console failed")
     })?;
     Ok(ExitCode::SUCCESS)
 }

@@ -13,6 +13,7 @@ use directories::ProjectDirs;
 use serde::{Deserialize, Serialize};
 
 use crate::scan::MethodChoice;
+use crate::ssh::HostKeyPolicy;
 pub use duration::parse_duration;
 
 /// The default configuration file, commented; `fleetctl config default` prints it.
@@ -27,6 +28,122 @@ pub struct Config {
     pub scan: ScanConfig,
     pub control: ControlConfig,
     pub tui: TuiConfig,
+    pub ssh: SshConsoleConfig,
+    pub engine: EngineSettings,
+}
+
+/// `[ssh]`: how the console (and `fleetctl status`) reach hosts over SSH.
+/// Headless commands take the same settings as flags.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct SshConsoleConfig {
+    /// Log in as this user [default: ~/.ssh/config, else the local user].
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub user: Option<String>,
+    /// Identity files tried before the config's and the defaults.
+    pub identities: Vec<PathBuf>,
+    /// [default: ~/.ssh/known_hosts]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub known_hosts: Option<PathBuf>,
+    /// [default: ~/.ssh/config]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ssh_config: Option<PathBuf>,
+    /// Unknown host keys: strict, accept-new, or ask (a modal in the console).
+    pub host_key_policy: HostKeyPolicy,
+    /// Hosts fingerprinted, deployed or undeployed at once.
+    pub concurrency: usize,
+    /// Time allowed per host for fingerprinting.
+    #[serde(with = "duration")]
+    pub timeout: Duration,
+}
+
+impl Default for SshConsoleConfig {
+    fn default() -> Self {
+        Self {
+            user: None,
+            identities: Vec::new(),
+            known_hosts: None,
+            ssh_config: None,
+            host_key_policy: HostKeyPolicy::Ask,
+            concurrency: 32,
+            timeout: Duration::from_secs(30),
+        }
+    }
+}
+
+/// `[engine]`: how the console watches agents.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct EngineSettings {
+    /// How often each agent's stats are read.
+    #[serde(with = "duration")]
+    pub poll_interval: Duration,
+    /// Time allowed for one stats read.
+    #[serde(with = "duration")]
+    pub poll_timeout: Duration,
+    /// Stats reads at once.
+    pub poll_concurrency: usize,
+    /// Longest wait between reads of an agent that does not answer.
+    #[serde(with = "duration")]
+    pub poll_max_backoff: Duration,
+    /// How often the control plane's registry is read.
+    #[serde(with = "duration")]
+    pub registry_interval: Duration,
+    /// Where deployed agents listen; `{host}` stands for the host's address.
+    pub agent_listen: String,
+    /// Which control plane the console uses.
+    pub control: ControlChoice,
+}
+
+/// `engine.control`: embed the control plane in the console, or use one
+/// that runs elsewhere.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum ControlChoice {
+    /// `control.url` set: use it; else embed on `control.listen` (or use
+    /// the `fleetctl serve` already listening there).
+    #[default]
+    Auto,
+    /// Always embed on `control.listen`; agents are told `control.url`
+    /// when set (a name they can reach).
+    Embed,
+    /// Never embed: use `control.url` (else `https://<control.listen>`).
+    External,
+}
+
+impl Default for EngineSettings {
+    fn default() -> Self {
+        Self {
+            poll_interval: Duration::from_secs(2),
+            poll_timeout: Duration::from_secs(3),
+            poll_concurrency: 256,
+            poll_max_backoff: Duration::from_mins(1),
+            registry_interval: Duration::from_secs(5),
+            agent_listen: "0.0.0.0:9701".into(),
+            control: ControlChoice::Auto,
+        }
+    }
+}
+
+impl EngineSettings {
+    fn check(&self) -> Result<(), String> {
+        for (name, d) in [
+            ("poll_interval", self.poll_interval),
+            ("poll_timeout", self.poll_timeout),
+            ("registry_interval", self.registry_interval),
+        ] {
+            if d.is_zero() {
+                return Err(format!("engine.{name}: must be more than 0"));
+            }
+        }
+        if self.poll_concurrency == 0 {
+            return Err("engine.poll_concurrency: must be at least 1".into());
+        }
+        if self.poll_max_backoff < self.poll_interval {
+            return Err("engine.poll_max_backoff: must be at least poll_interval".into());
+        }
+        Ok(())
+    }
 }
 
 /// The console's settings.
@@ -195,9 +312,16 @@ impl Config {
                 message: "scan.ports: port 0 cannot be probed".into(),
             });
         }
+        if config.ssh.concurrency == 0 {
+            return Err(ConfigError::Invalid {
+                path: path.to_owned(),
+                message: "ssh.concurrency: must be at least 1".into(),
+            });
+        }
         config
             .control
             .check()
+            .and_then(|()| config.engine.check())
             .map_err(|message| ConfigError::Invalid {
                 path: path.to_owned(),
                 message,
@@ -343,6 +467,37 @@ mod tests {
             let err = Config::parse(text, path).unwrap_err().to_string();
             assert!(err.contains("/etc/fleetctl.toml"), "{err}");
             assert!(err.contains(needle), "{text:?}: {err}");
+        }
+    }
+
+    #[test]
+    fn console_settings_parse_and_bad_ones_name_their_key() {
+        let path = Path::new("c.toml");
+        let c = Config::parse(
+            "[ssh]\nhost_key_policy = \"strict\"\nuser = \"ops\"\n\
+             [engine]\ncontrol = \"embed\"\npoll_interval = \"500ms\"\n",
+            path,
+        )
+        .unwrap();
+        assert_eq!(c.ssh.host_key_policy, HostKeyPolicy::Strict);
+        assert_eq!(c.ssh.user.as_deref(), Some("ops"));
+        assert_eq!(c.engine.control, ControlChoice::Embed);
+        assert_eq!(c.engine.poll_interval, Duration::from_millis(500));
+        assert_eq!(Config::default().ssh.host_key_policy, HostKeyPolicy::Ask);
+        for (text, key) in [
+            (
+                "[engine]\npoll_concurrency = 0\n",
+                "engine.poll_concurrency",
+            ),
+            (
+                "[engine]\npoll_interval = \"10s\"\npoll_max_backoff = \"5s\"\n",
+                "engine.poll_max_backoff",
+            ),
+            ("[ssh]\nconcurrency = 0\n", "ssh.concurrency"),
+            ("[engine]\ncontrol = \"maybe\"\n", "control"),
+        ] {
+            let err = Config::parse(text, path).unwrap_err().to_string();
+            assert!(err.contains(key) && err.contains("c.toml"), "{text}: {err}");
         }
     }
 

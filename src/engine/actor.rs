@@ -11,15 +11,20 @@ use tokio::sync::{mpsc, oneshot, watch};
 use tokio::time::{Instant, MissedTickBehavior};
 use tokio_util::sync::CancellationToken;
 
+use super::deploy::{self as deploy_jobs, DeployJob};
 use super::jobs::{self, FingerprintJob, JobMsg, ScanJob};
-use super::state::{FleetSnapshot, HostView, JobView, Sample};
+use super::poller;
+use super::state::{FleetSnapshot, HostView, JobView};
 use super::{
     Answer, Command, EngineConfig, Event, JobId, JobKind, JobOutcome, Prompt, PromptId, PromptKind,
 };
 use crate::fingerprint::job::Fingerprint;
-use crate::model::{AgentState, AgentStats, HostScan, Reach, SshState};
+use crate::model::{HostScan, Reach, SshState};
 use crate::ssh::FailureKind;
 use crate::store::{StoredHost, now_unix};
+
+mod agents;
+mod merge;
 
 /// Messages handled before a snapshot is published, at most: a flood of
 /// scan results still shows progress.
@@ -46,6 +51,8 @@ struct Actor {
     to_self: mpsc::UnboundedSender<JobMsg>,
     /// Parent of every job's token: dropping the engine cancels them all.
     root: CancellationToken,
+    /// Why the registry could not be read, while it cannot.
+    registry_error: Option<String>,
 }
 
 /// Serves commands until the last handle is dropped.
@@ -69,8 +76,18 @@ pub(super) async fn run(
         snapshot,
         to_self,
         root: CancellationToken::new(),
+        registry_error: None,
     };
     actor.refresh();
+    if let Some(link) = actor.config.control.clone() {
+        tokio::spawn(poller::run(
+            actor.config.poll.clone(),
+            link,
+            actor.config.inventory.clone(),
+            actor.to_self.clone(),
+            actor.root.child_token(),
+        ));
+    }
     let mut tick = tokio::time::interval(REPUBLISH_EVERY);
     tick.set_missed_tick_behavior(MissedTickBehavior::Skip);
     loop {
@@ -164,6 +181,7 @@ impl Actor {
                     ssh: self.config.ssh.clone(),
                     concurrency: self.config.fingerprint_concurrency,
                     timeout: self.config.fingerprint_timeout,
+                    inventory: self.config.inventory.clone(),
                 };
                 tokio::spawn(jobs::fingerprint(
                     id,
@@ -173,9 +191,31 @@ impl Actor {
                     self.to_self.clone(),
                 ));
             }
-            Command::Deploy { hosts } => self.not_built(JobKind::Deploy, &hosts),
-            Command::Undeploy { hosts } => self.not_built(JobKind::Undeploy, &hosts),
-            Command::Revoke { hosts } => self.not_built(JobKind::Revoke, &hosts),
+            Command::Deploy { hosts } => {
+                let (id, cancel) =
+                    self.start_job(JobKind::Deploy, hosts_label(&hosts), hosts.len() as u64);
+                let job = self.deploy_job();
+                tokio::spawn(deploy_jobs::deploy(
+                    id,
+                    hosts,
+                    job,
+                    cancel,
+                    self.to_self.clone(),
+                ));
+            }
+            Command::Undeploy { hosts } => {
+                let (id, cancel) =
+                    self.start_job(JobKind::Undeploy, hosts_label(&hosts), hosts.len() as u64);
+                let job = self.deploy_job();
+                tokio::spawn(deploy_jobs::undeploy(
+                    id,
+                    hosts,
+                    job,
+                    cancel,
+                    self.to_self.clone(),
+                ));
+            }
+            Command::Revoke { hosts } => self.revoke(&hosts),
             Command::Refresh => self.refresh(),
             Command::CancelJob(id) => {
                 if let Some(job) = self.jobs.get(&id) {
@@ -191,20 +231,53 @@ impl Actor {
         }
     }
 
-    /// Jobs whose capability is not in this build yet end at once, saying so.
-    fn not_built(&mut self, kind: JobKind, hosts: &[IpAddr]) {
-        let (id, _) = self.start_job(kind, hosts_label(hosts), hosts.len() as u64);
-        let what = match kind {
-            JobKind::Deploy | JobKind::Undeploy => "the deploy job (issue 5)",
-            _ => "the control plane client",
+    fn deploy_job(&self) -> DeployJob {
+        DeployJob {
+            ssh: self.config.ssh.clone(),
+            concurrency: self.config.fingerprint_concurrency,
+            control: self.config.control.clone(),
+            settings: self.config.deploy.clone(),
+            inventory: self.config.inventory.clone(),
+        }
+    }
+
+    /// Revokes the agents of `hosts`, as the registry names them.
+    fn revoke(&mut self, hosts: &[IpAddr]) {
+        let (id, cancel) = self.start_job(JobKind::Revoke, hosts_label(hosts), hosts.len() as u64);
+        let Some(link) = self.config.control.clone() else {
+            self.end_job(
+                id,
+                JobOutcome::Failed(
+                    "no control plane to revoke at: set control.url, or let the console embed one"
+                        .into(),
+                ),
+            );
+            return;
         };
-        self.end_job(
+        let mut agents = Vec::new();
+        for addr in hosts {
+            match self.hosts.get(addr).and_then(|h| h.registry.as_ref()) {
+                Some(record) => agents.push((*addr, record.agent_id.clone())),
+                None => self.emit(Event::Error {
+                    addr: Some(*addr),
+                    message: "no agent of this host is registered: nothing to revoke".into(),
+                }),
+            }
+        }
+        if agents.is_empty() {
+            self.end_job(
+                id,
+                JobOutcome::Failed("none of these hosts has a registered agent".into()),
+            );
+            return;
+        }
+        tokio::spawn(deploy_jobs::revoke(
             id,
-            JobOutcome::Failed(format!(
-                "{} is not available yet: {what} is not wired into the engine in this build",
-                kind.as_str()
-            )),
-        );
+            agents,
+            link,
+            cancel,
+            self.to_self.clone(),
+        ));
     }
 
     fn refresh(&mut self) {
@@ -248,7 +321,40 @@ impl Actor {
             }
             JobMsg::Scanned { host } => self.scanned(host),
             JobMsg::Fingerprinted { result } => self.fingerprinted(*result),
-            JobMsg::Inventory { hosts } => self.inventory(hosts),
+            JobMsg::Inventory {
+                hosts,
+                facts,
+                deployments,
+            } => {
+                self.inventory(hosts);
+                self.stored_facts(facts);
+                self.deployments(deployments);
+            }
+            JobMsg::Stats {
+                addr,
+                result,
+                failures,
+                retry_in,
+            } => {
+                self.stats(addr, result);
+                if let Some(host) = self.hosts.get_mut(&addr) {
+                    let host = Arc::make_mut(host);
+                    host.poll_failures = failures;
+                    host.poll_retry_in = retry_in;
+                }
+            }
+            JobMsg::Registry(result) => self.registry(result),
+            JobMsg::PollRound {
+                polled,
+                answering,
+                agents,
+            } => self.emit(Event::PollRound {
+                polled,
+                answering,
+                agents,
+            }),
+            JobMsg::Deploy { addr, event } => self.deploy_event(addr, event),
+            JobMsg::Revoked { addr, result } => self.revoked(addr, result),
             JobMsg::Ended { id, outcome } => self.end_job(id, outcome),
             JobMsg::Prompt { job, kind, reply } => self.prompt(job, kind, reply),
         }
@@ -358,65 +464,6 @@ impl Actor {
                 host.ssh_error = Some(error.clone());
                 host.log(now, format!("fingerprint failed: {error}"));
                 self.emit(Event::SshFailed { addr, state, error });
-            }
-        }
-    }
-
-    fn stats(&mut self, addr: IpAddr, result: Result<Box<AgentStats>, String>) {
-        let Some(host) = self.hosts.get_mut(&addr) else {
-            tracing::debug!(%addr, "stats for a host not in the fleet: ignored");
-            return;
-        };
-        let host = Arc::make_mut(host);
-        let now = now_unix();
-        let from = host.agent;
-        self.dirty = true;
-        match result {
-            Ok(stats) => {
-                host.history.push(Sample {
-                    at: Instant::now(),
-                    cpu_pct: stats.cpu.total_pct as f32,
-                    mem_pct: stats.memory.used_pct() as f32,
-                });
-                if host.registration != stats.registration.state {
-                    host.log(now, format!("registration: {}", stats.registration.state));
-                    host.registration = stats.registration.state;
-                }
-                if host.token != stats.token.state {
-                    host.log(now, format!("token: {}", stats.token.state));
-                    host.token = stats.token.state;
-                }
-                host.token_expires_at = stats
-                    .token
-                    .expires_at
-                    .or_else(|| stats.token.seconds_left.map(|left| now + left));
-                host.last_seen = Some(now);
-                host.stats_error = None;
-                host.stats = Some(Arc::new(*stats));
-                host.agent = AgentState::Running;
-                host.deploy_step = None;
-                if from != AgentState::Running {
-                    host.log(now, "agent answering");
-                    self.emit(Event::AgentChanged {
-                        addr,
-                        from,
-                        to: AgentState::Running,
-                        error: None,
-                    });
-                }
-            }
-            Err(error) => {
-                host.stats_error = Some(error.clone());
-                if from != AgentState::Unreachable {
-                    host.agent = AgentState::Unreachable;
-                    host.log(now, format!("agent not answering: {error}"));
-                    self.emit(Event::AgentChanged {
-                        addr,
-                        from,
-                        to: AgentState::Unreachable,
-                        error: Some(error),
-                    });
-                }
             }
         }
     }

@@ -25,6 +25,9 @@ fn actor() -> (
         },
         fingerprint_concurrency: 1,
         fingerprint_timeout: Duration::from_secs(1),
+        control: None,
+        poll: crate::engine::PollSettings::default(),
+        deploy: crate::engine::DeploySettings::default(),
     };
     let actor = Actor {
         config,
@@ -39,6 +42,7 @@ fn actor() -> (
         snapshot,
         to_self,
         root: CancellationToken::new(),
+        registry_error: None,
     };
     (actor, event_rx, from_jobs)
 }
@@ -76,7 +80,9 @@ async fn ending_a_job_withdraws_its_prompts_and_the_asker_gets_no_answer() {
     let (mut actor, mut events, mut from_jobs) = actor();
     let (job, _) = actor.start_job(JobKind::Fingerprint, "h".into(), 1);
     let prompter = EnginePrompter::new(Some(job), actor.to_self.clone());
-    let asking = tokio::spawn(async move { prompter.confirm_host_key("h", "SHA256:abc").await });
+    let asking = tokio::spawn(async move {
+        crate::ssh::Prompter::confirm_host_key(&prompter, "h", "ssh-ed25519", "SHA256:abc").await
+    });
     let msg = from_jobs.recv().await.unwrap();
     actor.job_msg(msg);
     actor.end_job(job, JobOutcome::Cancelled);

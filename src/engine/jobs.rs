@@ -14,12 +14,14 @@ use super::prompt::EnginePrompter;
 use super::{Answer, JobId, JobOutcome, PromptKind, SshSettings};
 use crate::config::ScanConfig;
 use crate::fingerprint::job::{self as fingerprint_job, Fingerprint};
+use crate::model::AgentStats;
 use crate::model::HostScan;
+use crate::model::control::AgentRecord;
 use crate::scan::targets;
 use crate::scan::{self, Method, ProbePlan, ScanOptions, ScanProgress};
 use crate::ssh::config::SshConfig;
 use crate::ssh::{Connector, LocalUser, SshTarget};
-use crate::store::{Inventory, StoredHost};
+use crate::store::{Deployment, Inventory, StoredFacts, StoredHost};
 
 /// How often running jobs report progress.
 const PROGRESS_EVERY: Duration = Duration::from_millis(250);
@@ -42,6 +44,33 @@ pub(super) enum JobMsg {
     },
     Inventory {
         hosts: Vec<StoredHost>,
+        facts: Vec<StoredFacts>,
+        deployments: Vec<Deployment>,
+    },
+    /// One stats read (from the poller): `failures` in a row, and when the
+    /// next read comes after a failure.
+    Stats {
+        addr: IpAddr,
+        result: Result<Box<AgentStats>, String>,
+        failures: u32,
+        retry_in: Option<Duration>,
+    },
+    /// A read of the control plane's registry.
+    Registry(Result<Vec<AgentRecord>, String>),
+    PollRound {
+        polled: u64,
+        answering: u64,
+        agents: u64,
+    },
+    /// A deploy or undeploy event of one host.
+    Deploy {
+        addr: IpAddr,
+        event: crate::deploy::Event,
+    },
+    /// A revocation's answer.
+    Revoked {
+        addr: IpAddr,
+        result: Result<AgentRecord, String>,
     },
     Ended {
         id: JobId,
@@ -55,7 +84,7 @@ pub(super) enum JobMsg {
 }
 
 /// Reports a job's end: cancelled if its token fired, else what it returned.
-fn end(
+pub(super) fn end(
     tx: &mpsc::UnboundedSender<JobMsg>,
     id: JobId,
     cancel: &CancellationToken,
@@ -71,11 +100,23 @@ fn end(
 
 /// Reads the inventory: the fleet as it was when the console last closed.
 pub(super) async fn load_inventory(id: JobId, path: PathBuf, tx: mpsc::UnboundedSender<JobMsg>) {
-    let read = tokio::task::spawn_blocking(move || Inventory::open(&path)?.hosts()).await;
+    let read = tokio::task::spawn_blocking(move || {
+        let inventory = Inventory::open(&path)?;
+        Ok::<_, crate::store::StoreError>((
+            inventory.hosts()?,
+            inventory.all_facts()?,
+            inventory.deployments()?,
+        ))
+    })
+    .await;
     let result = match read {
-        Ok(Ok(hosts)) => {
+        Ok(Ok((hosts, facts, deployments))) => {
             let summary = format!("{} hosts from the inventory", hosts.len());
-            let _ = tx.send(JobMsg::Inventory { hosts });
+            let _ = tx.send(JobMsg::Inventory {
+                hosts,
+                facts,
+                deployments,
+            });
             Ok(summary)
         }
         Ok(Err(e)) => Err(e.to_string()),
@@ -210,6 +251,8 @@ pub(super) struct FingerprintJob {
     pub ssh: SshSettings,
     pub concurrency: usize,
     pub timeout: Duration,
+    /// Where outcomes are recorded (as `fleetctl fingerprint` records them).
+    pub inventory: Option<PathBuf>,
 }
 
 /// Fingerprints `hosts` over SSH; each host's outcome goes to the actor.
@@ -231,7 +274,55 @@ async fn run_fingerprint(
     cancel: &CancellationToken,
     tx: &mpsc::UnboundedSender<JobMsg>,
 ) -> Result<String, String> {
-    let ssh = job.ssh;
+    let (connector, targets) = ssh_setup(id, &job.ssh, &hosts, tx).await?;
+    let total = targets.len() as u64;
+    let (out_tx, mut out_rx) = mpsc::unbounded_channel();
+    let running = tokio::spawn(fingerprint_job::run(
+        connector,
+        targets,
+        job.concurrency,
+        job.timeout,
+        cancel.clone(),
+        out_tx,
+    ));
+    let _ = tx.send(JobMsg::Progress { id, done: 0, total });
+    let (mut done, mut failed) = (0, 0);
+    let mut results = Vec::new();
+    while let Some(result) = out_rx.recv().await {
+        done += 1;
+        failed += u64::from(result.failure.is_some());
+        results.push(result.clone());
+        let _ = tx.send(JobMsg::Fingerprinted {
+            result: Box::new(result),
+        });
+        let _ = tx.send(JobMsg::Progress { id, done, total });
+    }
+    running
+        .await
+        .map_err(|e| format!("the fingerprint task failed: {e}"))?;
+    if let Some(path) = job.inventory {
+        let record = tokio::task::spawn_blocking(move || {
+            Inventory::open(&path)?.record_fingerprints(&results)
+        })
+        .await;
+        match record {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => return Err(format!("fingerprinted but not recorded: {e}")),
+            Err(e) => return Err(format!("the inventory writer stopped: {e}")),
+        }
+    }
+    Ok(format!("{} ok, {failed} failed of {total}", done - failed))
+}
+
+/// Reads ssh_config and known_hosts, and resolves each host to a target;
+/// questions (passphrases, unknown host keys) go to the front end on
+/// behalf of job `id`.
+pub(super) async fn ssh_setup(
+    id: JobId,
+    ssh: &SshSettings,
+    hosts: &[IpAddr],
+    tx: &mpsc::UnboundedSender<JobMsg>,
+) -> Result<(Arc<Connector>, Vec<SshTarget>), String> {
     let (config, connector) = tokio::task::spawn_blocking({
         let ssh = ssh.clone();
         let prompter = Arc::new(EnginePrompter::new(Some(id), tx.clone()));
@@ -249,28 +340,5 @@ async fn run_fingerprint(
         .iter()
         .map(|addr| SshTarget::resolve(&addr.to_string(), &ssh.flags, &config, &local))
         .collect::<Result<Vec<_>, _>>()?;
-    let total = targets.len() as u64;
-    let (out_tx, mut out_rx) = mpsc::unbounded_channel();
-    let running = tokio::spawn(fingerprint_job::run(
-        Arc::new(connector),
-        targets,
-        job.concurrency,
-        job.timeout,
-        cancel.clone(),
-        out_tx,
-    ));
-    let _ = tx.send(JobMsg::Progress { id, done: 0, total });
-    let (mut done, mut failed) = (0, 0);
-    while let Some(result) = out_rx.recv().await {
-        done += 1;
-        failed += u64::from(result.failure.is_some());
-        let _ = tx.send(JobMsg::Fingerprinted {
-            result: Box::new(result),
-        });
-        let _ = tx.send(JobMsg::Progress { id, done, total });
-    }
-    running
-        .await
-        .map_err(|e| format!("the fingerprint task failed: {e}"))?;
-    Ok(format!("{} ok, {failed} failed of {total}", done - failed))
+    Ok((Arc::new(connector), targets))
 }

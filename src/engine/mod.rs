@@ -4,16 +4,23 @@
 //! ```text
 //!  EngineHandle (cloneable) ──Command──▶ actor task ──Event──▶ front end
 //!                                        │  owns the fleet,   (unbounded, never waits)
-//!                                        │  spawns jobs ◀─────── JobMsg (scan, fingerprint)
+//!                                        │  spawns jobs ◀─────── JobMsg (scan, fingerprint,
+//!                                        │                        deploy, undeploy, revoke)
+//!                                        │  ◀── poller ───────── JobMsg (stats, registry)
 //!  front end ◀── watch<Arc<FleetSnapshot>> ┘  publishes after each batch of messages
 //! ```
+//!
+//! With a [`ControlLink`] the actor runs the [`poller`]: every agent's
+//! stats and the control plane's registry, merged into the hosts.
 //!
 //! An actor in the shape of Alice Ryhl's "Actors with Tokio": the task ends
 //! when the last handle is dropped, cancelling its jobs. Every channel the
 //! front end sends on is unbounded, so a key press never waits on the engine.
 
 mod actor;
+pub mod deploy;
 mod jobs;
+pub mod poller;
 mod prompt;
 pub mod state;
 
@@ -222,6 +229,13 @@ pub enum Event {
     PromptWithdrawn {
         id: PromptId,
     },
+    /// Every stats read started so far has come back: `polled` reads since
+    /// the last round; `answering` of the `agents` known answered their last.
+    PollRound {
+        polled: u64,
+        answering: u64,
+        agents: u64,
+    },
 }
 
 /// What the engine needs to run jobs.
@@ -237,6 +251,76 @@ pub struct EngineConfig {
     pub fingerprint_concurrency: usize,
     /// Time allowed per host.
     pub fingerprint_timeout: Duration,
+    /// The control plane (registry, revocation, tokens); `None`: no agents
+    /// are watched, and deploy and revoke say why they cannot run.
+    pub control: Option<ControlLink>,
+    pub poll: PollSettings,
+    pub deploy: DeploySettings,
+}
+
+/// How the engine reaches the control plane: its URL, the fleet CA (the
+/// only root trusted, for it and for agents) and the directory holding the
+/// token signing key, from which operator and join tokens are minted.
+#[derive(Debug, Clone)]
+pub struct ControlLink {
+    pub url: String,
+    pub ca_pem: String,
+    pub control_dir: PathBuf,
+    /// Lifetime of the operator tokens the engine mints (renewed at 2/3).
+    pub operator_ttl: Duration,
+}
+
+/// How agents are watched (`[engine]` in the config).
+#[derive(Debug, Clone)]
+pub struct PollSettings {
+    pub interval: Duration,
+    /// Per read, connect included.
+    pub timeout: Duration,
+    /// Reads at once.
+    pub concurrency: usize,
+    /// Longest wait between reads of an agent that does not answer.
+    pub max_backoff: Duration,
+    pub registry_interval: Duration,
+    /// Where deployed agents listen (for those the registry does not list).
+    pub agent_listen: String,
+}
+
+impl Default for PollSettings {
+    fn default() -> Self {
+        let c = crate::config::EngineSettings::default();
+        Self {
+            interval: c.poll_interval,
+            timeout: c.poll_timeout,
+            concurrency: c.poll_concurrency,
+            max_backoff: c.poll_max_backoff,
+            registry_interval: c.registry_interval,
+            agent_listen: c.agent_listen,
+        }
+    }
+}
+
+/// How deploy jobs run.
+#[derive(Debug, Clone)]
+pub struct DeploySettings {
+    /// The build to push; `None`: this binary.
+    pub agent_binary: Option<PathBuf>,
+    /// The agent's `listen`; `{host}` stands for the address.
+    pub listen: String,
+    /// Any one command or transfer on a host.
+    pub step_timeout: Duration,
+    /// For `/healthz`, and again for the registry to list the agent.
+    pub wait_timeout: Duration,
+}
+
+impl Default for DeploySettings {
+    fn default() -> Self {
+        Self {
+            agent_binary: None,
+            listen: "0.0.0.0:9701".into(),
+            step_timeout: Duration::from_mins(1),
+            wait_timeout: Duration::from_mins(1),
+        }
+    }
 }
 
 /// How jobs reach hosts over SSH.

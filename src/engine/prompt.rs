@@ -47,11 +47,12 @@ impl EnginePrompter {
         }
     }
 
-    /// Whether to trust a host key known_hosts does not list.
-    pub async fn confirm_host_key(&self, host: &str, fingerprint: &str) -> bool {
+    /// Whether to trust a host key known_hosts does not list: only an
+    /// explicit yes is.
+    async fn confirm(&self, host: &str, algorithm: &str, fingerprint: &str) -> bool {
         let kind = PromptKind::HostKey {
             host: host.to_owned(),
-            fingerprint: fingerprint.to_owned(),
+            fingerprint: format!("{algorithm} {fingerprint}"),
         };
         matches!(self.ask(kind).await, Answer::Confirm(true))
     }
@@ -69,5 +70,16 @@ impl Prompter for EnginePrompter {
             user: user.to_owned(),
             host: host.to_owned(),
         }))
+    }
+
+    /// `HostKeyPolicy::Ask`: the console's yes/no modal, showing the key's
+    /// fingerprint; dismissing it is a no.
+    fn confirm_host_key<'a>(
+        &'a self,
+        host: &'a str,
+        algorithm: &'a str,
+        fingerprint: &'a str,
+    ) -> crate::ssh::prompt::Confirm<'a> {
+        Box::pin(self.confirm(host, algorithm, fingerprint))
     }
 }

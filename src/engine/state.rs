@@ -12,6 +12,7 @@ use std::time::Duration;
 
 use tokio::time::Instant;
 
+use crate::model::control::AgentRecord;
 use crate::model::{
     AgentState, AgentStats, HostFacts, HostScan, Reach, RegistrationState, SshState, TokenState,
 };
@@ -101,6 +102,12 @@ pub struct HostView {
     pub stats: Option<Arc<AgentStats>>,
     /// Why the latest stats read failed, if it did.
     pub stats_error: Option<String>,
+    /// Failed stats reads in a row, and the wait before the next one.
+    pub poll_failures: u32,
+    pub poll_retry_in: Option<Duration>,
+    /// The control plane's record of this host's agent (its registration
+    /// view wins over the agent's own).
+    pub registry: Option<AgentRecord>,
     pub history: History,
     /// Unix seconds when the host last answered anything.
     pub last_seen: Option<i64>,
@@ -126,6 +133,9 @@ impl HostView {
             token_expires_at: None,
             stats: None,
             stats_error: None,
+            poll_failures: 0,
+            poll_retry_in: None,
+            registry: None,
             history: History::default(),
             last_seen,
             events: VecDeque::new(),

@@ -34,6 +34,9 @@ fn config(inventory: Option<PathBuf>, ports: Vec<u16>) -> EngineConfig {
         },
         fingerprint_concurrency: 4,
         fingerprint_timeout: Duration::from_secs(5),
+        control: None,
+        poll: crate::engine::PollSettings::default(),
+        deploy: crate::engine::DeploySettings::default(),
     }
 }
 
@@ -153,6 +156,66 @@ async fn reopens_with_the_fleet_the_inventory_holds() {
 }
 
 #[tokio::test]
+async fn reopens_with_stored_facts_and_deployments() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = seeded_inventory(dir.path(), &["127.9.0.21"]);
+    let mut inv = Inventory::open(&path).unwrap();
+    inv.record_fingerprints(&[crate::model::Fingerprint {
+        host: "web1".into(),
+        address: "127.9.0.21".into(),
+        port: 22,
+        host_key: Some("SHA256:abc".into()),
+        facts: Some(crate::model::HostFacts {
+            hostname: Some("web1".into()),
+            os_id: Some("debian".into()),
+            os_version: Some("12".into()),
+            ..crate::model::HostFacts::default()
+        }),
+        failure: None,
+        error: None,
+        gathered_at: 1,
+    }])
+    .unwrap();
+    inv.record_deployment(&crate::store::Deployment {
+        address: "127.9.0.21".into(),
+        port: 22,
+        host: "web1".into(),
+        build: None,
+        state: crate::model::AgentState::Failed,
+        step: Some("upload".into()),
+        error: Some("disk full".into()),
+        updated_at: 1,
+    })
+    .unwrap();
+    drop(inv);
+    let (engine, mut events) = spawn(config(Some(path), vec![22]));
+    job_end(&mut events, JobKind::Refresh).await;
+    // The snapshot follows the events within a batch.
+    let mut watch = engine.watch();
+    let snap = tokio::time::timeout(Duration::from_secs(5), async {
+        loop {
+            let snap = engine.snapshot();
+            if snap
+                .host("127.9.0.21".parse().unwrap())
+                .is_some_and(|h| h.facts.is_some())
+            {
+                return snap;
+            }
+            let _ = watch.changed().await;
+        }
+    })
+    .await
+    .unwrap();
+    let host = snap.host("127.9.0.21".parse().unwrap()).unwrap();
+    assert_eq!(host.hostname(), Some("web1"));
+    assert_eq!(host.os().as_deref(), Some("debian 12"));
+    assert_eq!(host.ssh, SshState::Ok);
+    assert_eq!(host.host_key.as_deref(), Some("SHA256:abc"));
+    assert_eq!(host.agent, crate::model::AgentState::Failed);
+    assert_eq!(host.deploy_step.as_deref(), Some("upload failed"));
+}
+
+#[tokio::test]
 async fn a_scan_finds_hosts_fills_the_fleet_and_records_the_inventory() {
     let listener = TcpListener::bind("127.6.0.3:0").unwrap();
     let port = listener.local_addr().unwrap().port();
@@ -238,38 +301,54 @@ async fn a_cancelled_scan_ends_cancelled() {
 }
 
 #[tokio::test]
-async fn deploy_undeploy_and_revoke_say_what_is_missing() {
-    let (engine, mut events) = spawn(config(None, vec![22]));
-    let hosts = vec!["127.6.0.1".parse().unwrap()];
-    for (command, kind, missing) in [
+async fn without_a_control_plane_deploy_and_revoke_say_why_and_undeploy_reports_the_host() {
+    let port = TcpListener::bind("127.9.0.9:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let mut cfg = config(None, vec![22]);
+    cfg.ssh.flags.port = Some(port);
+    let (engine, mut events) = spawn(cfg);
+    let hosts: Vec<IpAddr> = vec!["127.9.0.9".parse().unwrap()];
+    for (command, kind) in [
         (
             Command::Deploy {
                 hosts: hosts.clone(),
             },
             JobKind::Deploy,
-            "deploy job",
-        ),
-        (
-            Command::Undeploy {
-                hosts: hosts.clone(),
-            },
-            JobKind::Undeploy,
-            "deploy job",
         ),
         (
             Command::Revoke {
                 hosts: hosts.clone(),
             },
             JobKind::Revoke,
-            "control plane",
         ),
     ] {
         engine.send(command);
         let JobOutcome::Failed(reason) = job_end(&mut events, kind).await else {
-            panic!("{kind:?} must fail until it is built")
+            panic!("{kind:?} cannot run without a control plane")
         };
-        assert!(reason.contains(missing), "{reason}");
+        assert!(reason.contains("no control plane"), "{reason}");
     }
+    // Undeploy needs only SSH: nothing listens, so the host fails at connect.
+    engine.send(Command::Undeploy { hosts });
+    let JobOutcome::Done(summary) = job_end(&mut events, JobKind::Undeploy).await else {
+        panic!("one host failing does not fail the job")
+    };
+    assert_eq!(summary, "1 failed");
+    let host = engine
+        .snapshot()
+        .host("127.9.0.9".parse().unwrap())
+        .cloned()
+        .unwrap();
+    assert!(
+        host.events
+            .iter()
+            .any(|e| e.text.contains("failed at connect")),
+        "{:?}",
+        host.events
+    );
 }
 
 #[tokio::test]

@@ -51,8 +51,8 @@ pub struct Connector {
 
 /// An authenticated connection. Commands may run on it concurrently.
 pub struct Session {
-    handle: Arc<Handle<Verifier>>,
-    host: String,
+    pub(super) handle: Arc<Handle<Verifier>>,
+    pub(super) host: String,
     host_key: HostKey,
     /// Kept alive while this session tunnels through it.
     _jump: Option<Box<Session>>,

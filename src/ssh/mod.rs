@@ -13,6 +13,7 @@ pub mod config;
 pub mod error;
 pub mod known_hosts;
 pub mod prompt;
+mod sftp;
 pub mod target;
 mod verify;
 

@@ -1,10 +1,12 @@
 //! The inventory: what fleetctl knows about hosts, in SQLite in the data dir,
 //! shared by every command and the console.
 
+mod deployments;
 mod facts;
 pub mod registry;
 mod schema;
 
+pub use deployments::Deployment;
 pub use facts::StoredFacts;
 
 use std::net::IpAddr;

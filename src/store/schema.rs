@@ -70,6 +70,19 @@ const MIGRATIONS: &[&str] = &[
         expires_at INTEGER NOT NULL,
         agent_id TEXT NOT NULL
     );",
+    // What deploy last did per host (address and SSH port): the build, the
+    // agent state it left, and the step reached or failed in.
+    "CREATE TABLE deployments (
+        address TEXT NOT NULL,
+        port INTEGER NOT NULL,
+        host TEXT NOT NULL,
+        build TEXT,
+        state TEXT NOT NULL,
+        step TEXT,
+        error TEXT,
+        updated_at INTEGER NOT NULL,
+        PRIMARY KEY (address, port)
+    );",
 ];
 
 pub fn migrate(conn: &Connection, path: &Path) -> Result<(), StoreError> {

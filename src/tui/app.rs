@@ -359,6 +359,6 @@ fn engine_event(app: &mut App, event: Event) {
             }
             app.prompts.retain(|p| p.id != id);
         }
-        Event::HostFound { .. } | Event::JobProgress { .. } => {}
+        Event::HostFound { .. } | Event::JobProgress { .. } | Event::PollRound { .. } => {}
     }
 }

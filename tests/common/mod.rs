@@ -186,6 +186,20 @@ impl Sshd {
     /// As [`Sshd::start`], with `extra` sshd_config lines; they come first,
     /// so they win over the defaults (sshd keeps the first value it reads).
     pub fn start_with(ns: Option<&Netns>, ip: &str, port: u16, extra: &str) -> Self {
+        Self::start_wrapped(ip, port, extra, |cmd| match ns {
+            Some(ns) => ns.wrap(&cmd),
+            None => cmd,
+        })
+    }
+
+    /// As [`Sshd::start_with`], with the sshd command wrapped by `wrap` (to
+    /// run it in namespaces of the test's own, say).
+    pub fn start_wrapped(
+        ip: &str,
+        port: u16,
+        extra: &str,
+        wrap: impl FnOnce(Command) -> Command,
+    ) -> Self {
         let sshd = require_tool("sshd");
         require_tool("ssh-keygen");
         std::fs::create_dir_all("/run/sshd").unwrap();
@@ -203,7 +217,8 @@ impl Sshd {
             format!(
                 "{extra}ListenAddress {ip}:{port}\nHostKey {}\nPidFile none\nUsePAM no\n\
                  PasswordAuthentication no\nAuthorizedKeysFile {}/authorized_keys\n\
-                 StrictModes no\nPermitRootLogin prohibit-password\nMaxAuthTries 10\n",
+                 StrictModes no\nPermitRootLogin prohibit-password\nMaxAuthTries 10\n\
+                 Subsystem sftp internal-sftp\n",
                 key.display(),
                 dir.path().display()
             ),
@@ -211,10 +226,7 @@ impl Sshd {
         .unwrap();
         let mut cmd = Command::new(sshd);
         cmd.args(["-D", "-e", "-f"]).arg(&config);
-        let mut cmd = match ns {
-            Some(ns) => ns.wrap(&cmd),
-            None => cmd,
-        };
+        let mut cmd = wrap(cmd);
         let mut child = cmd
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
@@ -258,6 +270,11 @@ impl Sshd {
             .open(self.dir.path().join("authorized_keys"))
             .unwrap();
         writeln!(file, "{}", public_key.trim()).unwrap();
+    }
+
+    /// The process id of sshd (the wrapper's, when it execs sshd).
+    pub fn pid(&self) -> u32 {
+        self.child.id()
     }
 
     /// The server's public host key, as ssh-keygen wrote it.

@@ -1,0 +1,437 @@
+//! The supervisor: takes the steps the [`Lifecycle`] asks for (enroll,
+//! heartbeat, renew), feeds the outcomes back, keeps the credentials on
+//! disk and in the TLS server, and publishes the state for the stats API.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
+
+use super::client::{CallError, Controller};
+use super::collect::now_ms;
+use super::lifecycle::{Failure, Held, JOIN_POLL_MS, Lifecycle, Outcome, Step};
+use super::store::{Saved, SavedState, Store};
+use crate::auth::TokenVerifier;
+use crate::model::control::{HeartbeatRequest, RegisterRequest, RenewRequest};
+use crate::pki::{self, tls::ReloadableCert};
+
+/// What the stats API reads: the registration as of the last change, and
+/// the key that checks operator tokens.
+#[derive(Debug, Clone)]
+pub struct Published {
+    pub life: Lifecycle,
+    pub verifier: Option<TokenVerifier>,
+}
+
+/// Who this agent says it is when it registers.
+#[derive(Debug, Clone)]
+pub struct Identity {
+    pub hostname: String,
+    pub addresses: Vec<String>,
+    pub stats_port: u16,
+}
+
+/// The agent's credentials in memory (never logged).
+struct Creds {
+    identity_token: String,
+    state: SavedState,
+}
+
+pub struct Supervisor {
+    controller: Controller,
+    store: Store,
+    join_token_file: std::path::PathBuf,
+    who: Identity,
+    life: Lifecycle,
+    creds: Option<Creds>,
+    verifier: Option<TokenVerifier>,
+    published: watch::Sender<Arc<Published>>,
+    cert: watch::Sender<Option<Arc<ReloadableCert>>>,
+    /// A join token the control plane refused for good; not sent again.
+    refused_join: Option<String>,
+    waiting_said: bool,
+    started: std::time::Instant,
+}
+
+/// The receiving ends the rest of the agent watches.
+pub struct Watches {
+    pub published: watch::Receiver<Arc<Published>>,
+    /// `None` until the agent has a certificate to serve with.
+    pub cert: watch::Receiver<Option<Arc<ReloadableCert>>>,
+}
+
+impl Supervisor {
+    /// Resumes from `saved` when there is a usable saved registration.
+    pub fn new(
+        controller: Controller,
+        controller_url: &str,
+        store: Store,
+        join_token_file: std::path::PathBuf,
+        who: Identity,
+        saved: Option<Saved>,
+    ) -> (Self, Watches) {
+        let mut life = Lifecycle::new(controller_url);
+        let mut creds = None;
+        let mut verifier = None;
+        let mut cert = None;
+        if let Some(saved) = saved {
+            match (
+                ReloadableCert::new(&saved.cert_pem, &saved.key_pem),
+                TokenVerifier::from_public_pem(&saved.state.token_public_key_pem),
+            ) {
+                (Ok(c), Ok(v)) => {
+                    tracing::info!(agent_id = %saved.state.agent_id, "resuming the saved registration");
+                    life = Lifecycle::resumed(controller_url, saved.state.resumed());
+                    cert = Some(c);
+                    verifier = Some(v);
+                    creds = Some(Creds {
+                        identity_token: saved.identity_token,
+                        state: saved.state,
+                    });
+                }
+                (Err(e), _) => tracing::warn!("saved certificate unusable, enrolling again: {e}"),
+                (_, Err(e)) => tracing::warn!("saved token key unusable, enrolling again: {e}"),
+            }
+        }
+        let (published, published_rx) = watch::channel(Arc::new(Published {
+            life: life.clone(),
+            verifier: verifier.clone(),
+        }));
+        let (cert, cert_rx) = watch::channel(cert);
+        let sup = Self {
+            controller,
+            store,
+            join_token_file,
+            who,
+            life,
+            creds,
+            verifier,
+            published,
+            cert,
+            refused_join: None,
+            waiting_said: false,
+            started: std::time::Instant::now(),
+        };
+        (
+            sup,
+            Watches {
+                published: published_rx,
+                cert: cert_rx,
+            },
+        )
+    }
+
+    /// Runs until `shutdown` is cancelled.
+    pub async fn run(mut self, shutdown: CancellationToken) {
+        loop {
+            let now = now_ms();
+            let (step, at) = self.life.next(now);
+            if at > now {
+                let wait = Duration::from_millis(u64::try_from(at - now).unwrap_or(0));
+                tokio::select! {
+                    () = tokio::time::sleep(wait) => {}
+                    () = shutdown.cancelled() => return,
+                }
+                continue;
+            }
+            tokio::select! {
+                () = self.take(step) => {}
+                () = shutdown.cancelled() => return,
+            }
+        }
+    }
+
+    async fn take(&mut self, step: Step) {
+        match step {
+            Step::Enroll => {
+                if !self.enroll().await {
+                    // No usable join token yet: look again shortly.
+                    tokio::time::sleep(Duration::from_millis(JOIN_POLL_MS.unsigned_abs())).await;
+                    return;
+                }
+            }
+            Step::Renew { certificate } => self.renew(certificate).await,
+            Step::Heartbeat => self.heartbeat().await,
+        }
+        self.publish();
+    }
+
+    fn apply(&mut self, outcome: Outcome) {
+        self.life.apply(now_ms(), outcome, rand::random());
+    }
+
+    fn fail(&mut self, failure: Failure, error: String) {
+        tracing::warn!(state = %self.life.registration_state(now_ms()), "{error}");
+        self.apply(Outcome::Failed { failure, error });
+    }
+
+    fn publish(&self) {
+        self.published.send_replace(Arc::new(Published {
+            life: self.life.clone(),
+            verifier: self.verifier.clone(),
+        }));
+    }
+
+    /// Registers with the join token, if there is a new one. Returns false
+    /// when there was nothing to try.
+    async fn enroll(&mut self) -> bool {
+        let token = match read_join_token(&self.join_token_file) {
+            Ok(Some(token)) if self.refused_join.as_ref() != Some(&token) => token,
+            Ok(_) => {
+                if !self.waiting_said {
+                    tracing::info!(
+                        file = %self.join_token_file.display(),
+                        "waiting for a join token (run `fleetctl token join HOST` on the console and put it there, mode 0600)"
+                    );
+                    self.waiting_said = true;
+                }
+                return false;
+            }
+            Err(e) => {
+                self.fail(Failure::NoUsableJoinToken, e);
+                return true;
+            }
+        };
+        self.waiting_said = false;
+        let mut sans = vec![self.who.hostname.clone()];
+        sans.extend(self.who.addresses.iter().cloned());
+        let key = match pki::new_key_and_csr(&self.who.hostname, &sans) {
+            Ok(key) => key,
+            Err(e) => {
+                self.fail(Failure::Transient, format!("cannot make a key: {e}"));
+                return true;
+            }
+        };
+        let req = RegisterRequest {
+            join_token: token.clone(),
+            csr_pem: key.csr_pem.clone(),
+            hostname: self.who.hostname.clone(),
+            addresses: self.who.addresses.clone(),
+            stats_port: self.who.stats_port,
+            agent_version: env!("CARGO_PKG_VERSION").to_owned(),
+        };
+        let resp = match self.controller.register(&req).await {
+            Ok(resp) => resp,
+            Err(e) => {
+                self.join_refused(&token, &e);
+                return true;
+            }
+        };
+        self.remove_join_token();
+        let verifier = match TokenVerifier::from_public_pem(&resp.token_public_key_pem) {
+            Ok(v) => v,
+            Err(e) => {
+                self.fail(
+                    Failure::Transient,
+                    format!("the control plane sent an unusable token key: {e}"),
+                );
+                return true;
+            }
+        };
+        let now = now_ms();
+        let state = SavedState {
+            agent_id: resp.agent_id.clone(),
+            registered_at: now / 1000,
+            controller: self.life.controller.clone(),
+            token_public_key_pem: resp.token_public_key_pem,
+            heartbeat_interval_secs: resp.heartbeat_interval_secs,
+            identity_obtained_at_ms: now,
+            identity_expires_at_ms: resp.identity_expires_at.saturating_mul(1000),
+            cert_obtained_at_ms: now,
+            cert_expires_at_ms: resp.certificate_expires_at.saturating_mul(1000),
+        };
+        let saved = Saved {
+            state,
+            key_pem: key.key_pem,
+            cert_pem: resp.certificate_pem,
+            identity_token: resp.identity_token,
+        };
+        if let Err(e) = self.install_cert(&saved.cert_pem, &saved.key_pem) {
+            self.fail(Failure::Transient, e);
+            return true;
+        }
+        if let Err(e) = self.store.save(&saved, &resp.ca_pem) {
+            tracing::error!("{e}");
+        }
+        tracing::info!(agent_id = %saved.state.agent_id, "registered with the control plane");
+        let outcome = Outcome::Enrolled {
+            agent_id: saved.state.agent_id.clone(),
+            registered_at: now,
+            identity: held(now, saved.state.identity_expires_at_ms),
+            cert: held(now, saved.state.cert_expires_at_ms),
+            heartbeat_interval_ms: secs_to_ms(saved.state.heartbeat_interval_secs),
+        };
+        self.creds = Some(Creds {
+            identity_token: saved.identity_token,
+            state: saved.state,
+        });
+        self.verifier = Some(verifier);
+        self.apply(outcome);
+        true
+    }
+
+    fn join_refused(&mut self, token: &str, e: &CallError) {
+        match e.code() {
+            // It can never work again: remove it, so nobody wonders.
+            Some("token_replayed" | "token_expired") => self.remove_join_token(),
+            Some(_) => self.refused_join = Some(token.to_owned()),
+            None => return self.fail(Failure::Transient, format!("registering: {e}")),
+        }
+        self.fail(
+            Failure::NoUsableJoinToken,
+            format!("registering: {e}; give the agent a new join token"),
+        );
+    }
+
+    fn remove_join_token(&self) {
+        match std::fs::remove_file(&self.join_token_file) {
+            Ok(()) => tracing::debug!(file = %self.join_token_file.display(), "join token removed"),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => tracing::warn!(
+                file = %self.join_token_file.display(),
+                "cannot remove the used join token: {e}"
+            ),
+        }
+    }
+
+    async fn renew(&mut self, certificate: bool) {
+        let Some(creds) = &self.creds else { return };
+        let key = if certificate {
+            let mut sans = vec![self.who.hostname.clone()];
+            sans.extend(self.who.addresses.iter().cloned());
+            match pki::new_key_and_csr(&self.who.hostname, &sans) {
+                Ok(key) => Some(key),
+                Err(e) => return self.fail(Failure::Transient, format!("cannot make a key: {e}")),
+            }
+        } else {
+            None
+        };
+        let req = RenewRequest {
+            csr_pem: key.as_ref().map(|k| k.csr_pem.clone()),
+        };
+        let resp = match self.controller.renew(&creds.identity_token, &req).await {
+            Ok(resp) => resp,
+            Err(e) => return self.call_failed("renewing", &e),
+        };
+        let now = now_ms();
+        let mut state = creds.state.clone();
+        state.identity_obtained_at_ms = now;
+        state.identity_expires_at_ms = resp.identity_expires_at.saturating_mul(1000);
+        let mut new_cert = None;
+        if let (Some(key), Some(pem), Some(expires)) =
+            (&key, &resp.certificate_pem, resp.certificate_expires_at)
+        {
+            if let Err(e) = self.install_cert(pem, &key.key_pem) {
+                return self.fail(Failure::Transient, e);
+            }
+            state.cert_obtained_at_ms = now;
+            state.cert_expires_at_ms = expires.saturating_mul(1000);
+            new_cert = Some(held(now, state.cert_expires_at_ms));
+        }
+        let pair = key
+            .as_ref()
+            .zip(resp.certificate_pem.as_deref())
+            .map(|(k, c)| (k.key_pem.as_str(), c));
+        if let Err(e) = self.store.save_renewal(
+            &state,
+            &resp.identity_token,
+            pair.filter(|_| new_cert.is_some()),
+        ) {
+            tracing::error!("{e}");
+        }
+        tracing::info!(certificate = new_cert.is_some(), "identity renewed");
+        let identity = held(now, state.identity_expires_at_ms);
+        self.creds = Some(Creds {
+            identity_token: resp.identity_token,
+            state,
+        });
+        self.apply(Outcome::Renewed {
+            identity,
+            cert: new_cert,
+        });
+        if certificate && new_cert.is_none() {
+            // Otherwise the next step would ask again at once, forever.
+            self.fail(
+                Failure::Transient,
+                "the control plane renewed the identity but not the certificate".into(),
+            );
+        }
+    }
+
+    async fn heartbeat(&mut self) {
+        let Some(creds) = &self.creds else { return };
+        let req = HeartbeatRequest {
+            agent_version: env!("CARGO_PKG_VERSION").to_owned(),
+            agent_uptime_secs: self.started.elapsed().as_secs(),
+        };
+        match self.controller.heartbeat(&creds.identity_token, &req).await {
+            Ok(resp) => {
+                tracing::debug!(state = %resp.state, "heartbeat accepted");
+                self.apply(Outcome::HeartbeatAccepted {
+                    state: resp.state,
+                    interval_ms: secs_to_ms(resp.heartbeat_interval_secs),
+                });
+            }
+            Err(e) => self.call_failed("heartbeat", &e),
+        }
+    }
+
+    fn call_failed(&mut self, what: &str, e: &CallError) {
+        let failure = match e {
+            CallError::Refused { body, .. } if body.error == "revoked" => Failure::Revoked,
+            CallError::Refused { status: 401, .. } => Failure::IdentityRefused,
+            CallError::Refused { body, .. } if body.error == "unknown_agent" => {
+                Failure::IdentityRefused
+            }
+            _ => Failure::Transient,
+        };
+        self.fail(failure, format!("{what}: {e}"));
+    }
+
+    fn install_cert(&self, cert_pem: &str, key_pem: &str) -> Result<(), String> {
+        let unusable = |e: pki::PkiError| format!("cannot use the new certificate: {e}");
+        let current = self.cert.borrow().clone();
+        if let Some(reloadable) = current {
+            return reloadable.replace(cert_pem, key_pem).map_err(unusable);
+        }
+        let reloadable = ReloadableCert::new(cert_pem, key_pem).map_err(unusable)?;
+        self.cert.send_replace(Some(reloadable));
+        Ok(())
+    }
+}
+
+/// The join token in `path`: `None` when there is no file (yet).
+fn read_join_token(path: &std::path::Path) -> Result<Option<String>, String> {
+    use std::os::unix::fs::PermissionsExt as _;
+    match std::fs::read_to_string(path) {
+        Ok(text) => {
+            if let Ok(meta) = std::fs::metadata(path)
+                && meta.permissions().mode() & 0o077 != 0
+            {
+                tracing::warn!(
+                    file = %path.display(),
+                    "the join token file is readable by others; it should be mode 0600"
+                );
+            }
+            let token = text.trim();
+            Ok((!token.is_empty()).then(|| token.to_owned()))
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(format!(
+            "cannot read the join token file {}: {e}",
+            path.display()
+        )),
+    }
+}
+
+fn held(obtained_at: i64, expires_at: i64) -> Held {
+    Held {
+        obtained_at,
+        expires_at,
+    }
+}
+
+fn secs_to_ms(secs: u64) -> i64 {
+    i64::try_from(secs.saturating_mul(1000)).unwrap_or(i64::MAX)
+}

@@ -1,0 +1,172 @@
+//! What the console and `fleetctl status` share: the engine's settings from
+//! the config file, and the control plane they use.
+//!
+//! Which control plane (`engine.control`, default `auto`): with
+//! `control.url` set, an external one (a `fleetctl serve` somewhere) and
+//! the console uses it. Otherwise the console embeds one on
+//! `control.listen`, with the same data dir as `fleetctl serve` would use;
+//! when that address is taken, a `fleetctl serve` on this machine already
+//! serves it, and the console uses that. `embed` always embeds (agents are
+//! told `control.url` when set); `external` never does. Either way the
+//! operator tokens are minted from the signing key in `<data_dir>/control/`.
+
+use std::time::Duration;
+
+use anyhow::Context as _;
+use tokio_util::sync::CancellationToken;
+
+use super::Context;
+use crate::config::ControlChoice;
+use crate::control::{self, ControlPlane};
+use crate::engine::{ControlLink, DeploySettings, EngineConfig, PollSettings, SshSettings};
+use crate::ssh::target::{default_known_hosts, default_ssh_config};
+use crate::ssh::{ConnectFlags, LocalUser};
+
+/// Where the control plane the console uses comes from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ControlSource {
+    /// In this process, on `control.listen`.
+    Embedded,
+    /// `control.url`, or a `fleetctl serve` already on `control.listen`.
+    External,
+    /// None usable: agents are not watched (the reason was logged).
+    None,
+}
+
+/// A control plane started in this process; [`Embedded::stop`] ends it.
+pub struct Embedded {
+    stop: CancellationToken,
+    task: tokio::task::JoinHandle<Result<(), control::ControlError>>,
+}
+
+impl Embedded {
+    /// Stops serving and waits (bounded) for the server to end.
+    pub async fn stop(self) {
+        self.stop.cancel();
+        match tokio::time::timeout(Duration::from_secs(5), self.task).await {
+            Ok(Ok(Ok(()))) => {}
+            Ok(Ok(Err(e))) => tracing::warn!("the embedded control plane ended with: {e}"),
+            Ok(Err(e)) => tracing::warn!("the embedded control plane task failed: {e}"),
+            Err(_) => tracing::warn!("the embedded control plane did not stop within 5s"),
+        }
+    }
+}
+
+/// The control plane to use, started here when none is configured.
+pub async fn control(
+    ctx: &Context,
+) -> anyhow::Result<(Option<ControlLink>, Option<Embedded>, ControlSource)> {
+    let config = &ctx.config.control;
+    let dir = ctx.paths.control_dir();
+    let embed = match ctx.config.engine.control {
+        ControlChoice::Auto => config.url.is_none(),
+        ControlChoice::Embed => true,
+        ControlChoice::External => false,
+    };
+    if embed {
+        match tokio::net::TcpListener::bind(config.listen).await {
+            Ok(listener) => {
+                let plane = ControlPlane::open(
+                    &dir,
+                    &ctx.paths.inventory(),
+                    super::serve::settings(config),
+                )
+                .context("cannot start the embedded control plane")?;
+                let stop = CancellationToken::new();
+                let started = control::start(listener, plane, stop.clone().cancelled_owned())
+                    .context("cannot start the embedded control plane")?;
+                tracing::info!(url = %started.url, "embedded control plane serving");
+                let link = ControlLink {
+                    url: started.url,
+                    ca_pem: started.ca_pem,
+                    control_dir: dir,
+                    operator_ttl: config.operator_ttl,
+                };
+                let embedded = Embedded {
+                    stop,
+                    task: started.task,
+                };
+                return Ok((Some(link), Some(embedded), ControlSource::Embedded));
+            }
+            Err(e)
+                if e.kind() == std::io::ErrorKind::AddrInUse
+                    && ctx.config.engine.control == ControlChoice::Auto =>
+            {
+                tracing::info!(
+                    listen = %config.listen,
+                    "control.listen is taken: using the control plane already serving there"
+                );
+            }
+            Err(e) => {
+                return Err(anyhow::anyhow!(
+                    "cannot listen on control.listen {}: {e} (set control.url, or engine.control = \"external\", to use a control plane elsewhere)",
+                    config.listen
+                ));
+            }
+        }
+    }
+    if !dir.join("token.key").exists() {
+        tracing::warn!(
+            "no control plane keys in {}: agents are not watched (use the data dir `fleetctl serve` uses)",
+            dir.display()
+        );
+        return Ok((None, None, ControlSource::None));
+    }
+    let ca_path = dir.join("ca.pem");
+    let ca_pem = std::fs::read_to_string(&ca_path)
+        .with_context(|| format!("cannot read the fleet CA {}", ca_path.display()))?;
+    let link = ControlLink {
+        url: config.client_url(),
+        ca_pem,
+        control_dir: dir,
+        operator_ttl: config.operator_ttl,
+    };
+    Ok((Some(link), None, ControlSource::External))
+}
+
+/// The engine's settings: `[scan]`, `[ssh]` and `[engine]` of the config.
+pub fn engine_config(
+    ctx: &Context,
+    control: Option<ControlLink>,
+    max_in_flight: usize,
+) -> EngineConfig {
+    let local = LocalUser::current();
+    let ssh = &ctx.config.ssh;
+    let engine = &ctx.config.engine;
+    EngineConfig {
+        inventory: Some(ctx.paths.inventory()),
+        scan: ctx.config.scan.clone(),
+        max_in_flight,
+        ssh: SshSettings {
+            known_hosts: ssh
+                .known_hosts
+                .clone()
+                .unwrap_or_else(|| default_known_hosts(&local)),
+            ssh_config: ssh
+                .ssh_config
+                .clone()
+                .unwrap_or_else(|| default_ssh_config(&local)),
+            policy: ssh.host_key_policy,
+            flags: ConnectFlags {
+                user: ssh.user.clone(),
+                identities: ssh.identities.clone(),
+                ..ConnectFlags::default()
+            },
+        },
+        fingerprint_concurrency: ssh.concurrency,
+        fingerprint_timeout: ssh.timeout,
+        control,
+        poll: PollSettings {
+            interval: engine.poll_interval,
+            timeout: engine.poll_timeout,
+            concurrency: engine.poll_concurrency,
+            max_backoff: engine.poll_max_backoff,
+            registry_interval: engine.registry_interval,
+            agent_listen: engine.agent_listen.clone(),
+        },
+        deploy: DeploySettings {
+            listen: engine.agent_listen.clone(),
+            ..DeploySettings::default()
+        },
+    }
+}

@@ -1,0 +1,159 @@
+//! How a rollout looks: a live line per host on a terminal (step and
+//! elapsed time), JSON lines otherwise; then the summary.
+
+use std::collections::HashMap;
+use std::io::Write as _;
+use std::time::Duration;
+
+use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
+
+use crate::deploy::{Event, HostResult, Outcome};
+
+pub struct View {
+    live: Option<Live>,
+}
+
+struct Live {
+    multi: MultiProgress,
+    bars: HashMap<usize, ProgressBar>,
+    style: ProgressStyle,
+}
+
+impl View {
+    pub fn new(live: bool, total: usize) -> Self {
+        let live = live.then(|| {
+            let multi = MultiProgress::with_draw_target(ProgressDrawTarget::stdout());
+            let _ = multi.println(format!("deploying to {total} host(s)"));
+            Live {
+                multi,
+                bars: HashMap::new(),
+                style: ProgressStyle::with_template(
+                    "{spinner} {prefix:<28} {msg:<12} {elapsed:>4}",
+                )
+                .unwrap_or_else(|_| ProgressStyle::default_spinner()),
+            }
+        });
+        Self { live }
+    }
+
+    pub fn show(&mut self, event: &Event) -> std::io::Result<()> {
+        let Some(live) = &mut self.live else {
+            let mut out = std::io::stdout().lock();
+            serde_json::to_writer(&mut out, event)?;
+            return writeln!(out);
+        };
+        match event {
+            Event::Start {
+                index,
+                host,
+                canary,
+            } => {
+                let bar = live.multi.add(ProgressBar::new_spinner());
+                bar.set_style(live.style.clone());
+                bar.set_prefix(if *canary {
+                    format!("{host} (canary)")
+                } else {
+                    host.clone()
+                });
+                bar.set_message("starting");
+                bar.enable_steady_tick(Duration::from_millis(200));
+                live.bars.insert(*index, bar);
+            }
+            Event::Step { index, step, .. } => {
+                if let Some(bar) = live.bars.get(index) {
+                    bar.set_message(step.as_str());
+                }
+            }
+            Event::Note { host, message, .. } => {
+                let _ = live.multi.println(format!("  {host}: {message}"));
+            }
+            Event::Done { index, outcome, .. } => {
+                if let Some(bar) = live.bars.remove(index) {
+                    bar.finish_with_message(short(outcome));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    pub fn note(&self, message: &str) {
+        match &self.live {
+            Some(live) => {
+                let _ = live.multi.println(message);
+            }
+            None => eprintln!("{message}"),
+        }
+    }
+
+    /// Counts per result, then one line per host that did not succeed.
+    pub fn summary(&self, results: &[HostResult]) -> std::io::Result<()> {
+        let count = |f: fn(&Outcome) -> bool| results.iter().filter(|r| f(&r.outcome)).count();
+        let deployed = count(|o| matches!(o, Outcome::Deployed { .. }));
+        let up_to_date = count(|o| matches!(o, Outcome::UpToDate { .. }));
+        let removed = count(|o| matches!(o, Outcome::Removed | Outcome::NotInstalled));
+        let failed = count(|o| matches!(o, Outcome::Failed { .. }));
+        let skipped = count(|o| matches!(o, Outcome::Skipped { .. }));
+        let mut out = std::io::stdout().lock();
+        if self.live.is_none() {
+            let summary = serde_json::json!({
+                "event": "summary",
+                "hosts": results.len(),
+                "deployed": deployed,
+                "up_to_date": up_to_date,
+                "removed": removed,
+                "failed": failed,
+                "skipped": skipped,
+            });
+            return writeln!(out, "{summary}");
+        }
+        let mut elapsed: Vec<Duration> = results
+            .iter()
+            .filter(|r| !matches!(r.outcome, Outcome::Skipped { .. }))
+            .map(|r| r.elapsed)
+            .collect();
+        elapsed.sort();
+        let median = elapsed.get(elapsed.len() / 2).copied().unwrap_or_default();
+        writeln!(
+            out,
+            "\n{} host(s): {deployed} deployed, {up_to_date} up to date, {removed} removed, \
+             {failed} failed, {skipped} skipped (median {:.1}s per host)",
+            results.len(),
+            median.as_secs_f64()
+        )?;
+        for r in results {
+            match &r.outcome {
+                Outcome::Failed {
+                    step,
+                    reason,
+                    rolled_back,
+                } => writeln!(
+                    out,
+                    "FAILED  {} in {step}{}: {reason}",
+                    r.host,
+                    if *rolled_back {
+                        " (rolled back)"
+                    } else {
+                        " (rollback incomplete)"
+                    }
+                )?,
+                Outcome::Skipped { reason } => writeln!(out, "skipped {}: {reason}", r.host)?,
+                _ => {}
+            }
+        }
+        Ok(())
+    }
+}
+
+fn short(outcome: &Outcome) -> String {
+    match outcome {
+        Outcome::Deployed { replaced: None, .. } => "deployed".into(),
+        Outcome::Deployed {
+            replaced: Some(_), ..
+        } => "replaced".into(),
+        Outcome::UpToDate { .. } => "up to date".into(),
+        Outcome::Removed => "removed".into(),
+        Outcome::NotInstalled => "not installed".into(),
+        Outcome::Failed { step, .. } => format!("FAILED in {step}"),
+        Outcome::Skipped { .. } => "skipped".into(),
+    }
+}

@@ -1,0 +1,131 @@
+//! Deploy's view of the control plane: join tokens minted locally with its
+//! signing key, and the two checks that a deployed agent works (its
+//! `/healthz` over the fleet CA, and its entry in the registry).
+
+use std::time::Duration;
+
+use crate::auth::{Audience, AuthError, TokenIssuer};
+use crate::control::client::ControlClient;
+use crate::model::control::AgentRecord;
+use crate::pki::PkiError;
+use crate::pki::tls::http_client;
+
+use super::Secret;
+
+/// How long a join token is good for: enough for a slow host to start.
+const JOIN_TTL: Duration = Duration::from_mins(15);
+/// The operator token deploy mints for itself: longer than a rollout.
+const OPERATOR_TTL: Duration = Duration::from_hours(12);
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Why talking to the control plane (or an agent) failed.
+#[derive(Debug, thiserror::Error)]
+pub enum ControlError {
+    #[error("cannot mint a token: {0}")]
+    Token(#[from] AuthError),
+    #[error(transparent)]
+    Tls(#[from] PkiError),
+    #[error("{url}: {reason}")]
+    Request { url: String, reason: String },
+}
+
+/// The control plane as deploy uses it.
+pub struct ControlPlane {
+    url: String,
+    ca_pem: String,
+    issuer: TokenIssuer,
+    /// Talks to agents' `/healthz`.
+    client: reqwest::Client,
+    /// Reads the registry.
+    api: ControlClient,
+}
+
+impl ControlPlane {
+    /// `url` is the control plane's base URL (`https://host:port`), as
+    /// agents will reach it; `ca_pem` the fleet CA; `issuer` holds the
+    /// control plane's token signing key.
+    pub fn new(url: &str, ca_pem: String, issuer: TokenIssuer) -> Result<Self, ControlError> {
+        let client = http_client(&ca_pem, REQUEST_TIMEOUT)?;
+        let (token, _) = issuer.issue(Audience::Operator, "fleetctl-deploy", None, OPERATOR_TTL)?;
+        let api = ControlClient::new(url, &ca_pem, token, REQUEST_TIMEOUT)?;
+        Ok(Self {
+            url: url.trim_end_matches('/').to_string(),
+            ca_pem,
+            issuer,
+            client,
+            api,
+        })
+    }
+
+    #[must_use]
+    pub fn url(&self) -> &str {
+        &self.url
+    }
+
+    #[must_use]
+    pub fn ca_pem(&self) -> &str {
+        &self.ca_pem
+    }
+
+    /// A fresh one-use join token bound to `host`.
+    pub fn join_token(&self, host: &str) -> Result<Secret, ControlError> {
+        let (token, _) = self
+            .issuer
+            .issue(Audience::Join, host, Some(host), JOIN_TTL)?;
+        Ok(Secret::new(token))
+    }
+
+    /// Every agent the registry knows.
+    pub async fn agents(&self) -> Result<Vec<AgentRecord>, ControlError> {
+        self.api.agents().await.map_err(|e| ControlError::Request {
+            url: format!("{}/v1/agents", self.url),
+            reason: e.to_string(),
+        })
+    }
+
+    /// Whether the agent at `host:port` answers `/healthz` with a
+    /// certificate from the fleet CA.
+    pub async fn healthz(&self, host: &str, port: u16) -> Result<(), ControlError> {
+        let url = format!("https://{}:{port}/healthz", url_host(host));
+        let failed = |reason: String| ControlError::Request {
+            url: url.clone(),
+            reason,
+        };
+        let response = self
+            .client
+            .get(&url)
+            .send()
+            .await
+            .map_err(|e| failed(error_chain(&e)))?;
+        if response.status().is_success() {
+            Ok(())
+        } else {
+            Err(failed(response.status().to_string()))
+        }
+    }
+}
+
+/// An address as URLs spell it (`[::1]` for IPv6).
+#[must_use]
+pub fn url_host(host: &str) -> String {
+    if host.contains(':') && !host.starts_with('[') {
+        format!("[{host}]")
+    } else {
+        host.to_string()
+    }
+}
+
+/// reqwest's message and its causes ("error sending request: ... connection refused").
+fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut text = e.to_string();
+    let mut source = e.source();
+    while let Some(cause) = source {
+        let cause_text = cause.to_string();
+        if !text.contains(&cause_text) {
+            text.push_str(": ");
+            text.push_str(&cause_text);
+        }
+        source = cause.source();
+    }
+    text
+}

@@ -1,0 +1,179 @@
+//! What deploy writes on a host besides the binary: the build itself over
+//! SFTP, and the agent's config file. Secrets are created with mode 0600
+//! by the SFTP open itself, never chmod-ed after the fact.
+
+use std::path::{Path, PathBuf};
+
+use russh_sftp::client::SftpSession;
+use russh_sftp::protocol::{FileAttributes, OpenFlags};
+use serde::Serialize;
+use tokio::io::AsyncWriteExt as _;
+
+use super::elf::{ElfError, ElfTarget};
+use super::layout::Layout;
+
+/// The build to deploy, read once and shared by every host.
+#[derive(Debug)]
+pub struct Artifact {
+    pub path: PathBuf,
+    pub bytes: Vec<u8>,
+    /// Lowercase hex.
+    pub sha256: String,
+    pub elf: ElfTarget,
+}
+
+/// Why a build cannot be deployed.
+#[derive(Debug, thiserror::Error)]
+pub enum ArtifactError {
+    #[error("cannot read the agent binary {}: {cause}", path.display())]
+    Read {
+        path: PathBuf,
+        cause: std::io::Error,
+    },
+    #[error("{} cannot be deployed: {cause}", path.display())]
+    NotElf { path: PathBuf, cause: ElfError },
+}
+
+impl Artifact {
+    pub fn load(path: &Path) -> Result<Self, ArtifactError> {
+        let bytes = std::fs::read(path).map_err(|cause| ArtifactError::Read {
+            path: path.to_owned(),
+            cause,
+        })?;
+        let elf = ElfTarget::parse(&bytes).map_err(|cause| ArtifactError::NotElf {
+            path: path.to_owned(),
+            cause,
+        })?;
+        Ok(Self {
+            path: path.to_owned(),
+            sha256: sha256_hex(&bytes),
+            bytes,
+            elf,
+        })
+    }
+}
+
+/// The sha256 of `bytes`, lowercase hex, as sha256sum prints it.
+#[must_use]
+pub fn sha256_hex(bytes: &[u8]) -> String {
+    use std::fmt::Write as _;
+    let digest = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, bytes);
+    digest
+        .as_ref()
+        .iter()
+        .fold(String::with_capacity(64), |mut s, b| {
+            let _ = write!(s, "{b:02x}");
+            s
+        })
+}
+
+/// Writes `contents` to `path` over SFTP, created with `mode` (truncating
+/// what was there).
+pub async fn write_file(
+    sftp: &SftpSession,
+    path: &str,
+    contents: &[u8],
+    mode: u32,
+) -> Result<(), String> {
+    let attrs = FileAttributes {
+        permissions: Some(mode),
+        ..FileAttributes::empty()
+    };
+    let flags = OpenFlags::CREATE | OpenFlags::TRUNCATE | OpenFlags::WRITE;
+    let mut file = sftp
+        .open_with_flags_and_attributes(path, flags, attrs)
+        .await
+        .map_err(|e| format!("cannot create {path}: {e}"))?;
+    file.write_all(contents)
+        .await
+        .map_err(|e| format!("writing {path}: {e}"))?;
+    file.shutdown()
+        .await
+        .map_err(|e| format!("finishing {path}: {e}"))?;
+    Ok(())
+}
+
+/// The agent's config file (the format `fleetctl agent --config` reads).
+#[derive(Debug, Serialize)]
+struct AgentFile<'a> {
+    controller: &'a str,
+    ca_file: String,
+    join_token_file: String,
+    data_dir: String,
+    listen: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    hostname: Option<&'a str>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    advertise: Vec<&'a str>,
+}
+
+/// The config for an agent reached at `address`: it registers with that
+/// address (an IP) or name, which is what its join token is bound to, and
+/// listens where `listen` says (`{host}` stands for `address`).
+#[must_use]
+pub fn agent_config(layout: &Layout, controller: &str, address: &str, listen: &str) -> String {
+    let is_ip = address.parse::<std::net::IpAddr>().is_ok();
+    let file = AgentFile {
+        controller,
+        ca_file: layout.ca(),
+        join_token_file: layout.join_token(),
+        data_dir: layout.data_dir(),
+        listen: listen.replace("{host}", &super::control::url_host(address)),
+        hostname: (!is_ip).then_some(address),
+        advertise: if is_ip { vec![address] } else { Vec::new() },
+    };
+    format!(
+        "# Written by fleetctl deploy; `fleetctl undeploy` removes it.\n{}",
+        toml::to_string(&file).unwrap_or_default()
+    )
+}
+
+/// The port an agent config's `listen` names (9701 when it names none).
+#[must_use]
+pub fn listen_port(listen: &str) -> u16 {
+    listen
+        .rsplit_once(':')
+        .and_then(|(host, port)| (!host.ends_with(':')).then(|| port.parse().ok()).flatten())
+        .unwrap_or(9701)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sha256_matches_sha256sum() {
+        assert_eq!(
+            sha256_hex(b"abc"),
+            "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
+        );
+    }
+
+    #[test]
+    fn config_binds_the_agent_to_the_address_deployed_to() {
+        let layout = Layout::new(true, "/root");
+        let text = agent_config(&layout, "https://10.0.0.1:9700", "10.0.0.5", "{host}:9701");
+        insta::assert_snapshot!(text, @r#"
+        # Written by fleetctl deploy; `fleetctl undeploy` removes it.
+        controller = "https://10.0.0.1:9700"
+        ca_file = "/var/lib/fleetctl/ca.pem"
+        join_token_file = "/var/lib/fleetctl/join.token"
+        data_dir = "/var/lib/fleetctl/data"
+        listen = "10.0.0.5:9701"
+        advertise = ["10.0.0.5"]
+        "#);
+        let named = agent_config(&layout, "https://c", "web1.example", "0.0.0.0:9701");
+        assert!(named.contains("hostname = \"web1.example\"\n"), "{named}");
+        let v6 = agent_config(&layout, "https://c", "fd00::5", "{host}:9701");
+        assert!(v6.contains("listen = \"[fd00::5]:9701\""), "{v6}");
+    }
+
+    #[test]
+    fn listen_ports() {
+        assert_eq!(listen_port("0.0.0.0:9801"), 9801);
+        assert_eq!(listen_port("{host}:9701"), 9701);
+        assert_eq!(listen_port("[::1]:9702"), 9702);
+        assert_eq!(listen_port("10.0.0.1"), 9701);
+        assert_eq!(listen_port("::1"), 9701);
+    }
+}

@@ -1,0 +1,476 @@
+//! One host, over one SSH connection: the steps, the checks between them,
+//! and the rollback when one fails.
+
+use std::fmt::Write as _;
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio_util::sync::CancellationToken;
+
+use super::conn::{Failure, Host, fail, key_values};
+use super::control::ControlPlane;
+use super::files::{self, Artifact};
+use super::layout::{Layout, sh_quote, short};
+use super::rollout::Progress;
+use super::{Outcome, Step, scripts};
+use crate::model::RegistrationState;
+use crate::model::control::AgentRecord;
+use crate::ssh::{Connector, SshTarget};
+use crate::store::now_unix;
+
+/// How deployed agents are set up and how long each wait may take.
+#[derive(Debug, Clone)]
+pub struct DeployOptions {
+    /// The agent's `listen`; `{host}` stands for the address deployed to.
+    pub listen: String,
+    /// Any one command or transfer on the host.
+    pub step_timeout: Duration,
+    /// From start until `/healthz` answers.
+    pub healthy_timeout: Duration,
+    /// From healthy until the registry lists the agent as registered.
+    pub registered_timeout: Duration,
+}
+
+/// Deploys and undeploys hosts; shared by every host of a rollout.
+pub struct Deployer {
+    pub connector: Arc<Connector>,
+    pub artifact: Arc<Artifact>,
+    pub control: Arc<ControlPlane>,
+    pub options: DeployOptions,
+}
+
+/// What `scripts::inspect` said.
+#[derive(Debug, Default)]
+struct Found {
+    layout: Option<Layout>,
+    systemd: bool,
+    sha_tool: Option<String>,
+    /// The build in use before this run.
+    current: Option<String>,
+    running: bool,
+    have_build: bool,
+}
+
+impl Deployer {
+    /// Deploys the build to one host; never panics, always an outcome.
+    pub async fn deploy(
+        &self,
+        target: &SshTarget,
+        progress: &Progress,
+        cancel: &CancellationToken,
+    ) -> Outcome {
+        progress.step(Step::Connect);
+        let session = match self.connector.connect(target).await {
+            Ok(s) => s,
+            Err(e) => {
+                return Outcome::Failed {
+                    step: Step::Connect,
+                    reason: e.to_string(),
+                    rolled_back: true,
+                };
+            }
+        };
+        let host = Host {
+            session,
+            target,
+            timeout: self.options.step_timeout,
+        };
+        let mut found = Found::default();
+        let result = self.run(&host, &mut found, progress, cancel).await;
+        let outcome = match result {
+            Ok(outcome) => outcome,
+            Err(failure) => {
+                let rolled_back = match &found.layout {
+                    // Nothing was written before the layout was known.
+                    None => true,
+                    Some(layout) => self.roll_back(&host, layout, &found, failure.step).await,
+                };
+                Outcome::Failed {
+                    step: failure.step,
+                    reason: failure.reason,
+                    rolled_back,
+                }
+            }
+        };
+        host.session.close().await;
+        outcome
+    }
+
+    async fn run(
+        &self,
+        host: &Host<'_>,
+        found: &mut Found,
+        progress: &Progress,
+        cancel: &CancellationToken,
+    ) -> Result<Outcome, Failure> {
+        let sha = self.artifact.sha256.as_str();
+        let address = host.target.hostname.as_str();
+        progress.step(Step::Inspect);
+        let (layout, sha_tool) = self.inspect(host, found).await?;
+
+        if found.current.as_deref() == Some(sha) && found.running {
+            if self.is_healthy_and_registered(address).await {
+                return Ok(Outcome::UpToDate {
+                    build: sha.to_string(),
+                });
+            }
+            progress
+                .note("this build runs but is not healthy and registered: restarting it".into());
+        }
+        let replaced = found.current.clone().filter(|c| c != sha);
+
+        if found.have_build {
+            progress.note(format!(
+                "build {} is already on the host: resuming at configure",
+                short(sha)
+            ));
+        } else {
+            check_cancel(cancel, Step::Upload)?;
+            progress.step(Step::Upload);
+            self.upload(host, &layout).await?;
+        }
+
+        check_cancel(cancel, Step::Configure)?;
+        progress.step(Step::Configure);
+        self.configure(host, &layout, found.systemd).await?;
+
+        // One round trip: check the upload, then switch to it.
+        let mut script = String::new();
+        if found.have_build {
+            check_cancel(cancel, Step::Start)?;
+            progress.step(Step::Start);
+        } else {
+            check_cancel(cancel, Step::Verify)?;
+            progress.step(Step::Verify);
+            script.push_str(&scripts::verify(&layout, sha, &sha_tool));
+        }
+        script.push_str(&scripts::stop(&layout, found.systemd));
+        script.push_str(&scripts::install_config(&layout));
+        script.push_str(&scripts::start(&layout, sha, found.systemd));
+        let started_at = now_unix();
+        match host.sh(Step::Start, &script).await {
+            Err(failure) if !found.have_build && failure.reason.contains(scripts::CORRUPTED) => {
+                return fail(Step::Verify, failure.reason);
+            }
+            other => other?,
+        };
+        if !found.have_build {
+            progress.step(Step::Start);
+        }
+        self.confirm(host, &layout, found.systemd, started_at, progress, cancel)
+            .await?;
+        // The new build runs: what it replaced can go.
+        let mut cleanup = scripts::discard_staged(&layout);
+        if let Some(old) = &replaced {
+            let _ = writeln!(cleanup, "rm -f {}", sh_quote(&layout.binary(old)));
+        }
+        if found.current.is_some() {
+            let _ = host.sh(Step::Registered, &cleanup).await;
+        }
+        Ok(Outcome::Deployed {
+            build: sha.to_string(),
+            replaced,
+        })
+    }
+
+    /// Reads what the host is and what is installed; refuses a host the
+    /// build cannot run on.
+    async fn inspect(
+        &self,
+        host: &Host<'_>,
+        found: &mut Found,
+    ) -> Result<(Layout, String), Failure> {
+        let sha = self.artifact.sha256.as_str();
+        let script = scripts::inspect(sha, self.artifact.elf.uname_patterns());
+        let facts = host.sh(Step::Inspect, &script).await?;
+        let facts = key_values(&facts);
+        let (os, arch) = (
+            facts.get("os").copied().unwrap_or("?"),
+            facts.get("arch").copied().unwrap_or("?"),
+        );
+        if os != "Linux" || !self.artifact.elf.runs_on(arch) {
+            return fail(
+                Step::Inspect,
+                format!(
+                    "the agent binary {} is built for Linux {}, but the host is {os} {arch}; \
+                     pass --agent-binary with a build for {os} {arch}",
+                    self.artifact.path.display(),
+                    self.artifact.elf.arch_name()
+                ),
+            );
+        }
+        found.sha_tool = facts
+            .get("sha256")
+            .filter(|s| !s.is_empty())
+            .map(|s| (*s).to_string());
+        let Some(sha_tool) = found.sha_tool.clone() else {
+            return fail(
+                Step::Inspect,
+                "the host has neither sha256sum nor busybox: the upload cannot be verified",
+            );
+        };
+        found.systemd = facts.get("systemd") == Some(&"1");
+        let layout = Layout::new(
+            facts.get("uid") == Some(&"0"),
+            facts.get("home").copied().unwrap_or(""),
+        );
+        if !layout.root && facts.get("home").is_none_or(|h| h.is_empty()) {
+            return fail(
+                Step::Inspect,
+                "the login user has no home directory to install into",
+            );
+        }
+        let state = facts;
+        found.current = state.get("current").map(|s| s.trim().to_string());
+        found.running = state.contains_key("running");
+        found.have_build = state.contains_key("have");
+        found.layout = Some(layout.clone());
+        if let Some(error) = state.get("prepare_error") {
+            return fail(Step::Upload, error.trim());
+        }
+        Ok((layout, sha_tool))
+    }
+
+    /// Waits for `/healthz`, then for the registry to list the agent as
+    /// registered since `started_at`.
+    async fn confirm(
+        &self,
+        host: &Host<'_>,
+        layout: &Layout,
+        systemd: bool,
+        started_at: i64,
+        progress: &Progress,
+        cancel: &CancellationToken,
+    ) -> Result<(), Failure> {
+        progress.step(Step::Healthy);
+        let address = host.target.hostname.as_str();
+        let port = files::listen_port(&self.options.listen);
+        let healthy = self
+            .wait(cancel, self.options.healthy_timeout, || async {
+                self.control
+                    .healthz(address, port)
+                    .await
+                    .map_err(|e| e.to_string())
+            })
+            .await;
+        if let Err(last) = healthy {
+            return Err(self
+                .with_log(
+                    host,
+                    layout,
+                    systemd,
+                    Step::Healthy,
+                    format!("the agent did not answer /healthz: {last}"),
+                )
+                .await);
+        }
+
+        progress.step(Step::Registered);
+        let registered = self
+            .wait(cancel, self.options.registered_timeout, || async {
+                let agents = self.control.agents().await.map_err(|e| e.to_string())?;
+                match newest_for(&agents, address) {
+                    Some(a)
+                        if a.state == RegistrationState::Registered
+                            && (a.registered_at >= started_at - 1
+                                || a.last_heartbeat_at.is_some_and(|t| t >= started_at - 1)) =>
+                    {
+                        Ok(())
+                    }
+                    Some(a) => Err(format!("the registry lists it as {}", a.state)),
+                    None => Err(format!("the registry has no agent for {address}")),
+                }
+            })
+            .await;
+        if let Err(last) = registered {
+            return Err(self
+                .with_log(
+                    host,
+                    layout,
+                    systemd,
+                    Step::Registered,
+                    format!(
+                        "the agent did not show as registered at {}: {last}",
+                        self.control.url()
+                    ),
+                )
+                .await);
+        }
+        Ok(())
+    }
+
+    async fn upload(&self, host: &Host<'_>, layout: &Layout) -> Result<(), Failure> {
+        let temp = layout.upload_temp(&self.artifact.sha256);
+        host.timed(Step::Upload, async {
+            let sftp = host.session.sftp().await.map_err(|e| e.to_string())?;
+            let written = files::write_file(&sftp, &temp, &self.artifact.bytes, 0o700).await;
+            let _ = sftp.close().await;
+            written
+        })
+        .await
+    }
+
+    /// Stages the config, the CA, a fresh join token (and the unit) as
+    /// `.NAME.new` files of mode 0600; `start` moves them into place.
+    async fn configure(
+        &self,
+        host: &Host<'_>,
+        layout: &Layout,
+        systemd: bool,
+    ) -> Result<(), Failure> {
+        let address = host.target.hostname.as_str();
+        let token = self.control.join_token(address).map_err(|e| Failure {
+            step: Step::Configure,
+            reason: e.to_string(),
+        })?;
+        let config = files::agent_config(layout, self.control.url(), address, &self.options.listen);
+        host.timed(Step::Configure, async {
+            let sftp = host.session.sftp().await.map_err(|e| e.to_string())?;
+            let mut result = Ok(());
+            let mut files: Vec<(&str, &[u8])> = vec![
+                ("agent.toml", config.as_bytes()),
+                ("ca.pem", self.control.ca_pem().as_bytes()),
+                ("join.token", token.expose().as_bytes()),
+            ];
+            let unit;
+            if systemd {
+                unit = scripts::unit_text(layout, &layout.binary(&self.artifact.sha256));
+                files.push(("unit", unit.as_bytes()));
+            }
+            for (name, contents) in files {
+                let path = layout.state(&format!(".{name}.new"));
+                result = files::write_file(&sftp, &path, contents, 0o600).await;
+                if result.is_err() {
+                    break;
+                }
+            }
+            let _ = sftp.close().await;
+            result
+        })
+        .await?;
+        Ok(())
+    }
+
+    /// Polls `check` until it passes, the time is up, or the run is cancelled;
+    /// the error is the last reason it gave.
+    async fn wait<F, Fut>(
+        &self,
+        cancel: &CancellationToken,
+        limit: Duration,
+        check: F,
+    ) -> Result<(), String>
+    where
+        F: Fn() -> Fut,
+        Fut: Future<Output = Result<(), String>>,
+    {
+        let deadline = tokio::time::Instant::now() + limit;
+        // Short at first: a healthy agent registers within a second.
+        let mut pause = Duration::from_millis(50);
+        loop {
+            let last = match check().await {
+                Ok(()) => return Ok(()),
+                Err(reason) => reason,
+            };
+            if tokio::time::Instant::now() + pause > deadline {
+                return Err(format!("after {}s: {last}", limit.as_secs()));
+            }
+            tokio::select! {
+                () = tokio::time::sleep(pause) => {}
+                () = cancel.cancelled() => return Err(format!("interrupted: {last}")),
+            }
+            pause = (pause * 3 / 2).min(Duration::from_millis(500));
+        }
+    }
+
+    async fn is_healthy_and_registered(&self, address: &str) -> bool {
+        let port = files::listen_port(&self.options.listen);
+        if self.control.healthz(address, port).await.is_err() {
+            return false;
+        }
+        self.control.agents().await.is_ok_and(|agents| {
+            newest_for(&agents, address).is_some_and(|a| a.state == RegistrationState::Registered)
+        })
+    }
+
+    /// Adds the agent's last log lines to a failure (read before the
+    /// rollback removes the log).
+    async fn with_log(
+        &self,
+        host: &Host<'_>,
+        layout: &Layout,
+        systemd: bool,
+        step: Step,
+        reason: String,
+    ) -> Failure {
+        let tail = host
+            .sh(step, &scripts::log_tail(layout, systemd, 15))
+            .await
+            .unwrap_or_default();
+        let tail = tail.trim();
+        Failure {
+            step,
+            reason: if tail.is_empty() {
+                format!("{reason} (the agent logged nothing)")
+            } else {
+                format!("{reason}; the agent's last log lines:\n{tail}")
+            },
+        }
+    }
+
+    /// Undoes this run. A host that had no agent goes back to nothing. On
+    /// a host that had one, a failure before `start` leaves it untouched
+    /// (only staged files go); a later one stops the new build and starts
+    /// the old one again with its config. A verified build stays (under its
+    /// own name, not running) when the failure came after verification, so
+    /// a re-run resumes at configure.
+    async fn roll_back(&self, host: &Host<'_>, layout: &Layout, found: &Found, step: Step) -> bool {
+        if step <= Step::Inspect {
+            return true;
+        }
+        let sha = self.artifact.sha256.as_str();
+        let keep = step > Step::Verify || found.have_build || found.current.as_deref() == Some(sha);
+        let script = match found.current.as_deref() {
+            None => scripts::remove(layout, found.systemd, keep.then_some(sha)),
+            Some(previous) => {
+                let mut s = String::new();
+                if step >= Step::Start {
+                    s.push_str(&scripts::stop(layout, found.systemd));
+                    s.push_str(&scripts::restore_config(layout));
+                    if found.running {
+                        s.push_str(&scripts::start(layout, previous, found.systemd));
+                    }
+                }
+                s.push_str(&scripts::discard_staged(layout));
+                let _ = writeln!(s, "rm -f {}", sh_quote(&layout.upload_temp(sha)));
+                if !keep {
+                    let _ = writeln!(s, "rm -f {}", sh_quote(&layout.binary(sha)));
+                }
+                s
+            }
+        };
+        match host.sh(step, &script).await {
+            Ok(_) => true,
+            Err(e) => {
+                tracing::warn!(host = %host.target.display(), reason = %e.reason, "rollback failed");
+                false
+            }
+        }
+    }
+}
+
+fn check_cancel(cancel: &CancellationToken, step: Step) -> Result<(), Failure> {
+    if cancel.is_cancelled() {
+        fail(step, "interrupted (Ctrl-C) before this step")
+    } else {
+        Ok(())
+    }
+}
+
+/// The newest registry entry for the agent reached at `address`.
+fn newest_for<'a>(agents: &'a [AgentRecord], address: &str) -> Option<&'a AgentRecord> {
+    agents
+        .iter()
+        .filter(|a| a.hostname == address || a.addresses.iter().any(|x| x == address))
+        .max_by_key(|a| a.registered_at)
+}

@@ -1,0 +1,59 @@
+//! `fleetctl undeploy`: stop the agent and remove everything deploy wrote.
+
+use std::time::Duration;
+
+use super::conn::{Failure, Host, key_values};
+use super::layout::Layout;
+use super::rollout::Progress;
+use super::{Outcome, Step, scripts};
+use crate::ssh::{Connector, SshTarget};
+
+/// Stops the agent and removes everything deploy wrote.
+pub async fn undeploy(
+    connector: &Connector,
+    target: &SshTarget,
+    progress: &Progress,
+    step_timeout: Duration,
+) -> Outcome {
+    progress.step(Step::Connect);
+    let session = match connector.connect(target).await {
+        Ok(s) => s,
+        Err(e) => {
+            return Outcome::Failed {
+                step: Step::Connect,
+                reason: e.to_string(),
+                rolled_back: false,
+            };
+        }
+    };
+    let host = Host {
+        session,
+        target,
+        timeout: step_timeout,
+    };
+    let result = async {
+        progress.step(Step::Inspect);
+        let facts = host.sh(Step::Inspect, scripts::FACTS).await?;
+        let facts = key_values(&facts);
+        let layout = Layout::new(
+            facts.get("uid") == Some(&"0"),
+            facts.get("home").copied().unwrap_or(""),
+        );
+        let systemd = facts.get("systemd") == Some(&"1");
+        let present = host.sh(Step::Inspect, &scripts::present(&layout)).await?;
+        if present.trim().is_empty() {
+            return Ok(Outcome::NotInstalled);
+        }
+        progress.step(Step::Remove);
+        host.sh(Step::Remove, &scripts::remove(&layout, systemd, None))
+            .await?;
+        Ok(Outcome::Removed)
+    }
+    .await;
+    host.session.close().await;
+    result.unwrap_or_else(|f: Failure| Outcome::Failed {
+        step: f.step,
+        reason: f.reason,
+        rolled_back: false,
+    })
+}

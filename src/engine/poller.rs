@@ -1,0 +1,465 @@
+//! The poller: reads every agent's `/v1/stats` on an interval and the
+//! control plane's registry every few seconds, and hands both to the actor.
+//!
+//! ```text
+//!  registry tick ── ControlClient::agents ──▶ targets (address → stats port)
+//!  poll tick ──── due targets, `concurrency` at once ── StatsClient::fetch ──▶ actor
+//!                 (an agent that fails waits interval·2ⁿ, up to max_backoff)
+//! ```
+//! Agents come from the registry and from what deploy recorded in the
+//! inventory. The operator token both clients send is minted from the
+//! control plane's signing key and replaced at 2/3 of its life.
+
+use std::collections::HashMap;
+use std::net::{IpAddr, SocketAddr};
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::{Semaphore, mpsc};
+use tokio::time::{Instant, MissedTickBehavior};
+use tokio_util::sync::CancellationToken;
+
+use super::jobs::JobMsg;
+use super::{ControlLink, PollSettings};
+use crate::auth::{Audience, TokenIssuer};
+use crate::control::client::ControlClient;
+use crate::model::AgentState;
+use crate::model::control::AgentRecord;
+use crate::poll::StatsClient;
+use crate::store::Inventory;
+
+/// When to read an agent next: at once while it answers; after a failure,
+/// the interval doubled per failure in a row, up to a ceiling.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Backoff {
+    failures: u32,
+    next_due: Instant,
+}
+
+impl Backoff {
+    #[must_use]
+    pub fn new(now: Instant) -> Self {
+        Self {
+            failures: 0,
+            next_due: now,
+        }
+    }
+
+    #[must_use]
+    pub fn is_due(&self, now: Instant) -> bool {
+        now >= self.next_due
+    }
+
+    /// Failed reads in a row.
+    #[must_use]
+    pub fn failures(&self) -> u32 {
+        self.failures
+    }
+
+    pub fn succeeded(&mut self, now: Instant) {
+        self.failures = 0;
+        self.next_due = now;
+    }
+
+    /// Records a failure; returns how long until the next read.
+    pub fn failed(&mut self, now: Instant, interval: Duration, max: Duration) -> Duration {
+        self.failures = self.failures.saturating_add(1);
+        let factor = 1u32 << (self.failures - 1).min(16);
+        let wait = interval.saturating_mul(factor).min(max);
+        self.next_due = now + wait;
+        wait
+    }
+}
+
+/// The address the console shows an agent under: its first registered one.
+#[must_use]
+pub fn primary_addr(record: &AgentRecord) -> Option<IpAddr> {
+    record
+        .addresses
+        .iter()
+        .filter_map(|a| a.parse::<IpAddr>().ok())
+        .find(|ip| !ip.is_unspecified())
+}
+
+/// Where deployed agents listen, from `engine.agent_listen` (port 9701 when
+/// it names none).
+fn listen_port(listen: &str) -> u16 {
+    listen
+        .rsplit_once(':')
+        .and_then(|(_, port)| port.parse().ok())
+        .unwrap_or(9701)
+}
+
+struct Target {
+    addr: SocketAddr,
+    backoff: Backoff,
+    in_flight: bool,
+    /// Listed by the registry's latest read.
+    registered: bool,
+    /// Deploy recorded it running: read even when the registry does not list it.
+    deployed: bool,
+}
+
+/// The clients, with the operator token they send.
+struct Clients {
+    stats: StatsClient,
+    control: Arc<ControlClient>,
+    renew_at: Instant,
+}
+
+struct Poller {
+    settings: PollSettings,
+    link: ControlLink,
+    issuer: Arc<TokenIssuer>,
+    clients: Option<Clients>,
+    targets: HashMap<IpAddr, Target>,
+    to_actor: mpsc::UnboundedSender<JobMsg>,
+}
+
+/// Runs until `cancel` fires.
+pub(super) async fn run(
+    settings: PollSettings,
+    link: ControlLink,
+    inventory: Option<PathBuf>,
+    to_actor: mpsc::UnboundedSender<JobMsg>,
+    cancel: CancellationToken,
+) {
+    let dir = link.control_dir.clone();
+    let issuer = match tokio::task::spawn_blocking(move || TokenIssuer::load_or_create(&dir)).await
+    {
+        Ok(Ok(issuer)) => Arc::new(issuer),
+        Ok(Err(e)) => {
+            let _ = to_actor.send(JobMsg::Registry(Err(format!(
+                "cannot mint an operator token, so agents cannot be read: {e}"
+            ))));
+            return;
+        }
+        Err(e) => {
+            tracing::error!("the token key reader stopped: {e}");
+            return;
+        }
+    };
+    let mut poller = Poller {
+        settings,
+        link,
+        issuer,
+        clients: None,
+        targets: HashMap::new(),
+        to_actor,
+    };
+    if let Some(path) = inventory {
+        poller.add_deployed(path).await;
+    }
+    let (results_tx, mut results) = mpsc::unbounded_channel();
+    let limit = Arc::new(Semaphore::new(poller.settings.concurrency.max(1)));
+    // The first round waits for the registry, so it covers every agent.
+    let first = poller.read_registry().await;
+    poller.registry(first);
+    // Reads under way, and reads finished since the last round ended.
+    let mut outstanding = poller.dispatch(&limit, &results_tx);
+    let mut reads_done = 0u64;
+    if outstanding == 0 {
+        poller.round_done(0);
+    }
+    let mut poll_tick = tokio::time::interval(poller.settings.interval);
+    poll_tick.set_missed_tick_behavior(MissedTickBehavior::Delay);
+    poll_tick.reset();
+    let mut registry_tick = tokio::time::interval(poller.settings.registry_interval);
+    registry_tick.set_missed_tick_behavior(MissedTickBehavior::Delay);
+    registry_tick.reset();
+    let (registry_tx, mut registry_rx) = mpsc::unbounded_channel();
+    let mut registry_in_flight = false;
+    loop {
+        tokio::select! {
+            () = cancel.cancelled() => break,
+            _ = poll_tick.tick() => {
+                outstanding += poller.dispatch(&limit, &results_tx);
+            }
+            _ = registry_tick.tick(), if !registry_in_flight => {
+                if let Some(client) = poller.control_client() {
+                    registry_in_flight = true;
+                    let tx = registry_tx.clone();
+                    tokio::spawn(async move {
+                        let _ = tx.send(client.agents().await.map_err(|e| e.to_string()));
+                    });
+                }
+            }
+            Some(result) = registry_rx.recv() => {
+                registry_in_flight = false;
+                poller.registry(result);
+            }
+            Some((ip, result)) = results.recv() => {
+                poller.result(ip, result);
+                outstanding = outstanding.saturating_sub(1);
+                reads_done += 1;
+                if outstanding == 0 {
+                    // Every read dispatched so far has come back.
+                    poller.round_done(reads_done);
+                    reads_done = 0;
+                }
+            }
+        }
+    }
+}
+
+type FetchResult = (IpAddr, Result<crate::model::AgentStats, String>);
+
+impl Poller {
+    /// Fresh clients when there are none or the token is 2/3 through its life.
+    fn ensure_clients(&mut self) -> Option<&Clients> {
+        let now = Instant::now();
+        if self.clients.as_ref().is_none_or(|c| now >= c.renew_at) {
+            let ttl = self.link.operator_ttl;
+            let made = self
+                .issuer
+                .issue(Audience::Operator, "fleetctl-console", None, ttl)
+                .map_err(|e| e.to_string())
+                .and_then(|(token, _)| {
+                    let stats = StatsClient::new(&self.link.ca_pem, &token, self.settings.timeout)
+                        .map_err(|e| e.to_string())?;
+                    let control = ControlClient::new(
+                        &self.link.url,
+                        &self.link.ca_pem,
+                        token,
+                        self.settings.timeout,
+                    )
+                    .map_err(|e| e.to_string())?;
+                    Ok(Clients {
+                        stats,
+                        control: Arc::new(control),
+                        renew_at: now + ttl * 2 / 3,
+                    })
+                });
+            match made {
+                Ok(clients) => self.clients = Some(clients),
+                Err(e) => {
+                    let _ = self.to_actor.send(JobMsg::Registry(Err(format!(
+                        "cannot make the operator's clients: {e}"
+                    ))));
+                    return None;
+                }
+            }
+        }
+        self.clients.as_ref()
+    }
+
+    fn control_client(&mut self) -> Option<Arc<ControlClient>> {
+        self.ensure_clients().map(|c| Arc::clone(&c.control))
+    }
+
+    async fn read_registry(&mut self) -> Result<Vec<AgentRecord>, String> {
+        let Some(client) = self.control_client() else {
+            return Err("no operator token".into());
+        };
+        client.agents().await.map_err(|e| e.to_string())
+    }
+
+    /// Hosts deploy left running are read even before the registry lists them.
+    async fn add_deployed(&mut self, path: PathBuf) {
+        let read = tokio::task::spawn_blocking(move || Inventory::open(&path)?.deployments()).await;
+        let Ok(Ok(deployments)) = read else {
+            return;
+        };
+        let port = listen_port(&self.settings.agent_listen);
+        let now = Instant::now();
+        for d in deployments {
+            if d.state != AgentState::Running {
+                continue;
+            }
+            if let Ok(ip) = d.address.parse::<IpAddr>() {
+                self.targets.entry(ip).or_insert(Target {
+                    addr: SocketAddr::new(ip, port),
+                    backoff: Backoff::new(now),
+                    in_flight: false,
+                    registered: false,
+                    deployed: true,
+                });
+            }
+        }
+    }
+
+    /// Takes in a registry read: the targets follow it, the actor merges it.
+    fn registry(&mut self, result: Result<Vec<AgentRecord>, String>) {
+        if let Ok(records) = &result {
+            let now = Instant::now();
+            for target in self.targets.values_mut() {
+                target.registered = false;
+            }
+            for record in records {
+                let Some(ip) = primary_addr(record) else {
+                    continue;
+                };
+                let addr = SocketAddr::new(ip, record.stats_port);
+                let target = self.targets.entry(ip).or_insert(Target {
+                    addr,
+                    backoff: Backoff::new(now),
+                    in_flight: false,
+                    registered: true,
+                    deployed: false,
+                });
+                target.registered = true;
+                if target.addr != addr {
+                    // It registered again on another port: read it there now.
+                    target.addr = addr;
+                    target.backoff = Backoff::new(now);
+                }
+            }
+            // An agent gone from the registry (it registered again under
+            // another address, say) is no longer read there.
+            self.targets.retain(|_, t| t.registered || t.deployed);
+        }
+        let _ = self.to_actor.send(JobMsg::Registry(result));
+    }
+
+    /// Starts a read of every due agent not already being read; returns how many.
+    fn dispatch(
+        &mut self,
+        limit: &Arc<Semaphore>,
+        results: &mpsc::UnboundedSender<FetchResult>,
+    ) -> u64 {
+        let Some(client) = self.ensure_clients().map(|c| c.stats.clone()) else {
+            return 0;
+        };
+        let now = Instant::now();
+        let mut started = 0;
+        for (ip, target) in &mut self.targets {
+            if target.in_flight || !target.backoff.is_due(now) {
+                continue;
+            }
+            target.in_flight = true;
+            started += 1;
+            let (ip, addr, client) = (*ip, target.addr, client.clone());
+            let (limit, results) = (Arc::clone(limit), results.clone());
+            tokio::spawn(async move {
+                let _permit = limit.acquire_owned().await;
+                let result = client.fetch(addr).await.map_err(|e| e.to_string());
+                let _ = results.send((ip, result));
+            });
+        }
+        started
+    }
+
+    /// Takes in one read.
+    fn result(&mut self, ip: IpAddr, result: Result<crate::model::AgentStats, String>) {
+        let now = Instant::now();
+        let Some(target) = self.targets.get_mut(&ip) else {
+            return;
+        };
+        target.in_flight = false;
+        let (result, retry_in) = match result {
+            Ok(stats) => {
+                target.backoff.succeeded(now);
+                (Ok(Box::new(stats)), None)
+            }
+            Err(e) => {
+                let wait =
+                    target
+                        .backoff
+                        .failed(now, self.settings.interval, self.settings.max_backoff);
+                (Err(e), Some(wait))
+            }
+        };
+        let failures = target.backoff.failures();
+        let _ = self.to_actor.send(JobMsg::Stats {
+            addr: ip,
+            result,
+            failures,
+            retry_in,
+        });
+    }
+
+    fn round_done(&self, polled: u64) {
+        let answering = self
+            .targets
+            .values()
+            .filter(|t| t.backoff.failures() == 0)
+            .count() as u64;
+        let _ = self.to_actor.send(JobMsg::PollRound {
+            polled,
+            answering,
+            agents: self.targets.len() as u64,
+        });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test(start_paused = true)]
+    async fn a_silent_agent_is_read_less_and_less_often_then_at_once_when_back() {
+        let interval = Duration::from_secs(2);
+        let max = Duration::from_mins(1);
+        let start = Instant::now();
+        let mut b = Backoff::new(start);
+        assert!(b.is_due(start));
+        let waits: Vec<u64> = (0..8)
+            .map(|_| b.failed(Instant::now(), interval, max).as_secs())
+            .collect();
+        assert_eq!(waits, [2, 4, 8, 16, 32, 60, 60, 60]);
+        assert_eq!(b.failures(), 8);
+        assert!(!b.is_due(Instant::now()));
+        tokio::time::advance(Duration::from_secs(59)).await;
+        assert!(!b.is_due(Instant::now()), "still waiting out the ceiling");
+        tokio::time::advance(Duration::from_secs(1)).await;
+        assert!(b.is_due(Instant::now()));
+        b.succeeded(Instant::now());
+        assert_eq!(b.failures(), 0);
+        assert!(b.is_due(Instant::now()));
+        // A later failure starts over at the interval.
+        assert_eq!(b.failed(Instant::now(), interval, max), interval);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn the_operator_token_is_replaced_at_two_thirds_of_its_life() {
+        let dir = tempfile::tempdir().unwrap();
+        let ca = crate::pki::FleetCa::load_or_create(dir.path()).unwrap();
+        let (to_actor, _from) = mpsc::unbounded_channel();
+        let mut poller = Poller {
+            settings: PollSettings::default(),
+            link: ControlLink {
+                url: "https://127.9.0.1:9".into(),
+                ca_pem: ca.ca_pem().to_owned(),
+                control_dir: dir.path().to_owned(),
+                operator_ttl: Duration::from_secs(90),
+            },
+            issuer: Arc::new(TokenIssuer::load_or_create(dir.path()).unwrap()),
+            clients: None,
+            targets: HashMap::new(),
+            to_actor,
+        };
+        let start = Instant::now();
+        let first = poller.ensure_clients().unwrap().renew_at;
+        assert_eq!(first, start + Duration::from_mins(1));
+        tokio::time::advance(Duration::from_secs(59)).await;
+        assert_eq!(
+            poller.ensure_clients().unwrap().renew_at,
+            first,
+            "still fresh"
+        );
+        tokio::time::advance(Duration::from_secs(1)).await;
+        let second = poller.ensure_clients().unwrap().renew_at;
+        assert_eq!(second, first + Duration::from_mins(1), "renewed at 2/3");
+    }
+
+    #[test]
+    fn the_primary_address_is_the_first_usable_one() {
+        let record = AgentRecord {
+            agent_id: "ag-1".into(),
+            hostname: "web1".into(),
+            addresses: vec!["web1.local".into(), "0.0.0.0".into(), "127.9.0.7".into()],
+            stats_port: 9701,
+            agent_version: "0".into(),
+            state: crate::model::RegistrationState::Registered,
+            registered_at: 0,
+            last_heartbeat_at: None,
+            identity_expires_at: 0,
+            certificate_expires_at: 0,
+            revoked_at: None,
+        };
+        assert_eq!(primary_addr(&record), Some("127.9.0.7".parse().unwrap()));
+        assert_eq!(listen_port("0.0.0.0:9801"), 9801);
+        assert_eq!(listen_port("{host}"), 9701);
+    }
+}

@@ -1,0 +1,71 @@
+//! `fleetctl deploy` / `undeploy` input handling, with no hosts needed:
+//! bad input exits 2 with a message naming the problem; --dry-run shows the
+//! plan and touches nothing.
+#![allow(clippy::unwrap_used)]
+
+mod common;
+
+use common::{Env, stderr, stdout};
+
+#[test]
+fn bad_input_says_what_is_wrong_and_exits_2() {
+    let env = Env::new();
+    for (args, needle) in [
+        (
+            vec!["deploy", "--select", "colour=red"],
+            "unknown field \"colour\"",
+        ),
+        (vec!["deploy", "--select", "os="], "empty value"),
+        (vec!["deploy", "--all"], "no host in the inventory matches"),
+        (
+            vec!["deploy", "h1", "--agent-binary", "/etc/hostname"],
+            "not an ELF executable",
+        ),
+        (
+            vec!["deploy", "h1", "--controller", "http://127.7.0.1:1"],
+            "https://",
+        ),
+        (
+            vec!["deploy", "h1", "--controller", "https://127.7.0.1:1"],
+            "no control plane keys",
+        ),
+        (vec!["undeploy", "--select", "agent"], "is not FIELD=VALUE"),
+    ] {
+        let out = env.run(&args);
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {}", stderr(&out));
+        assert!(stderr(&out).contains(needle), "{args:?}: {}", stderr(&out));
+    }
+    let out = env.run(&["deploy"]);
+    assert_eq!(out.status.code(), Some(2), "no hosts: {}", stderr(&out));
+}
+
+#[test]
+fn dry_run_shows_canaries_then_the_rest_and_changes_nothing() {
+    let env = Env::new();
+    let out = env.run(&[
+        "deploy",
+        "root@127.7.0.10",
+        "127.7.0.11",
+        "127.7.0.12",
+        "--canary",
+        "1",
+        "--max-failures",
+        "1",
+        "--controller",
+        "https://127.7.0.1:8443",
+        "--dry-run",
+    ]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let text = stdout(&out);
+    assert!(
+        text.contains("agents register with https://127.7.0.1:8443"),
+        "{text}"
+    );
+    assert!(text.contains("1. canary   root@127.7.0.10:22"), "{text}");
+    assert!(text.contains("3. rollout"), "{text}");
+    assert!(text.contains("stop after more than 1 failure(s)"), "{text}");
+    assert!(
+        !env.data_dir().join("control").exists(),
+        "dry run minted keys"
+    );
+}
