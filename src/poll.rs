@@ -97,7 +97,7 @@ impl StatsClient {
         if e.is_timeout() {
             return PollError::Timeout(self.timeout);
         }
-        let chain = error_chain(e);
+        let chain = crate::pki::tls::error_chain(e);
         if is_tls(&chain) {
             PollError::Tls(chain)
         } else if e.is_connect() {
@@ -108,21 +108,6 @@ impl StatsClient {
             PollError::Unreachable(chain)
         }
     }
-}
-
-/// The error and its causes, one line: reqwest's own message is generic.
-fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
-    let mut text = e.to_string();
-    let mut source = e.source();
-    while let Some(cause) = source {
-        let more = cause.to_string();
-        if !text.contains(&more) {
-            text.push_str(": ");
-            text.push_str(&more);
-        }
-        source = cause.source();
-    }
-    text
 }
 
 /// rustls errors surface as io errors inside hyper's; their text is what

@@ -21,97 +21,17 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{Env, Sshd, keygen, public_key, require_root, require_tool, stderr, stdout};
+use common::host::{HOST_SSH_PORT, IsolatedHost};
+use common::{Env, keygen, require_root, require_tool, stderr, stdout};
 use serde_json::Value;
 
-const SSH_PORT: u16 = 2222;
+const SSH_PORT: u16 = HOST_SSH_PORT;
 const AGENT_PORT: u16 = 9701;
 
-/// One "host": sshd in its own mount + UTS namespace.
-struct FakeHost {
-    name: String,
-    ip: String,
-    sshd: Sshd,
-}
+type FakeHost = IsolatedHost;
 
-impl FakeHost {
-    fn start(name: &str, ip: &str, client_key: &Path) -> Self {
-        require_tool("unshare");
-        require_tool("nsenter");
-        let setup = r#"mount -t tmpfs -o mode=755 tmpfs /usr/local/lib && \
-mount -t tmpfs -o mode=755 tmpfs /var/lib && hostname "$1" && shift && exec "$@""#;
-        let sshd = Sshd::start_wrapped(ip, SSH_PORT, "", |cmd| {
-            let mut wrapped = Command::new("unshare");
-            wrapped
-                .args(["--mount", "--uts", "--propagation", "private", "--"])
-                .args(["sh", "-c", setup, "sh", name])
-                .arg(cmd.get_program())
-                .args(cmd.get_args());
-            wrapped
-        });
-        sshd.authorize(&public_key(client_key));
-        Self {
-            name: name.to_string(),
-            ip: ip.to_string(),
-            sshd,
-        }
-    }
-
-    /// Runs `script` inside this host's namespaces.
-    fn sh(&self, script: &str) -> Output {
-        Command::new("nsenter")
-            .args([
-                "-t",
-                &self.sshd.pid().to_string(),
-                "-m",
-                "-u",
-                "--",
-                "sh",
-                "-c",
-                script,
-            ])
-            .output()
-            .unwrap()
-    }
-
-    fn sh_ok(&self, script: &str) -> String {
-        let out = self.sh(script);
-        assert!(
-            out.status.success(),
-            "{}: {script}: {}",
-            self.name,
-            stderr(&out)
-        );
-        stdout(&out)
-    }
-
-    /// Files deploy may have left: none once undeployed or rolled back.
-    fn leftovers(&self) -> String {
-        self.sh_ok("find /usr/local/lib/fleetctl /var/lib/fleetctl 2>/dev/null; true")
-    }
-
-    fn agent_pid(&self) -> Option<u32> {
-        self.sh("cat /var/lib/fleetctl/agent.pid")
-            .status
-            .success()
-            .then(|| {
-                self.sh_ok("cat /var/lib/fleetctl/agent.pid")
-                    .trim()
-                    .parse()
-                    .unwrap()
-            })
-    }
-
-    fn stats_addr(&self) -> SocketAddr {
-        format!("{}:{AGENT_PORT}", self.ip).parse().unwrap()
-    }
-}
-
-impl Drop for FakeHost {
-    fn drop(&mut self) {
-        // A failed test must not leave agents holding the port.
-        let _ = self.sh("kill $(cat /var/lib/fleetctl/agent.pid) 2>/dev/null");
-    }
+fn stats_addr(host: &FakeHost) -> SocketAddr {
+    format!("{}:{AGENT_PORT}", host.ip).parse().unwrap()
 }
 
 fn alive(pid: u32) -> bool {
@@ -248,7 +168,7 @@ impl Fleet {
             .enable_all()
             .build()
             .unwrap();
-        rt.block_on(client.fetch(host.stats_addr()))
+        rt.block_on(client.fetch(stats_addr(host)))
             .map_err(|e| e.to_string())
     }
 }

@@ -11,11 +11,12 @@ mod common;
 
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::Command;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use common::{Sshd, keygen, public_key, require_root, require_tool};
+use common::host::{HOST_SSH_PORT, IsolatedHost};
+use common::{keygen, require_root, require_tool};
 use fleetctl::control::{self, ControlPlane, Settings};
 use fleetctl::engine::{
     self, Answer, Command as EngineCommand, ControlLink, DeploySettings, EngineConfig, Event,
@@ -25,52 +26,10 @@ use fleetctl::model::{AgentState, RegistrationState};
 use fleetctl::ssh::{ConnectFlags, HostKeyPolicy};
 use tokio_util::sync::CancellationToken;
 
-const SSH_PORT: u16 = 2222;
+const SSH_PORT: u16 = HOST_SSH_PORT;
 const LIMIT: Duration = Duration::from_mins(3);
 
-/// sshd in a mount + UTS namespace of its own.
-struct FakeHost {
-    sshd: Sshd,
-}
-
-impl FakeHost {
-    fn start(name: &str, ip: &str, client_key: &Path) -> Self {
-        require_tool("unshare");
-        require_tool("nsenter");
-        let setup = r#"mount -t tmpfs -o mode=755 tmpfs /usr/local/lib && \
-mount -t tmpfs -o mode=755 tmpfs /var/lib && hostname "$1" && shift && exec "$@""#;
-        let sshd = Sshd::start_wrapped(ip, SSH_PORT, "", |cmd| {
-            let mut wrapped = Command::new("unshare");
-            wrapped
-                .args(["--mount", "--uts", "--propagation", "private", "--"])
-                .args(["sh", "-c", setup, "sh", name])
-                .arg(cmd.get_program())
-                .args(cmd.get_args());
-            wrapped
-        });
-        sshd.authorize(&public_key(client_key));
-        Self { sshd }
-    }
-
-    fn sh(&self, script: &str) -> Output {
-        Command::new("nsenter")
-            .args(["-t", &self.sshd.pid().to_string(), "-m", "-u", "--"])
-            .args(["sh", "-c", script])
-            .output()
-            .unwrap()
-    }
-
-    fn leftovers(&self) -> String {
-        let out = self.sh("find /usr/local/lib/fleetctl /var/lib/fleetctl 2>/dev/null; true");
-        String::from_utf8_lossy(&out.stdout).into_owned()
-    }
-}
-
-impl Drop for FakeHost {
-    fn drop(&mut self) {
-        let _ = self.sh("kill $(cat /var/lib/fleetctl/agent.pid) 2>/dev/null");
-    }
-}
+type FakeHost = IsolatedHost;
 
 fn stripped_binary(dir: &Path) -> PathBuf {
     // A debug build carries ~80 MB of debug info; hosts get it stripped.

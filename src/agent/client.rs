@@ -88,12 +88,12 @@ impl Controller {
         let resp = req
             .send()
             .await
-            .map_err(|e| CallError::Unreachable(describe(&e)))?;
+            .map_err(|e| CallError::Unreachable(crate::pki::tls::error_chain(&e)))?;
         let status = resp.status();
         let bytes = resp
             .bytes()
             .await
-            .map_err(|e| CallError::Unreachable(describe(&e)))?;
+            .map_err(|e| CallError::Unreachable(crate::pki::tls::error_chain(&e)))?;
         if status.is_success() {
             return serde_json::from_slice(&bytes)
                 .map_err(|e| CallError::BadResponse(format!("{path}: {e}")));
@@ -106,25 +106,4 @@ impl Controller {
             _ => Err(CallError::BadResponse(format!("{path}: HTTP {status}"))),
         }
     }
-}
-
-/// reqwest's message, with the cause that says what went wrong (refused,
-/// certificate unknown...) rather than only "error sending request".
-fn describe(e: &reqwest::Error) -> String {
-    use std::error::Error as _;
-    let mut text = if e.is_timeout() {
-        "timed out".to_owned()
-    } else {
-        e.to_string()
-    };
-    let mut source = e.source();
-    while let Some(cause) = source {
-        let more = cause.to_string();
-        if !text.contains(&more) {
-            text.push_str(": ");
-            text.push_str(&more);
-        }
-        source = cause.source();
-    }
-    text
 }

@@ -177,6 +177,25 @@ fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
         .context("cannot start the async runtime")
 }
 
+/// Lifts the soft open-files limit to the hard one and returns how many
+/// sockets a command may hold open, keeping some descriptors spare: scans,
+/// the console's poller and the control plane each hold one per host.
+pub(crate) fn raise_open_files_limit() -> usize {
+    use nix::sys::resource::{Resource, getrlimit, setrlimit};
+    let Ok((soft, hard)) = getrlimit(Resource::RLIMIT_NOFILE) else {
+        return 256;
+    };
+    let limit = if setrlimit(Resource::RLIMIT_NOFILE, hard, hard).is_ok() {
+        hard
+    } else {
+        soft
+    };
+    usize::try_from(limit)
+        .unwrap_or(usize::MAX)
+        .saturating_sub(64)
+        .max(16)
+}
+
 fn is_broken_pipe(err: &anyhow::Error) -> bool {
     err.chain().any(|e| {
         e.downcast_ref::<std::io::Error>()

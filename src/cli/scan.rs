@@ -108,7 +108,10 @@ pub async fn run(args: ScanArgs, ctx: &Context) -> anyhow::Result<ExitCode> {
     let mut fingerprints = args.ssh.start(&cancel)?;
     let addrs = addresses(&args, settings.max_hosts).await?;
 
-    settings.options.max_in_flight = settings.options.max_in_flight.min(raise_open_files_limit());
+    settings.options.max_in_flight = settings
+        .options
+        .max_in_flight
+        .min(super::raise_open_files_limit());
     let probe_ssh = settings.options.banner_timeout.is_some();
     let (method, note) =
         Method::choose(settings.method, &addrs, probe_ssh).map_err(BadInput::wrap)?;
@@ -289,24 +292,6 @@ fn parse_all(inputs: &[String]) -> anyhow::Result<Vec<TargetSpec>> {
         specs.extend(targets::parse_target(input).map_err(BadInput::wrap)?);
     }
     Ok(specs)
-}
-
-/// Lifts the soft open-files limit to the hard one and returns how many
-/// sockets a scan may hold open, keeping some descriptors spare.
-fn raise_open_files_limit() -> usize {
-    use nix::sys::resource::{Resource, getrlimit, setrlimit};
-    let Ok((soft, hard)) = getrlimit(Resource::RLIMIT_NOFILE) else {
-        return 256;
-    };
-    let limit = if setrlimit(Resource::RLIMIT_NOFILE, hard, hard).is_ok() {
-        hard
-    } else {
-        soft
-    };
-    usize::try_from(limit)
-        .unwrap_or(usize::MAX)
-        .saturating_sub(64)
-        .max(16)
 }
 
 /// A progress bar on stderr, only when stderr is a terminal.

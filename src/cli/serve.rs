@@ -77,6 +77,8 @@ pub fn settings(c: &ControlConfig) -> Settings {
 
 pub async fn run(args: ServeArgs, ctx: &Context) -> anyhow::Result<ExitCode> {
     let config = args.resolve(&ctx.config.control)?;
+    // Each agent keeps a connection open for its heartbeats and renewals.
+    super::raise_open_files_limit();
     let dir = ctx.paths.control_dir();
     let plane = ControlPlane::open(&dir, &ctx.paths.inventory(), settings(&config))
         .context("cannot start the control plane")?;

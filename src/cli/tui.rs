@@ -43,7 +43,7 @@ pub fn run(args: &TuiArgs, ctx: &Context) -> anyhow::Result<ExitCode> {
     let _log = init_file_logging(&ctx.paths.log_dir)?;
     tracing::info!(theme = %theme.name, "console starting");
 
-    let max_in_flight = raise_open_files_limit();
+    let max_in_flight = super::raise_open_files_limit();
     let app = App::new(themes, theme);
     super::runtime()?.block_on(async move {
         let (link, embedded, source) = super::console::control(ctx).await?;
@@ -73,23 +73,4 @@ fn init_file_logging(dir: &Path) -> anyhow::Result<tracing_appender::non_blockin
         .with_ansi(false)
         .try_init();
     Ok(guard)
-}
-
-/// Lifts the soft open-files limit to the hard one and returns how many
-/// sockets a scan may hold open, keeping some descriptors spare (as
-/// `fleetctl scan` does).
-fn raise_open_files_limit() -> usize {
-    use nix::sys::resource::{Resource, getrlimit, setrlimit};
-    let Ok((soft, hard)) = getrlimit(Resource::RLIMIT_NOFILE) else {
-        return 256;
-    };
-    let limit = if setrlimit(Resource::RLIMIT_NOFILE, hard, hard).is_ok() {
-        hard
-    } else {
-        soft
-    };
-    usize::try_from(limit)
-        .unwrap_or(usize::MAX)
-        .saturating_sub(64)
-        .max(16)
 }

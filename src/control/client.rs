@@ -112,14 +112,14 @@ impl ControlClient {
         let response = request.bearer_auth(&self.token).send().await.map_err(|e| {
             ClientError::Unreachable {
                 url: self.url.clone(),
-                reason: error_chain(&e),
+                reason: crate::pki::tls::error_chain(&e),
             }
         })?;
         let status = response.status();
         let bytes = response
             .bytes()
             .await
-            .map_err(|e| ClientError::BadResponse(error_chain(&e)))?;
+            .map_err(|e| ClientError::BadResponse(crate::pki::tls::error_chain(&e)))?;
         if status.is_success() {
             serde_json::from_slice(&bytes).map_err(|e| ClientError::BadResponse(e.to_string()))
         } else {
@@ -133,17 +133,4 @@ impl ControlClient {
             })
         }
     }
-}
-
-/// reqwest's own message is terse ("error sending request"); the cause
-/// (certificate unknown, connection refused) is what an operator needs.
-fn error_chain(e: &dyn std::error::Error) -> String {
-    let mut text = e.to_string();
-    let mut source = e.source();
-    while let Some(s) = source {
-        text.push_str(": ");
-        text.push_str(&s.to_string());
-        source = s.source();
-    }
-    text
 }

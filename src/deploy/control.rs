@@ -96,7 +96,7 @@ impl ControlPlane {
             .get(&url)
             .send()
             .await
-            .map_err(|e| failed(error_chain(&e)))?;
+            .map_err(|e| failed(crate::pki::tls::error_chain(&e)))?;
         if response.status().is_success() {
             Ok(())
         } else {
@@ -113,19 +113,4 @@ pub fn url_host(host: &str) -> String {
     } else {
         host.to_string()
     }
-}
-
-/// reqwest's message and its causes ("error sending request: ... connection refused").
-fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
-    let mut text = e.to_string();
-    let mut source = e.source();
-    while let Some(cause) = source {
-        let cause_text = cause.to_string();
-        if !text.contains(&cause_text) {
-            text.push_str(": ");
-            text.push_str(&cause_text);
-        }
-        source = cause.source();
-    }
-    text
 }

@@ -186,6 +186,29 @@ fn is_per_connection(e: &std::io::Error) -> bool {
     matches!(e.kind(), ConnectionAborted | ConnectionReset | Interrupted)
 }
 
+/// An HTTP client error as one line with its causes: reqwest's own message
+/// ("error sending request") is terse, the cause (connection refused,
+/// certificate unknown) is what an operator needs. Timeouts say so first.
+#[must_use]
+pub fn error_chain(e: &reqwest::Error) -> String {
+    use std::error::Error as _;
+    let mut text = if e.is_timeout() {
+        format!("timed out: {e}")
+    } else {
+        e.to_string()
+    };
+    let mut source = e.source();
+    while let Some(cause) = source {
+        let more = cause.to_string();
+        if !text.contains(&more) {
+            text.push_str(": ");
+            text.push_str(&more);
+        }
+        source = cause.source();
+    }
+    text
+}
+
 /// THE way to build an HTTP client in fleetctl: the fleet CA as the only
 /// root, no proxy, connect and request timeouts set.
 pub fn http_client(ca_pem: &str, timeout: Duration) -> Result<reqwest::Client, PkiError> {

@@ -2,6 +2,8 @@
 //! environment, root checks, network namespaces and real sshd processes.
 #![allow(dead_code, clippy::unwrap_used)]
 
+pub mod host;
+
 use std::io::{BufRead, BufReader};
 use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
