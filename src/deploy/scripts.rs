@@ -5,15 +5,16 @@
 use super::layout::{Layout, UNIT, sh_quote, sh_vars};
 use std::fmt::Write as _;
 
-/// What the host is: user, OS, machine, init system, checksum tool.
+/// What the host is: user, name, OS, machine, service managers (the
+/// system's, usable as root; the user's own), checksum tool.
 pub const FACTS: &str = r#"echo "uid=$(id -u)"
 echo "home=$HOME"
+echo "name=$(hostname 2>/dev/null || uname -n)"
 echo "os=$(uname -s)"
 echo "arch=$(uname -m)"
-if [ "$(id -u)" = 0 ]; then
-  [ -d /run/systemd/system ] && command -v systemctl >/dev/null 2>&1 && echo systemd=1
-else
-  [ -n "$XDG_RUNTIME_DIR" ] && [ -S "$XDG_RUNTIME_DIR/systemd/private" ] && command -v systemctl >/dev/null 2>&1 && echo systemd=1
+if command -v systemctl >/dev/null 2>&1; then
+  [ "$(id -u)" = 0 ] && [ -d /run/systemd/system ] && echo systemd_system=1
+  [ -n "$XDG_RUNTIME_DIR" ] && [ -S "$XDG_RUNTIME_DIR/systemd/private" ] && echo systemd_user=1
 fi
 if command -v sha256sum >/dev/null 2>&1; then echo "sha256=sha256sum"
 elif command -v busybox >/dev/null 2>&1 && busybox sha256sum </dev/null >/dev/null 2>&1; then echo "sha256=busybox sha256sum"
