@@ -86,17 +86,17 @@ sleep 2
 keys s                      # the scan prompt, the sandbox range already in it
 sleep 1
 keys Enter
-wait_for "silent"
+wait_for "scan done"
 sleep 2
 keys '*' f                  # mark every host, fingerprint them
-wait_for "auth-failed" 1 60
-wait_for " ok " "$healthy" 60
+wait_for "fingerprint done" 1 90
 sleep 2
-keys Escape / 'ssh:ok' Enter '*' d   # only the hosts SSH lets in; deploy asks first
+keys / 'ssh:ok' Enter '*' d # only the hosts SSH lets in; deploy asks first
 sleep 1
 keys y
-wait_for "registered" "$healthy" 180
-keys Escape Escape
+wait_for "deploy done" 1 240
+wait_for "registered" "$healthy" 60
+keys Escape                 # every host again
 sleep "$watch"              # live stats, and the cut-off host's token draining
 keys q
 i=0
