@@ -166,9 +166,12 @@ fn headless_demo_ends_as_expected_leaves_nothing_and_runs_once() {
         "{stdout}"
     );
     let cut = row(&stdout, "127.42.1.14");
+    // The registry's view: heartbeats stopped (lost), or the identity ran out.
+    assert!(cut.contains(" lost ") || cut.contains(" expired "), "{cut}");
     assert!(
-        cut.contains(" expiring ") || cut.contains(" expired "),
-        "{cut}"
+        stdout.contains("demo-05 (127.42.1.14) token expiring")
+            || stdout.contains("demo-05 (127.42.1.14) token expired"),
+        "{stdout}"
     );
     let last = stdout.lines().last().unwrap();
     assert!(last.starts_with("demo: ok: 2 healthy hosts"), "{last}");

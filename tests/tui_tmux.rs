@@ -4,6 +4,7 @@
 #![allow(clippy::unwrap_used)]
 
 mod common;
+mod fleet;
 
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
@@ -77,6 +78,8 @@ fn the_console_shows_the_fleet_takes_keys_and_gives_the_terminal_back() {
     let listener = TcpListener::bind("127.6.0.2:0").unwrap();
     let port = listener.local_addr().unwrap().port().to_string();
     let env = Env::new();
+    // The embedded control plane stays on this test's block too.
+    std::fs::write(env.config_file(), "[control]\nlisten = \"127.6.0.2:0\"\n").unwrap();
     let out = env.run(&[
         "scan",
         "127.6.0.0/29",
@@ -145,4 +148,176 @@ fn the_console_shows_the_fleet_takes_keys_and_gives_the_terminal_back() {
         env.data_dir().join("log/tui.log").exists(),
         "the console logs to a file"
     );
+}
+
+/// A `fleetctl agent` on `ip` (port 0) enrolling with the control plane at
+/// `url`, trusting `ca_file`, with `token` as its join token.
+fn start_agent(
+    url: &str,
+    ca_file: &Path,
+    ip: &str,
+    token: &str,
+) -> (fleet::Proc, tempfile::TempDir) {
+    use std::os::unix::fs::OpenOptionsExt as _;
+    let dir = tempfile::tempdir().unwrap();
+    let token_file = dir.path().join("join.token");
+    let mut f = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(true)
+        .write(true)
+        .mode(0o600)
+        .open(&token_file)
+        .unwrap();
+    std::io::Write::write_all(&mut f, token.as_bytes()).unwrap();
+    let config = dir.path().join("agent.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "controller = \"{url}\"\nca_file = \"{}\"\njoin_token_file = \"{}\"\n\
+             data_dir = \"{}\"\nlisten = \"{ip}:0\"\nhostname = \"a{}.test\"\n\
+             sample_interval = \"500ms\"\n",
+            ca_file.display(),
+            token_file.display(),
+            dir.path().join("data").display(),
+            ip.rsplit('.').next().unwrap(),
+        ),
+    )
+    .unwrap();
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_fleetctl"));
+    cmd.env_remove("FLEETCTL_CONFIG")
+        .env_remove("FLEETCTL_DATA_DIR")
+        .args(["agent", "--config"])
+        .arg(&config);
+    let mut proc = fleet::Proc::spawn_command(cmd);
+    proc.wait_log("stats API listening on", Duration::from_secs(10));
+    (proc, dir)
+}
+
+/// Waits (bounded) for `ip`'s row to show a running, registered agent
+/// with a CPU figure; returns the row.
+fn wait_live_row(tmux: &Tmux, ip: &str, agent: &fleet::Proc) -> String {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let screen = tmux.screen();
+        let row = screen.lines().find(|l| {
+            l.contains(&format!("{ip} "))
+                && l.contains("running")
+                && l.contains("registered")
+                && l.contains('%')
+        });
+        if let Some(row) = row {
+            return row.to_owned();
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no live row for {ip}; the screen shows:\n{screen}\nagent log:\n{}",
+            agent.log()
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+#[test]
+#[ignore = "needs tmux (the interop suite in .ci/run runs it)"]
+fn the_console_embeds_the_control_plane_and_shows_live_agents() {
+    let bin = require_tool("tmux");
+    let port = TcpListener::bind("127.9.0.2:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let env = Env::new();
+    std::fs::write(
+        env.config_file(),
+        format!(
+            "[control]\nlisten = \"127.9.0.2:{port}\"\n\
+             [engine]\npoll_interval = \"500ms\"\nregistry_interval = \"1s\"\n"
+        ),
+    )
+    .unwrap();
+    let tmux = Tmux {
+        bin,
+        socket: format!("fleetctl-wire-test-{}", std::process::id()),
+    };
+    tmux.run(&[
+        "new-session",
+        "-d",
+        "-s",
+        "t",
+        "-x",
+        "160",
+        "-y",
+        "40",
+        "sh",
+    ]);
+    let command = format!(
+        "FLEETCTL_CONFIG={} FLEETCTL_DATA_DIR={} {} tui",
+        shell_quote(&env.config_file()),
+        shell_quote(&env.data_dir()),
+        shell_quote(Path::new(env!("CARGO_BIN_EXE_fleetctl"))),
+    );
+    tmux.run(&["send-keys", "-t", "t", &command, "Enter"]);
+    tmux.wait_for("0 hosts");
+
+    // The console's own control plane answers on control.listen.
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while std::net::TcpStream::connect(("127.9.0.2", port)).is_err() {
+        assert!(
+            Instant::now() < deadline,
+            "the console did not embed a control plane on 127.9.0.2:{port}:\n{}",
+            tmux.screen()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let url = format!("https://127.9.0.2:{port}");
+    let ca_file = env.data_dir().join("control/ca.pem");
+    let agents: Vec<_> = ["127.9.2.1", "127.9.2.2"]
+        .iter()
+        .map(|ip| {
+            let out = env.run(&["token", "join", ip]);
+            assert!(out.status.success(), "{}", stderr(&out));
+            let token = String::from_utf8(out.stdout).unwrap();
+            start_agent(&url, &ca_file, ip, token.trim())
+        })
+        .collect();
+
+    // Each agent's row: running, registered, a token with time left, live CPU.
+    for ip in ["127.9.2.1", "127.9.2.2"] {
+        let row = wait_live_row(&tmux, ip, &agents[0].0);
+        let name = format!("a{}.test", ip.rsplit('.').next().unwrap());
+        assert!(row.contains(&name), "{row}");
+        assert!(row.contains("alive"), "an agent answering is alive: {row}");
+        // Token time left (1 h identity): minutes, not "expired" or "-".
+        assert!(
+            row.contains("59m") || row.contains("58m") || row.contains("1h"),
+            "{row}"
+        );
+    }
+    // The host detail: its registration as the control plane has it.
+    tmux.keys(&["g", "Enter"]);
+    let screen = tmux.wait_for("registry");
+    assert!(screen.contains("127.9.2.1"), "{screen}");
+    assert!(
+        screen.contains("ag-"),
+        "the control plane's agent id: {screen}"
+    );
+    tmux.keys(&["Escape", "q"]);
+
+    std::thread::sleep(Duration::from_millis(300));
+    tmux.run(&["send-keys", "-t", "t", "echo shell-ok-$((6*7))", "Enter"]);
+    let screen = tmux.wait_for("shell-ok-42");
+    assert!(
+        !screen.contains("ADDRESS"),
+        "the console's screen is gone: {screen}"
+    );
+    // Quitting stopped the embedded control plane.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while std::net::TcpStream::connect(("127.9.0.2", port)).is_ok() {
+        assert!(
+            Instant::now() < deadline,
+            "the control plane still listens after quit"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    drop(agents);
 }

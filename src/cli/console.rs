@@ -1,13 +1,14 @@
 //! What the console and `fleetctl status` share: the engine's settings from
 //! the config file, and the control plane they use.
 //!
-//! Which control plane: `control.url` set means an external one (a
-//! `fleetctl serve` somewhere) and the console uses it. Otherwise the
-//! console embeds one on `control.listen`, with the same data dir as
-//! `fleetctl serve` would use; when that address is taken, a `fleetctl
-//! serve` on this machine already serves it, and the console uses that.
-//! Either way the operator tokens are minted from the signing key in
-//! `<data_dir>/control/`.
+//! Which control plane (`engine.control`, default `auto`): with
+//! `control.url` set, an external one (a `fleetctl serve` somewhere) and
+//! the console uses it. Otherwise the console embeds one on
+//! `control.listen`, with the same data dir as `fleetctl serve` would use;
+//! when that address is taken, a `fleetctl serve` on this machine already
+//! serves it, and the console uses that. `embed` always embeds (agents are
+//! told `control.url` when set); `external` never does. Either way the
+//! operator tokens are minted from the signing key in `<data_dir>/control/`.
 
 use std::time::Duration;
 
@@ -15,6 +16,7 @@ use anyhow::Context as _;
 use tokio_util::sync::CancellationToken;
 
 use super::Context;
+use crate::config::ControlChoice;
 use crate::control::{self, ControlPlane};
 use crate::engine::{ControlLink, DeploySettings, EngineConfig, PollSettings, SshSettings};
 use crate::ssh::target::{default_known_hosts, default_ssh_config};
@@ -56,7 +58,12 @@ pub async fn control(
 ) -> anyhow::Result<(Option<ControlLink>, Option<Embedded>, ControlSource)> {
     let config = &ctx.config.control;
     let dir = ctx.paths.control_dir();
-    if config.url.is_none() {
+    let embed = match ctx.config.engine.control {
+        ControlChoice::Auto => config.url.is_none(),
+        ControlChoice::Embed => true,
+        ControlChoice::External => false,
+    };
+    if embed {
         match tokio::net::TcpListener::bind(config.listen).await {
             Ok(listener) => {
                 let plane = ControlPlane::open(
@@ -81,7 +88,10 @@ pub async fn control(
                 };
                 return Ok((Some(link), Some(embedded), ControlSource::Embedded));
             }
-            Err(e) if e.kind() == std::io::ErrorKind::AddrInUse => {
+            Err(e)
+                if e.kind() == std::io::ErrorKind::AddrInUse
+                    && ctx.config.engine.control == ControlChoice::Auto =>
+            {
                 tracing::info!(
                     listen = %config.listen,
                     "control.listen is taken: using the control plane already serving there"
@@ -89,7 +99,7 @@ pub async fn control(
             }
             Err(e) => {
                 return Err(anyhow::anyhow!(
-                    "cannot listen on control.listen {}: {e} (set control.url to use a control plane elsewhere)",
+                    "cannot listen on control.listen {}: {e} (set control.url, or engine.control = \"external\", to use a control plane elsewhere)",
                     config.listen
                 ));
             }

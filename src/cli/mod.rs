@@ -8,12 +8,12 @@ mod demo;
 mod deploy;
 mod facts_output;
 mod fingerprint;
-mod fleet_table;
 mod output;
 mod scan;
 mod scan_ssh;
 mod serve;
 mod ssh_opts;
+mod status;
 mod token;
 mod tui;
 
@@ -64,6 +64,9 @@ enum Command {
     Deploy(deploy::DeployArgs),
     /// Stop the agent on hosts and remove everything deploy wrote.
     Undeploy(deploy::UndeployArgs),
+    /// The fleet as the console sees it, once: inventory, registry and every
+    /// agent read (table, or -o json|jsonl|csv).
+    Status(status::StatusArgs),
     /// Run the node agent: stats API, enrollment and renewal (what `deploy`
     /// launches on each host). Its settings come from --config FILE.
     Agent,
@@ -165,6 +168,7 @@ fn run(
         Command::Deploy(args) => runtime()?.block_on(deploy::run_deploy(args, &ctx()?)),
         Command::Undeploy(args) => runtime()?.block_on(deploy::run_undeploy(args, &ctx()?)),
         Command::Serve(args) => runtime()?.block_on(serve::run(args, &ctx()?)),
+        Command::Status(args) => runtime()?.block_on(status::run(args, &ctx()?)),
         Command::Token(cmd) => token::run(&cmd, &ctx()?),
         Command::Agents(args) => runtime()?.block_on(agents::agents(args, &ctx()?)),
         Command::Revoke(args) => runtime()?.block_on(agents::revoke(args, &ctx()?)),

@@ -91,6 +91,24 @@ pub struct EngineSettings {
     pub registry_interval: Duration,
     /// Where deployed agents listen; `{host}` stands for the host's address.
     pub agent_listen: String,
+    /// Which control plane the console uses.
+    pub control: ControlChoice,
+}
+
+/// `engine.control`: embed the control plane in the console, or use one
+/// that runs elsewhere.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum ControlChoice {
+    /// `control.url` set: use it; else embed on `control.listen` (or use
+    /// the `fleetctl serve` already listening there).
+    #[default]
+    Auto,
+    /// Always embed on `control.listen`; agents are told `control.url`
+    /// when set (a name they can reach).
+    Embed,
+    /// Never embed: use `control.url` (else `https://<control.listen>`).
+    External,
 }
 
 impl Default for EngineSettings {
@@ -102,6 +120,7 @@ impl Default for EngineSettings {
             poll_max_backoff: Duration::from_mins(1),
             registry_interval: Duration::from_secs(5),
             agent_listen: "0.0.0.0:9701".into(),
+            control: ControlChoice::Auto,
         }
     }
 }
@@ -448,6 +467,37 @@ mod tests {
             let err = Config::parse(text, path).unwrap_err().to_string();
             assert!(err.contains("/etc/fleetctl.toml"), "{err}");
             assert!(err.contains(needle), "{text:?}: {err}");
+        }
+    }
+
+    #[test]
+    fn console_settings_parse_and_bad_ones_name_their_key() {
+        let path = Path::new("c.toml");
+        let c = Config::parse(
+            "[ssh]\nhost_key_policy = \"strict\"\nuser = \"ops\"\n\
+             [engine]\ncontrol = \"embed\"\npoll_interval = \"500ms\"\n",
+            path,
+        )
+        .unwrap();
+        assert_eq!(c.ssh.host_key_policy, HostKeyPolicy::Strict);
+        assert_eq!(c.ssh.user.as_deref(), Some("ops"));
+        assert_eq!(c.engine.control, ControlChoice::Embed);
+        assert_eq!(c.engine.poll_interval, Duration::from_millis(500));
+        assert_eq!(Config::default().ssh.host_key_policy, HostKeyPolicy::Ask);
+        for (text, key) in [
+            (
+                "[engine]\npoll_concurrency = 0\n",
+                "engine.poll_concurrency",
+            ),
+            (
+                "[engine]\npoll_interval = \"10s\"\npoll_max_backoff = \"5s\"\n",
+                "engine.poll_max_backoff",
+            ),
+            ("[ssh]\nconcurrency = 0\n", "ssh.concurrency"),
+            ("[engine]\ncontrol = \"maybe\"\n", "control"),
+        ] {
+            let err = Config::parse(text, path).unwrap_err().to_string();
+            assert!(err.contains(key) && err.contains("c.toml"), "{text}: {err}");
         }
     }
 

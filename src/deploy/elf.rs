@@ -74,6 +74,23 @@ impl ElfTarget {
         name.to_string()
     }
 
+    /// The `uname -m` names (as `sh` case patterns) of machines that run
+    /// this binary.
+    #[must_use]
+    pub fn uname_patterns(&self) -> &'static [&'static str] {
+        match (self.machine, self.bits, self.little_endian) {
+            (EM_X86_64, 64, true) => &["x86_64", "amd64"],
+            (EM_AARCH64, 64, true) => &["aarch64", "arm64"],
+            (EM_386, 32, true) => &["i386", "i486", "i586", "i686"],
+            (EM_ARM, 32, true) => &["armv*"],
+            (EM_RISCV, 64, true) => &["riscv64"],
+            (EM_PPC64, 64, true) => &["ppc64le"],
+            (EM_PPC64, 64, false) => &["ppc64"],
+            (EM_S390, 64, false) => &["s390x"],
+            _ => &[],
+        }
+    }
+
     /// Whether a host whose `uname -m` says `arch` runs this binary.
     #[must_use]
     pub fn runs_on(&self, arch: &str) -> bool {
@@ -142,6 +159,13 @@ mod tests {
                 .runs_on("armv7l")
         );
         assert!(!ElfTarget::parse(&header(2, 1, 62)).unwrap().runs_on("mips"));
+        // The shell's patterns say the same as runs_on.
+        for (class, data, machine) in [(2, 1, 62), (2, 1, 183), (1, 1, 3), (1, 1, 40), (2, 2, 22)] {
+            let t = ElfTarget::parse(&header(class, data, machine)).unwrap();
+            for pattern in t.uname_patterns() {
+                assert!(t.runs_on(&pattern.replace('*', "7l")), "{pattern}");
+            }
+        }
     }
 
     #[test]

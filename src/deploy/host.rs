@@ -46,7 +46,7 @@ pub struct Deployer {
     pub options: DeployOptions,
 }
 
-/// What `scripts::FACTS` and `scripts::state` said.
+/// What `scripts::inspect` said.
 #[derive(Debug, Default)]
 struct Found {
     layout: Option<Layout>,
@@ -133,30 +133,39 @@ impl Deployer {
                 "build {} is already on the host: resuming at configure",
                 short(sha)
             ));
-            // The state directory went with the rollback that kept the build.
-            host.sh(Step::Configure, &scripts::prepare(&layout)).await?;
         } else {
-            self.upload(host, &layout, progress, cancel).await?;
-            check_cancel(cancel, Step::Verify)?;
-            progress.step(Step::Verify);
-            host.sh(Step::Verify, &scripts::verify(&layout, sha, &sha_tool))
-                .await?;
+            check_cancel(cancel, Step::Upload)?;
+            progress.step(Step::Upload);
+            self.upload(host, &layout).await?;
         }
 
         check_cancel(cancel, Step::Configure)?;
         progress.step(Step::Configure);
         self.configure(host, &layout, found).await?;
 
-        check_cancel(cancel, Step::Start)?;
-        progress.step(Step::Start);
+        // One round trip: check the upload, then switch to it.
+        let mut script = String::new();
+        if found.have_build {
+            check_cancel(cancel, Step::Start)?;
+            progress.step(Step::Start);
+        } else {
+            check_cancel(cancel, Step::Verify)?;
+            progress.step(Step::Verify);
+            script.push_str(&scripts::verify(&layout, sha, &sha_tool));
+        }
+        script.push_str(&scripts::stop(&layout, found.systemd));
+        script.push_str(&scripts::install_config(&layout));
+        script.push_str(&scripts::start(&layout, sha, found.systemd));
         let started_at = now_unix();
-        let restart = [
-            scripts::stop(&layout, found.systemd),
-            scripts::install_config(&layout),
-            scripts::start(&layout, sha, found.systemd),
-        ]
-        .concat();
-        host.sh(Step::Start, &restart).await?;
+        match host.sh(Step::Start, &script).await {
+            Err(failure) if !found.have_build && failure.reason.contains(scripts::CORRUPTED) => {
+                return fail(Step::Verify, failure.reason);
+            }
+            other => other?,
+        };
+        if !found.have_build {
+            progress.step(Step::Start);
+        }
         self.confirm(host, &layout, found.systemd, started_at, progress, cancel)
             .await?;
         // The new build runs: what it replaced can go.
@@ -164,7 +173,9 @@ impl Deployer {
         if let Some(old) = &replaced {
             let _ = writeln!(cleanup, "rm -f {}", sh_quote(&layout.binary(old)));
         }
-        let _ = host.sh(Step::Registered, &cleanup).await;
+        if found.current.is_some() {
+            let _ = host.sh(Step::Registered, &cleanup).await;
+        }
         Ok(Outcome::Deployed {
             build: sha.to_string(),
             replaced,
@@ -179,7 +190,8 @@ impl Deployer {
         found: &mut Found,
     ) -> Result<(Layout, String), Failure> {
         let sha = self.artifact.sha256.as_str();
-        let facts = host.sh(Step::Inspect, scripts::FACTS).await?;
+        let script = scripts::inspect(sha, self.artifact.elf.uname_patterns(), self.options.scope);
+        let facts = host.sh(Step::Inspect, &script).await?;
         let facts = key_values(&facts);
         let (os, arch) = (
             facts.get("os").copied().unwrap_or("?"),
@@ -196,7 +208,10 @@ impl Deployer {
                 ),
             );
         }
-        found.sha_tool = facts.get("sha256").map(|s| (*s).to_string());
+        found.sha_tool = facts
+            .get("sha256")
+            .filter(|s| !s.is_empty())
+            .map(|s| (*s).to_string());
         let Some(sha_tool) = found.sha_tool.clone() else {
             return fail(
                 Step::Inspect,
@@ -209,14 +224,14 @@ impl Deployer {
             .get("name")
             .map(|n| n.trim().to_string())
             .filter(|n| !n.is_empty());
-        let state = host
-            .sh(Step::Inspect, &scripts::state(&layout, sha, found.systemd))
-            .await?;
-        let state = key_values(&state);
+        let state = facts;
         found.current = state.get("current").map(|s| s.trim().to_string());
         found.running = state.contains_key("running");
         found.have_build = state.contains_key("have");
         found.layout = Some(layout.clone());
+        if let Some(error) = state.get("prepare_error") {
+            return fail(Step::Upload, error.trim());
+        }
         Ok((layout, sha_tool))
     }
 
@@ -288,16 +303,7 @@ impl Deployer {
         Ok(())
     }
 
-    async fn upload(
-        &self,
-        host: &Host<'_>,
-        layout: &Layout,
-        progress: &Progress,
-        cancel: &CancellationToken,
-    ) -> Result<(), Failure> {
-        check_cancel(cancel, Step::Upload)?;
-        progress.step(Step::Upload);
-        host.sh(Step::Upload, &scripts::prepare(layout)).await?;
+    async fn upload(&self, host: &Host<'_>, layout: &Layout) -> Result<(), Failure> {
         let temp = layout.upload_temp(&self.artifact.sha256);
         host.timed(Step::Upload, async {
             let sftp = host.session.sftp().await.map_err(|e| e.to_string())?;
@@ -374,7 +380,8 @@ impl Deployer {
         Fut: Future<Output = Result<(), String>>,
     {
         let deadline = tokio::time::Instant::now() + limit;
-        let mut pause = Duration::from_millis(100);
+        // Short at first: a healthy agent registers within a second.
+        let mut pause = Duration::from_millis(50);
         loop {
             let last = match check().await {
                 Ok(()) => return Ok(()),
@@ -387,7 +394,7 @@ impl Deployer {
                 () = tokio::time::sleep(pause) => {}
                 () = cancel.cancelled() => return Err(format!("interrupted: {last}")),
             }
-            pause = (pause * 2).min(Duration::from_secs(1));
+            pause = (pause * 3 / 2).min(Duration::from_millis(500));
         }
     }
 

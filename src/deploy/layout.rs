@@ -206,7 +206,22 @@ pub fn sh_quote(s: &str) -> String {
 pub fn sh_vars(vars: &[(&str, &str)]) -> String {
     let mut out = String::new();
     for (name, value) in vars {
-        let _ = writeln!(out, "{name}={}", sh_quote(value));
+        // A path under "$HOME" (a layout made before the home is known)
+        // leaves the variable to the shell.
+        let quoted = match value.strip_prefix("$HOME") {
+            Some(rest) if rest.is_empty() || rest.starts_with('/') => {
+                format!(
+                    "\"$HOME\"{}",
+                    if rest.is_empty() {
+                        String::new()
+                    } else {
+                        sh_quote(rest)
+                    }
+                )
+            }
+            _ => sh_quote(value),
+        };
+        let _ = writeln!(out, "{name}={quoted}");
     }
     out
 }

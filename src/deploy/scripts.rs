@@ -2,24 +2,94 @@
 //! values reach them as single-quoted variables, never spliced unquoted.
 //! They stick to what busybox also has (no `mv -T`, no `readlink -f`).
 
-use super::layout::{Layout, UNIT, sh_quote, sh_vars};
+use super::layout::{InstallScope, Layout, UNIT, sh_quote, sh_vars};
 use std::fmt::Write as _;
 
 /// What the host is: user, name, OS, machine, service managers (the
-/// system's, usable as root; the user's own), checksum tool.
-pub const FACTS: &str = r#"echo "uid=$(id -u)"
+/// system's, usable as root; the user's own), checksum tool. Also leaves
+/// them in shell variables (`uid os arch sds sdu sha`) for what follows.
+pub const FACTS: &str = r#"uid=$(id -u)
+set -- $(uname -sm)
+os=$1 arch=$2
+sds=0 sdu=0
+if command -v systemctl >/dev/null 2>&1; then
+  [ "$uid" = 0 ] && [ -d /run/systemd/system ] && sds=1
+  [ -n "$XDG_RUNTIME_DIR" ] && [ -S "$XDG_RUNTIME_DIR/systemd/private" ] && sdu=1
+fi
+sha=
+if command -v sha256sum >/dev/null 2>&1; then sha=sha256sum
+elif command -v busybox >/dev/null 2>&1 && busybox sha256sum </dev/null >/dev/null 2>&1; then sha="busybox sha256sum"
+fi
+echo "uid=$uid"
 echo "home=$HOME"
 echo "name=$(hostname 2>/dev/null || uname -n)"
-echo "os=$(uname -s)"
-echo "arch=$(uname -m)"
-if command -v systemctl >/dev/null 2>&1; then
-  [ "$(id -u)" = 0 ] && [ -d /run/systemd/system ] && echo systemd_system=1
-  [ -n "$XDG_RUNTIME_DIR" ] && [ -S "$XDG_RUNTIME_DIR/systemd/private" ] && echo systemd_user=1
+echo "os=$os"
+echo "arch=$arch"
+echo "systemd_system=$sds"
+echo "systemd_user=$sdu"
+echo "sha256=$sha"
+"#;
+
+/// One round trip before anything is written: [`FACTS`], what is
+/// installed (as [`state`]), and, when the host can run the build
+/// (`os` Linux, `arch` one of `fits`, a checksum tool present), the
+/// directories made and proven writable; a failure there is reported as
+/// `prepare_error=...`, with the file system's own words.
+///
+/// `scope` picks the layout as [`InstallScope::layout`] does, and with it
+/// the service manager (`sd`): the system's for a system-wide install, the
+/// user's own otherwise.
+#[must_use]
+pub fn inspect(sha256: &str, fits: &[&str], scope: InstallScope) -> String {
+    let root = Layout::new(true, "");
+    let user = Layout::new(false, "$HOME");
+    let mut s = String::from(FACTS);
+    let system_wide = match scope {
+        InstallScope::Auto => "[ \"$uid\" = 0 ]",
+        InstallScope::User => "false",
+        InstallScope::System => "true",
+    };
+    let _ = writeln!(
+        s,
+        "if {system_wide}; then\nsd=$sds\n{}else\nsd=$sdu\n{}fi",
+        vars(&root, &[("BIN", &root.binary(sha256))]),
+        vars(&user, &[("BIN", &user.binary(sha256))]),
+    );
+    s.push_str(AGENT_ALIVE);
+    s.push_str(STATE_BODY);
+    s.push_str(
+        r#"if [ "$sd" = 1 ]; then
+  $SYSTEMCTL is-active --quiet "$UNIT" 2>/dev/null && echo running=1
+else
+  pid=$(cat "$S/agent.pid" 2>/dev/null) && agent_alive "$pid" && echo "running=$pid"
 fi
-if command -v sha256sum >/dev/null 2>&1; then echo "sha256=sha256sum"
-elif command -v busybox >/dev/null 2>&1 && busybox sha256sum </dev/null >/dev/null 2>&1; then echo "sha256=busybox sha256sum"
+fit=0
+"#,
+    );
+    let _ = writeln!(
+        s,
+        "[ \"$os\" = Linux ] && [ -n \"$sha\" ] && case \"$arch\" in {}) fit=1;; esac",
+        if fits.is_empty() {
+            "''".to_string()
+        } else {
+            fits.join("|")
+        }
+    );
+    s.push_str(
+        r#"if [ "$fit" = 1 ]; then
+  err=$( { umask 077; mkdir -p "$S" && chmod 700 "$S" && umask 022 && mkdir -p "$L" &&
+          t="$L/.fleetctl-write-test.$$" && touch "$t" && rm -f "$t"; } 2>&1 ) ||
+    echo "prepare_error=$(printf '%s' "$err" | tr '\n' ' ')"
 fi
 true
+"#,
+    );
+    s
+}
+
+const STATE_BODY: &str = r#"[ -r "$S/current" ] && echo "current=$(cat "$S/current")"
+[ -f "$BIN" ] && echo have=1
+[ -e "$S/agent.toml" ] && echo configured=1
 "#;
 
 /// Is a process alive (not a zombie) and one of our agents?
@@ -44,47 +114,8 @@ fn vars(layout: &Layout, extra: &[(&str, &str)]) -> String {
     out
 }
 
-/// What is installed: the build in use, whether it runs, whether the
-/// build `sha256` is already on disk.
-#[must_use]
-pub fn state(layout: &Layout, sha256: &str, systemd: bool) -> String {
-    let binary = layout.binary(sha256);
-    let mut s = vars(layout, &[("BIN", &binary)]);
-    s.push_str(AGENT_ALIVE);
-    s.push_str(
-        r#"[ -r "$S/current" ] && echo "current=$(cat "$S/current")"
-[ -f "$BIN" ] && echo have=1
-[ -e "$S/agent.toml" ] && echo configured=1
-"#,
-    );
-    if systemd {
-        s.push_str("$SYSTEMCTL is-active --quiet \"$UNIT\" 2>/dev/null && echo running=1\n");
-    } else {
-        s.push_str(
-            "pid=$(cat \"$S/agent.pid\" 2>/dev/null) && agent_alive \"$pid\" && echo \"running=$pid\"\n",
-        );
-    }
-    s.push_str("true\n");
-    s
-}
-
-/// Creates the directories and proves the binary directory is writable,
-/// so an unwritable host fails here with the file system's own words.
-#[must_use]
-pub fn prepare(layout: &Layout) -> String {
-    let mut s = vars(layout, &[]);
-    s.push_str(
-        r#"umask 077
-mkdir -p "$S" && chmod 700 "$S" || exit 1
-umask 022
-mkdir -p "$L" || exit 1
-t="$L/.fleetctl-write-test.$$"
-touch "$t" || { echo "the install directory $L is not writable" >&2; exit 1; }
-rm -f "$t"
-"#,
-    );
-    s
-}
+/// What [`verify`] says when the sums differ.
+pub const CORRUPTED: &str = "the upload was corrupted";
 
 /// Checks the upload's sha256 on the host, then renames it into place.
 #[must_use]
@@ -134,10 +165,16 @@ pub fn install_config(layout: &Layout) -> String {
             sh_quote(&format!(".{name}.prev")),
             destination(name),
         );
+        // Only the unit lives outside the state directory, which exists.
+        let mkdir = if name == "unit" {
+            "mkdir -p \"$(dirname \"$UNIT_FILE\")\" && "
+        } else {
+            ""
+        };
         let _ = writeln!(
             s,
             "if [ -e \"$S\"/{staged} ]; then\n  [ -e {dest} ] && cp -p {dest} \"$S\"/{prev}\n  \
-             mkdir -p \"$(dirname {dest})\" && mv -f \"$S\"/{staged} {dest} || exit 1\nfi"
+             {mkdir}mv -f \"$S\"/{staged} {dest} || exit 1\nfi"
         );
     }
     s
@@ -318,6 +355,11 @@ pub fn unit_text(layout: &Layout, binary: &str) -> String {
 mod tests {
     use super::*;
 
+    fn make_dirs(layout: &Layout) {
+        std::fs::create_dir_all(&layout.state_dir).unwrap();
+        std::fs::create_dir_all(&layout.lib_dir).unwrap();
+    }
+
     #[test]
     fn system_unit_restarts_on_failure_and_runs_the_versioned_binary() {
         let root = Layout::new(true, "/root");
@@ -358,8 +400,8 @@ mod tests {
         let sha = "ef".repeat(32);
         for systemd in [false, true] {
             for script in [
-                state(&layout, &sha, systemd),
-                prepare(&layout),
+                inspect(&sha, &["x86_64", "armv*"], InstallScope::Auto),
+                inspect(&sha, &["x86_64"], InstallScope::User),
                 verify(&layout, &sha, "sha256sum"),
                 install_config(&layout),
                 restore_config(&layout),
@@ -396,7 +438,7 @@ mod tests {
                 .output()
                 .unwrap()
         };
-        assert!(sh(&prepare(&layout)).status.success());
+        make_dirs(&layout);
         // A stand-in agent: a script named like a build, sleeping until killed.
         std::fs::write(
             layout.upload_temp(&sha),
@@ -413,18 +455,22 @@ mod tests {
         assert!(std::path::Path::new(&layout.binary(&sha)).exists());
         std::fs::write(layout.config(), "").unwrap();
         assert!(sh(&start(&layout, &sha, false)).status.success());
-        let state_out =
-            String::from_utf8_lossy(&sh(&state(&layout, &sha, false)).stdout).into_owned();
-        assert!(state_out.contains(&format!("current={sha}")), "{state_out}");
-        assert!(
-            state_out.contains("have=1") && state_out.contains("running="),
-            "{state_out}"
-        );
+        let current = std::fs::read_to_string(layout.current()).unwrap();
+        assert_eq!(current.trim(), sha);
         let pid: i32 = std::fs::read_to_string(layout.pidfile())
             .unwrap()
             .trim()
             .parse()
             .unwrap();
+        // Let the stand-in get going before stopping it.
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+        while !std::fs::read_to_string(layout.log()).is_ok_and(|l| l.contains("started")) {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the stand-in never started"
+            );
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
         assert!(sh(&stop(&layout, false)).status.success());
         let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
         assert!(status.is_empty() || status.contains("zombie"), "{status}");
@@ -448,7 +494,7 @@ mod tests {
                 .output()
                 .unwrap()
         };
-        assert!(run(&prepare(&layout)).status.success());
+        make_dirs(&layout);
         std::fs::write(layout.upload_temp(&sha), "not the build").unwrap();
         let out = run(&verify(&layout, &sha, "sha256sum"));
         assert_eq!(out.status.code(), Some(3));
@@ -473,7 +519,7 @@ mod tests {
             );
         };
         let read = |path: &str| std::fs::read_to_string(path).ok();
-        sh(&prepare(&layout));
+        make_dirs(&layout);
         std::fs::write(layout.config(), "old config").unwrap();
         std::fs::write(layout.ca(), "old ca").unwrap();
         for (name, text) in [

@@ -14,15 +14,16 @@ use tokio_util::sync::CancellationToken;
 use super::deploy::{self as deploy_jobs, DeployJob};
 use super::jobs::{self, FingerprintJob, JobMsg, ScanJob};
 use super::poller;
-use super::state::{FleetSnapshot, HostView, JobView, Sample};
+use super::state::{FleetSnapshot, HostView, JobView};
 use super::{
     Answer, Command, EngineConfig, Event, JobId, JobKind, JobOutcome, Prompt, PromptId, PromptKind,
 };
 use crate::fingerprint::job::Fingerprint;
-use crate::model::{AgentState, AgentStats, HostScan, Reach, SshState};
+use crate::model::{HostScan, Reach, SshState};
 use crate::ssh::FailureKind;
 use crate::store::{StoredHost, now_unix};
 
+mod agents;
 mod merge;
 
 /// Messages handled before a snapshot is published, at most: a flood of
@@ -180,6 +181,7 @@ impl Actor {
                     ssh: self.config.ssh.clone(),
                     concurrency: self.config.fingerprint_concurrency,
                     timeout: self.config.fingerprint_timeout,
+                    inventory: self.config.inventory.clone(),
                 };
                 tokio::spawn(jobs::fingerprint(
                     id,
@@ -462,66 +464,6 @@ impl Actor {
                 host.ssh_error = Some(error.clone());
                 host.log(now, format!("fingerprint failed: {error}"));
                 self.emit(Event::SshFailed { addr, state, error });
-            }
-        }
-    }
-
-    fn stats(&mut self, addr: IpAddr, result: Result<Box<AgentStats>, String>) {
-        let Some(host) = self.hosts.get_mut(&addr) else {
-            tracing::debug!(%addr, "stats for a host not in the fleet: ignored");
-            return;
-        };
-        let host = Arc::make_mut(host);
-        let now = now_unix();
-        let from = host.agent;
-        self.dirty = true;
-        match result {
-            Ok(stats) => {
-                host.history.push(Sample {
-                    at: Instant::now(),
-                    cpu_pct: stats.cpu.total_pct as f32,
-                    mem_pct: stats.memory.used_pct() as f32,
-                });
-                // The control plane's view wins when there is one.
-                if host.registry.is_none() && host.registration != stats.registration.state {
-                    host.log(now, format!("registration: {}", stats.registration.state));
-                    host.registration = stats.registration.state;
-                }
-                if host.token != stats.token.state {
-                    host.log(now, format!("token: {}", stats.token.state));
-                    host.token = stats.token.state;
-                }
-                host.token_expires_at = stats
-                    .token
-                    .expires_at
-                    .or_else(|| stats.token.seconds_left.map(|left| now + left));
-                host.last_seen = Some(now);
-                host.stats_error = None;
-                host.stats = Some(Arc::new(*stats));
-                host.agent = AgentState::Running;
-                host.deploy_step = None;
-                if from != AgentState::Running {
-                    host.log(now, "agent answering");
-                    self.emit(Event::AgentChanged {
-                        addr,
-                        from,
-                        to: AgentState::Running,
-                        error: None,
-                    });
-                }
-            }
-            Err(error) => {
-                host.stats_error = Some(error.clone());
-                if from != AgentState::Unreachable {
-                    host.agent = AgentState::Unreachable;
-                    host.log(now, format!("agent not answering: {error}"));
-                    self.emit(Event::AgentChanged {
-                        addr,
-                        from,
-                        to: AgentState::Unreachable,
-                        error: Some(error),
-                    });
-                }
             }
         }
     }

@@ -251,6 +251,8 @@ pub(super) struct FingerprintJob {
     pub ssh: SshSettings,
     pub concurrency: usize,
     pub timeout: Duration,
+    /// Where outcomes are recorded (as `fleetctl fingerprint` records them).
+    pub inventory: Option<PathBuf>,
 }
 
 /// Fingerprints `hosts` over SSH; each host's outcome goes to the actor.
@@ -285,9 +287,11 @@ async fn run_fingerprint(
     ));
     let _ = tx.send(JobMsg::Progress { id, done: 0, total });
     let (mut done, mut failed) = (0, 0);
+    let mut results = Vec::new();
     while let Some(result) = out_rx.recv().await {
         done += 1;
         failed += u64::from(result.failure.is_some());
+        results.push(result.clone());
         let _ = tx.send(JobMsg::Fingerprinted {
             result: Box::new(result),
         });
@@ -296,6 +300,17 @@ async fn run_fingerprint(
     running
         .await
         .map_err(|e| format!("the fingerprint task failed: {e}"))?;
+    if let Some(path) = job.inventory {
+        let record = tokio::task::spawn_blocking(move || {
+            Inventory::open(&path)?.record_fingerprints(&results)
+        })
+        .await;
+        match record {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => return Err(format!("fingerprinted but not recorded: {e}")),
+            Err(e) => return Err(format!("the inventory writer stopped: {e}")),
+        }
+    }
     Ok(format!("{} ok, {failed} failed of {total}", done - failed))
 }
 

@@ -4,9 +4,14 @@
 //! ```text
 //!  EngineHandle (cloneable) ──Command──▶ actor task ──Event──▶ front end
 //!                                        │  owns the fleet,   (unbounded, never waits)
-//!                                        │  spawns jobs ◀─────── JobMsg (scan, fingerprint)
+//!                                        │  spawns jobs ◀─────── JobMsg (scan, fingerprint,
+//!                                        │                        deploy, undeploy, revoke)
+//!                                        │  ◀── poller ───────── JobMsg (stats, registry)
 //!  front end ◀── watch<Arc<FleetSnapshot>> ┘  publishes after each batch of messages
 //! ```
+//!
+//! With a [`ControlLink`] the actor runs the [`poller`]: every agent's
+//! stats and the control plane's registry, merged into the hosts.
 //!
 //! An actor in the shape of Alice Ryhl's "Actors with Tokio": the task ends
 //! when the last handle is dropped, cancelling its jobs. Every channel the

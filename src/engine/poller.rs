@@ -411,6 +411,38 @@ mod tests {
         assert_eq!(b.failed(Instant::now(), interval, max), interval);
     }
 
+    #[tokio::test(start_paused = true)]
+    async fn the_operator_token_is_replaced_at_two_thirds_of_its_life() {
+        let dir = tempfile::tempdir().unwrap();
+        let ca = crate::pki::FleetCa::load_or_create(dir.path()).unwrap();
+        let (to_actor, _from) = mpsc::unbounded_channel();
+        let mut poller = Poller {
+            settings: PollSettings::default(),
+            link: ControlLink {
+                url: "https://127.9.0.1:9".into(),
+                ca_pem: ca.ca_pem().to_owned(),
+                control_dir: dir.path().to_owned(),
+                operator_ttl: Duration::from_secs(90),
+            },
+            issuer: Arc::new(TokenIssuer::load_or_create(dir.path()).unwrap()),
+            clients: None,
+            targets: HashMap::new(),
+            to_actor,
+        };
+        let start = Instant::now();
+        let first = poller.ensure_clients().unwrap().renew_at;
+        assert_eq!(first, start + Duration::from_mins(1));
+        tokio::time::advance(Duration::from_secs(59)).await;
+        assert_eq!(
+            poller.ensure_clients().unwrap().renew_at,
+            first,
+            "still fresh"
+        );
+        tokio::time::advance(Duration::from_secs(1)).await;
+        let second = poller.ensure_clients().unwrap().renew_at;
+        assert_eq!(second, first + Duration::from_mins(1), "renewed at 2/3");
+    }
+
     #[test]
     fn the_primary_address_is_the_first_usable_one() {
         let record = AgentRecord {

@@ -156,6 +156,66 @@ async fn reopens_with_the_fleet_the_inventory_holds() {
 }
 
 #[tokio::test]
+async fn reopens_with_stored_facts_and_deployments() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = seeded_inventory(dir.path(), &["127.9.0.21"]);
+    let mut inv = Inventory::open(&path).unwrap();
+    inv.record_fingerprints(&[crate::model::Fingerprint {
+        host: "web1".into(),
+        address: "127.9.0.21".into(),
+        port: 22,
+        host_key: Some("SHA256:abc".into()),
+        facts: Some(crate::model::HostFacts {
+            hostname: Some("web1".into()),
+            os_id: Some("debian".into()),
+            os_version: Some("12".into()),
+            ..crate::model::HostFacts::default()
+        }),
+        failure: None,
+        error: None,
+        gathered_at: 1,
+    }])
+    .unwrap();
+    inv.record_deployment(&crate::store::Deployment {
+        address: "127.9.0.21".into(),
+        port: 22,
+        host: "web1".into(),
+        build: None,
+        state: crate::model::AgentState::Failed,
+        step: Some("upload".into()),
+        error: Some("disk full".into()),
+        updated_at: 1,
+    })
+    .unwrap();
+    drop(inv);
+    let (engine, mut events) = spawn(config(Some(path), vec![22]));
+    job_end(&mut events, JobKind::Refresh).await;
+    // The snapshot follows the events within a batch.
+    let mut watch = engine.watch();
+    let snap = tokio::time::timeout(Duration::from_secs(5), async {
+        loop {
+            let snap = engine.snapshot();
+            if snap
+                .host("127.9.0.21".parse().unwrap())
+                .is_some_and(|h| h.facts.is_some())
+            {
+                return snap;
+            }
+            let _ = watch.changed().await;
+        }
+    })
+    .await
+    .unwrap();
+    let host = snap.host("127.9.0.21".parse().unwrap()).unwrap();
+    assert_eq!(host.hostname(), Some("web1"));
+    assert_eq!(host.os().as_deref(), Some("debian 12"));
+    assert_eq!(host.ssh, SshState::Ok);
+    assert_eq!(host.host_key.as_deref(), Some("SHA256:abc"));
+    assert_eq!(host.agent, crate::model::AgentState::Failed);
+    assert_eq!(host.deploy_step.as_deref(), Some("upload failed"));
+}
+
+#[tokio::test]
 async fn a_scan_finds_hosts_fills_the_fleet_and_records_the_inventory() {
     let listener = TcpListener::bind("127.6.0.3:0").unwrap();
     let port = listener.local_addr().unwrap().port();

@@ -34,9 +34,13 @@ export FLEETCTL_CONFIG=$work/config.toml FLEETCTL_DATA_DIR=$work/data
 pids=()
 
 cleanup() {
+    # Every process in a host's mount namespace is the bench's own: its
+    # sshd, sessions and agents (even one whose pidfile was never written).
     for pid in "${pids[@]}"; do
-        nsenter -t "$pid" -m -- sh -c 'kill $(cat /var/lib/fleetctl/agent.pid) 2>/dev/null' || true
-        kill "$pid" 2>/dev/null || true
+        ns=$(readlink "/proc/$pid/ns/mnt" 2>/dev/null) || continue
+        for p in /proc/[0-9]*; do
+            [ "$(readlink "$p/ns/mnt" 2>/dev/null)" = "$ns" ] && kill "${p#/proc/}" 2>/dev/null
+        done
     done
     [ -n "${serve_pid:-}" ] && kill "$serve_pid" 2>/dev/null || true
     wait 2>/dev/null || true
@@ -112,7 +116,7 @@ TOML
     ssh $SSH_OPTS_STR "h$i" 'mkdir -p /usr/local/lib/fleetctl /var/lib/fleetctl' &&
     scp -q $SSH_OPTS_STR "$BIN" "h$i:/usr/local/lib/fleetctl/fleetctl" &&
     scp -q $SSH_OPTS_STR "$dir/agent.toml" "$dir/ca.pem" "h$i:/var/lib/fleetctl/" &&
-    ssh $SSH_OPTS_STR "h$i" 'cd /var/lib/fleetctl && umask 077 && cat >join.token &&
+    ssh $SSH_OPTS_STR "h$i" 'cd /var/lib/fleetctl && umask 077 && cat >join.token || exit 1
         setsid /usr/local/lib/fleetctl/fleetctl agent --config agent.toml </dev/null >agent.log 2>&1 &
         echo $! >/var/lib/fleetctl/agent.pid' <"$dir/join.token"
     end=$(date +%s%N)
@@ -121,7 +125,7 @@ TOML
 export -f baseline_host
 
 t0=$(date +%s%N)
-seq 1 "$N" | xargs -P "$P" -I{} bash -c 'baseline_host {}'
+seq 1 "$N" | timeout 600 xargs -P "$P" -I{} bash -c 'baseline_host {}'
 t1=$(date +%s%N)
 base_wall=$(( (t1 - t0) / 1000000 ))
 base_median=$(sort -n "$work/baseline.ms" | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}')
@@ -142,7 +146,8 @@ fleet_wall=$(( (t1 - t0) / 1000000 ))
 deployed=$(grep -c '"result":"deployed"' "$work/deploy.jsonl" || true)
 fleet_median=$(grep '"event":"done"' "$work/deploy.jsonl" | sed 's/.*"elapsed_ms":\([0-9]*\).*/\1/' |
     sort -n | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}')
-registered=$(FLEETCTL_DATA_DIR=$work/data "$BIN" agents -o json 2>/dev/null | grep -o '"state":"registered"' | wc -l || true)
+[ -n "${KEEP_EVENTS:-}" ] && cp "$work/deploy.jsonl" "$KEEP_EVENTS"
+registered=$("$BIN" agents --url "$URL" -o json 2>/dev/null | grep -o '"state": *"registered"' | wc -l || true)
 
 # Re-run: every host up to date.
 t0=$(date +%s%N)

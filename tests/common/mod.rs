@@ -192,8 +192,8 @@ impl Sshd {
         })
     }
 
-    /// Like [`Sshd::start_with`], with the sshd command wrapped by `wrap`
-    /// (run it in namespaces of the test's own, say).
+    /// As [`Sshd::start_with`], with the sshd command wrapped by `wrap` (to
+    /// run it in namespaces of the test's own, say).
     pub fn start_wrapped(
         ip: &str,
         port: u16,

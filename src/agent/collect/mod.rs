@@ -50,22 +50,66 @@ pub struct ProcTexts {
     pub self_status: String,
 }
 
-impl ProcTexts {
-    /// Reads the files, reusing the buffers. A file that cannot be read is
-    /// left empty; the parsers then report what they can.
-    pub fn read(&mut self) {
-        for (path, buf) in [
-            ("/proc/stat", &mut self.stat),
-            ("/proc/loadavg", &mut self.loadavg),
-            ("/proc/meminfo", &mut self.meminfo),
-            ("/proc/uptime", &mut self.uptime),
-            ("/proc/self/status", &mut self.self_status),
-        ] {
+/// Reads the /proc files, keeping each open and re-reading it from offset
+/// 0: procfs regenerates the text on every read from the start, and an
+/// open file saves a path lookup and two system calls per file per sample.
+#[derive(Debug, Default)]
+pub struct ProcReader {
+    files: [Option<std::fs::File>; 5],
+    scratch: Vec<u8>,
+}
+
+const PATHS: [&str; 5] = [
+    "/proc/stat",
+    "/proc/loadavg",
+    "/proc/meminfo",
+    "/proc/uptime",
+    "/proc/self/status",
+];
+
+impl ProcReader {
+    /// Reads every file into `texts`, reusing its buffers. A file that
+    /// cannot be read is left empty; the parsers then report what they can.
+    pub fn read(&mut self, texts: &mut ProcTexts) {
+        let bufs = [
+            &mut texts.stat,
+            &mut texts.loadavg,
+            &mut texts.meminfo,
+            &mut texts.uptime,
+            &mut texts.self_status,
+        ];
+        for ((path, file), buf) in PATHS.iter().zip(&mut self.files).zip(bufs) {
             buf.clear();
-            if let Ok(mut f) = std::fs::File::open(path) {
-                let _ = std::io::Read::read_to_string(&mut f, buf);
+            if file.is_none() {
+                *file = std::fs::File::open(path).ok();
+            }
+            let Some(f) = file else { continue };
+            match read_whole(f, &mut self.scratch) {
+                Ok(n) => buf.push_str(&String::from_utf8_lossy(&self.scratch[..n])),
+                // Try a fresh open next time.
+                Err(_) => *file = None,
             }
         }
+    }
+}
+
+/// The whole file from offset 0 into `scratch` (grown as needed); returns
+/// its length.
+fn read_whole(f: &std::fs::File, scratch: &mut Vec<u8>) -> std::io::Result<usize> {
+    use std::os::unix::fs::FileExt as _;
+    if scratch.is_empty() {
+        scratch.resize(8192, 0);
+    }
+    let mut len = 0;
+    loop {
+        if len == scratch.len() {
+            scratch.resize(len * 2, 0);
+        }
+        let n = f.read_at(&mut scratch[len..], len as u64)?;
+        if n == 0 {
+            return Ok(len);
+        }
+        len += n;
     }
 }
 
@@ -141,8 +185,9 @@ pub type Samples = watch::Receiver<Arc<Sample>>;
 #[must_use]
 pub fn spawn(interval: Duration) -> Samples {
     let mut collector = Collector::new(interval);
+    let mut reader = ProcReader::default();
     let mut texts = ProcTexts::default();
-    texts.read();
+    reader.read(&mut texts);
     let (tx, rx) = watch::channel(Arc::new(collector.sample(&texts, now_ms())));
     tokio::spawn(async move {
         let mut tick = tokio::time::interval(interval);
@@ -150,7 +195,7 @@ pub fn spawn(interval: Duration) -> Samples {
         tick.tick().await;
         loop {
             tick.tick().await;
-            texts.read();
+            reader.read(&mut texts);
             let sample = Arc::new(collector.sample(&texts, now_ms()));
             if tx.send(sample).is_err() {
                 break;
@@ -246,12 +291,26 @@ mod tests {
     }
 
     #[test]
-    fn reads_this_machine() {
+    fn reads_this_machine_and_rereads_fresh_text() {
+        let mut reader = ProcReader::default();
         let mut t = ProcTexts::default();
-        t.read();
+        reader.read(&mut t);
         let s = Collector::new(Duration::from_secs(1)).sample(&t, now_ms());
         assert!(s.memory.total > 0);
         assert!(!s.cpu_times.is_empty());
         assert!(s.agent_rss_bytes > 0);
+        assert_eq!(
+            s.memory.total,
+            procfs::parse_meminfo(&std::fs::read_to_string("/proc/meminfo").unwrap())
+                .unwrap()
+                .total
+        );
+        // The same open file read again shows what is true now.
+        let before = procfs::parse_status_rss(&t.self_status).unwrap();
+        let ballast = vec![1u8; 64 << 20];
+        reader.read(&mut t);
+        let after = procfs::parse_status_rss(&t.self_status).unwrap();
+        assert!(after >= before + (60 << 20), "{before} -> {after}");
+        drop(std::hint::black_box(ballast));
     }
 }

@@ -311,16 +311,6 @@ impl Lifecycle {
         self.cert
     }
 
-    #[must_use]
-    pub fn registered_at(&self) -> Option<i64> {
-        self.registered_at
-    }
-
-    #[must_use]
-    pub fn heartbeat_interval_ms(&self) -> i64 {
-        self.heartbeat_interval_ms
-    }
-
     /// `/v1/stats`'s registration block at `now`.
     #[must_use]
     pub fn registration_status(&self, now: i64) -> RegistrationStatus {

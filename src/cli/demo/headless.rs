@@ -34,7 +34,7 @@ pub async fn run(
     let deadline = Instant::now() + limit;
     let result = tokio::time::timeout_at(deadline, flow(fleet, engine, events)).await;
     let snapshot = engine.snapshot();
-    let table = crate::cli::fleet_table::render(&snapshot);
+    let table = super::table(&snapshot);
     let check = check(fleet, &snapshot);
     let (ok, outcome) = match result {
         Ok(Ok(())) if check.waiting.is_empty() => (true, check.summary),

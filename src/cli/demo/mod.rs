@@ -131,6 +131,13 @@ fn console_app(args: &DemoArgs, ctx: &Context) -> anyhow::Result<App> {
     Ok(App::new(themes, theme))
 }
 
+/// The fleet as `fleetctl status` prints it.
+fn table(fleet: &engine::FleetSnapshot) -> String {
+    let mut out = Vec::new();
+    let _ = super::status::write(&mut out, fleet, super::output::Format::Table);
+    String::from_utf8_lossy(&out).into_owned()
+}
+
 /// Ctrl-C, SIGTERM or SIGHUP.
 async fn stop_signal() -> &'static str {
     use tokio::signal::unix::{SignalKind, signal};
@@ -171,7 +178,7 @@ async fn run_console(fleet: &DemoFleet, mut app: App) -> anyhow::Result<ExitCode
     let result = tokio::select! {
         r = crate::tui::run(engine, events, app) => r.context("the console failed").map(|()| {
             // What the console last showed stays on the terminal.
-            print!("{}", super::fleet_table::render(&watcher.snapshot()));
+            print!("{}", table(&watcher.snapshot()));
             println!("demo: stopping every agent and removing the sandbox fleet");
             ExitCode::SUCCESS
         }),

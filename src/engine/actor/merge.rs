@@ -8,15 +8,14 @@ use std::sync::Arc;
 use super::Actor;
 use crate::deploy::{Event as DeployEvent, Outcome};
 use crate::engine::Event;
-use crate::engine::poller::primary_addr;
 use crate::engine::state::HostView;
 use crate::model::control::AgentRecord;
-use crate::model::{AgentState, HostScan, Reach, RegistrationState, SshState, TokenState};
+use crate::model::{AgentState, HostScan, Reach, SshState};
 use crate::store::{Deployment, StoredFacts, now_unix};
 
 impl Actor {
     /// The host at `addr`, added (known only by address) if new.
-    fn host_mut(&mut self, addr: IpAddr) -> &mut HostView {
+    pub(super) fn host_mut(&mut self, addr: IpAddr) -> &mut HostView {
         let host = self.hosts.entry(addr).or_insert_with(|| {
             Arc::new(HostView::from_scan(
                 HostScan::new(addr, Reach::Unknown),
@@ -63,66 +62,6 @@ impl Actor {
                 };
             }
         }
-        self.dirty = true;
-    }
-
-    /// A registry read: each agent's registration, as the control plane sees it.
-    pub(super) fn registry(&mut self, result: Result<Vec<AgentRecord>, String>) {
-        let records = match result {
-            Ok(records) => records,
-            Err(error) => {
-                if self.registry_error.as_ref() != Some(&error) {
-                    tracing::warn!("cannot read the registry: {error}");
-                    self.emit(Event::Error {
-                        addr: None,
-                        message: format!("cannot read the control plane's registry: {error}"),
-                    });
-                    self.registry_error = Some(error);
-                }
-                return;
-            }
-        };
-        self.registry_error = None;
-        let now = now_unix();
-        let mut listed = std::collections::HashSet::new();
-        for record in records {
-            let Some(addr) = primary_addr(&record) else {
-                continue;
-            };
-            listed.insert(addr);
-            self.merge_record(addr, record, now);
-        }
-        for (addr, host) in &mut self.hosts {
-            if !listed.contains(addr) && host.registry.is_some() {
-                let host = Arc::make_mut(host);
-                host.registry = None;
-                host.log(now, "no longer in the registry");
-            }
-        }
-        self.dirty = true;
-    }
-
-    fn merge_record(&mut self, addr: IpAddr, record: AgentRecord, now: i64) {
-        let host = self.host_mut(addr);
-        if host.scan.name.is_none() {
-            host.scan.name = Some(record.hostname.clone());
-        }
-        if host.registration != record.state {
-            host.log(now, format!("registration: {}", record.state));
-            host.registration = record.state;
-        }
-        // The agent's own token report is finer (renewing, expiring); until
-        // it answers, the registry's times say what is known.
-        if host.stats.is_none() || host.agent != AgentState::Running {
-            host.token_expires_at = Some(record.identity_expires_at);
-            host.token = match record.state {
-                RegistrationState::Expired => TokenState::Expired,
-                RegistrationState::Revoked => host.token,
-                _ if record.identity_expires_at <= now => TokenState::Expired,
-                _ => TokenState::Valid,
-            };
-        }
-        host.registry = Some(record);
         self.dirty = true;
     }
 

@@ -105,8 +105,34 @@ fn info(theme: &Theme, host: &HostView, now: i64, frame: &mut Frame<'_>, area: R
         }
         lines.push(field(theme, "agent", stats.agent_version.clone(), text));
     }
+    if let Some(record) = &host.registry {
+        // The control plane's own record: what it will act on.
+        let ago = |t: Option<i64>| format::ago(t, now);
+        let revoked = record
+            .revoked_at
+            .map_or_else(String::new, |at| format!(", revoked {}", ago(Some(at))));
+        let seen = format!(
+            "{}, registered {}, heartbeat {}{revoked}",
+            record.agent_id,
+            ago(Some(record.registered_at)),
+            ago(record.last_heartbeat_at)
+        );
+        lines.push(field(theme, "registry", seen, text));
+    }
     if let Some(error) = host.stats_error.as_ref().or(host.ssh_error.as_ref()) {
         lines.push(field(theme, "error", error.clone(), theme.error()));
+    }
+    if let Some(wait) = host.poll_retry_in {
+        lines.push(field(
+            theme,
+            "next read",
+            format!(
+                "in {} ({} failed in a row)",
+                format::span(i64::try_from(wait.as_secs()).unwrap_or(i64::MAX)),
+                host.poll_failures
+            ),
+            theme.warn(),
+        ));
     }
     lines.push(field(
         theme,

@@ -1,0 +1,218 @@
+//! `fleetctl status`: the fleet as the engine sees it, headless. The same
+//! engine as the console: it loads the inventory, reads the registry and
+//! every agent once, and prints one row per host with the console's columns.
+
+use std::io::{self, Write};
+use std::process::ExitCode;
+use std::time::Duration;
+
+use clap::Args;
+use serde::Serialize;
+
+use super::Context;
+use super::output::Format;
+use crate::config::parse_duration;
+use crate::engine::{self, Event, FleetSnapshot, HostView};
+use crate::tui::format::{ago, time_left};
+use crate::tui::table::Column;
+
+#[derive(Debug, Args)]
+pub struct StatusArgs {
+    /// Output format.
+    #[arg(short, long, value_enum, default_value_t = Format::Table)]
+    output: Format,
+    /// How long to wait for the registry and the agents to answer.
+    #[arg(long, value_parser = parse_duration, default_value = "10s")]
+    wait: Duration,
+}
+
+/// One host, as JSON, JSON lines and CSV show it.
+#[derive(Debug, Serialize)]
+struct Row {
+    address: String,
+    hostname: Option<String>,
+    os: Option<String>,
+    reach: &'static str,
+    ssh: &'static str,
+    agent: &'static str,
+    registration: &'static str,
+    token: &'static str,
+    /// Seconds until the identity token expires.
+    token_left_secs: Option<i64>,
+    cpu_pct: Option<f64>,
+    mem_pct: Option<f64>,
+    load1: Option<f64>,
+    /// Unix seconds.
+    last_seen: Option<i64>,
+    /// CPU samples kept (the console's sparkline).
+    samples: usize,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    agent_error: Option<String>,
+}
+
+impl Row {
+    fn new(h: &HostView, now: i64) -> Self {
+        Self {
+            address: h.addr.to_string(),
+            hostname: h.hostname().map(str::to_owned),
+            os: h.os(),
+            reach: h.reach().as_str(),
+            ssh: h.ssh.as_str(),
+            agent: h.agent.as_str(),
+            registration: h.registration.as_str(),
+            token: h.token.as_str(),
+            token_left_secs: h.token_left(now),
+            cpu_pct: h.stats.as_ref().map(|s| round1(s.cpu.total_pct)),
+            mem_pct: h.stats.as_ref().map(|s| round1(s.memory.used_pct())),
+            load1: h.stats.as_ref().map(|s| s.cpu.load1),
+            last_seen: h.last_seen,
+            samples: h.history.len(),
+            agent_error: h.stats_error.clone(),
+        }
+    }
+
+    /// The cells of the table, in [`Column::ALL`]'s order.
+    fn cells(&self, h: &HostView, now: i64) -> Vec<String> {
+        let pct = |v: Option<f64>| v.map_or_else(|| "-".into(), |v| format!("{v:.0}%"));
+        vec![
+            self.address.clone(),
+            self.hostname.clone().unwrap_or_else(|| "-".into()),
+            self.os.clone().unwrap_or_else(|| "-".into()),
+            self.reach.into(),
+            self.ssh.into(),
+            h.deploy_step
+                .as_ref()
+                .map_or_else(|| self.agent.into(), |s| format!("{}: {s}", self.agent)),
+            self.registration.into(),
+            time_left(self.token_left_secs, h.token),
+            pct(self.cpu_pct),
+            pct(self.mem_pct),
+            self.load1.map_or_else(|| "-".into(), |l| format!("{l:.2}")),
+            ago(self.last_seen, now),
+        ]
+    }
+}
+
+fn round1(v: f64) -> f64 {
+    (v * 10.0).round() / 10.0
+}
+
+pub async fn run(args: StatusArgs, ctx: &Context) -> anyhow::Result<ExitCode> {
+    let (link, embedded, _) = super::console::control(ctx).await?;
+    let polling = link.is_some();
+    let config = super::console::engine_config(ctx, link, 64);
+    let (engine, mut events) = engine::spawn(config);
+    let (mut loaded, mut polled) = (false, !polling);
+    let waited = tokio::time::timeout(args.wait, async {
+        while !(loaded && polled) {
+            match events.recv().await {
+                Some(Event::InventoryLoaded { .. }) => loaded = true,
+                Some(Event::PollRound { .. }) => polled = true,
+                Some(Event::JobEnded { outcome, .. }) if !loaded => {
+                    // The inventory could not be read: say so, show the rest.
+                    tracing::warn!("inventory: {outcome:?}");
+                    loaded = true;
+                }
+                Some(_) => {}
+                None => break,
+            }
+        }
+    })
+    .await;
+    if waited.is_err() {
+        eprintln!(
+            "note: not every agent answered within {:?}; showing what is known",
+            args.wait
+        );
+    }
+    // Events go out while the engine handles a batch; the snapshot after
+    // it is the next one published from now (at most a second away).
+    let mut watch = engine.watch();
+    watch.borrow_and_update();
+    let _ = tokio::time::timeout(Duration::from_secs(2), watch.changed()).await;
+    let fleet = engine.snapshot();
+    drop(engine);
+    if let Some(embedded) = embedded {
+        embedded.stop().await;
+    }
+    write(&mut io::stdout().lock(), &fleet, args.output)?;
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Writes `fleet` in `format`; the table is also what `fleetctl demo` prints.
+pub(super) fn write(out: &mut impl Write, fleet: &FleetSnapshot, format: Format) -> io::Result<()> {
+    let now = fleet.now_unix;
+    let rows: Vec<(Row, &HostView)> = fleet
+        .hosts
+        .iter()
+        .map(|h| (Row::new(h, now), h.as_ref()))
+        .collect();
+    match format {
+        Format::Json => {
+            let plain: Vec<&Row> = rows.iter().map(|(r, _)| r).collect();
+            serde_json::to_writer_pretty(&mut *out, &plain)?;
+            writeln!(out)?;
+        }
+        Format::Jsonl => {
+            for (row, _) in &rows {
+                serde_json::to_writer(&mut *out, row)?;
+                writeln!(out)?;
+            }
+        }
+        Format::Csv => {
+            writeln!(
+                out,
+                "address,hostname,os,reach,ssh,agent,registration,token,token_left_secs,cpu_pct,mem_pct,load1,last_seen"
+            )?;
+            for (r, _) in &rows {
+                let opt = |v: Option<String>| v.unwrap_or_default();
+                let fields = [
+                    r.address.clone(),
+                    opt(r.hostname.clone()),
+                    opt(r.os.clone()),
+                    r.reach.into(),
+                    r.ssh.into(),
+                    r.agent.into(),
+                    r.registration.into(),
+                    r.token.into(),
+                    opt(r.token_left_secs.map(|v| v.to_string())),
+                    opt(r.cpu_pct.map(|v| v.to_string())),
+                    opt(r.mem_pct.map(|v| v.to_string())),
+                    opt(r.load1.map(|v| v.to_string())),
+                    opt(r.last_seen.map(|v| v.to_string())),
+                ];
+                let line: Vec<String> = fields.iter().map(|f| csv_field(f)).collect();
+                writeln!(out, "{}", line.join(","))?;
+            }
+        }
+        Format::Table => {
+            let header: Vec<String> = Column::ALL.iter().map(|c| c.title().into()).collect();
+            let cells: Vec<Vec<String>> = rows.iter().map(|(r, h)| r.cells(h, now)).collect();
+            let mut widths: Vec<usize> = header.iter().map(|h| h.chars().count()).collect();
+            for row in &cells {
+                for (w, cell) in widths.iter_mut().zip(row) {
+                    *w = (*w).max(cell.chars().count());
+                }
+            }
+            for row in std::iter::once(&header).chain(&cells) {
+                let line: Vec<String> = row
+                    .iter()
+                    .zip(&widths)
+                    .map(|(cell, w)| format!("{cell:<w$}"))
+                    .collect();
+                writeln!(out, "{}", line.join("  ").trim_end())?;
+            }
+            writeln!(out, "{} host(s)", rows.len())?;
+        }
+    }
+    out.flush()
+}
+
+/// Quotes a CSV field when it holds a comma, quote or line break.
+fn csv_field(text: &str) -> String {
+    if text.contains([',', '"', '\n']) {
+        format!("\"{}\"", text.replace('"', "\"\""))
+    } else {
+        text.to_owned()
+    }
+}
