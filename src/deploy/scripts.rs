@@ -424,6 +424,38 @@ mod tests {
         }
     }
 
+    /// A user-scope inspect prepares the home's directories for any login
+    /// user, root included, and never picks the system's service manager.
+    #[test]
+    fn user_scope_inspect_prepares_the_home_only() {
+        let home = tempfile::tempdir().unwrap();
+        let bin = home.path().join("bin");
+        std::fs::create_dir(&bin).unwrap();
+        // A systemctl that would be found: the user scope must still not use it.
+        std::fs::write(bin.join("systemctl"), "#!/bin/sh\nexit 0\n").unwrap();
+        std::fs::set_permissions(
+            bin.join("systemctl"),
+            std::os::unix::fs::PermissionsExt::from_mode(0o755),
+        )
+        .unwrap();
+        let arch = std::env::consts::ARCH;
+        let sha = "56".repeat(32);
+        let out = std::process::Command::new("sh")
+            .args(["-c", &inspect(&sha, &[arch], InstallScope::User)])
+            .env_clear()
+            .env("HOME", home.path())
+            .env("PATH", format!("{}:/usr/bin:/bin", bin.display()))
+            .output()
+            .unwrap();
+        let text = String::from_utf8_lossy(&out.stdout);
+        assert!(out.status.success(), "{text}");
+        assert!(!text.contains("prepare_error"), "{text}");
+        assert!(text.contains("systemd_user=0"), "{text}");
+        let layout = Layout::new(false, home.path().to_str().unwrap());
+        assert!(std::path::Path::new(&layout.state_dir).is_dir());
+        assert!(std::path::Path::new(&layout.lib_dir).is_dir());
+    }
+
     /// The scripts run for real against a scratch home: the non-systemd
     /// path end to end with a stand-in binary (this machine has no systemd).
     #[test]
