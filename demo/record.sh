@@ -37,6 +37,7 @@ for tool in asciinema tmux; do
     command -v "$tool" >/dev/null || { echo "record.sh: needs $tool (apt-get install $tool)" >&2; exit 2; }
 done
 bin=$(cd "$(dirname "$bin")" && pwd)/$(basename "$bin")
+"$bin" demo --help >/dev/null 2>&1 || { echo "record.sh: $bin has no demo command: rebuild it (cargo build --release)" >&2; exit 2; }
 mkdir -p "$(dirname "$out")"
 out=$(cd "$(dirname "$out")" && pwd)/$(basename "$out")
 
