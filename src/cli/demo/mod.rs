@@ -101,18 +101,24 @@ pub fn run(args: &DemoArgs, ctx: &Context) -> anyhow::Result<ExitCode> {
     let timeout = args.timeout;
     super::runtime()?.block_on(async move {
         let fleet = DemoFleet::start(options).await?;
-        let cleanup = fleet.sandbox.cleanup();
-        let previous = std::panic::take_hook();
-        // The release build aborts on panic: no destructor would run.
-        std::panic::set_hook(Box::new(move |info| {
-            cleanup.run();
-            previous(info);
-        }));
+        // The release build aborts on panic, so no destructor would run:
+        // the hook cleans up instead. (Where panics unwind, the sandbox's
+        // own drop does, and a panic a task survives must not end the demo.)
+        if cfg!(panic = "abort") {
+            let cleanup = fleet.sandbox.cleanup();
+            let previous = std::panic::take_hook();
+            std::panic::set_hook(Box::new(move |info| {
+                cleanup.run();
+                previous(info);
+            }));
+        }
         let result = match console {
             Some(app) => run_console(&fleet, app).await,
             None => run_headless(&fleet, timeout).await,
         };
-        let _ = std::panic::take_hook();
+        if cfg!(panic = "abort") {
+            let _ = std::panic::take_hook();
+        }
         let stopped = fleet.shutdown().await;
         let code = result?;
         stopped?;
