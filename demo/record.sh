@@ -82,7 +82,7 @@ wait_for() {
 keys() { for k in "$@"; do tmux_ send-keys -t rec "$k"; sleep 0.4; done; }
 
 healthy=$((hosts - 3))
-wait_for "sandbox hosts"
+wait_for "s Enter scans"
 sleep 2
 keys s                      # the scan prompt, the sandbox range already in it
 sleep 1

@@ -166,7 +166,7 @@ async fn run_console(fleet: &DemoFleet, mut app: App) -> anyhow::Result<ExitCode
     app.status = Some((
         Level::Info,
         format!(
-            "demo: {} sandbox hosts. s, Enter scans {} (TCP to port {}, no root); * marks all; f fingerprints; d deploys",
+            "demo: {} hosts · s Enter scans {} (TCP to :{}, no root) · * marks all · f fingerprint · d deploy",
             fleet.sandbox.hosts().len(),
             fleet.range,
             fleet::SSH_PORT
