@@ -114,6 +114,7 @@ fn engine_config(dir: &Path, key: &Path, url: &str, ca_pem: &str) -> EngineConfi
             listen: "{host}:9701".into(),
             step_timeout: Duration::from_mins(1),
             wait_timeout: Duration::from_mins(1),
+            ..DeploySettings::default()
         },
     }
 }

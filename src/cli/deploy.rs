@@ -16,6 +16,7 @@ use tokio_util::sync::CancellationToken;
 use super::ssh_opts::SshArgs;
 use super::{BadInput, Context, EXIT_INTERRUPTED};
 use crate::config::parse_duration;
+use crate::deploy::layout::InstallScope;
 use crate::deploy::select::{Candidate, Selector};
 use crate::deploy::{
     Artifact, ControlPlane, DeployOptions, Deployer, Event, HostResult, Outcome, RolloutOptions,
@@ -28,6 +29,29 @@ use crate::ssh::SshTarget;
 use crate::store::Inventory;
 
 mod progress;
+
+/// `--scope`: where the agent is installed on each host.
+#[derive(Debug, Clone, Copy, Default, clap::ValueEnum)]
+pub enum ScopeArg {
+    /// System-wide for root logins, under the home directory otherwise.
+    #[default]
+    Auto,
+    /// Under the login user's home, even as root; never system paths or the
+    /// system's service manager.
+    User,
+    /// System-wide (/usr/local/lib, /var/lib, a system unit); needs a root login.
+    System,
+}
+
+impl From<ScopeArg> for InstallScope {
+    fn from(scope: ScopeArg) -> Self {
+        match scope {
+            ScopeArg::Auto => InstallScope::Auto,
+            ScopeArg::User => InstallScope::User,
+            ScopeArg::System => InstallScope::System,
+        }
+    }
+}
 
 /// Which hosts: named, every one in the inventory, or a selection of it.
 #[derive(Debug, Args)]
@@ -65,6 +89,9 @@ pub struct DeployArgs {
     /// SSH port [default: ~/.ssh/config, else 22].
     #[arg(short = 'p', long)]
     port: Option<u16>,
+    /// Where the agent goes on each host (undeploy: where it went).
+    #[arg(long, value_enum, default_value = "auto")]
+    scope: ScopeArg,
     /// Hosts deployed first, one at a time; any failure among them stops the
     /// rollout. The rest then go --concurrency at once.
     #[arg(long, value_name = "N", default_value_t = 0)]
@@ -95,6 +122,9 @@ pub struct UndeployArgs {
     /// SSH port [default: ~/.ssh/config, else 22].
     #[arg(short = 'p', long)]
     port: Option<u16>,
+    /// Where the agent goes on each host (undeploy: where it went).
+    #[arg(long, value_enum, default_value = "auto")]
+    scope: ScopeArg,
     /// JSON lines (one event per line) even on a terminal.
     #[arg(long)]
     jsonl: bool,
@@ -145,6 +175,8 @@ pub async fn run_deploy(args: DeployArgs, ctx: &Context) -> anyhow::Result<ExitC
             step_timeout: args.step_timeout,
             healthy_timeout: args.wait_timeout,
             registered_timeout: args.wait_timeout,
+            scope: args.scope.into(),
+            controller_for: std::collections::BTreeMap::new(),
         },
     });
     let build = deployer.artifact.sha256.clone();
@@ -178,6 +210,7 @@ pub async fn run_undeploy(args: UndeployArgs, ctx: &Context) -> anyhow::Result<E
         .map(|host| ssh.target(host))
         .collect::<anyhow::Result<Vec<_>>>()?;
     let connector = Arc::clone(&ssh.connector);
+    let scope = args.scope.into();
     let cancel = CancellationToken::new();
     let options = RolloutOptions {
         canary: 0,
@@ -187,7 +220,14 @@ pub async fn run_undeploy(args: UndeployArgs, ctx: &Context) -> anyhow::Result<E
     let work = move |target: SshTarget, progress: rollout::Progress| {
         let connector = Arc::clone(&connector);
         async move {
-            crate::deploy::undeploy(&connector, &target, &progress, Duration::from_mins(1)).await
+            crate::deploy::undeploy(
+                &connector,
+                &target,
+                &progress,
+                Duration::from_mins(1),
+                scope,
+            )
+            .await
         }
     };
     let results = drive(

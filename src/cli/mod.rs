@@ -4,6 +4,7 @@ mod agent;
 mod agents;
 mod config_cmd;
 mod console;
+mod demo;
 mod deploy;
 mod facts_output;
 mod fingerprint;
@@ -81,6 +82,9 @@ enum Command {
     Agents(agents::AgentsArgs),
     /// Revoke an agent: its renewals and heartbeats are refused from now on.
     Revoke(agents::RevokeArgs),
+    /// A sandbox fleet on loopback and the console over it: scan,
+    /// fingerprint, deploy and watch, with no setup and no root.
+    Demo(demo::DemoArgs),
 }
 
 /// An error in what the operator asked for: exit status 2, not 1.
@@ -125,7 +129,8 @@ pub fn main() -> ExitCode {
     // The console logs to a file: the terminal is its screen. The agent is a
     // service: what it does is worth seeing by default.
     match command {
-        Command::Tui(_) => {}
+        // The console logs to a file; the demo picks by mode.
+        Command::Tui(_) | Command::Demo(_) => {}
         Command::Agent => init_tracing("info"),
         _ => init_tracing("warn"),
     }
@@ -167,6 +172,7 @@ fn run(
         Command::Token(cmd) => token::run(&cmd, &ctx()?),
         Command::Agents(args) => runtime()?.block_on(agents::agents(args, &ctx()?)),
         Command::Revoke(args) => runtime()?.block_on(agents::revoke(args, &ctx()?)),
+        Command::Demo(args) => demo::run(&args, &ctx()?),
     }
 }
 

@@ -139,7 +139,8 @@ pub async fn run(args: StatusArgs, ctx: &Context) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-fn write(out: &mut impl Write, fleet: &FleetSnapshot, format: Format) -> io::Result<()> {
+/// Writes `fleet` in `format`; the table is also what `fleetctl demo` prints.
+pub(super) fn write(out: &mut impl Write, fleet: &FleetSnapshot, format: Format) -> io::Result<()> {
     let now = fleet.now_unix;
     let rows: Vec<(Row, &HostView)> = fleet
         .hosts

@@ -21,7 +21,7 @@ pub struct TuiArgs {
 }
 
 /// Where user themes live: `themes/` beside the config file.
-fn theme_dir(config_file: &Path) -> PathBuf {
+pub(super) fn theme_dir(config_file: &Path) -> PathBuf {
     config_file
         .parent()
         .unwrap_or_else(|| Path::new("."))
@@ -40,7 +40,7 @@ pub fn run(args: &TuiArgs, ctx: &Context) -> anyhow::Result<ExitCode> {
             "the console needs a terminal; for scripts use `fleetctl scan` or `fleetctl fingerprint`"
         )));
     }
-    let _log = init_file_logging(&ctx.paths.log_dir)?;
+    let _log = init_file_logging(&ctx.paths.log_dir, "tui.log")?;
     tracing::info!(theme = %theme.name, "console starting");
 
     let max_in_flight = super::raise_open_files_limit();
@@ -59,13 +59,17 @@ pub fn run(args: &TuiArgs, ctx: &Context) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-/// Logs go to `tui.log` in the log dir through a non-blocking writer: the
-/// screen belongs to the console. `RUST_LOG` picks what (default: info).
-fn init_file_logging(dir: &Path) -> anyhow::Result<tracing_appender::non_blocking::WorkerGuard> {
+/// Logs go to `file` (`tui.log`) in the log dir through a non-blocking
+/// writer: the screen belongs to the console. `RUST_LOG` picks what
+/// (default: info).
+pub(super) fn init_file_logging(
+    dir: &Path,
+    file: &str,
+) -> anyhow::Result<tracing_appender::non_blocking::WorkerGuard> {
     use tracing_subscriber::EnvFilter;
     crate::store::create_private_dir(dir).context("cannot create the log directory")?;
     let (writer, guard) =
-        tracing_appender::non_blocking(tracing_appender::rolling::never(dir, "tui.log"));
+        tracing_appender::non_blocking(tracing_appender::rolling::never(dir, file));
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
     let _ = tracing_subscriber::fmt()
         .with_env_filter(filter)

@@ -6,6 +6,7 @@ use std::future::Future;
 use std::time::Duration;
 
 use super::Step;
+use super::layout::{InstallScope, Layout};
 use crate::ssh::{Session, SshTarget};
 
 /// A step's failure: the reason an operator reads.
@@ -68,4 +69,23 @@ impl Host<'_> {
 /// `key=value` lines as a map.
 pub(super) fn key_values(text: &str) -> HashMap<&str, &str> {
     text.lines().filter_map(|l| l.split_once('=')).collect()
+}
+
+/// The layout, and whether systemd manages the agent, that `scope` gives
+/// a host whose `scripts::FACTS` are `facts`.
+pub(super) fn layout_for(
+    facts: &HashMap<&str, &str>,
+    scope: InstallScope,
+) -> Result<(Layout, bool), Failure> {
+    scope
+        .layout(
+            facts.get("uid").copied(),
+            facts.get("home").copied(),
+            facts.get("systemd_system") == Some(&"1"),
+            facts.get("systemd_user") == Some(&"1"),
+        )
+        .map_err(|reason| Failure {
+            step: Step::Inspect,
+            reason,
+        })
 }

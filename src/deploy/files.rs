@@ -107,20 +107,38 @@ struct AgentFile<'a> {
     advertise: Vec<&'a str>,
 }
 
-/// The config for an agent reached at `address`: it registers with that
-/// address (an IP) or name, which is what its join token is bound to, and
-/// listens where `listen` says (`{host}` stands for `address`).
+/// The config for an agent reached at `address`. It registers under the
+/// name the host reports (`name`, from `hostname`) when that is a valid
+/// host name, else under `address`, and always with `address` among its
+/// addresses: that is what its join token is bound to. It listens where
+/// `listen` says (`{host}` stands for `address`).
 #[must_use]
-pub fn agent_config(layout: &Layout, controller: &str, address: &str, listen: &str) -> String {
+pub fn agent_config(
+    layout: &Layout,
+    controller: &str,
+    address: &str,
+    name: Option<&str>,
+    listen: &str,
+) -> String {
+    let name = name.filter(|n| {
+        n.parse::<std::net::IpAddr>().is_err()
+            && rustls_pki_types::DnsName::try_from(*n).is_ok()
+            && !n.eq_ignore_ascii_case("localhost")
+    });
     let is_ip = address.parse::<std::net::IpAddr>().is_ok();
+    let hostname = name.or((!is_ip).then_some(address));
     let file = AgentFile {
         controller,
         ca_file: layout.ca(),
         join_token_file: layout.join_token(),
         data_dir: layout.data_dir(),
         listen: listen.replace("{host}", &super::control::url_host(address)),
-        hostname: (!is_ip).then_some(address),
-        advertise: if is_ip { vec![address] } else { Vec::new() },
+        hostname,
+        advertise: if hostname == Some(address) {
+            Vec::new()
+        } else {
+            vec![address]
+        },
     };
     format!(
         "# Written by fleetctl deploy; `fleetctl undeploy` removes it.\n{}",
@@ -152,7 +170,13 @@ mod tests {
     #[test]
     fn config_binds_the_agent_to_the_address_deployed_to() {
         let layout = Layout::new(true, "/root");
-        let text = agent_config(&layout, "https://10.0.0.1:9700", "10.0.0.5", "{host}:9701");
+        let text = agent_config(
+            &layout,
+            "https://10.0.0.1:9700",
+            "10.0.0.5",
+            None,
+            "{host}:9701",
+        );
         insta::assert_snapshot!(text, @r#"
         # Written by fleetctl deploy; `fleetctl undeploy` removes it.
         controller = "https://10.0.0.1:9700"
@@ -162,9 +186,26 @@ mod tests {
         listen = "10.0.0.5:9701"
         advertise = ["10.0.0.5"]
         "#);
-        let named = agent_config(&layout, "https://c", "web1.example", "0.0.0.0:9701");
+        let named = agent_config(&layout, "https://c", "web1.example", None, "0.0.0.0:9701");
         assert!(named.contains("hostname = \"web1.example\"\n"), "{named}");
-        let v6 = agent_config(&layout, "https://c", "fd00::5", "{host}:9701");
+        assert!(!named.contains("advertise"), "{named}");
+        // The name the host reports; the address deployed to stays listed.
+        let reported = agent_config(&layout, "https://c", "10.0.0.7", Some("demo-07"), "{host}");
+        assert!(reported.contains("hostname = \"demo-07\"\n"), "{reported}");
+        assert!(
+            reported.contains("advertise = [\"10.0.0.7\"]"),
+            "{reported}"
+        );
+        let by_name = agent_config(&layout, "https://c", "web1.example", Some("web1"), "{host}");
+        assert!(
+            by_name.contains("advertise = [\"web1.example\"]"),
+            "{by_name}"
+        );
+        for odd in ["localhost", "not a name", "10.0.0.9"] {
+            let text = agent_config(&layout, "https://c", "10.0.0.7", Some(odd), "{host}");
+            assert!(!text.contains("hostname"), "{odd}: {text}");
+        }
+        let v6 = agent_config(&layout, "https://c", "fd00::5", None, "{host}:9701");
         assert!(v6.contains("listen = \"[fd00::5]:9701\""), "{v6}");
     }
 

@@ -1,6 +1,7 @@
 //! One host, over one SSH connection: the steps, the checks between them,
 //! and the rollback when one fails.
 
+use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::future::Future;
 use std::sync::Arc;
@@ -8,10 +9,10 @@ use std::time::Duration;
 
 use tokio_util::sync::CancellationToken;
 
-use super::conn::{Failure, Host, fail, key_values};
+use super::conn::{Failure, Host, fail, key_values, layout_for};
 use super::control::ControlPlane;
 use super::files::{self, Artifact};
-use super::layout::{Layout, sh_quote, short};
+use super::layout::{InstallScope, Layout, sh_quote, short};
 use super::rollout::Progress;
 use super::{Outcome, Step, scripts};
 use crate::model::RegistrationState;
@@ -30,6 +31,11 @@ pub struct DeployOptions {
     pub healthy_timeout: Duration,
     /// From healthy until the registry lists the agent as registered.
     pub registered_timeout: Duration,
+    /// System-wide or under the login user's home.
+    pub scope: InstallScope,
+    /// Hosts (by the address deployed to) whose agents reach the control
+    /// plane at another URL than the deployer's, e.g. through a relay.
+    pub controller_for: BTreeMap<String, String>,
 }
 
 /// Deploys and undeploys hosts; shared by every host of a rollout.
@@ -48,6 +54,8 @@ struct Found {
     sha_tool: Option<String>,
     /// The build in use before this run.
     current: Option<String>,
+    /// What the host calls itself (`hostname`), when it says.
+    name: Option<String>,
     running: bool,
     have_build: bool,
 }
@@ -133,7 +141,7 @@ impl Deployer {
 
         check_cancel(cancel, Step::Configure)?;
         progress.step(Step::Configure);
-        self.configure(host, &layout, found.systemd).await?;
+        self.configure(host, &layout, found).await?;
 
         // One round trip: check the upload, then switch to it.
         let mut script = String::new();
@@ -182,7 +190,7 @@ impl Deployer {
         found: &mut Found,
     ) -> Result<(Layout, String), Failure> {
         let sha = self.artifact.sha256.as_str();
-        let script = scripts::inspect(sha, self.artifact.elf.uname_patterns());
+        let script = scripts::inspect(sha, self.artifact.elf.uname_patterns(), self.options.scope);
         let facts = host.sh(Step::Inspect, &script).await?;
         let facts = key_values(&facts);
         let (os, arch) = (
@@ -210,17 +218,12 @@ impl Deployer {
                 "the host has neither sha256sum nor busybox: the upload cannot be verified",
             );
         };
-        found.systemd = facts.get("systemd") == Some(&"1");
-        let layout = Layout::new(
-            facts.get("uid") == Some(&"0"),
-            facts.get("home").copied().unwrap_or(""),
-        );
-        if !layout.root && facts.get("home").is_none_or(|h| h.is_empty()) {
-            return fail(
-                Step::Inspect,
-                "the login user has no home directory to install into",
-            );
-        }
+        let (layout, systemd) = layout_for(&facts, self.options.scope)?;
+        found.systemd = systemd;
+        found.name = facts
+            .get("name")
+            .map(|n| n.trim().to_string())
+            .filter(|n| !n.is_empty());
         let state = facts;
         found.current = state.get("current").map(|s| s.trim().to_string());
         found.running = state.contains_key("running");
@@ -317,14 +320,26 @@ impl Deployer {
         &self,
         host: &Host<'_>,
         layout: &Layout,
-        systemd: bool,
+        found: &Found,
     ) -> Result<(), Failure> {
         let address = host.target.hostname.as_str();
+        let systemd = found.systemd;
         let token = self.control.join_token(address).map_err(|e| Failure {
             step: Step::Configure,
             reason: e.to_string(),
         })?;
-        let config = files::agent_config(layout, self.control.url(), address, &self.options.listen);
+        let controller = self
+            .options
+            .controller_for
+            .get(address)
+            .map_or(self.control.url(), String::as_str);
+        let config = files::agent_config(
+            layout,
+            controller,
+            address,
+            found.name.as_deref(),
+            &self.options.listen,
+        );
         host.timed(Step::Configure, async {
             let sftp = host.session.sftp().await.map_err(|e| e.to_string())?;
             let mut result = Ok(());

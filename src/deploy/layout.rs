@@ -20,6 +20,62 @@ use std::fmt::Write as _;
 pub const UNIT: &str = "fleetctl-agent.service";
 const BINARY_PREFIX: &str = "fleetctl-agent-";
 
+/// Where deploy installs: system-wide, or under the login user's home.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum InstallScope {
+    /// System-wide when the login user is root, per user otherwise.
+    #[default]
+    Auto,
+    /// Under the login user's home (a user unit where the user's systemd
+    /// runs), even as root: never a system path, never the system manager.
+    User,
+    /// System-wide; the login user must be root.
+    System,
+}
+
+impl InstallScope {
+    #[must_use]
+    pub fn as_str(self) -> &'static str {
+        match self {
+            InstallScope::Auto => "auto",
+            InstallScope::User => "user",
+            InstallScope::System => "system",
+        }
+    }
+
+    /// The layout for a login user (`uid`, `home`) and whether systemd
+    /// manages it: the system manager for a system-wide install, the user's
+    /// own manager for a per-user one. `Err` says why the host cannot take
+    /// an install of this scope.
+    pub fn layout(
+        self,
+        uid: Option<&str>,
+        home: Option<&str>,
+        systemd_system: bool,
+        systemd_user: bool,
+    ) -> Result<(Layout, bool), String> {
+        let is_root = uid == Some("0");
+        let root = match self {
+            InstallScope::Auto => is_root,
+            InstallScope::User => false,
+            InstallScope::System if is_root => true,
+            InstallScope::System => {
+                return Err(format!(
+                    "a system-wide install needs root, but the login user's uid is {}; \
+                     log in as root, or use --scope user",
+                    uid.unwrap_or("unknown")
+                ));
+            }
+        };
+        let home = home.unwrap_or("");
+        if !root && home.is_empty() {
+            return Err("the login user has no home directory to install into".into());
+        }
+        let systemd = if root { systemd_system } else { systemd_user };
+        Ok((Layout::new(root, home), systemd))
+    }
+}
+
 /// The install layout for one login user on one host.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Layout {
@@ -198,6 +254,29 @@ mod tests {
             "/home/ann/.config/systemd/user/fleetctl-agent.service"
         );
         assert_eq!(user.systemctl(), "systemctl --user");
+    }
+
+    #[test]
+    fn scope_picks_the_layout_and_the_service_manager() {
+        let home = Some("/root");
+        let (auto, systemd) = InstallScope::Auto
+            .layout(Some("0"), home, true, true)
+            .unwrap();
+        assert!(auto.root && systemd);
+        // As root, a user install stays in the home and off the system manager.
+        let (user, systemd) = InstallScope::User
+            .layout(Some("0"), home, true, false)
+            .unwrap();
+        assert_eq!(user.state_dir, "/root/.local/state/fleetctl");
+        assert!(!user.root && !systemd);
+        let err = InstallScope::System
+            .layout(Some("1000"), Some("/home/ann"), true, true)
+            .unwrap_err();
+        assert!(err.contains("needs root"), "{err}");
+        let err = InstallScope::Auto
+            .layout(Some("1000"), None, false, false)
+            .unwrap_err();
+        assert!(err.contains("no home directory"), "{err}");
     }
 
     #[test]

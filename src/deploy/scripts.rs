@@ -2,19 +2,19 @@
 //! values reach them as single-quoted variables, never spliced unquoted.
 //! They stick to what busybox also has (no `mv -T`, no `readlink -f`).
 
-use super::layout::{Layout, UNIT, sh_quote, sh_vars};
+use super::layout::{InstallScope, Layout, UNIT, sh_quote, sh_vars};
 use std::fmt::Write as _;
 
-/// What the host is: user, OS, machine, init system, checksum tool. Also
-/// leaves them in shell variables (`uid os arch sd sha`) for what follows.
+/// What the host is: user, name, OS, machine, service managers (the
+/// system's, usable as root; the user's own), checksum tool. Also leaves
+/// them in shell variables (`uid os arch sds sdu sha`) for what follows.
 pub const FACTS: &str = r#"uid=$(id -u)
 set -- $(uname -sm)
 os=$1 arch=$2
-sd=0
-if [ "$uid" = 0 ]; then
-  [ -d /run/systemd/system ] && command -v systemctl >/dev/null 2>&1 && sd=1
-else
-  [ -n "$XDG_RUNTIME_DIR" ] && [ -S "$XDG_RUNTIME_DIR/systemd/private" ] && command -v systemctl >/dev/null 2>&1 && sd=1
+sds=0 sdu=0
+if command -v systemctl >/dev/null 2>&1; then
+  [ "$uid" = 0 ] && [ -d /run/systemd/system ] && sds=1
+  [ -n "$XDG_RUNTIME_DIR" ] && [ -S "$XDG_RUNTIME_DIR/systemd/private" ] && sdu=1
 fi
 sha=
 if command -v sha256sum >/dev/null 2>&1; then sha=sha256sum
@@ -22,9 +22,11 @@ elif command -v busybox >/dev/null 2>&1 && busybox sha256sum </dev/null >/dev/nu
 fi
 echo "uid=$uid"
 echo "home=$HOME"
+echo "name=$(hostname 2>/dev/null || uname -n)"
 echo "os=$os"
 echo "arch=$arch"
-echo "systemd=$sd"
+echo "systemd_system=$sds"
+echo "systemd_user=$sdu"
 echo "sha256=$sha"
 "#;
 
@@ -33,14 +35,23 @@ echo "sha256=$sha"
 /// (`os` Linux, `arch` one of `fits`, a checksum tool present), the
 /// directories made and proven writable; a failure there is reported as
 /// `prepare_error=...`, with the file system's own words.
+///
+/// `scope` picks the layout as [`InstallScope::layout`] does, and with it
+/// the service manager (`sd`): the system's for a system-wide install, the
+/// user's own otherwise.
 #[must_use]
-pub fn inspect(sha256: &str, fits: &[&str]) -> String {
+pub fn inspect(sha256: &str, fits: &[&str], scope: InstallScope) -> String {
     let root = Layout::new(true, "");
     let user = Layout::new(false, "$HOME");
     let mut s = String::from(FACTS);
+    let system_wide = match scope {
+        InstallScope::Auto => "[ \"$uid\" = 0 ]",
+        InstallScope::User => "false",
+        InstallScope::System => "true",
+    };
     let _ = writeln!(
         s,
-        "if [ \"$uid\" = 0 ]; then\n{}else\n{}fi",
+        "if {system_wide}; then\nsd=$sds\n{}else\nsd=$sdu\n{}fi",
         vars(&root, &[("BIN", &root.binary(sha256))]),
         vars(&user, &[("BIN", &user.binary(sha256))]),
     );
@@ -389,7 +400,8 @@ mod tests {
         let sha = "ef".repeat(32);
         for systemd in [false, true] {
             for script in [
-                inspect(&sha, &["x86_64", "armv*"]),
+                inspect(&sha, &["x86_64", "armv*"], InstallScope::Auto),
+                inspect(&sha, &["x86_64"], InstallScope::User),
                 verify(&layout, &sha, "sha256sum"),
                 install_config(&layout),
                 restore_config(&layout),
@@ -410,6 +422,38 @@ mod tests {
                 );
             }
         }
+    }
+
+    /// A user-scope inspect prepares the home's directories for any login
+    /// user, root included, and never picks the system's service manager.
+    #[test]
+    fn user_scope_inspect_prepares_the_home_only() {
+        let home = tempfile::tempdir().unwrap();
+        let bin = home.path().join("bin");
+        std::fs::create_dir(&bin).unwrap();
+        // A systemctl that would be found: the user scope must still not use it.
+        std::fs::write(bin.join("systemctl"), "#!/bin/sh\nexit 0\n").unwrap();
+        std::fs::set_permissions(
+            bin.join("systemctl"),
+            std::os::unix::fs::PermissionsExt::from_mode(0o755),
+        )
+        .unwrap();
+        let arch = std::env::consts::ARCH;
+        let sha = "56".repeat(32);
+        let out = std::process::Command::new("sh")
+            .args(["-c", &inspect(&sha, &[arch], InstallScope::User)])
+            .env_clear()
+            .env("HOME", home.path())
+            .env("PATH", format!("{}:/usr/bin:/bin", bin.display()))
+            .output()
+            .unwrap();
+        let text = String::from_utf8_lossy(&out.stdout);
+        assert!(out.status.success(), "{text}");
+        assert!(!text.contains("prepare_error"), "{text}");
+        assert!(text.contains("systemd_user=0"), "{text}");
+        let layout = Layout::new(false, home.path().to_str().unwrap());
+        assert!(std::path::Path::new(&layout.state_dir).is_dir());
+        assert!(std::path::Path::new(&layout.lib_dir).is_dir());
     }
 
     /// The scripts run for real against a scratch home: the non-systemd

@@ -2,18 +2,20 @@
 
 use std::time::Duration;
 
-use super::conn::{Failure, Host, key_values};
-use super::layout::Layout;
+use super::conn::{Failure, Host, key_values, layout_for};
+use super::layout::InstallScope;
 use super::rollout::Progress;
 use super::{Outcome, Step, scripts};
 use crate::ssh::{Connector, SshTarget};
 
-/// Stops the agent and removes everything deploy wrote.
+/// Stops the agent and removes everything deploy wrote, in the layout
+/// `scope` gives the host (the scope it was deployed with).
 pub async fn undeploy(
     connector: &Connector,
     target: &SshTarget,
     progress: &Progress,
     step_timeout: Duration,
+    scope: InstallScope,
 ) -> Outcome {
     progress.step(Step::Connect);
     let session = match connector.connect(target).await {
@@ -35,11 +37,7 @@ pub async fn undeploy(
         progress.step(Step::Inspect);
         let facts = host.sh(Step::Inspect, scripts::FACTS).await?;
         let facts = key_values(&facts);
-        let layout = Layout::new(
-            facts.get("uid") == Some(&"0"),
-            facts.get("home").copied().unwrap_or(""),
-        );
-        let systemd = facts.get("systemd") == Some(&"1");
+        let (layout, systemd) = layout_for(&facts, scope)?;
         let present = host.sh(Step::Inspect, &scripts::present(&layout)).await?;
         if present.trim().is_empty() {
             return Ok(Outcome::NotInstalled);

@@ -157,6 +157,13 @@ async fn run_deploy(
             step_timeout: job.settings.step_timeout,
             healthy_timeout: job.settings.wait_timeout,
             registered_timeout: job.settings.wait_timeout,
+            scope: job.settings.scope,
+            controller_for: job
+                .settings
+                .controller_for
+                .iter()
+                .map(|(addr, url)| (addr.to_string(), url.clone()))
+                .collect(),
         },
     });
     let build = deployer.artifact.sha256.clone();
@@ -196,10 +203,12 @@ async fn run_undeploy(
     tx: &mpsc::UnboundedSender<JobMsg>,
 ) -> Result<String, String> {
     let (connector, targets) = jobs::ssh_setup(id, &job.ssh, &hosts, tx).await?;
+    let scope = job.settings.scope;
     let work = move |target: SshTarget, progress: rollout::Progress| {
         let connector = Arc::clone(&connector);
         async move {
-            crate::deploy::undeploy(&connector, &target, &progress, UNDEPLOY_STEP_TIMEOUT).await
+            crate::deploy::undeploy(&connector, &target, &progress, UNDEPLOY_STEP_TIMEOUT, scope)
+                .await
         }
     };
     let options = RolloutOptions {

@@ -24,6 +24,7 @@ pub mod poller;
 mod prompt;
 pub mod state;
 
+use std::collections::BTreeMap;
 use std::fmt;
 use std::net::IpAddr;
 use std::path::PathBuf;
@@ -33,6 +34,7 @@ use std::time::Duration;
 use tokio::sync::{mpsc, watch};
 
 use crate::config::ScanConfig;
+use crate::deploy::layout::InstallScope;
 use crate::model::{AgentState, AgentStats, HostScan, SshState};
 use crate::ssh::{ConnectFlags, HostKeyPolicy};
 
@@ -310,6 +312,11 @@ pub struct DeploySettings {
     pub step_timeout: Duration,
     /// For `/healthz`, and again for the registry to list the agent.
     pub wait_timeout: Duration,
+    /// Where agents are installed (and undeploy looks for them).
+    pub scope: InstallScope,
+    /// Agents at these addresses reach the control plane at another URL
+    /// (the demo sends one through a relay it cuts).
+    pub controller_for: BTreeMap<IpAddr, String>,
 }
 
 impl Default for DeploySettings {
@@ -319,6 +326,8 @@ impl Default for DeploySettings {
             listen: "0.0.0.0:9701".into(),
             step_timeout: Duration::from_mins(1),
             wait_timeout: Duration::from_mins(1),
+            scope: InstallScope::Auto,
+            controller_for: BTreeMap::new(),
         }
     }
 }

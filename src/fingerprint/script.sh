@@ -56,10 +56,10 @@ if has timeout && timeout 2 true >/dev/null 2>&1; then
 fi
 
 probe_hostname() {
-    # The kernel's copy first: reading it costs no process.
-    h=
-    read -r h </proc/sys/kernel/hostname
-    [ -n "$h" ] || h=$(hostname 2>/dev/null) || h=
+    # What `hostname` says (a container or sandbox may answer for itself
+    # there), else the kernel's copy.
+    h=$(hostname 2>/dev/null) || h=
+    [ -n "$h" ] || read -r h </proc/sys/kernel/hostname
     [ -n "$h" ] || h=$(uname -n)
     kv hostname "$h"
     # Only a name with a dot is fully qualified; otherwise hostname -f just

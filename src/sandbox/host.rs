@@ -2,12 +2,14 @@
 //! name of its own. Everything else a command sees (CPU, memory, kernel, OS)
 //! is the real machine's, and commands run for real as the invoking user.
 //! `sudo` is refused: a demo must never escalate on the operator's machine
-//! (nor fill its auth log with failed attempts).
+//! (nor fill its auth log with failed attempts). `systemctl`, `loginctl` and
+//! `journalctl` are refused too: a sandbox host has no service manager, so
+//! nothing run on it can install a unit on the real machine.
 //!
 //! ```text
 //! <root>/hosts/demo-07/
 //!     home/   HOME and working directory of commands; SFTP is held here
-//!     bin/    first in PATH: `hostname`, `sudo`
+//!     bin/    first in PATH: `hostname`, `sudo`, `systemctl`, ...
 //!     tmp/    TMPDIR
 //! ```
 
@@ -66,6 +68,13 @@ impl HostEnv {
             0o755,
         )?;
         write_file(&env.bin.join("sudo"), sudo_shim(name).as_bytes(), 0o755)?;
+        for manager in ["systemctl", "loginctl", "journalctl"] {
+            write_file(
+                &env.bin.join(manager),
+                no_systemd_shim(name, manager).as_bytes(),
+                0o755,
+            )?;
+        }
         Ok(env)
     }
 
@@ -104,6 +113,18 @@ fn sudo_shim(name: &str) -> String {
         r#"#!/bin/sh
 # fleetctl sandbox: no root on sandbox host {name}; the machine is the operator's own.
 echo "sudo: sandbox host {name} grants no root (it runs on the operator's own machine)" >&2
+exit 1
+"#
+    )
+}
+
+/// A service manager command that always refuses: the real one manages the
+/// operator's machine.
+fn no_systemd_shim(name: &str, command: &str) -> String {
+    format!(
+        r#"#!/bin/sh
+# fleetctl sandbox: sandbox host {name} has no service manager; the machine's is the operator's own.
+echo "{command}: sandbox host {name} has no systemd (it runs on the operator's own machine)" >&2
 exit 1
 "#
     )

@@ -266,6 +266,17 @@ impl Sandbox {
         &self.root
     }
 
+    /// A handle that does the cleanup of [`Sandbox::shutdown`] from where
+    /// the sandbox itself cannot be reached: a panic hook, before the
+    /// process aborts.
+    #[must_use]
+    pub fn cleanup(&self) -> Cleanup {
+        Cleanup {
+            tracker: self.tracker.clone(),
+            root: self.root.clone(),
+        }
+    }
+
     /// Stops the servers, ends every process the hosts started (including
     /// daemons that left their process group) and removes the root.
     pub async fn shutdown(mut self) -> Result<(), SandboxError> {
@@ -298,6 +309,21 @@ impl Drop for Sandbox {
         if let Err(e) = remove_root(&self.root) {
             tracing::warn!(error = %e, "sandbox root left behind");
         }
+    }
+}
+
+/// Ends a sandbox's processes and removes its root; see [`Sandbox::cleanup`].
+#[derive(Debug, Clone)]
+pub struct Cleanup {
+    tracker: reaper::Tracker,
+    root: PathBuf,
+}
+
+impl Cleanup {
+    /// Blocks for up to about a second; safe to run more than once.
+    pub fn run(&self) {
+        self.tracker.kill_all(&self.root);
+        let _ = remove_root(&self.root);
     }
 }
 

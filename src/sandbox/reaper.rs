@@ -4,8 +4,11 @@
 //! the commands and whatever they left in the background. A process that
 //! called setsid has left its group, so every exec's environment also
 //! carries `FLEETCTL_SANDBOX=<root>`: /proc shows a process's initial
-//! environment to its owner, which finds those too. The working directory
-//! is not a mark: an operator's shell `cd`'d into the sandbox must survive.
+//! environment to its owner, which finds those too. A program whose file
+//! lies inside the root is the sandbox's too, whatever its environment: a
+//! deployed agent runs from the host's home with a clean one, in a session
+//! of its own. The working directory is not a mark: an operator's shell
+//! `cd`'d into the sandbox must survive.
 //!
 //! A group id is only signalled while /proc shows it is still ours (a member
 //! is marked, or is in our session), so a pid reused since by someone else's
@@ -130,9 +133,10 @@ fn live(root: &Path) -> Vec<Proc> {
                     .ok()
             };
             let (_ppid, pgid, sid) = (num()?, num()?, num()?);
-            // Another user's environ is unreadable: never marked, never ours.
+            // Another user's environ and exe are unreadable: never marked, never ours.
             let marked = std::fs::read(format!("/proc/{pid}/environ"))
-                .is_ok_and(|env| env.split(|&b| b == 0).any(|var| var == wanted.as_slice()));
+                .is_ok_and(|env| env.split(|&b| b == 0).any(|var| var == wanted.as_slice()))
+                || runs_from(pid, root);
             Some(Proc {
                 pid,
                 pgid,
@@ -141,4 +145,10 @@ fn live(root: &Path) -> Vec<Proc> {
             })
         })
         .collect()
+}
+
+/// Whether process `pid` runs a program from inside `root` (also once that
+/// file is deleted: the kernel then appends " (deleted)" to the last name).
+fn runs_from(pid: i32, root: &Path) -> bool {
+    std::fs::read_link(format!("/proc/{pid}/exe")).is_ok_and(|exe| exe.starts_with(root))
 }

@@ -149,6 +149,36 @@ impl Inventory {
         Ok(())
     }
 
+    /// Adds hosts known from a list (`source` names it) rather than found
+    /// by a scan: reach unknown until one probes them. The list is recorded
+    /// as a scan of method `list`; hosts already known are left as they are.
+    pub fn add_listed(
+        &mut self,
+        source: &str,
+        hosts: &[(IpAddr, Option<String>)],
+    ) -> Result<(), StoreError> {
+        let now = now_unix();
+        let tx = self.conn.transaction()?;
+        tx.execute(
+            "INSERT INTO scans (started_at, finished_at, targets, method, alive, silent, interrupted)
+             VALUES (?1, ?1, ?2, 'list', 0, 0, 0)",
+            params![now, source],
+        )?;
+        let scan = tx.last_insert_rowid();
+        {
+            let mut insert = tx.prepare_cached(
+                "INSERT INTO hosts (addr, name, reach, last_scanned, last_scan)
+                 VALUES (?1, ?2, 'unknown', ?3, ?4)
+                 ON CONFLICT (addr) DO NOTHING",
+            )?;
+            for (addr, name) in hosts {
+                insert.execute(params![addr.to_string(), name, now, scan])?;
+            }
+        }
+        tx.commit()?;
+        Ok(())
+    }
+
     /// Records how a scan ended.
     pub fn finish_scan(
         &mut self,
@@ -277,6 +307,34 @@ mod tests {
         h.via = Some(via);
         h.rtt_ms = Some(0.5);
         h
+    }
+
+    #[test]
+    fn listed_hosts_are_unknown_until_a_scan_marks_them_silent() {
+        let mut inv = Inventory::open_in_memory().unwrap();
+        let listed = |a: &str, n: &str| (a.parse().unwrap(), Some(n.to_string()));
+        inv.add_listed(
+            "demo",
+            &[listed("127.0.0.1", "a"), listed("127.0.0.2", "b")],
+        )
+        .unwrap();
+        let hosts = inv.hosts().unwrap();
+        assert_eq!(hosts.len(), 2);
+        assert_eq!(hosts[0].scan.reach, Reach::Unknown);
+        assert_eq!(hosts[1].scan.name.as_deref(), Some("b"));
+        let scan = inv.begin_scan("127.0.0.0/30", "tcp").unwrap();
+        inv.record_hosts(
+            scan,
+            &[HostScan::new("127.0.0.2".parse().unwrap(), Reach::Silent)],
+        )
+        .unwrap();
+        // Listing again changes nothing a scan learned.
+        inv.add_listed("demo", &[listed("127.0.0.2", "c")]).unwrap();
+        let b = inv.host("127.0.0.2".parse().unwrap()).unwrap().unwrap();
+        assert_eq!(
+            (b.scan.reach, b.scan.name.as_deref()),
+            (Reach::Silent, Some("b"))
+        );
     }
 
     #[test]

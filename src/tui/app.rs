@@ -114,6 +114,8 @@ pub struct App {
     pub theme: Theme,
     pub size: (u16, u16),
     pub quit: bool,
+    /// What the scan prompt (`s`) starts with, e.g. the demo's range.
+    pub scan_suggestion: Option<String>,
 }
 
 impl App {
@@ -143,6 +145,7 @@ impl App {
             theme,
             size: (80, 24),
             quit: false,
+            scan_suggestion: None,
         }
     }
 

@@ -289,7 +289,7 @@ fn view_key(app: &mut App, key: KeyEvent) -> Vec<Command> {
         (_, KeyCode::Char('s')) => {
             app.input = Some(Input {
                 kind: InputKind::Scan,
-                text: String::new(),
+                text: app.scan_suggestion.clone().unwrap_or_default(),
             });
         }
         (_, KeyCode::Char('f')) => return fingerprint(app),
@@ -334,6 +334,18 @@ fn view_key(app: &mut App, key: KeyEvent) -> Vec<Command> {
                 app.marked.insert(addr);
             }
             app.move_by(1);
+        }
+        (View::Fleet, KeyCode::Char('*')) => {
+            let shown: Vec<std::net::IpAddr> = app
+                .rows
+                .iter()
+                .map(|&i| app.fleet.hosts[i as usize].addr)
+                .collect();
+            if shown.iter().all(|a| app.marked.contains(a)) {
+                app.marked.clear();
+            } else {
+                app.marked.extend(shown);
+            }
         }
         (View::Fleet, KeyCode::Enter) => {
             if let Some(addr) = app.selected_addr() {

@@ -16,6 +16,7 @@ const KEYS: &[(&str, &str)] = &[
     ("/", "filter: any text, or agent:none token:expiring ..."),
     ("< > =", "sort column left/right, reverse"),
     ("space", "mark host (jobs act on marked, else selected)"),
+    ("*", "mark every shown host (again: none)"),
     ("s", "scan: prompt for targets"),
     ("f", "fingerprint over SSH"),
     ("d u r", "deploy, undeploy, revoke (asks first)"),
