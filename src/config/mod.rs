@@ -3,9 +3,10 @@
 //! Resolution is a pure function of (flags, file, platform dirs), so it is
 //! tested without touching the real home directory.
 
+mod console;
+mod control;
 mod duration;
 
-use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -13,7 +14,8 @@ use directories::ProjectDirs;
 use serde::{Deserialize, Serialize};
 
 use crate::scan::MethodChoice;
-use crate::ssh::HostKeyPolicy;
+pub use console::{ControlChoice, EngineSettings, SshConsoleConfig, TuiConfig};
+pub use control::ControlConfig;
 pub use duration::parse_duration;
 
 /// The default configuration file, commented; `fleetctl config default` prints it.
@@ -30,136 +32,6 @@ pub struct Config {
     pub tui: TuiConfig,
     pub ssh: SshConsoleConfig,
     pub engine: EngineSettings,
-}
-
-/// `[ssh]`: how the console (and `fleetctl status`) reach hosts over SSH.
-/// Headless commands take the same settings as flags.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(default, deny_unknown_fields)]
-pub struct SshConsoleConfig {
-    /// Log in as this user [default: ~/.ssh/config, else the local user].
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub user: Option<String>,
-    /// Identity files tried before the config's and the defaults.
-    pub identities: Vec<PathBuf>,
-    /// [default: ~/.ssh/known_hosts]
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub known_hosts: Option<PathBuf>,
-    /// [default: ~/.ssh/config]
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub ssh_config: Option<PathBuf>,
-    /// Unknown host keys: strict, accept-new, or ask (a modal in the console).
-    pub host_key_policy: HostKeyPolicy,
-    /// Hosts fingerprinted, deployed or undeployed at once.
-    pub concurrency: usize,
-    /// Time allowed per host for fingerprinting.
-    #[serde(with = "duration")]
-    pub timeout: Duration,
-}
-
-impl Default for SshConsoleConfig {
-    fn default() -> Self {
-        Self {
-            user: None,
-            identities: Vec::new(),
-            known_hosts: None,
-            ssh_config: None,
-            host_key_policy: HostKeyPolicy::Ask,
-            concurrency: 32,
-            timeout: Duration::from_secs(30),
-        }
-    }
-}
-
-/// `[engine]`: how the console watches agents.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(default, deny_unknown_fields)]
-pub struct EngineSettings {
-    /// How often each agent's stats are read.
-    #[serde(with = "duration")]
-    pub poll_interval: Duration,
-    /// Time allowed for one stats read.
-    #[serde(with = "duration")]
-    pub poll_timeout: Duration,
-    /// Stats reads at once.
-    pub poll_concurrency: usize,
-    /// Longest wait between reads of an agent that does not answer.
-    #[serde(with = "duration")]
-    pub poll_max_backoff: Duration,
-    /// How often the control plane's registry is read.
-    #[serde(with = "duration")]
-    pub registry_interval: Duration,
-    /// Where deployed agents listen; `{host}` stands for the host's address.
-    pub agent_listen: String,
-    /// Which control plane the console uses.
-    pub control: ControlChoice,
-}
-
-/// `engine.control`: embed the control plane in the console, or use one
-/// that runs elsewhere.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum ControlChoice {
-    /// `control.url` set: use it; else embed on `control.listen` (or use
-    /// the `fleetctl serve` already listening there).
-    #[default]
-    Auto,
-    /// Always embed on `control.listen`; agents are told `control.url`
-    /// when set (a name they can reach).
-    Embed,
-    /// Never embed: use `control.url` (else `https://<control.listen>`).
-    External,
-}
-
-impl Default for EngineSettings {
-    fn default() -> Self {
-        Self {
-            poll_interval: Duration::from_secs(2),
-            poll_timeout: Duration::from_secs(3),
-            poll_concurrency: 256,
-            poll_max_backoff: Duration::from_mins(1),
-            registry_interval: Duration::from_secs(5),
-            agent_listen: "0.0.0.0:9701".into(),
-            control: ControlChoice::Auto,
-        }
-    }
-}
-
-impl EngineSettings {
-    fn check(&self) -> Result<(), String> {
-        for (name, d) in [
-            ("poll_interval", self.poll_interval),
-            ("poll_timeout", self.poll_timeout),
-            ("registry_interval", self.registry_interval),
-        ] {
-            if d.is_zero() {
-                return Err(format!("engine.{name}: must be more than 0"));
-            }
-        }
-        if self.poll_concurrency == 0 {
-            return Err("engine.poll_concurrency: must be at least 1".into());
-        }
-        if self.poll_max_backoff < self.poll_interval {
-            return Err("engine.poll_max_backoff: must be at least poll_interval".into());
-        }
-        Ok(())
-    }
-}
-
-/// The console's settings.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(default, deny_unknown_fields)]
-pub struct TuiConfig {
-    /// A built-in theme, or `NAME` for `<config dir>/themes/NAME.toml`.
-    pub theme: String,
-}
-
-impl Default for TuiConfig {
-    fn default() -> Self {
-        Self {
-            theme: "default".into(),
-        }
-    }
 }
 
 #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
@@ -202,87 +74,6 @@ impl Default for ScanConfig {
             resolve: false,
             max_in_flight: 4096,
         }
-    }
-}
-
-/// `[control]`: the control plane (`fleetctl serve`) and how the CLI reaches it.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(default, deny_unknown_fields)]
-pub struct ControlConfig {
-    /// Address and port `fleetctl serve` listens on.
-    pub listen: SocketAddr,
-    /// The URL agents and the CLI use; `https://<listen>` when absent.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub url: Option<String>,
-    /// More names and addresses for the control plane's certificate.
-    pub names: Vec<String>,
-    #[serde(with = "duration")]
-    pub cert_ttl: Duration,
-    #[serde(with = "duration")]
-    pub identity_ttl: Duration,
-    #[serde(with = "duration")]
-    pub join_ttl: Duration,
-    #[serde(with = "duration")]
-    pub operator_ttl: Duration,
-    #[serde(with = "duration")]
-    pub heartbeat_interval: Duration,
-    #[serde(with = "duration")]
-    pub lost_after: Duration,
-}
-
-impl Default for ControlConfig {
-    fn default() -> Self {
-        Self {
-            listen: SocketAddr::from(([127, 0, 0, 1], 8443)),
-            url: None,
-            names: Vec::new(),
-            cert_ttl: Duration::from_hours(24),
-            identity_ttl: Duration::from_hours(1),
-            join_ttl: Duration::from_mins(15),
-            operator_ttl: Duration::from_hours(1),
-            heartbeat_interval: Duration::from_secs(30),
-            lost_after: Duration::from_secs(90),
-        }
-    }
-}
-
-impl ControlConfig {
-    /// The URL clients use: `url`, else the listen address (loopback when
-    /// it listens on every address).
-    #[must_use]
-    pub fn client_url(&self) -> String {
-        self.url.as_ref().map_or_else(
-            || crate::control::local_url(self.listen),
-            |url| url.trim_end_matches('/').to_owned(),
-        )
-    }
-
-    /// Whether the settings make sense together; the message names the key.
-    pub fn check(&self) -> Result<(), String> {
-        if let Some(url) = &self.url
-            && !url.starts_with("https://")
-        {
-            return Err(format!("control.url: {url:?} must start with https://"));
-        }
-        for (name, d) in [
-            ("cert_ttl", self.cert_ttl),
-            ("identity_ttl", self.identity_ttl),
-            ("join_ttl", self.join_ttl),
-            ("operator_ttl", self.operator_ttl),
-            ("heartbeat_interval", self.heartbeat_interval),
-            ("lost_after", self.lost_after),
-        ] {
-            if d.as_secs() == 0 {
-                return Err(format!("control.{name}: must be at least 1s"));
-            }
-        }
-        if self.lost_after < self.heartbeat_interval {
-            return Err(
-                "control.lost_after: must be at least heartbeat_interval, or every agent is lost"
-                    .into(),
-            );
-        }
-        Ok(())
     }
 }
 
@@ -431,6 +222,7 @@ fn expand_home(path: &Path) -> PathBuf {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::ssh::HostKeyPolicy;
 
     #[test]
     fn the_sample_file_equals_the_defaults() {
