@@ -82,6 +82,11 @@ pub enum AuthError {
     BadKey { path: PathBuf, reason: String },
     #[error("the token verification key is not an Ed25519 public key in PEM form: {0}")]
     BadPublicKey(String),
+    #[error(
+        "no token signing key at {}: start `fleetctl serve` once with this data dir, or use the data dir it uses",
+        path.display()
+    )]
+    NoKey { path: PathBuf },
     #[error("cannot make a token: {0}")]
     Sign(String),
 }
@@ -129,12 +134,29 @@ impl std::fmt::Debug for TokenIssuer {
 }
 
 impl TokenIssuer {
-    /// Loads `dir/token.key`, creating it when absent.
+    /// Loads `dir/token.key`, creating it when absent: for the control
+    /// plane itself, which owns the key.
     pub fn load_or_create(dir: &Path) -> Result<Self, AuthError> {
+        Self::open(dir, true)
+    }
+
+    /// Loads an existing `dir/token.key`: for the CLI and the console, which
+    /// mint tokens with the key a control plane serves with and must never
+    /// make one nobody serves with.
+    pub fn load(dir: &Path) -> Result<Self, AuthError> {
+        Self::open(dir, false)
+    }
+
+    fn open(dir: &Path, create: bool) -> Result<Self, AuthError> {
         let path = dir.join(KEY_FILE);
         let pem = match std::fs::read_to_string(&path) {
             Ok(pem) => pem,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Self::create(dir, &path)?,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound && create => {
+                Self::create(dir, &path)?
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                return Err(AuthError::NoKey { path });
+            }
             Err(source) => return Err(AuthError::Read { path, source }),
         };
         let bad = |reason: String| AuthError::BadKey {
@@ -377,6 +399,19 @@ mod tests {
             );
         }
         assert!(TokenVerifier::from_public_pem("nope").is_err());
+    }
+
+    #[test]
+    fn load_never_makes_a_key_only_the_control_plane_does() {
+        let dir = tempfile::tempdir().unwrap();
+        assert!(matches!(
+            TokenIssuer::load(dir.path()),
+            Err(AuthError::NoKey { .. })
+        ));
+        assert!(!dir.path().join(KEY_FILE).exists());
+        let owner = TokenIssuer::load_or_create(dir.path()).unwrap();
+        let reader = TokenIssuer::load(dir.path()).unwrap();
+        assert_eq!(reader.public_key_pem(), owner.public_key_pem());
     }
 
     #[test]

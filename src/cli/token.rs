@@ -10,7 +10,7 @@ use anyhow::Context as _;
 use clap::Subcommand;
 
 use super::{BadInput, Context};
-use crate::auth::{Audience, TokenIssuer};
+use crate::auth::{Audience, AuthError, TokenIssuer};
 use crate::config::parse_duration;
 
 #[derive(Debug, Subcommand)]
@@ -38,13 +38,10 @@ pub enum TokenCommand {
 /// The signing key of the control plane in `dir`, which must exist: a
 /// token from a key nobody serves with would be refused everywhere.
 pub fn local_issuer(dir: &Path) -> anyhow::Result<TokenIssuer> {
-    if !dir.join("token.key").exists() {
-        return Err(BadInput::wrap(anyhow::anyhow!(
-            "no control plane keys in {}: start `fleetctl serve` once with this data dir, or pass the --data-dir it uses",
-            dir.display()
-        )));
+    match TokenIssuer::load(dir) {
+        Err(e @ AuthError::NoKey { .. }) => Err(BadInput::wrap(e)),
+        other => other.context("cannot load the token signing key"),
     }
-    TokenIssuer::load_or_create(dir).context("cannot load the token signing key")
 }
 
 pub fn run(cmd: &TokenCommand, ctx: &Context) -> anyhow::Result<ExitCode> {

@@ -13,8 +13,9 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 use super::jobs::{self, JobMsg};
+use super::poller::OPERATOR;
 use super::{ControlLink, DeploySettings, JobId, SshSettings};
-use crate::auth::{Audience, TokenIssuer};
+use crate::auth::Audience;
 use crate::control::client::ControlClient;
 use crate::deploy::{
     Artifact, ControlPlane, DeployOptions, Deployer, Event, HostResult, Outcome, RolloutOptions,
@@ -133,19 +134,17 @@ async fn run_deploy(
     )?;
     let (connector, targets) = jobs::ssh_setup(id, &job.ssh, &hosts, tx).await?;
     let binary = job.settings.agent_binary.clone();
-    let dir = link.control_dir.clone();
-    let (artifact, issuer) = tokio::task::spawn_blocking(move || {
+    let artifact = tokio::task::spawn_blocking(move || {
         let binary = match binary {
             Some(path) => path,
             None => std::env::current_exe()
                 .map_err(|e| format!("cannot tell where this fleetctl binary is: {e}"))?,
         };
-        let artifact = Artifact::load(&binary).map_err(|e| e.to_string())?;
-        let issuer = TokenIssuer::load_or_create(&dir).map_err(|e| e.to_string())?;
-        Ok::<_, String>((artifact, issuer))
+        Artifact::load(&binary).map_err(|e| e.to_string())
     })
     .await
     .map_err(|e| format!("the deploy setup stopped: {e}"))??;
+    let issuer = link.issuer().await?;
     let control =
         ControlPlane::new(&link.url, link.ca_pem.clone(), issuer).map_err(|e| e.to_string())?;
     let deployer = Arc::new(Deployer {
@@ -323,20 +322,11 @@ async fn run_revoke(
     cancel: &CancellationToken,
     tx: &mpsc::UnboundedSender<JobMsg>,
 ) -> Result<String, String> {
-    let dir = link.control_dir.clone();
-    let token = tokio::task::spawn_blocking(move || {
-        let issuer = TokenIssuer::load_or_create(&dir)?;
-        issuer.issue(
-            Audience::Operator,
-            "fleetctl-console",
-            None,
-            REVOKE_TOKEN_TTL,
-        )
-    })
-    .await
-    .map_err(|e| format!("the token key reader stopped: {e}"))?
-    .map_err(|e| format!("cannot mint an operator token: {e}"))?
-    .0;
+    let (token, _) = link
+        .issuer()
+        .await?
+        .issue(Audience::Operator, OPERATOR, None, REVOKE_TOKEN_TTL)
+        .map_err(|e| format!("cannot mint an operator token: {e}"))?;
     let client = ControlClient::new(&link.url, &link.ca_pem, token, REVOKE_TIMEOUT)
         .map_err(|e| e.to_string())?;
     let total = agents.len() as u64;

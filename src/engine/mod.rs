@@ -272,6 +272,19 @@ pub struct ControlLink {
     pub operator_ttl: Duration,
 }
 
+impl ControlLink {
+    /// The control plane's signing key, read off the runtime's threads.
+    /// Only loaded, never created: a key the control plane does not serve
+    /// with would mint tokens nobody accepts.
+    pub async fn issuer(&self) -> Result<crate::auth::TokenIssuer, String> {
+        let dir = self.control_dir.clone();
+        tokio::task::spawn_blocking(move || crate::auth::TokenIssuer::load(&dir))
+            .await
+            .map_err(|e| format!("the token key reader stopped: {e}"))?
+            .map_err(|e| e.to_string())
+    }
+}
+
 /// How agents are watched (`[engine]` in the config).
 #[derive(Debug, Clone)]
 pub struct PollSettings {

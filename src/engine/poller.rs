@@ -29,6 +29,9 @@ use crate::model::control::AgentRecord;
 use crate::poll::StatsClient;
 use crate::store::Inventory;
 
+/// The operator name on the tokens the console mints.
+pub const OPERATOR: &str = "fleetctl-console";
+
 /// When to read an agent next: at once while it answers; after a failure,
 /// the interval doubled per failure in a row, up to a ceiling.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -125,18 +128,12 @@ pub(super) async fn run(
     to_actor: mpsc::UnboundedSender<JobMsg>,
     cancel: CancellationToken,
 ) {
-    let dir = link.control_dir.clone();
-    let issuer = match tokio::task::spawn_blocking(move || TokenIssuer::load_or_create(&dir)).await
-    {
-        Ok(Ok(issuer)) => Arc::new(issuer),
-        Ok(Err(e)) => {
+    let issuer = match link.issuer().await {
+        Ok(issuer) => Arc::new(issuer),
+        Err(e) => {
             let _ = to_actor.send(JobMsg::Registry(Err(format!(
                 "cannot mint an operator token, so agents cannot be read: {e}"
             ))));
-            return;
-        }
-        Err(e) => {
-            tracing::error!("the token key reader stopped: {e}");
             return;
         }
     };
@@ -213,7 +210,7 @@ impl Poller {
             let ttl = self.link.operator_ttl;
             let made = self
                 .issuer
-                .issue(Audience::Operator, "fleetctl-console", None, ttl)
+                .issue(Audience::Operator, OPERATOR, None, ttl)
                 .map_err(|e| e.to_string())
                 .and_then(|(token, _)| {
                     let stats = StatsClient::new(&self.link.ca_pem, &token, self.settings.timeout)
