@@ -300,7 +300,7 @@ async fn each_token_kind_only_where_it_belongs() {
     assert_eq!(resp.status(), StatusCode::UNAUTHORIZED);
 
     // A valid identity token for an agent the registry does not hold.
-    let own = TokenIssuer::load_or_create(&dir.path().join("control")).unwrap();
+    let own = TokenIssuer::load(&dir.path().join("control")).unwrap();
     let (ghost, _) = own
         .issue(Audience::Agent, "ag-ghost", None, Duration::from_mins(1))
         .unwrap();

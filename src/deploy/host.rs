@@ -300,6 +300,17 @@ impl Deployer {
                 )
                 .await);
         }
+        // An agent that could not bind its port exits, while an older one
+        // that kept it goes on answering and heartbeating.
+        let sha = self.artifact.sha256.as_str();
+        if let Err(failure) = host
+            .sh(Step::Registered, &scripts::runs_build(layout, sha, systemd))
+            .await
+        {
+            return Err(self
+                .with_log(host, layout, systemd, Step::Registered, failure.reason)
+                .await);
+        }
         Ok(())
     }
 

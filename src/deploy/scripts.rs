@@ -278,6 +278,36 @@ echo $! >"$S/.agent.pid.new" && mv -f "$S/.agent.pid.new" "$S/agent.pid"
     s
 }
 
+/// Succeeds only when the process the service manager (or the pid file)
+/// names is alive and runs the build `sha256`: proof that what answered
+/// `/healthz` is the agent just started, not an older one still holding
+/// the port.
+#[must_use]
+pub fn runs_build(layout: &Layout, sha256: &str, systemd: bool) -> String {
+    let binary = layout.binary(sha256);
+    let mut s = vars(layout, &[("BIN", &binary)]);
+    s.push_str(AGENT_ALIVE);
+    if systemd {
+        s.push_str(
+            "pid=$($SYSTEMCTL show -p MainPID \"$UNIT\" 2>/dev/null); pid=${pid#MainPID=}\n",
+        );
+    } else {
+        s.push_str("pid=$(cat \"$S/agent.pid\" 2>/dev/null)\n");
+    }
+    s.push_str(
+        r#"if ! agent_alive "$pid"; then
+  echo "the agent this deploy started is not running: it exited after it started" >&2
+  exit 1
+fi
+if ! tr '\0' '\n' <"/proc/$pid/cmdline" | grep -qxF "$BIN"; then
+  echo "the agent process $pid does not run $BIN" >&2
+  exit 1
+fi
+"#,
+    );
+    s
+}
+
 /// The agent's last log lines, for error messages.
 #[must_use]
 pub fn log_tail(layout: &Layout, systemd: bool, lines: u32) -> String {

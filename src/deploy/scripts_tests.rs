@@ -55,6 +55,7 @@ fn scripts_are_valid_sh() {
             stop(&layout, systemd),
             start(&layout, &sha, systemd),
             log_tail(&layout, systemd, 20),
+            runs_build(&layout, &sha, systemd),
             remove(&layout, systemd, Some(&sha)),
             present(&layout),
         ] {
@@ -150,7 +151,13 @@ fn detached_start_stop_and_remove_work_in_a_scratch_home() {
         );
         std::thread::sleep(std::time::Duration::from_millis(20));
     }
+    assert!(sh(&runs_build(&layout, &sha, false)).status.success());
+    let other = sh(&runs_build(&layout, &"99".repeat(32), false));
+    assert!(!other.status.success());
+    assert!(String::from_utf8_lossy(&other.stderr).contains("does not run"));
     assert!(sh(&stop(&layout, false)).status.success());
+    let stopped = sh(&runs_build(&layout, &sha, false));
+    assert!(String::from_utf8_lossy(&stopped.stderr).contains("not running"));
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
     assert!(status.is_empty() || status.contains("zombie"), "{status}");
     let log = sh(&log_tail(&layout, false, 5));
