@@ -27,7 +27,7 @@ fn bad_input_says_what_is_wrong_and_exits_2() {
         ),
         (
             vec!["deploy", "h1", "--controller", "https://127.7.0.1:1"],
-            "no control plane keys",
+            "no token signing key",
         ),
         (vec!["undeploy", "--select", "agent"], "is not FIELD=VALUE"),
     ] {

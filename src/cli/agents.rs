@@ -5,10 +5,9 @@ use std::io::Write as _;
 use std::process::ExitCode;
 use std::time::Duration;
 
-use anyhow::Context as _;
 use clap::{Args, ValueEnum};
 
-use super::token::local_issuer;
+use super::token::{local_ca_pem, local_issuer};
 use super::{BadInput, Context};
 use crate::auth::Audience;
 use crate::control::client::{ClientError, ControlClient};
@@ -49,9 +48,7 @@ pub struct RevokeArgs {
 fn client(ctx: &Context, url: Option<&str>) -> anyhow::Result<ControlClient> {
     let dir = ctx.paths.control_dir();
     let issuer = local_issuer(&dir)?;
-    let ca_path = dir.join("ca.pem");
-    let ca_pem = std::fs::read_to_string(&ca_path)
-        .with_context(|| format!("cannot read the fleet CA {}", ca_path.display()))?;
+    let ca_pem = local_ca_pem(&dir)?;
     let (token, _) = issuer.issue(Audience::Operator, "fleetctl-cli", None, CALL_TOKEN_TTL)?;
     let url = url.map_or_else(|| ctx.config.control.client_url(), str::to_owned);
     if !url.starts_with("https://") {

@@ -112,9 +112,7 @@ pub async fn control(
         );
         return Ok((None, None, ControlSource::None));
     }
-    let ca_path = dir.join("ca.pem");
-    let ca_pem = std::fs::read_to_string(&ca_path)
-        .with_context(|| format!("cannot read the fleet CA {}", ca_path.display()))?;
+    let ca_pem = super::token::local_ca_pem(&dir)?;
     let link = ControlLink {
         url: config.client_url(),
         ca_pem,

@@ -24,7 +24,6 @@ use crate::deploy::{
 };
 use crate::engine::deploy::record;
 use crate::model::AgentState;
-use crate::pki::FleetCa;
 use crate::ssh::SshTarget;
 use crate::store::Inventory;
 
@@ -164,8 +163,8 @@ pub async fn run_deploy(args: DeployArgs, ctx: &Context) -> anyhow::Result<ExitC
     let control_dir = ctx.paths.control_dir();
     // Keys nobody serves with would mint tokens every agent is refused with.
     let issuer = super::token::local_issuer(&control_dir)?;
-    let ca = FleetCa::load_or_create(&control_dir).context("cannot load the fleet CA")?;
-    let control = ControlPlane::new(&url, ca.ca_pem().to_string(), issuer)?;
+    let ca_pem = super::token::local_ca_pem(&control_dir)?;
+    let control = ControlPlane::new(&url, ca_pem, issuer)?;
     let deployer = Arc::new(Deployer {
         connector: Arc::clone(&ssh.connector),
         artifact: Arc::new(artifact),

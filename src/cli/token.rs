@@ -44,6 +44,18 @@ pub fn local_issuer(dir: &Path) -> anyhow::Result<TokenIssuer> {
     }
 }
 
+/// The fleet CA's certificate (public half only) of the control plane in
+/// `dir`: what clients and agents trust.
+pub fn local_ca_pem(dir: &Path) -> anyhow::Result<String> {
+    let path = dir.join("ca.pem");
+    std::fs::read_to_string(&path).with_context(|| {
+        format!(
+            "cannot read the fleet CA {} (start `fleetctl serve` once with this data dir)",
+            path.display()
+        )
+    })
+}
+
 pub fn run(cmd: &TokenCommand, ctx: &Context) -> anyhow::Result<ExitCode> {
     let issuer = local_issuer(&ctx.paths.control_dir())?;
     let control = &ctx.config.control;
