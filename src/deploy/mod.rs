@@ -12,6 +12,7 @@
 //! in; the inventory records it, and a re-run resumes after the last step
 //! whose result is still on the host (a verified build is kept for that).
 
+mod confirm;
 mod conn;
 pub mod control;
 pub mod elf;

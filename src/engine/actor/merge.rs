@@ -39,7 +39,7 @@ impl Actor {
             if host.ssh == SshState::Unknown {
                 host.ssh = match f.failure {
                     None => SshState::Ok,
-                    Some(kind) => super::ssh_state(kind),
+                    Some(kind) => super::scans::ssh_state(kind),
                 };
                 host.ssh_error = f.error;
             }
