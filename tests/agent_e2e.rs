@@ -34,17 +34,7 @@ fn registered(s: &fleetctl::model::stats::AgentStats) -> bool {
 async fn three_agents_enroll_and_their_stats_match_proc() {
     let control = Control::start("");
     let client = control.stats_client();
-    let agents: Vec<Agent> = (10..13)
-        .map(|i| {
-            let host = format!("node{i}.test");
-            Agent::start(
-                &control,
-                &format!("127.5.0.{i}"),
-                &host,
-                Some(&control.join_token(&host)),
-            )
-        })
-        .collect();
+    let agents = Agent::enrolled(&control, 10..13);
     let cores = std::thread::available_parallelism().unwrap().get();
     let mut ids = Vec::new();
     for agent in &agents {

@@ -91,17 +91,7 @@ async fn prometheus_finds_and_scrapes_every_agent() {
     let prometheus = common::require_tool("prometheus");
     let control = Control::start("");
     let client = control.stats_client();
-    let agents: Vec<Agent> = (51..54)
-        .map(|i| {
-            let host = format!("node{i}.test");
-            Agent::start(
-                &control,
-                &format!("127.5.0.{i}"),
-                &host,
-                Some(&control.join_token(&host)),
-            )
-        })
-        .collect();
+    let agents = Agent::enrolled(&control, 51..54);
     for agent in &agents {
         agent
             .wait_stats(&client, Duration::from_secs(20), "registered", |s| {

@@ -96,6 +96,20 @@ fn leftovers(dir: &Path) -> Vec<String> {
     found
 }
 
+/// No process runs from `dir` and no sandbox root is left in it.
+fn assert_nothing_left(dir: &Path) {
+    assert_eq!(
+        leftovers(dir),
+        Vec::<String>::new(),
+        "processes left behind"
+    );
+    assert_eq!(
+        sandbox_roots(dir),
+        Vec::<String>::new(),
+        "files left behind"
+    );
+}
+
 fn sandbox_roots(dir: &Path) -> Vec<String> {
     std::fs::read_dir(dir)
         .unwrap()
@@ -177,16 +191,7 @@ fn headless_demo_ends_as_expected_leaves_nothing_and_runs_once() {
     assert!(last.starts_with("demo: ok: 2 healthy hosts"), "{last}");
     assert!(stderr.contains("TCP connect"), "{stderr}");
 
-    assert_eq!(
-        leftovers(&dir),
-        Vec::<String>::new(),
-        "processes left behind"
-    );
-    assert_eq!(
-        sandbox_roots(&dir),
-        Vec::<String>::new(),
-        "files left behind"
-    );
+    assert_nothing_left(&dir);
 }
 
 #[test]
@@ -210,16 +215,7 @@ fn sigterm_mid_deploy_stops_every_agent_and_removes_the_root() {
     let out = child.wait();
     assert_eq!(out.status.code(), Some(130), "{}", common::stderr(&out));
     assert!(common::stderr(&out).contains("SIGTERM"));
-    assert_eq!(
-        leftovers(&dir),
-        Vec::<String>::new(),
-        "processes left behind"
-    );
-    assert_eq!(
-        sandbox_roots(&dir),
-        Vec::<String>::new(),
-        "files left behind"
-    );
+    assert_nothing_left(&dir);
 }
 
 #[test]

@@ -35,27 +35,30 @@ async fn start(block: u8, hosts: usize, faults: &[(usize, HostFault)]) -> Fixtur
     Fixture { sandbox, lock_dir }
 }
 
+/// OpenSSH client options with nothing of the user's own: only the
+/// sandbox's key and known_hosts, checked strictly.
+fn client_options(sandbox: &Sandbox) -> Vec<std::ffi::OsString> {
+    let mut known_hosts = std::ffi::OsString::from("UserKnownHostsFile=");
+    known_hosts.push(sandbox.known_hosts());
+    vec![
+        "-F".into(),
+        "/dev/null".into(),
+        "-i".into(),
+        sandbox.client_key().into(),
+        "-o".into(),
+        known_hosts,
+        "-o".into(),
+        "StrictHostKeyChecking=yes".into(),
+        "-o".into(),
+        "IdentitiesOnly=yes".into(),
+    ]
+}
+
 /// `ssh` with nothing of the user's own: only the sandbox's key and known_hosts.
 fn ssh(sandbox: &Sandbox, host: &SandboxHost, command: &str, stdin: &[u8]) -> Output {
     let mut child = Command::new(common::require_tool("ssh"))
-        .args(["-F", "/dev/null", "-i"])
-        .arg(sandbox.client_key())
-        .arg("-o")
-        .arg(format!(
-            "UserKnownHostsFile={}",
-            sandbox.known_hosts().display()
-        ))
-        .args([
-            "-o",
-            "StrictHostKeyChecking=yes",
-            "-o",
-            "BatchMode=yes",
-            "-o",
-            "IdentitiesOnly=yes",
-            "-o",
-            "ConnectTimeout=5",
-            "-p",
-        ])
+        .args(client_options(sandbox))
+        .args(["-o", "BatchMode=yes", "-o", "ConnectTimeout=5", "-p"])
         .arg(host.addr.port().to_string())
         .arg(format!("{}@{}", sandbox.user(), host.addr.ip()))
         .arg(command)
@@ -207,20 +210,8 @@ fn sftp_batch(sandbox: &Sandbox, host: &SandboxHost, batch: &str) -> Output {
     let file = sandbox.root().with_extension("batch");
     std::fs::write(&file, batch).unwrap();
     let out = Command::new(common::require_tool("sftp"))
-        .args(["-F", "/dev/null", "-i"])
-        .arg(sandbox.client_key())
-        .arg("-o")
-        .arg(format!(
-            "UserKnownHostsFile={}",
-            sandbox.known_hosts().display()
-        ))
-        .args([
-            "-o",
-            "StrictHostKeyChecking=yes",
-            "-o",
-            "IdentitiesOnly=yes",
-            "-P",
-        ])
+        .args(client_options(sandbox))
+        .arg("-P")
         .arg(host.addr.port().to_string())
         .arg("-b")
         .arg(&file)

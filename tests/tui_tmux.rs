@@ -20,6 +20,40 @@ struct Tmux {
 }
 
 impl Tmux {
+    /// A server named after `tag` with one detached session `t` of
+    /// `cols` x `rows` running `sh`.
+    fn start(tag: &str, cols: u16, rows: u16) -> Self {
+        let tmux = Tmux {
+            bin: require_tool("tmux"),
+            socket: format!("{tag}-{}", std::process::id()),
+        };
+        let (cols, rows) = (cols.to_string(), rows.to_string());
+        tmux.run(&[
+            "new-session",
+            "-d",
+            "-s",
+            "t",
+            "-x",
+            &cols,
+            "-y",
+            &rows,
+            "sh",
+        ]);
+        tmux
+    }
+
+    /// Types `fleetctl ARGS` into the session's shell, with `env`'s config
+    /// and data dir.
+    fn launch(&self, env: &Env, args: &str) {
+        let command = format!(
+            "FLEETCTL_CONFIG={} FLEETCTL_DATA_DIR={} {} {args}",
+            shell_quote(&env.config_file()),
+            shell_quote(&env.data_dir()),
+            shell_quote(Path::new(env!("CARGO_BIN_EXE_fleetctl"))),
+        );
+        self.run(&["send-keys", "-t", "t", &command, "Enter"]);
+    }
+
     fn cmd(&self) -> Command {
         let mut cmd = Command::new(&self.bin);
         cmd.args(["-L", &self.socket, "-f", "/dev/null"]);
@@ -74,7 +108,6 @@ fn shell_quote(path: &Path) -> String {
 #[test]
 #[ignore = "needs tmux (the interop suite in .ci/run runs it)"]
 fn the_console_shows_the_fleet_takes_keys_and_gives_the_terminal_back() {
-    let bin = require_tool("tmux");
     let listener = TcpListener::bind("127.6.0.2:0").unwrap();
     let port = listener.local_addr().unwrap().port().to_string();
     let env = Env::new();
@@ -91,28 +124,8 @@ fn the_console_shows_the_fleet_takes_keys_and_gives_the_terminal_back() {
     ]);
     assert!(out.status.success(), "{}", stderr(&out));
 
-    let tmux = Tmux {
-        bin,
-        socket: format!("fleetctl-test-{}", std::process::id()),
-    };
-    tmux.run(&[
-        "new-session",
-        "-d",
-        "-s",
-        "t",
-        "-x",
-        "100",
-        "-y",
-        "30",
-        "sh",
-    ]);
-    let command = format!(
-        "FLEETCTL_CONFIG={} FLEETCTL_DATA_DIR={} {}",
-        shell_quote(&env.config_file()),
-        shell_quote(&env.data_dir()),
-        shell_quote(Path::new(env!("CARGO_BIN_EXE_fleetctl"))),
-    );
-    tmux.run(&["send-keys", "-t", "t", &command, "Enter"]);
+    let tmux = Tmux::start("fleetctl-test", 100, 30);
+    tmux.launch(&env, "");
 
     // The fleet as the scan left it, read from the inventory.
     let screen = tmux.wait_for("inventory: 6 hosts");
@@ -220,7 +233,6 @@ fn wait_live_row(tmux: &Tmux, ip: &str, agent: &fleet::Proc) -> String {
 #[test]
 #[ignore = "needs tmux (the interop suite in .ci/run runs it)"]
 fn the_console_embeds_the_control_plane_and_shows_live_agents() {
-    let bin = require_tool("tmux");
     let port = TcpListener::bind("127.9.0.2:0")
         .unwrap()
         .local_addr()
@@ -235,28 +247,8 @@ fn the_console_embeds_the_control_plane_and_shows_live_agents() {
         ),
     )
     .unwrap();
-    let tmux = Tmux {
-        bin,
-        socket: format!("fleetctl-wire-test-{}", std::process::id()),
-    };
-    tmux.run(&[
-        "new-session",
-        "-d",
-        "-s",
-        "t",
-        "-x",
-        "160",
-        "-y",
-        "40",
-        "sh",
-    ]);
-    let command = format!(
-        "FLEETCTL_CONFIG={} FLEETCTL_DATA_DIR={} {} tui",
-        shell_quote(&env.config_file()),
-        shell_quote(&env.data_dir()),
-        shell_quote(Path::new(env!("CARGO_BIN_EXE_fleetctl"))),
-    );
-    tmux.run(&["send-keys", "-t", "t", &command, "Enter"]);
+    let tmux = Tmux::start("fleetctl-wire-test", 160, 40);
+    tmux.launch(&env, "tui");
     tmux.wait_for("0 hosts");
 
     // The console's own control plane answers on control.listen.

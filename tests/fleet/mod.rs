@@ -252,6 +252,21 @@ pub struct Agent {
 }
 
 impl Agent {
+    /// Enrolled agents `node{i}.test` on `127.5.0.{i}`, one per `i`, each
+    /// with a join token for its name.
+    pub fn enrolled(control: &Control, ids: std::ops::Range<u8>) -> Vec<Self> {
+        ids.map(|i| {
+            let host = format!("node{i}.test");
+            Self::start(
+                control,
+                &format!("127.5.0.{i}"),
+                &host,
+                Some(&control.join_token(&host)),
+            )
+        })
+        .collect()
+    }
+
     /// Starts an agent on `ip` (port 0) named `hostname`, with `join_token`
     /// in its token file when given.
     pub fn start(control: &Control, ip: &str, hostname: &str, join_token: Option<&str>) -> Self {
