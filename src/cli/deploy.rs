@@ -69,6 +69,9 @@ pub struct HostsArgs {
 }
 
 #[derive(Debug, Args)]
+#[command(mut_arg("concurrency", |a| a.help(
+    "Hosts deployed at once, each over its own SSH connection (after the canaries)"
+)))]
 pub struct DeployArgs {
     #[command(flatten)]
     hosts: HostsArgs,
@@ -113,6 +116,9 @@ pub struct DeployArgs {
 }
 
 #[derive(Debug, Args)]
+#[command(mut_arg("concurrency", |a| a.help(
+    "Hosts undeployed at once, each over its own SSH connection"
+)))]
 pub struct UndeployArgs {
     #[command(flatten)]
     hosts: HostsArgs,

@@ -15,6 +15,7 @@ use super::ssh_opts::SshArgs;
 use super::{Context, EXIT_INTERRUPTED};
 use crate::config::parse_duration;
 use crate::fingerprint::job::{self, Fingerprint};
+use crate::model::text;
 use crate::store::Inventory;
 
 #[derive(Debug, Args)]
@@ -105,7 +106,7 @@ pub async fn run(args: FingerprintArgs, ctx: &Context) -> anyhow::Result<ExitCod
 /// Says on stderr why each failed host failed.
 pub fn report_failures(results: &[Fingerprint]) {
     for error in results.iter().filter_map(|r| r.error.as_ref()) {
-        eprintln!("error: {error}");
+        eprintln!("error: {}", text::escape_lines(error));
     }
 }
 
@@ -114,16 +115,20 @@ fn write_row(out: &mut impl Write, format: Format, r: &Fingerprint) -> anyhow::R
         Format::Table => {
             let line = format!(
                 "{:<24} {}  {}",
-                r.host,
+                text::escape(&r.host),
                 facts_output::table_cells(Some(r)),
-                r.host_key.as_deref().unwrap_or("")
+                text::escape(r.host_key.as_deref().unwrap_or(""))
             );
             writeln!(out, "{}", line.trim_end())?;
         }
         Format::Jsonl => writeln!(out, "{}", serde_json::to_string(r)?)?,
         Format::Csv => {
             let mut csv = csv::Writer::from_writer(&mut *out);
-            let mut record = vec![r.host.clone(), r.address.clone(), r.port.to_string()];
+            let mut record = vec![
+                text::escape(&r.host).into_owned(),
+                text::escape(&r.address).into_owned(),
+                r.port.to_string(),
+            ];
             record.extend(facts_output::csv_cells(Some(r)));
             csv.write_record(record)?;
             csv.flush()?;
