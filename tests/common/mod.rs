@@ -75,6 +75,22 @@ pub fn stdout(out: &Output) -> String {
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
+/// Asserts that no cause in an `error: ...` message is said twice, as
+/// anyhow's chain would print an error whose message already holds its
+/// source ("cannot read X: No such file...: No such file...").
+#[track_caller]
+pub fn assert_causes_once(stderr: &str) {
+    for line in stderr.lines().filter(|l| l.starts_with("error: ")) {
+        let parts: Vec<&str> = line.split(": ").map(str::trim).collect();
+        for (i, part) in parts.iter().enumerate() {
+            assert!(
+                part.len() < 6 || !parts[i + 1..].contains(part),
+                "{part:?} is said twice in: {line}"
+            );
+        }
+    }
+}
+
 /// Root-only tests (ignored by default, run by .ci/run) fail loudly without root; they never pass.
 pub fn require_root() {
     let uid = Command::new("id").arg("-u").output().unwrap();
