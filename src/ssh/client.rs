@@ -219,12 +219,30 @@ impl Session {
 
     /// Runs `command`; its exit status is in the output, whatever it is.
     pub async fn exec(&self, command: &str) -> Result<Output, SshError> {
+        self.exec_with_input(command, None).await
+    }
+
+    /// Runs `command` with `input` (then end of file) on its stdin, as
+    /// `ssh host command <file` does; its exit status is in the output.
+    /// With no input, stdin stays open (as [`Session::exec`]).
+    pub async fn exec_with_input(
+        &self,
+        command: &str,
+        input: Option<&[u8]>,
+    ) -> Result<Output, SshError> {
         let protocol = |e: russh::Error| SshError::Protocol {
             host: self.host.clone(),
-            reason: format!("running `{command}`: {e}"),
+            reason: format!("running `{}`: {e}", first_line(command)),
         };
         let mut channel = self.handle.channel_open_session().await.map_err(protocol)?;
         channel.exec(true, command).await.map_err(protocol)?;
+        if let Some(input) = input {
+            // A command that ends early closes its stdin: what it said
+            // (below) explains that better than the failed send.
+            if channel.data(input).await.is_ok() {
+                let _ = channel.eof().await;
+            }
+        }
         let (mut stdout, mut stderr, mut status) = (Vec::new(), Vec::new(), None);
         while let Some(msg) = channel.wait().await {
             match msg {
@@ -281,6 +299,11 @@ impl Session {
             .disconnect(Disconnect::ByApplication, "", "en")
             .await;
     }
+}
+
+/// The first line of a script, for messages.
+fn first_line(command: &str) -> &str {
+    command.lines().next().unwrap_or_default()
 }
 
 fn connect_error(host: &str, e: russh::Error) -> SshError {
