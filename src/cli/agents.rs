@@ -1,7 +1,6 @@
 //! `fleetctl agents` and `fleetctl revoke`: the registry, over the HTTPS
 //! API, with an operator token minted locally for the one call.
 
-use std::io::Write as _;
 use std::process::ExitCode;
 use std::time::Duration;
 
@@ -65,8 +64,7 @@ pub async fn agents(args: AgentsArgs, ctx: &Context) -> anyhow::Result<ExitCode>
     let mut out = std::io::stdout().lock();
     match args.output {
         AgentsFormat::Json => {
-            serde_json::to_writer_pretty(&mut out, &agents)?;
-            writeln!(out)?;
+            super::output::write_json(&mut out, &agents, true)?;
         }
         AgentsFormat::Table => write_table(&mut out, &agents, now_unix())?,
     }

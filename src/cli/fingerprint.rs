@@ -84,7 +84,7 @@ pub async fn run(args: FingerprintArgs, ctx: &Context) -> anyhow::Result<ExitCod
     inventory.record_fingerprints(&results)?;
     let failed = results.iter().filter(|r| r.failure.is_some()).count();
     match args.output {
-        Format::Json => writeln!(out, "{}", serde_json::to_string_pretty(&results)?)?,
+        Format::Json => super::output::write_json(&mut out, &results, true)?,
         Format::Table => writeln!(
             out,
             "# {total} hosts: {} ok, {failed} failed",
@@ -121,7 +121,7 @@ fn write_row(out: &mut impl Write, format: Format, r: &Fingerprint) -> anyhow::R
             );
             writeln!(out, "{}", line.trim_end())?;
         }
-        Format::Jsonl => writeln!(out, "{}", serde_json::to_string(r)?)?,
+        Format::Jsonl => super::output::write_json(out, r, false)?,
         Format::Csv => {
             let mut csv = csv::Writer::from_writer(&mut *out);
             let mut record = vec![

@@ -56,6 +56,23 @@ pub struct FingerprintCounts {
 
 const CSV_HEADER: &str = "address,name,reach,via,rtt_ms,open_ports,ssh_banner";
 
+/// Writes `value` as JSON and a line break: one line, or `pretty`. Every
+/// CLI JSON writer goes through here, so what serde_json leaves raw (DEL,
+/// C1 controls, bidirectional overrides) is escaped too
+/// ([`text::escape_json`]).
+pub fn write_json<T: Serialize + ?Sized>(
+    out: &mut impl Write,
+    value: &T,
+    pretty: bool,
+) -> io::Result<()> {
+    let json = if pretty {
+        serde_json::to_string_pretty(value)?
+    } else {
+        serde_json::to_string(value)?
+    };
+    writeln!(out, "{}", text::escape_json(&json))
+}
+
 impl<W: Write> ScanWriter<W> {
     pub fn new(
         format: Format,
@@ -150,10 +167,7 @@ impl<W: Write> ScanWriter<W> {
                 );
                 writeln!(self.out, "{}", line.trim_end())
             }
-            Format::Jsonl => {
-                serde_json::to_writer(&mut self.out, &Row { host, fingerprint })?;
-                writeln!(self.out)
-            }
+            Format::Jsonl => write_json(&mut self.out, &Row { host, fingerprint }, false),
             Format::Csv => {
                 let mut fields = vec![
                     host.addr.to_string(),
@@ -206,8 +220,7 @@ impl<W: Write> ScanWriter<W> {
                         fingerprint: fingerprint.as_ref(),
                     })
                     .collect();
-                serde_json::to_writer_pretty(&mut self.out, &rows)?;
-                writeln!(self.out)?;
+                write_json(&mut self.out, &rows, true)?;
             }
             Format::Table => {
                 let interrupted = if summary.interrupted {
@@ -402,7 +415,7 @@ mod tests {
     fn what_hosts_send_never_reaches_a_terminal_raw() {
         let (targets, _, summary) = sample();
         let mut host = HostScan::new(targets[0], crate::model::Reach::Alive);
-        host.ssh_banner = Some("SSH-2.0-x\x1b]0;PWNED\x07".into());
+        host.ssh_banner = Some("SSH-2.0-x\x1b]0;PWNED\x07\u{9b}2J\u{202e}".into());
         host.name = Some("ptr\x1b[2J.example".into());
         let fingerprint = Fingerprint {
             host: "127.0.0.1".into(),
@@ -424,7 +437,10 @@ mod tests {
             w.host(&host, Some(&fingerprint)).unwrap();
             w.finish(&summary, None).unwrap();
             let text = String::from_utf8(buf).unwrap();
-            assert!(!text.contains(['\x1b', '\x07']), "{format:?}: {text:?}");
+            assert!(
+                !text.contains(['\x1b', '\x07', '\u{9b}', '\u{202e}']),
+                "{format:?}: {text:?}"
+            );
             assert!(text.contains("PWNED"), "{format:?}: shown, escaped: {text}");
         }
     }

@@ -156,13 +156,11 @@ pub(super) fn write(out: &mut impl Write, fleet: &FleetSnapshot, format: Format)
     match format {
         Format::Json => {
             let plain: Vec<&Row> = rows.iter().map(|(r, _)| r).collect();
-            serde_json::to_writer_pretty(&mut *out, &plain)?;
-            writeln!(out)?;
+            super::output::write_json(out, &plain, true)?;
         }
         Format::Jsonl => {
             for (row, _) in &rows {
-                serde_json::to_writer(&mut *out, row)?;
-                writeln!(out)?;
+                super::output::write_json(out, row, false)?;
             }
         }
         Format::Csv => {
@@ -232,7 +230,7 @@ mod tests {
 
     /// A host whose name and OS are terminal escapes.
     fn hostile_fleet() -> FleetSnapshot {
-        let hostile = "web1\x1b]0;PWNED\x07\x1b[2J";
+        let hostile = "web1\x1b]0;PWNED\x07\x1b[2J\u{9b}1m";
         let mut scan = HostScan::new("127.12.0.9".parse().unwrap(), Reach::Alive);
         scan.name = Some(hostile.into());
         let mut host = HostView::from_scan(scan, Some(1));
@@ -254,14 +252,17 @@ mod tests {
             let mut out = Vec::new();
             write(&mut out, &fleet, format).unwrap();
             let text = String::from_utf8(out).unwrap();
-            assert!(!text.contains(['\x1b', '\x07']), "{format:?}: {text:?}");
+            assert!(
+                !text.contains(['\x1b', '\x07', '\u{9b}']),
+                "{format:?}: {text:?}"
+            );
             assert!(text.contains("web1"), "{format:?}: {text}");
         }
         let mut out = Vec::new();
         write(&mut out, &fleet, Format::Json).unwrap();
         let rows: serde_json::Value = serde_json::from_slice(&out).unwrap();
         assert_eq!(
-            rows[0]["hostname"], "web1\x1b]0;PWNED\x07\x1b[2J",
+            rows[0]["hostname"], "web1\x1b]0;PWNED\x07\x1b[2J\u{9b}1m",
             "JSON keeps what was received, escaped as JSON"
         );
     }

@@ -68,6 +68,28 @@ fn escape_keeping(s: &str, newlines: bool) -> Cow<'_, str> {
     Cow::Owned(out)
 }
 
+/// `json` (serialised JSON) with what serde_json leaves raw and a
+/// terminal may still act on (DEL, C1 controls, bidirectional overrides)
+/// written as `\uXXXX`. serde_json already escapes the ASCII controls;
+/// these others can only sit inside JSON strings, where `\uXXXX` is the
+/// same text, so the result parses to the same value.
+#[must_use]
+pub fn escape_json(json: &str) -> Cow<'_, str> {
+    let raw = |c: char| is_unsafe(c) && c >= ' ';
+    if !json.chars().any(raw) {
+        return Cow::Borrowed(json);
+    }
+    let mut out = String::with_capacity(json.len() + 8);
+    for c in json.chars() {
+        if raw(c) {
+            let _ = write!(out, "\\u{:04x}", u32::from(c));
+        } else {
+            out.push(c);
+        }
+    }
+    Cow::Owned(out)
+}
+
 /// The longest agent version accepted.
 pub const MAX_AGENT_VERSION: usize = 64;
 
@@ -116,6 +138,28 @@ mod tests {
             escape_lines("one\x1b[2m\ntwo\r\n\tthree"),
             "one\\x1b[2m\ntwo\\r\n\\tthree"
         );
+    }
+
+    #[test]
+    fn json_keeps_its_value_and_loses_the_raw_controls() {
+        let json = format!("{{\"v\": {:?}, \"n\": 1}}\n", "x");
+        assert!(matches!(escape_json(&json), Cow::Borrowed(_)));
+        let value = "a\u{9b}31m\u{7f}\u{202e}b\x1b";
+        let json = format!(
+            "[\n  {{\"v\": \"{}\"}}\n]",
+            value.replace('\x1b', "\\u001b")
+        );
+        let safe = escape_json(&json);
+        assert!(
+            !safe.contains(['\u{9b}', '\u{7f}', '\u{202e}', '\x1b']),
+            "{safe}"
+        );
+        assert!(safe.contains("\n  {"), "layout stays: {safe}");
+        let parsed: serde_json::Value = serde_json::from_str(&safe).unwrap();
+        assert_eq!(parsed[0]["v"], value);
+        let direct = serde_json::to_string_pretty(&[("v", value)]).unwrap();
+        let reparsed: serde_json::Value = serde_json::from_str(&escape_json(&direct)).unwrap();
+        assert_eq!(reparsed[0][1], value);
     }
 
     #[test]

@@ -4,7 +4,6 @@
 //! lines) are escaped on the terminal; JSON lines escape them as JSON does.
 
 use std::collections::HashMap;
-use std::io::Write as _;
 use std::time::Duration;
 
 use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
@@ -41,9 +40,7 @@ impl View {
 
     pub fn show(&mut self, event: &Event) -> std::io::Result<()> {
         let Some(live) = &mut self.live else {
-            let mut out = std::io::stdout().lock();
-            serde_json::to_writer(&mut out, event)?;
-            return writeln!(out);
+            return crate::cli::output::write_json(&mut std::io::stdout().lock(), event, false);
         };
         match event {
             Event::Start {
@@ -124,7 +121,7 @@ fn write_summary(
             "failed": failed,
             "skipped": skipped,
         });
-        return writeln!(out, "{summary}");
+        return crate::cli::output::write_json(out, &summary, false);
     }
     let mut elapsed: Vec<Duration> = results
         .iter()
