@@ -218,6 +218,26 @@ impl Sshd {
         extra: &str,
         wrap: impl FnOnce(Command) -> Command,
     ) -> Self {
+        Self::launch(ip, port, extra, true, wrap)
+    }
+
+    /// As [`Sshd::start_wrapped`], with no `Subsystem sftp` line: a server
+    /// that runs no SFTP server, as hardened and minimal images do.
+    pub fn start_wrapped_without_sftp(
+        ip: &str,
+        port: u16,
+        wrap: impl FnOnce(Command) -> Command,
+    ) -> Self {
+        Self::launch(ip, port, "", false, wrap)
+    }
+
+    fn launch(
+        ip: &str,
+        port: u16,
+        extra: &str,
+        sftp: bool,
+        wrap: impl FnOnce(Command) -> Command,
+    ) -> Self {
         let sshd = require_tool("sshd");
         require_tool("ssh-keygen");
         std::fs::create_dir_all("/run/sshd").unwrap();
@@ -235,10 +255,14 @@ impl Sshd {
             format!(
                 "{extra}ListenAddress {ip}:{port}\nHostKey {}\nPidFile none\nUsePAM no\n\
                  PasswordAuthentication no\nAuthorizedKeysFile {}/authorized_keys\n\
-                 StrictModes no\nPermitRootLogin prohibit-password\nMaxAuthTries 10\n\
-                 Subsystem sftp internal-sftp\n",
+                 StrictModes no\nPermitRootLogin prohibit-password\nMaxAuthTries 10\n{}",
                 key.display(),
-                dir.path().display()
+                dir.path().display(),
+                if sftp {
+                    "Subsystem sftp internal-sftp\n"
+                } else {
+                    ""
+                }
             ),
         )
         .unwrap();
