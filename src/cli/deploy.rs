@@ -23,7 +23,7 @@ use crate::deploy::{
     rollout,
 };
 use crate::engine::deploy::record;
-use crate::model::AgentState;
+use crate::model::{AgentState, text};
 use crate::ssh::SshTarget;
 use crate::store::Inventory;
 
@@ -406,8 +406,8 @@ fn print_plan(targets: &[SshTarget], artifact: &Artifact, url: &str, options: Ro
             "  {:>3}. {:<8} {}@{}:{}",
             i + 1,
             phase,
-            t.user,
-            t.hostname,
+            text::escape(&t.user),
+            text::escape(&t.hostname),
             t.port
         );
     }

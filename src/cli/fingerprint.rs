@@ -137,3 +137,45 @@ fn write_row(out: &mut impl Write, format: Format, r: &Fingerprint) -> anyhow::R
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::{FailureKind, HostFacts};
+
+    #[test]
+    fn no_format_lets_what_a_host_said_through_raw() {
+        let hostile = "x\x1b]0;PWNED\x07\x1b[2J\u{9b}1m";
+        let r = Fingerprint {
+            host: format!("web1{hostile}"),
+            address: "127.12.0.5".into(),
+            port: 22,
+            host_key: Some("SHA256:k".into()),
+            facts: Some(HostFacts {
+                os_pretty: Some(hostile.into()),
+                hostname: Some(hostile.into()),
+                kernel: Some(hostile.into()),
+                ..HostFacts::default()
+            }),
+            failure: Some(FailureKind::CommandFailed),
+            error: Some(format!("web1: `sh` exited with status 1: {hostile}")),
+            gathered_at: 0,
+        };
+        for format in [Format::Table, Format::Csv, Format::Jsonl] {
+            let mut out = Vec::new();
+            write_row(&mut out, format, &r).unwrap();
+            let text = String::from_utf8(out).unwrap();
+            assert!(
+                !text.contains(['\x1b', '\x07', '\u{9b}']),
+                "{format:?}: {text:?}"
+            );
+            assert!(text.contains("PWNED"), "{format:?}: {text}");
+        }
+        let mut out = Vec::new();
+        crate::cli::output::write_json(&mut out, &[&r], true).unwrap();
+        let text = String::from_utf8(out).unwrap();
+        assert!(!text.contains(['\x1b', '\x07', '\u{9b}']), "{text:?}");
+        let back: Vec<Fingerprint> = serde_json::from_str(&text).unwrap();
+        assert_eq!(back[0].error, r.error, "JSON keeps what was received");
+    }
+}
