@@ -244,3 +244,29 @@ fn host_key_alias_names_the_entry_and_a_second_user_file_counts() {
     let text = std::fs::read_to_string(&first).unwrap();
     assert!(text.starts_with("fleet-db ssh-ed25519 "), "{text}");
 }
+
+#[test]
+fn an_unreadable_known_hosts_file_stops_the_connection_before_it_starts() {
+    // Skipping it could hide the key a host is pinned to: refused, with
+    // what to do, before any packet is sent.
+    let env = Env::new();
+    let config = env.dir.path().join("ssh_config");
+    std::fs::write(
+        &config,
+        format!("Host *\n UserKnownHostsFile {}\n", env.dir.path().display()),
+    )
+    .unwrap();
+    let out = env
+        .cmd()
+        .args(["fingerprint", "127.12.2.20", "--ssh-config"])
+        .arg(&config)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    let err = stderr(&out);
+    assert!(
+        err.contains("Is a directory") && err.contains("make it readable"),
+        "{err}"
+    );
+    common::assert_causes_once(&err);
+}

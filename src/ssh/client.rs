@@ -137,7 +137,7 @@ impl Connector {
                 .algorithms_for(&files, &name)
                 .map_err(|e| SshError::Protocol {
                     host: host.clone(),
-                    reason: format!("{e}; its host key cannot be checked"),
+                    reason: format!("{e}; {}", super::host_keys::UNREADABLE_HINT),
                 })?;
             let verifier = Verifier {
                 host: host.clone(),

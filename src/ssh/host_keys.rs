@@ -14,6 +14,10 @@ use std::path::{Path, PathBuf};
 
 use super::known_hosts::{HostKey, KnownHosts, KnownHostsError, Verdict};
 
+/// What to do when a known_hosts file cannot be read.
+pub const UNREADABLE_HINT: &str = "host keys cannot be checked without it: make it readable, \
+     or name the files to use with UserKnownHostsFile and GlobalKnownHostsFile in ssh_config";
+
 /// OpenSSH's default GlobalKnownHostsFile.
 pub const GLOBAL_KNOWN_HOSTS: [&str; 2] = ["/etc/ssh/ssh_known_hosts", "/etc/ssh/ssh_known_hosts2"];
 

@@ -133,7 +133,7 @@ impl Verifier {
             .check(&self.files, &self.name, key)
             .map_err(|e| SshError::Protocol {
                 host: self.host.clone(),
-                reason: format!("{e}; the host key cannot be checked"),
+                reason: format!("{e}; {}", super::host_keys::UNREADABLE_HINT),
             })?;
         let path = found.file.unwrap_or_else(|| PathBuf::from("known_hosts"));
         match found.verdict {
