@@ -5,7 +5,7 @@
 
 mod common;
 
-use common::{Env, stderr, stdout};
+use common::{Env, assert_causes_once, stderr, stdout};
 
 #[test]
 fn bad_input_says_what_is_wrong_and_exits_2() {
@@ -34,6 +34,7 @@ fn bad_input_says_what_is_wrong_and_exits_2() {
         let out = env.run(&args);
         assert_eq!(out.status.code(), Some(2), "{args:?}: {}", stderr(&out));
         assert!(stderr(&out).contains(needle), "{args:?}: {}", stderr(&out));
+        assert_causes_once(&stderr(&out));
     }
     let out = env.run(&["deploy"]);
     assert_eq!(out.status.code(), Some(2), "no hosts: {}", stderr(&out));
@@ -68,4 +69,55 @@ fn dry_run_shows_canaries_then_the_rest_and_changes_nothing() {
         !env.data_dir().join("control").exists(),
         "dry run minted keys"
     );
+}
+
+#[test]
+fn concurrency_is_described_for_what_each_command_does() {
+    let env = Env::new();
+    for (command, words) in [
+        ("deploy", "Hosts deployed at once"),
+        ("undeploy", "Hosts undeployed at once"),
+        ("fingerprint", "Hosts fingerprinted at once"),
+    ] {
+        let help = stdout(&env.run(&[command, "--help"]));
+        let line = help
+            .lines()
+            .skip_while(|l| !l.contains("--concurrency"))
+            .nth(1)
+            .unwrap_or_default();
+        assert!(line.contains(words), "{command}: {line}");
+    }
+}
+
+#[test]
+fn errors_say_each_cause_once() {
+    let env = Env::new();
+    let dir = env.dir.path().to_str().unwrap().to_owned();
+    // Under a file: no directory can be made there.
+    let not_a_dir = env.config_file().join("data");
+    let not_a_dir = not_a_dir.to_str().unwrap();
+    for (args, needle) in [
+        (
+            vec!["fingerprint", "127.12.0.1", "--known-hosts", &dir],
+            "Is a directory",
+        ),
+        (
+            vec!["--data-dir", not_a_dir, "fingerprint", "127.12.0.1"],
+            "Not a directory",
+        ),
+        (
+            vec!["--data-dir", not_a_dir, "scan", "127.12.0.1"],
+            "Not a directory",
+        ),
+        (
+            vec!["--config", "/nonexistent/c.toml", "deploy", "h1"],
+            "No such file or directory",
+        ),
+    ] {
+        let out = env.run(&args);
+        let err = stderr(&out);
+        assert!(!out.status.success(), "{args:?}");
+        assert_eq!(err.matches(needle).count(), 1, "{args:?}: {err}");
+        assert_causes_once(&err);
+    }
 }

@@ -54,6 +54,15 @@ struct Fleet {
 
 impl Fleet {
     fn new(tag: &str, ips: &[&str]) -> Self {
+        Self::with_hosts(tag, ips, FakeHost::start)
+    }
+
+    /// As [`Fleet::new`], with hosts whose sshd runs no SFTP server.
+    fn without_sftp(tag: &str, ips: &[&str]) -> Self {
+        Self::with_hosts(tag, ips, FakeHost::start_without_sftp)
+    }
+
+    fn with_hosts(tag: &str, ips: &[&str], start: fn(&str, &str, &Path) -> FakeHost) -> Self {
         require_root();
         let env = Env::new();
         let dir = env.dir.path().to_owned();
@@ -81,7 +90,7 @@ impl Fleet {
                     ssh_config,
                     "Host {name}\n HostName {ip}\n Port {SSH_PORT}\n"
                 );
-                FakeHost::start(&name, ip, &key)
+                start(&name, ip, &key)
             })
             .collect();
         let _ = write!(
@@ -241,6 +250,7 @@ fn deploys_five_hosts_then_up_to_date_then_replaces_then_undeploys() {
     let done = results(&events);
     for name in &names {
         assert_eq!(done[*name]["result"], "deployed", "{name}: {}", done[*name]);
+        assert_eq!(done[*name]["transfer"], "sftp", "{name}: {}", done[*name]);
     }
     let summary = events.last().unwrap();
     assert_eq!(summary["event"], "summary");
@@ -502,4 +512,70 @@ fn a_late_failure_keeps_the_verified_build_and_the_next_run_resumes() {
     let (out, _) = fleet.run("undeploy", &["app30"]);
     assert!(out.status.success());
     assert_eq!(host.leftovers(), "");
+}
+
+#[test]
+#[ignore = "needs root, sshd, unshare and nsenter (the interop suite in .ci/run runs it)"]
+fn a_host_without_sftp_is_deployed_over_the_exec_channel_and_undeployed() {
+    let fleet = Fleet::without_sftp("bare", &["127.7.0.40"]);
+    let host = fleet.host("bare40");
+    let (out, events) = fleet.run("deploy", &["bare40"]);
+    assert!(out.status.success(), "{}\n{}", stdout(&out), stderr(&out));
+    let r = &results(&events)["bare40"];
+    assert_eq!(r["result"], "deployed", "{r}");
+    assert_eq!(r["transfer"], "exec", "the outcome says how: {r}");
+    assert!(
+        events
+            .iter()
+            .any(|e| e["event"] == "note"
+                && e["message"].as_str().unwrap().contains("no SFTP server")),
+        "the progress says so: {events:?}"
+    );
+    // Registered (deploy waited for it), answering, secrets 0600.
+    assert_eq!(fleet.stats(host).hostname, "bare40");
+    let modes = host.sh_ok("stat -c '%a %n' /var/lib/fleetctl/agent.toml /var/lib/fleetctl/ca.pem");
+    assert!(modes.lines().all(|l| l.starts_with("600 ")), "{modes}");
+    let binary = host.sh_ok("stat -c '%a' /usr/local/lib/fleetctl/fleetctl-agent-*");
+    assert_eq!(binary.trim(), "755");
+
+    // The detached agent's stderr is a file: no colour codes in it.
+    let log = host.sh("cat /var/lib/fleetctl/agent.log").stdout;
+    assert!(!log.is_empty(), "the agent logged nothing");
+    assert!(
+        !log.contains(&0x1b),
+        "an ESC byte in the agent's log: {}",
+        String::from_utf8_lossy(&log)
+    );
+
+    let (out, events) = fleet.run("undeploy", &["bare40"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(results(&events)["bare40"]["result"], "removed");
+    assert_eq!(host.leftovers(), "");
+    assert!(host.agent_pid().is_none());
+}
+
+#[test]
+#[ignore = "needs root, sshd, unshare and nsenter (the interop suite in .ci/run runs it)"]
+fn a_build_id_the_host_forged_is_refused_naming_the_host() {
+    let fleet = Fleet::new("odd", &["127.7.0.41"]);
+    let host = fleet.host("odd41");
+    host.sh_ok(
+        "mkdir -p /var/lib/fleetctl && \
+         printf '%s\n' '../../../tmp/x$(touch /var/lib/pwned)' >/var/lib/fleetctl/current",
+    );
+    let (out, events) = fleet.run("deploy", &["odd41"]);
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    let r = &results(&events)["odd41"];
+    assert_eq!(r["step"], "inspect", "{r}");
+    let reason = r["reason"].as_str().unwrap();
+    assert!(
+        reason.contains("odd41") && reason.contains("reports its build in use"),
+        "{reason}"
+    );
+    assert!(reason.contains("/var/lib/fleetctl/current"), "{reason}");
+    // Inspect made the (empty) directories in its one round trip; nothing
+    // of what the host said ran, and nothing was uploaded.
+    assert_eq!(host.sh_ok("ls -A /var/lib/fleetctl"), "current\n");
+    assert_eq!(host.sh_ok("ls -A /usr/local/lib/fleetctl"), "");
+    assert!(host.sh("test -e /var/lib/pwned").status.code() == Some(1));
 }

@@ -81,6 +81,9 @@ fn target(sandbox: &Sandbox, host: &SandboxHost, timeout: Duration) -> SshTarget
         identities_only: true,
         connect_timeout: timeout,
         jump: None,
+        // The sandbox's own known_hosts only (the connector's file).
+        known_hosts: fleetctl::ssh::host_keys::KnownHostsFiles::default(),
+        host_key_alias: None,
     }
 }
 

@@ -9,7 +9,7 @@ use std::net::{IpAddr, TcpListener};
 use std::process::Stdio;
 use std::time::Duration;
 
-use common::{Env, stderr, stdout};
+use common::{Env, assert_causes_once, stderr, stdout};
 use fleetctl::model::{Reach, Via};
 
 #[test]
@@ -169,11 +169,51 @@ fn assert_bad_input(env: &Env, args: &[&str], message: &str) {
     let out = env.run(args);
     assert_eq!(out.status.code(), Some(2), "{args:?}: {}", stderr(&out));
     assert!(stderr(&out).contains(message), "{args:?}: {}", stderr(&out));
+    assert_causes_once(&stderr(&out));
     assert!(
         stdout(&out).is_empty(),
         "{args:?} printed: {}",
         stdout(&out)
     );
+}
+
+#[test]
+fn every_address_of_ipv6_and_one_more_is_refused_at_once() {
+    // 2^128 + 1 addresses once wrapped to 1 and passed --max-hosts, then
+    // grew without bound. The bound is generous; the refusal is instant.
+    let env = Env::new();
+    for (args, message) in [
+        (vec!["scan", "::/0", "::1"], "more than 2^128 addresses"),
+        (vec!["scan", "::/0"], "more than 2^128 addresses"),
+        (
+            vec!["scan", "::/1", "--max-hosts", "18446744073709551615"],
+            "more than --max-hosts 18446744073709551615",
+        ),
+        (
+            vec!["scan", "::/65", "--max-hosts", "18446744073709551615"],
+            "no scan can hold that many",
+        ),
+    ] {
+        let mut child = env
+            .cmd()
+            .args(&args)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let deadline = std::time::Instant::now() + Duration::from_secs(20);
+        while child.try_wait().unwrap().is_none() {
+            if std::time::Instant::now() > deadline {
+                let _ = child.kill();
+                panic!("{args:?} still runs after 20s");
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let out = child.wait_with_output().unwrap();
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {}", stderr(&out));
+        assert!(stderr(&out).contains(message), "{args:?}: {}", stderr(&out));
+        assert!(stdout(&out).is_empty(), "{args:?}");
+    }
 }
 
 #[test]
@@ -257,6 +297,13 @@ fn a_broken_config_file_is_named() {
     let out = env.run(&["--config", "/nonexistent/fleetctl.toml", "config", "path"]);
     assert_eq!(out.status.code(), Some(2));
     assert!(stderr(&out).contains("cannot read the config file /nonexistent/fleetctl.toml"));
+    assert_causes_once(&stderr(&out));
+    assert_eq!(
+        stderr(&out).matches("No such file or directory").count(),
+        1,
+        "{}",
+        stderr(&out)
+    );
 }
 
 #[test]

@@ -1,7 +1,6 @@
 //! `fleetctl agents` and `fleetctl revoke`: the registry, over the HTTPS
 //! API, with an operator token minted locally for the one call.
 
-use std::io::Write as _;
 use std::process::ExitCode;
 use std::time::Duration;
 
@@ -12,6 +11,7 @@ use super::{BadInput, Context};
 use crate::auth::Audience;
 use crate::control::client::{ClientError, ControlClient};
 use crate::model::control::AgentRecord;
+use crate::model::text;
 use crate::store::now_unix;
 
 /// Operator tokens minted for one CLI call live this long.
@@ -64,8 +64,7 @@ pub async fn agents(args: AgentsArgs, ctx: &Context) -> anyhow::Result<ExitCode>
     let mut out = std::io::stdout().lock();
     match args.output {
         AgentsFormat::Json => {
-            serde_json::to_writer_pretty(&mut out, &agents)?;
-            writeln!(out)?;
+            super::output::write_json(&mut out, &agents, true)?;
         }
         AgentsFormat::Table => write_table(&mut out, &agents, now_unix())?,
     }
@@ -78,7 +77,11 @@ pub async fn revoke(args: RevokeArgs, ctx: &Context) -> anyhow::Result<ExitCode>
         .await
     {
         Ok(record) => {
-            println!("revoked {} ({})", record.agent_id, record.hostname);
+            println!(
+                "revoked {} ({})",
+                text::escape(&record.agent_id),
+                text::escape(&record.hostname)
+            );
             Ok(ExitCode::SUCCESS)
         }
         Err(e @ ClientError::Refused { status: 404, .. }) => Err(BadInput::wrap(e)),
@@ -91,6 +94,8 @@ fn write_table(
     agents: &[AgentRecord],
     now: i64,
 ) -> std::io::Result<()> {
+    // What agents reported (names, addresses, version) is escaped: a
+    // registry written by an older control plane may hold anything.
     let rows: Vec<[String; 7]> = agents
         .iter()
         .map(|a| {
@@ -104,6 +109,7 @@ fn write_table(
                     .map_or_else(|| "never".into(), |t| relative(t, now)),
                 relative(a.identity_expires_at, now),
             ]
+            .map(|cell| text::escape(&cell).into_owned())
         })
         .collect();
     let header = [
@@ -175,11 +181,21 @@ mod tests {
             revoked_at: None,
         };
         let mut out = Vec::new();
-        write_table(&mut out, &[agent], 1_000).unwrap();
+        write_table(&mut out, std::slice::from_ref(&agent), 1_000).unwrap();
         insta::assert_snapshot!(String::from_utf8(out).unwrap(), @r"
         AGENT                HOSTNAME  ADDRESS    STATE  VERSION  HEARTBEAT  IDENTITY
         ag-0123456789abcdef  web1      127.4.0.9  lost   0.1.0    12s ago    in 1h
         ");
+        let hostile = AgentRecord {
+            hostname: "web1\x1b]0;PWNED\x07".into(),
+            agent_version: "0.1\x1b[2J\u{9b}".into(),
+            ..agent
+        };
+        let mut out = Vec::new();
+        write_table(&mut out, &[hostile], 1_000).unwrap();
+        let text = String::from_utf8(out).unwrap();
+        assert!(!text.contains(['\x1b', '\x07', '\u{9b}']), "{text:?}");
+        assert!(text.contains("0.1\\x1b[2J\\u{9b}"), "{text}");
         let mut empty = Vec::new();
         write_table(&mut empty, &[], 1_000).unwrap();
         assert!(

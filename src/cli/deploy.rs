@@ -23,7 +23,7 @@ use crate::deploy::{
     rollout,
 };
 use crate::engine::deploy::record;
-use crate::model::AgentState;
+use crate::model::{AgentState, text};
 use crate::ssh::SshTarget;
 use crate::store::Inventory;
 
@@ -69,6 +69,9 @@ pub struct HostsArgs {
 }
 
 #[derive(Debug, Args)]
+#[command(mut_arg("concurrency", |a| a.help(
+    "Hosts deployed at once, each over its own SSH connection (after the canaries)"
+)))]
 pub struct DeployArgs {
     #[command(flatten)]
     hosts: HostsArgs,
@@ -113,6 +116,9 @@ pub struct DeployArgs {
 }
 
 #[derive(Debug, Args)]
+#[command(mut_arg("concurrency", |a| a.help(
+    "Hosts undeployed at once, each over its own SSH connection"
+)))]
 pub struct UndeployArgs {
     #[command(flatten)]
     hosts: HostsArgs,
@@ -400,8 +406,8 @@ fn print_plan(targets: &[SshTarget], artifact: &Artifact, url: &str, options: Ro
             "  {:>3}. {:<8} {}@{}:{}",
             i + 1,
             phase,
-            t.user,
-            t.hostname,
+            text::escape(&t.user),
+            text::escape(&t.hostname),
             t.port
         );
     }

@@ -1,7 +1,8 @@
 //! The columns fingerprint facts add to a table or CSV, shared by
 //! `fleetctl fingerprint` and `fleetctl scan --ssh` so both read alike.
+//! Facts are what hosts say of themselves: every cell is escaped.
 
-use crate::model::Fingerprint;
+use crate::model::{Fingerprint, text};
 
 /// Table heading of [`table_cells`].
 #[must_use]
@@ -28,8 +29,8 @@ pub fn table_cells(r: Option<&Fingerprint>) -> String {
     format!(
         "{:<18} {:<28} {:<8} {:>4} {:>9}",
         r.map_or("-", status),
-        os.chars().take(28).collect::<String>(),
-        facts.arch.as_deref().unwrap_or("-"),
+        text::escape(&os).chars().take(28).collect::<String>(),
+        text::escape(facts.arch.as_deref().unwrap_or("-")),
         facts
             .cpu_count
             .map_or_else(|| "-".into(), |c| c.to_string()),
@@ -63,7 +64,7 @@ pub fn csv_cells(r: Option<&Fingerprint>) -> Vec<String> {
         return vec![String::new(); CSV_COLUMNS.len()];
     };
     let facts = r.facts.clone().unwrap_or_default();
-    vec![
+    let cells = vec![
         status(r).to_string(),
         facts.hostname.unwrap_or_default(),
         facts.os_id.unwrap_or_default(),
@@ -76,7 +77,11 @@ pub fn csv_cells(r: Option<&Fingerprint>) -> Vec<String> {
             .unwrap_or_default(),
         r.host_key.clone().unwrap_or_default(),
         r.error.clone().unwrap_or_default(),
-    ]
+    ];
+    cells
+        .into_iter()
+        .map(|c| text::escape(&c).into_owned())
+        .collect()
 }
 
 #[cfg(test)]
@@ -130,5 +135,27 @@ mod tests {
         assert_eq!(cells[2], "debian");
         assert_eq!(cells[6], (8u64 << 30).to_string());
         assert!(csv_cells(None).iter().all(String::is_empty));
+    }
+
+    #[test]
+    fn what_a_host_says_of_itself_is_escaped() {
+        let hostile = "Evil\x1b]0;PWNED\x07\x1b[2J";
+        let r = Fingerprint {
+            facts: Some(HostFacts {
+                os_pretty: Some(hostile.into()),
+                hostname: Some(hostile.into()),
+                kernel: Some(hostile.into()),
+                arch: Some("x\x1b[2m".into()),
+                ..HostFacts::default()
+            }),
+            error: Some(format!("db1: `sh` exited with status 1: {hostile}")),
+            ..sample()
+        };
+        let row = table_cells(Some(&r));
+        assert!(!row.contains(['\x1b', '\x07']), "{row:?}");
+        assert!(row.contains("Evil\\x1b]0;PWNED\\x07"), "{row}");
+        for cell in csv_cells(Some(&r)) {
+            assert!(!cell.contains(['\x1b', '\x07']), "{cell:?}");
+        }
     }
 }

@@ -15,6 +15,7 @@ use super::ssh_opts::SshArgs;
 use super::{Context, EXIT_INTERRUPTED};
 use crate::config::parse_duration;
 use crate::fingerprint::job::{self, Fingerprint};
+use crate::model::text;
 use crate::store::Inventory;
 
 #[derive(Debug, Args)]
@@ -83,7 +84,7 @@ pub async fn run(args: FingerprintArgs, ctx: &Context) -> anyhow::Result<ExitCod
     inventory.record_fingerprints(&results)?;
     let failed = results.iter().filter(|r| r.failure.is_some()).count();
     match args.output {
-        Format::Json => writeln!(out, "{}", serde_json::to_string_pretty(&results)?)?,
+        Format::Json => super::output::write_json(&mut out, &results, true)?,
         Format::Table => writeln!(
             out,
             "# {total} hosts: {} ok, {failed} failed",
@@ -105,7 +106,7 @@ pub async fn run(args: FingerprintArgs, ctx: &Context) -> anyhow::Result<ExitCod
 /// Says on stderr why each failed host failed.
 pub fn report_failures(results: &[Fingerprint]) {
     for error in results.iter().filter_map(|r| r.error.as_ref()) {
-        eprintln!("error: {error}");
+        eprintln!("error: {}", text::escape_lines(error));
     }
 }
 
@@ -114,16 +115,20 @@ fn write_row(out: &mut impl Write, format: Format, r: &Fingerprint) -> anyhow::R
         Format::Table => {
             let line = format!(
                 "{:<24} {}  {}",
-                r.host,
+                text::escape(&r.host),
                 facts_output::table_cells(Some(r)),
-                r.host_key.as_deref().unwrap_or("")
+                text::escape(r.host_key.as_deref().unwrap_or(""))
             );
             writeln!(out, "{}", line.trim_end())?;
         }
-        Format::Jsonl => writeln!(out, "{}", serde_json::to_string(r)?)?,
+        Format::Jsonl => super::output::write_json(out, r, false)?,
         Format::Csv => {
             let mut csv = csv::Writer::from_writer(&mut *out);
-            let mut record = vec![r.host.clone(), r.address.clone(), r.port.to_string()];
+            let mut record = vec![
+                text::escape(&r.host).into_owned(),
+                text::escape(&r.address).into_owned(),
+                r.port.to_string(),
+            ];
             record.extend(facts_output::csv_cells(Some(r)));
             csv.write_record(record)?;
             csv.flush()?;
@@ -131,4 +136,46 @@ fn write_row(out: &mut impl Write, format: Format, r: &Fingerprint) -> anyhow::R
         Format::Json => {}
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::{FailureKind, HostFacts};
+
+    #[test]
+    fn no_format_lets_what_a_host_said_through_raw() {
+        let hostile = "x\x1b]0;PWNED\x07\x1b[2J\u{9b}1m";
+        let r = Fingerprint {
+            host: format!("web1{hostile}"),
+            address: "127.12.0.5".into(),
+            port: 22,
+            host_key: Some("SHA256:k".into()),
+            facts: Some(HostFacts {
+                os_pretty: Some(hostile.into()),
+                hostname: Some(hostile.into()),
+                kernel: Some(hostile.into()),
+                ..HostFacts::default()
+            }),
+            failure: Some(FailureKind::CommandFailed),
+            error: Some(format!("web1: `sh` exited with status 1: {hostile}")),
+            gathered_at: 0,
+        };
+        for format in [Format::Table, Format::Csv, Format::Jsonl] {
+            let mut out = Vec::new();
+            write_row(&mut out, format, &r).unwrap();
+            let text = String::from_utf8(out).unwrap();
+            assert!(
+                !text.contains(['\x1b', '\x07', '\u{9b}']),
+                "{format:?}: {text:?}"
+            );
+            assert!(text.contains("PWNED"), "{format:?}: {text}");
+        }
+        let mut out = Vec::new();
+        crate::cli::output::write_json(&mut out, &[&r], true).unwrap();
+        let text = String::from_utf8(out).unwrap();
+        assert!(!text.contains(['\x1b', '\x07', '\u{9b}']), "{text:?}");
+        let back: Vec<Fingerprint> = serde_json::from_str(&text).unwrap();
+        assert_eq!(back[0].error, r.error, "JSON keeps what was received");
+    }
 }

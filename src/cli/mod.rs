@@ -142,7 +142,7 @@ pub fn main() -> ExitCode {
             ExitCode::from(EXIT_BROKEN_PIPE)
         }
         Err(err) => {
-            eprintln!("error: {err:#}");
+            eprintln!("error: {}", error_text(&err));
             if err.downcast_ref::<BadInput>().is_some() {
                 ExitCode::from(EXIT_USAGE)
             } else {
@@ -209,12 +209,87 @@ fn is_broken_pipe(err: &anyhow::Error) -> bool {
     })
 }
 
+/// `err` and its causes as one message, each cause said once, with what
+/// hosts wrote into it (stderr, log lines) escaped for the terminal.
+///
+/// anyhow's `{:#}` prints every cause after its error; an error whose
+/// message already holds its source's words would say them twice
+/// ("cannot read X: No such file: No such file"). Such a cause is left out
+/// here, so no error type can make the CLI repeat itself.
+#[must_use]
+pub fn error_text(err: &anyhow::Error) -> String {
+    let mut out = String::new();
+    for cause in err.chain() {
+        let text = cause.to_string();
+        if text.is_empty() || out.contains(&text) {
+            continue;
+        }
+        if !out.is_empty() {
+            out.push_str(": ");
+        }
+        out.push_str(&text);
+    }
+    crate::model::text::escape_lines(&out).into_owned()
+}
+
 /// Headless commands log to stderr; `RUST_LOG` picks what (default: `default`).
+/// Colour only when stderr is a terminal and `NO_COLOR` is unset: a
+/// detached agent's stderr is its log file, deploy reads it back, and
+/// escape codes in it would reach the operator's terminal.
 fn init_tracing(default: &str) {
+    use std::io::IsTerminal as _;
     use tracing_subscriber::EnvFilter;
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default));
+    let colour = log_colour(
+        std::io::stderr().is_terminal(),
+        std::env::var_os("NO_COLOR").as_deref(),
+    );
     let _ = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
+        .with_ansi(colour)
         .try_init();
+}
+
+/// Whether logs may be coloured: on a terminal, unless `NO_COLOR` is set
+/// to anything but the empty string (no-color.org).
+fn log_colour(terminal: bool, no_color: Option<&std::ffi::OsStr>) -> bool {
+    terminal && no_color.is_none_or(std::ffi::OsStr::is_empty)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[derive(Debug, thiserror::Error)]
+    #[error("cannot read the config file /x: {source}")]
+    struct SaysItsSource {
+        source: std::io::Error,
+    }
+
+    #[test]
+    fn each_cause_is_said_once() {
+        let io = std::io::Error::from(std::io::ErrorKind::NotFound);
+        let said = io.to_string();
+        let err = anyhow::Error::new(SaysItsSource { source: io }).context("loading settings");
+        let text = error_text(&err);
+        assert_eq!(
+            text,
+            format!("loading settings: cannot read the config file /x: {said}")
+        );
+        assert_eq!(text.matches(&said).count(), 1, "{text}");
+        let wrapped = BadInput::wrap(anyhow::anyhow!("bad --select"));
+        assert_eq!(error_text(&wrapped), "bad --select");
+        let host = anyhow::anyhow!("web1: `sh` exited with status 1: \x1b]0;PWNED\x07");
+        assert!(!error_text(&host).contains(['\x1b', '\x07']));
+    }
+
+    #[test]
+    fn logs_are_coloured_only_on_a_terminal_without_no_color() {
+        use std::ffi::OsStr;
+        assert!(log_colour(true, None));
+        assert!(log_colour(true, Some(OsStr::new(""))));
+        assert!(!log_colour(true, Some(OsStr::new("1"))));
+        assert!(!log_colour(false, None));
+    }
 }

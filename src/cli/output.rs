@@ -10,7 +10,7 @@ use std::net::IpAddr;
 use serde::Serialize;
 
 use super::facts_output;
-use crate::model::{Fingerprint, HostScan};
+use crate::model::{Fingerprint, HostScan, text};
 use crate::scan::ScanSummary;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -55,6 +55,23 @@ pub struct FingerprintCounts {
 }
 
 const CSV_HEADER: &str = "address,name,reach,via,rtt_ms,open_ports,ssh_banner";
+
+/// Writes `value` as JSON and a line break: one line, or `pretty`. Every
+/// CLI JSON writer goes through here, so what serde_json leaves raw (DEL,
+/// C1 controls, bidirectional overrides) is escaped too
+/// ([`text::escape_json`]).
+pub fn write_json<T: Serialize + ?Sized>(
+    out: &mut impl Write,
+    value: &T,
+    pretty: bool,
+) -> io::Result<()> {
+    let json = if pretty {
+        serde_json::to_string_pretty(value)?
+    } else {
+        serde_json::to_string(value)?
+    };
+    writeln!(out, "{}", text::escape_json(&json))
+}
 
 impl<W: Write> ScanWriter<W> {
     pub fn new(
@@ -128,7 +145,7 @@ impl<W: Write> ScanWriter<W> {
         match self.format {
             Format::Table => {
                 let name = if self.show_names {
-                    format!("{:<30} ", host.name.as_deref().unwrap_or("-"))
+                    format!("{:<30} ", text::escape(host.name.as_deref().unwrap_or("-")))
                 } else {
                     String::new()
                 };
@@ -145,15 +162,12 @@ impl<W: Write> ScanWriter<W> {
                     host.rtt_ms
                         .map_or_else(|| "-".to_string(), |ms| format!("{ms:.2} ms")),
                     non_empty(&ports(&host.open_ports)),
-                    host.ssh_banner.as_deref().unwrap_or(""),
+                    text::escape(host.ssh_banner.as_deref().unwrap_or("")),
                     w = self.addr_width
                 );
                 writeln!(self.out, "{}", line.trim_end())
             }
-            Format::Jsonl => {
-                serde_json::to_writer(&mut self.out, &Row { host, fingerprint })?;
-                writeln!(self.out)
-            }
+            Format::Jsonl => write_json(&mut self.out, &Row { host, fingerprint }, false),
             Format::Csv => {
                 let mut fields = vec![
                     host.addr.to_string(),
@@ -168,7 +182,7 @@ impl<W: Write> ScanWriter<W> {
                     fields.extend(facts_output::csv_cells(fingerprint));
                 }
                 let mut csv = csv::Writer::from_writer(&mut self.out);
-                csv.write_record(&fields)?;
+                csv.write_record(fields.iter().map(|f| text::escape(f).into_owned()))?;
                 csv.flush()
             }
             Format::Json => {
@@ -206,8 +220,7 @@ impl<W: Write> ScanWriter<W> {
                         fingerprint: fingerprint.as_ref(),
                     })
                     .collect();
-                serde_json::to_writer_pretty(&mut self.out, &rows)?;
-                writeln!(self.out)?;
+                write_json(&mut self.out, &rows, true)?;
             }
             Format::Table => {
                 let interrupted = if summary.interrupted {
@@ -396,5 +409,39 @@ mod tests {
         let rows: Vec<csv::StringRecord> = reader.records().map(Result::unwrap).collect();
         assert_eq!(&rows[1][6], "SSH-2.0-OpenSSH_9.2p1, \"quoted\"");
         assert_eq!(&rows[0][2], "silent");
+    }
+
+    #[test]
+    fn what_hosts_send_never_reaches_a_terminal_raw() {
+        let (targets, _, summary) = sample();
+        let mut host = HostScan::new(targets[0], crate::model::Reach::Alive);
+        host.ssh_banner = Some("SSH-2.0-x\x1b]0;PWNED\x07\u{9b}2J\u{202e}".into());
+        host.name = Some("ptr\x1b[2J.example".into());
+        let fingerprint = Fingerprint {
+            host: "127.0.0.1".into(),
+            address: "127.0.0.1".into(),
+            port: 22,
+            host_key: None,
+            facts: Some(crate::model::HostFacts {
+                os_pretty: Some("Evil\x1b[2J".into()),
+                ..crate::model::HostFacts::default()
+            }),
+            failure: None,
+            error: None,
+            gathered_at: 7,
+        };
+        for format in [Format::Table, Format::Csv, Format::Json, Format::Jsonl] {
+            let mut buf = Vec::new();
+            let mut w = ScanWriter::new(format, &mut buf, &targets, true, true);
+            w.header().unwrap();
+            w.host(&host, Some(&fingerprint)).unwrap();
+            w.finish(&summary, None).unwrap();
+            let text = String::from_utf8(buf).unwrap();
+            assert!(
+                !text.contains(['\x1b', '\x07', '\u{9b}', '\u{202e}']),
+                "{format:?}: {text:?}"
+            );
+            assert!(text.contains("PWNED"), "{format:?}: shown, escaped: {text}");
+        }
     }
 }

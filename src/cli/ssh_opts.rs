@@ -12,7 +12,7 @@ use clap::Args;
 use super::BadInput;
 use crate::config::parse_duration;
 use crate::ssh::config::{SshConfig, parse_jumps};
-use crate::ssh::target::{default_known_hosts, default_ssh_config};
+use crate::ssh::target::default_ssh_config;
 use crate::ssh::{ConnectFlags, Connector, HostKeyPolicy, LocalUser, SshTarget, TerminalPrompt};
 
 /// Sized for real fleets: enough to hide network latency, few enough for
@@ -34,7 +34,11 @@ pub struct SshArgs {
     /// Per-connection timeout [default: ConnectTimeout from ~/.ssh/config, else 10s].
     #[arg(long, value_parser = parse_duration)]
     connect_timeout: Option<Duration>,
-    /// known_hosts file to check host keys against [default: ~/.ssh/known_hosts].
+    /// The user known_hosts file: host keys are checked in it and learned
+    /// into it, and checked in the global files too [default: as ssh_config
+    /// says (UserKnownHostsFile, GlobalKnownHostsFile), else
+    /// ~/.ssh/known_hosts, ~/.ssh/known_hosts2, /etc/ssh/ssh_known_hosts,
+    /// /etc/ssh/ssh_known_hosts2].
     #[arg(long, value_name = "FILE")]
     known_hosts: Option<PathBuf>,
     /// Unknown host keys: refuse (strict), learn them (accept-new), or ask on the
@@ -45,6 +49,7 @@ pub struct SshArgs {
     #[arg(long, value_name = "FILE")]
     ssh_config: Option<PathBuf>,
     /// Hosts fingerprinted at once.
+    // `deploy` and `undeploy` give it their own help (`mut_arg`).
     #[arg(long, default_value_t = DEFAULT_CONCURRENCY, value_parser = clap::value_parser!(u16).range(1..))]
     concurrency: u16,
 }
@@ -86,15 +91,14 @@ impl SshArgs {
             .unwrap_or_else(|| default_ssh_config(&local));
         let config = SshConfig::load(&config_path).map_err(BadInput::wrap)?;
         for warning in &config.warnings {
-            eprintln!("note: {warning}");
+            eprintln!("note: {}", crate::model::text::escape(warning));
         }
-        let known_hosts = self
-            .known_hosts
-            .clone()
-            .unwrap_or_else(|| default_known_hosts(&local));
-        let connector =
-            Connector::new(&known_hosts, self.host_key_policy, Arc::new(TerminalPrompt))
-                .context("cannot read known_hosts")?;
+        let prompt = Arc::new(TerminalPrompt);
+        let connector = match &self.known_hosts {
+            Some(file) => Connector::new(file, self.host_key_policy, prompt)
+                .context("cannot read --known-hosts")?,
+            None => Connector::with_target_files(self.host_key_policy, prompt),
+        };
         Ok(SshSetup {
             config,
             local,

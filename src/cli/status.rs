@@ -13,6 +13,7 @@ use super::Context;
 use super::output::Format;
 use crate::config::parse_duration;
 use crate::engine::{self, Event, FleetSnapshot, HostView};
+use crate::model::text;
 use crate::tui::format::{ago, time_left};
 use crate::tui::table::Column;
 
@@ -71,10 +72,11 @@ impl Row {
         }
     }
 
-    /// The cells of the table, in [`Column::ALL`]'s order.
+    /// The cells of the table, in [`Column::ALL`]'s order, escaped: names
+    /// and OS come from the hosts.
     fn cells(&self, h: &HostView, now: i64) -> Vec<String> {
         let pct = |v: Option<f64>| v.map_or_else(|| "-".into(), |v| format!("{v:.0}%"));
-        vec![
+        let cells = vec![
             self.address.clone(),
             self.hostname.clone().unwrap_or_else(|| "-".into()),
             self.os.clone().unwrap_or_else(|| "-".into()),
@@ -89,7 +91,11 @@ impl Row {
             pct(self.mem_pct),
             self.load1.map_or_else(|| "-".into(), |l| format!("{l:.2}")),
             ago(self.last_seen, now),
-        ]
+        ];
+        cells
+            .into_iter()
+            .map(|c| text::escape(&c).into_owned())
+            .collect()
     }
 }
 
@@ -150,13 +156,11 @@ pub(super) fn write(out: &mut impl Write, fleet: &FleetSnapshot, format: Format)
     match format {
         Format::Json => {
             let plain: Vec<&Row> = rows.iter().map(|(r, _)| r).collect();
-            serde_json::to_writer_pretty(&mut *out, &plain)?;
-            writeln!(out)?;
+            super::output::write_json(out, &plain, true)?;
         }
         Format::Jsonl => {
             for (row, _) in &rows {
-                serde_json::to_writer(&mut *out, row)?;
-                writeln!(out)?;
+                super::output::write_json(out, row, false)?;
             }
         }
         Format::Csv => {
@@ -181,7 +185,8 @@ pub(super) fn write(out: &mut impl Write, fleet: &FleetSnapshot, format: Format)
                     opt(r.load1.map(|v| v.to_string())),
                     opt(r.last_seen.map(|v| v.to_string())),
                 ];
-                let line: Vec<String> = fields.iter().map(|f| csv_field(f)).collect();
+                let line: Vec<String> =
+                    fields.iter().map(|f| csv_field(&text::escape(f))).collect();
                 writeln!(out, "{}", line.join(","))?;
             }
         }
@@ -214,5 +219,51 @@ fn csv_field(text: &str) -> String {
         format!("\"{}\"", text.replace('"', "\"\""))
     } else {
         text.to_owned()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::{HostFacts, HostScan, Reach};
+    use std::sync::Arc;
+
+    /// A host whose name and OS are terminal escapes.
+    fn hostile_fleet() -> FleetSnapshot {
+        let hostile = "web1\x1b]0;PWNED\x07\x1b[2J\u{9b}1m";
+        let mut scan = HostScan::new("127.12.0.9".parse().unwrap(), Reach::Alive);
+        scan.name = Some(hostile.into());
+        let mut host = HostView::from_scan(scan, Some(1));
+        host.facts = Some(HostFacts {
+            hostname: Some(hostile.into()),
+            os_pretty: Some(format!("Debian{hostile}")),
+            ..HostFacts::default()
+        });
+        host.stats_error = Some(format!("agent said {hostile}"));
+        let mut fleet = FleetSnapshot::empty();
+        fleet.hosts.push(Arc::new(host));
+        fleet
+    }
+
+    #[test]
+    fn no_format_lets_a_control_character_through() {
+        let fleet = hostile_fleet();
+        for format in [Format::Table, Format::Csv, Format::Json, Format::Jsonl] {
+            let mut out = Vec::new();
+            write(&mut out, &fleet, format).unwrap();
+            let text = String::from_utf8(out).unwrap();
+            assert!(
+                !text.contains(['\x1b', '\x07', '\u{9b}']),
+                "{format:?}: {text:?}"
+            );
+            assert!(text.contains("web1"), "{format:?}: {text}");
+        }
+        let mut out = Vec::new();
+        write(&mut out, &fleet, Format::Json).unwrap();
+        let rows: serde_json::Value = serde_json::from_slice(&out).unwrap();
+        assert_eq!(
+            rows[0]["hostname"], "web1\x1b]0;PWNED\x07\x1b[2J\u{9b}1m",
+            "JSON keeps what was received, escaped as JSON"
+        );
     }
 }

@@ -79,10 +79,12 @@ impl Default for ScanConfig {
 
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
-    #[error("cannot read the config file {}: {source}", path.display())]
+    // `cause`, not `source`: the message already says it, and an error
+    // that also returned it as its source would be printed twice.
+    #[error("cannot read the config file {}: {cause}", path.display())]
     Read {
         path: PathBuf,
-        source: std::io::Error,
+        cause: std::io::Error,
     },
     #[error("the config file {} is not valid: {message}", path.display())]
     Invalid { path: PathBuf, message: String },
@@ -128,9 +130,9 @@ impl Config {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound && !named_explicitly => {
                 Ok(Self::default())
             }
-            Err(source) => Err(ConfigError::Read {
+            Err(cause) => Err(ConfigError::Read {
                 path: path.to_owned(),
-                source,
+                cause,
             }),
         }
     }

@@ -173,6 +173,8 @@ async fn register(
         .verify(&request.join_token, Audience::Join)
         .map_err(ApiFailure::token)?;
     check_name(&request.hostname, "hostname")?;
+    crate::model::text::check_agent_version(&request.agent_version)
+        .map_err(ApiFailure::bad_request)?;
     if request.addresses.len() > MAX_ADDRESSES {
         return Err(ApiFailure::bad_request(format!(
             "at most {MAX_ADDRESSES} addresses"
@@ -325,6 +327,8 @@ async fn heartbeat(
     request: Result<Json<HeartbeatRequest>, JsonRejection>,
 ) -> Reply<HeartbeatResponse> {
     let request = body(request)?;
+    crate::model::text::check_agent_version(&request.agent_version)
+        .map_err(ApiFailure::bad_request)?;
     if request.agent_version.is_empty() || request.agent_version.len() > 64 {
         return Err(ApiFailure::bad_request(
             "agent_version must be 1 to 64 characters",

@@ -1,12 +1,17 @@
 //! One SSH connection to a host as deploy uses it: shell snippets with a
-//! time limit, each failure tied to the step it happened in.
+//! time limit, each failure tied to the step it happened in, and files
+//! written over SFTP, or streamed over the exec channel where the host
+//! runs no SFTP server.
 
 use std::collections::HashMap;
 use std::future::Future;
+use std::sync::OnceLock;
 use std::time::Duration;
 
-use super::Step;
+use serde::Serialize;
+
 use super::layout::{InstallScope, Layout};
+use super::{Step, files, reported, scripts};
 use crate::ssh::{Session, SshTarget};
 
 /// A step's failure: the reason an operator reads.
@@ -22,16 +27,63 @@ pub(super) fn fail<T>(step: Step, reason: impl Into<String>) -> Result<T, Failur
     })
 }
 
+/// How files reach a host.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Transfer {
+    /// The sftp subsystem.
+    Sftp,
+    /// Streamed to `cat` over the exec channel: for hosts without SFTP.
+    Exec,
+}
+
+impl Transfer {
+    #[must_use]
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Transfer::Sftp => "sftp",
+            Transfer::Exec => "exec",
+        }
+    }
+}
+
+/// One file to write: where, what, and its mode from its creation on.
+pub(super) struct NewFile<'a> {
+    pub path: String,
+    pub contents: &'a [u8],
+    pub mode: u32,
+}
+
 /// An open connection to the host being worked on.
 pub(super) struct Host<'a> {
     pub session: Session,
     pub target: &'a SshTarget,
     pub timeout: Duration,
+    /// Settled by the first transfer: whether the host has SFTP.
+    pub transfer: OnceLock<Transfer>,
 }
 
-impl Host<'_> {
+impl<'a> Host<'a> {
+    pub fn new(session: Session, target: &'a SshTarget, timeout: Duration) -> Self {
+        Self {
+            session,
+            target,
+            timeout,
+            transfer: OnceLock::new(),
+        }
+    }
+
     pub async fn sh(&self, step: Step, script: &str) -> Result<String, Failure> {
-        let run = self.session.exec(script);
+        self.sh_with_input(step, script, None).await
+    }
+
+    async fn sh_with_input(
+        &self,
+        step: Step,
+        script: &str,
+        input: Option<&[u8]>,
+    ) -> Result<String, Failure> {
+        let run = self.session.exec_with_input(script, input);
         match tokio::time::timeout(self.timeout, run).await {
             Err(_) => fail(
                 step,
@@ -64,6 +116,40 @@ impl Host<'_> {
             Ok(Ok(v)) => Ok(v),
         }
     }
+
+    /// Writes `new` over SFTP, or, on a host without SFTP, streamed over
+    /// exec channels with the same guarantees: each file created with its
+    /// mode (0600 secrets are never readable by others, not even for a
+    /// moment) and its length checked. Says which way it went.
+    pub async fn write_files(&self, step: Step, new: &[NewFile<'_>]) -> Result<Transfer, Failure> {
+        if self.transfer.get() != Some(&Transfer::Exec) {
+            let sftp = self
+                .timed(step, async {
+                    self.session.try_sftp().await.map_err(|e| e.to_string())
+                })
+                .await?;
+            if let Some(sftp) = sftp {
+                let _ = self.transfer.set(Transfer::Sftp);
+                let written = self
+                    .timed(step, async {
+                        for file in new {
+                            files::write_file(&sftp, &file.path, file.contents, file.mode).await?;
+                        }
+                        Ok(())
+                    })
+                    .await;
+                let _ = sftp.close().await;
+                return written.map(|()| Transfer::Sftp);
+            }
+            let _ = self.transfer.set(Transfer::Exec);
+        }
+        let sends = new.iter().map(|file| async move {
+            let script = scripts::receive_file(&file.path, file.mode, file.contents.len());
+            self.sh_with_input(step, &script, Some(file.contents)).await
+        });
+        futures_util::future::try_join_all(sends).await?;
+        Ok(Transfer::Exec)
+    }
 }
 
 /// `key=value` lines as a map.
@@ -72,20 +158,34 @@ pub(super) fn key_values(text: &str) -> HashMap<&str, &str> {
 }
 
 /// The layout, and whether systemd manages the agent, that `scope` gives
-/// a host whose `scripts::FACTS` are `facts`.
+/// `host`, whose `scripts::FACTS` are `facts`. The user id and home it
+/// reports are checked first: they become paths in scripts and units.
 pub(super) fn layout_for(
+    host: &str,
     facts: &HashMap<&str, &str>,
     scope: InstallScope,
 ) -> Result<(Layout, bool), Failure> {
-    scope
+    let inspect = |reason: String| Failure {
+        step: Step::Inspect,
+        reason,
+    };
+    let uid = facts
+        .get("uid")
+        .map(|u| reported::uid(host, u))
+        .transpose()
+        .map_err(inspect)?;
+    let home = facts.get("home").copied().filter(|h| !h.is_empty());
+    let (layout, systemd) = scope
         .layout(
-            facts.get("uid").copied(),
-            facts.get("home").copied(),
+            uid,
+            home,
             facts.get("systemd_system") == Some(&"1"),
             facts.get("systemd_user") == Some(&"1"),
         )
-        .map_err(|reason| Failure {
-            step: Step::Inspect,
-            reason,
-        })
+        .map_err(inspect)?;
+    // Only a per-user install puts the home into paths.
+    if let (false, Some(home)) = (layout.root, home) {
+        reported::home(host, home).map_err(inspect)?;
+    }
+    Ok((layout, systemd))
 }

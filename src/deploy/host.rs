@@ -8,10 +8,11 @@ use std::time::Duration;
 
 use tokio_util::sync::CancellationToken;
 
-use super::conn::{Failure, Host, fail, key_values, layout_for};
+use super::conn::{Failure, Host, NewFile, Transfer, fail, key_values, layout_for};
 use super::control::ControlPlane;
 use super::files::{self, Artifact};
 use super::layout::{InstallScope, Layout, sh_quote, short};
+use super::reported::{self, ShaTool};
 use super::rollout::Progress;
 use super::{Outcome, Step, scripts};
 use crate::ssh::{Connector, SshTarget};
@@ -48,7 +49,9 @@ pub struct Deployer {
 struct Found {
     layout: Option<Layout>,
     systemd: bool,
-    sha_tool: Option<String>,
+    sha_tool: Option<ShaTool>,
+    /// How files reached the host, once some did.
+    transfer: Option<Transfer>,
     /// The build in use before this run.
     current: Option<String>,
     /// What the host calls itself (`hostname`), when it says.
@@ -76,11 +79,7 @@ impl Deployer {
                 };
             }
         };
-        let host = Host {
-            session,
-            target,
-            timeout: self.options.step_timeout,
-        };
+        let host = Host::new(session, target, self.options.step_timeout);
         let mut found = Found::default();
         let result = self.run(&host, &mut found, progress, cancel).await;
         let outcome = match result {
@@ -133,12 +132,14 @@ impl Deployer {
         } else {
             check_cancel(cancel, Step::Upload)?;
             progress.step(Step::Upload);
-            self.upload(host, &layout).await?;
+            let transfer = self.upload(host, &layout).await?;
+            noted(found, transfer, progress);
         }
 
         check_cancel(cancel, Step::Configure)?;
         progress.step(Step::Configure);
-        self.configure(host, &layout, found).await?;
+        let transfer = self.configure(host, &layout, found).await?;
+        noted(found, transfer, progress);
 
         // One round trip: check the upload, then switch to it.
         let mut script = String::new();
@@ -148,7 +149,7 @@ impl Deployer {
         } else {
             check_cancel(cancel, Step::Verify)?;
             progress.step(Step::Verify);
-            script.push_str(&scripts::verify(&layout, sha, &sha_tool));
+            script.push_str(&scripts::verify(&layout, sha, sha_tool.command()));
         }
         script.push_str(&scripts::stop(&layout, found.systemd));
         script.push_str(&scripts::install_config(&layout));
@@ -176,6 +177,7 @@ impl Deployer {
         Ok(Outcome::Deployed {
             build: sha.to_string(),
             replaced,
+            transfer,
         })
     }
 
@@ -185,7 +187,7 @@ impl Deployer {
         &self,
         host: &Host<'_>,
         found: &mut Found,
-    ) -> Result<(Layout, String), Failure> {
+    ) -> Result<(Layout, ShaTool), Failure> {
         let sha = self.artifact.sha256.as_str();
         let script = scripts::inspect(sha, self.artifact.elf.uname_patterns(), self.options.scope);
         let facts = host.sh(Step::Inspect, &script).await?;
@@ -205,24 +207,33 @@ impl Deployer {
                 ),
             );
         }
-        found.sha_tool = facts
-            .get("sha256")
-            .filter(|s| !s.is_empty())
-            .map(|s| (*s).to_string());
-        let Some(sha_tool) = found.sha_tool.clone() else {
+        let name = host.target.display();
+        let inspect_failure = |reason: String| Failure {
+            step: Step::Inspect,
+            reason,
+        };
+        found.sha_tool = ShaTool::parse(&name, facts.get("sha256").copied().unwrap_or(""))
+            .map_err(inspect_failure)?;
+        let Some(sha_tool) = found.sha_tool else {
             return fail(
                 Step::Inspect,
                 "the host has neither sha256sum nor busybox: the upload cannot be verified",
             );
         };
-        let (layout, systemd) = layout_for(&facts, self.options.scope)?;
+        let (layout, systemd) = layout_for(&name, &facts, self.options.scope)?;
         found.systemd = systemd;
         found.name = facts
             .get("name")
             .map(|n| n.trim().to_string())
             .filter(|n| !n.is_empty());
         let state = facts;
-        found.current = state.get("current").map(|s| s.trim().to_string());
+        found.current = state
+            .get("current")
+            .map(|s| reported::build_id(&name, s.trim()).map(str::to_string))
+            .transpose()
+            .map_err(|reason| {
+                inspect_failure(format!("{reason} (it is in {})", layout.current()))
+            })?;
         found.running = state.contains_key("running");
         found.have_build = state.contains_key("have");
         found.layout = Some(layout.clone());
@@ -232,15 +243,13 @@ impl Deployer {
         Ok((layout, sha_tool))
     }
 
-    async fn upload(&self, host: &Host<'_>, layout: &Layout) -> Result<(), Failure> {
-        let temp = layout.upload_temp(&self.artifact.sha256);
-        host.timed(Step::Upload, async {
-            let sftp = host.session.sftp().await.map_err(|e| e.to_string())?;
-            let written = files::write_file(&sftp, &temp, &self.artifact.bytes, 0o700).await;
-            let _ = sftp.close().await;
-            written
-        })
-        .await
+    async fn upload(&self, host: &Host<'_>, layout: &Layout) -> Result<Transfer, Failure> {
+        let file = NewFile {
+            path: layout.upload_temp(&self.artifact.sha256),
+            contents: &self.artifact.bytes,
+            mode: 0o700,
+        };
+        host.write_files(Step::Upload, &[file]).await
     }
 
     /// Stages the config, the CA, a fresh join token (and the unit) as
@@ -250,7 +259,7 @@ impl Deployer {
         host: &Host<'_>,
         layout: &Layout,
         found: &Found,
-    ) -> Result<(), Failure> {
+    ) -> Result<Transfer, Failure> {
         let address = host.target.hostname.as_str();
         let systemd = found.systemd;
         let token = self.control.join_token(address).map_err(|e| Failure {
@@ -269,31 +278,34 @@ impl Deployer {
             found.name.as_deref(),
             &self.options.listen,
         );
-        host.timed(Step::Configure, async {
-            let sftp = host.session.sftp().await.map_err(|e| e.to_string())?;
-            let mut result = Ok(());
-            let mut files: Vec<(&str, &[u8])> = vec![
-                ("agent.toml", config.as_bytes()),
-                ("ca.pem", self.control.ca_pem().as_bytes()),
-                ("join.token", token.expose().as_bytes()),
-            ];
-            let unit;
-            if systemd {
-                unit = scripts::unit_text(layout, &layout.binary(&self.artifact.sha256));
-                files.push(("unit", unit.as_bytes()));
-            }
-            for (name, contents) in files {
-                let path = layout.state(&format!(".{name}.new"));
-                result = files::write_file(&sftp, &path, contents, 0o600).await;
-                if result.is_err() {
-                    break;
-                }
-            }
-            let _ = sftp.close().await;
-            result
-        })
-        .await?;
-        Ok(())
+        let unit = if systemd {
+            let binary = layout.binary(&self.artifact.sha256);
+            Some(
+                scripts::unit_text(layout, &binary).map_err(|reason| Failure {
+                    step: Step::Configure,
+                    reason,
+                })?,
+            )
+        } else {
+            None
+        };
+        let mut staged: Vec<(&str, &[u8])> = vec![
+            ("agent.toml", config.as_bytes()),
+            ("ca.pem", self.control.ca_pem().as_bytes()),
+            ("join.token", token.expose().as_bytes()),
+        ];
+        if let Some(unit) = &unit {
+            staged.push(("unit", unit.as_bytes()));
+        }
+        let new: Vec<NewFile<'_>> = staged
+            .into_iter()
+            .map(|(name, contents)| NewFile {
+                path: layout.state(&format!(".{name}.new")),
+                contents,
+                mode: 0o600,
+            })
+            .collect();
+        host.write_files(Step::Configure, &new).await
     }
 
     /// Adds the agent's last log lines to a failure (read before the
@@ -359,6 +371,17 @@ impl Deployer {
                 false
             }
         }
+    }
+}
+
+/// Remembers how files reached the host, and says so when it was not SFTP.
+fn noted(found: &mut Found, transfer: Transfer, progress: &Progress) {
+    if found.transfer.replace(transfer).is_none() && transfer == Transfer::Exec {
+        progress.note(
+            "the host runs no SFTP server: files are streamed over the exec channel \
+             (same checks, same modes)"
+                .into(),
+        );
     }
 }
 

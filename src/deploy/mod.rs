@@ -4,10 +4,15 @@
 //!  rollout::run ── canaries, then N at once, max failures, Ctrl-C
 //!     └─ host::Deployer::deploy (one host, over one SSH connection)
 //!          connect → inspect → upload → verify → configure → start → healthy → registered
-//!                    (facts,    (SFTP,   (sha256   (0600 files:  (systemd   (/healthz   (control
+//!                    (facts,    (SFTP*,  (sha256   (0600 files:  (systemd   (/healthz   (control
 //!                     state)    temp)    on host,  config, CA,   unit, or   over the    plane's
 //!                                        rename)   join token)   setsid)    fleet CA)   registry)
 //! ```
+//! *Hosts without an SFTP server get their files streamed over the exec
+//! channel instead, with the same checks and modes (the outcome says which).
+//! What a host reports about itself is parsed strictly (`reported`) before
+//! it reaches a script, a path or a unit file.
+//!
 //! A failure rolls back what that run wrote and reports the step it failed
 //! in; the inventory records it, and a re-run resumes after the last step
 //! whose result is still on the host (a verified build is kept for that).
@@ -19,6 +24,7 @@ pub mod elf;
 pub mod files;
 pub mod host;
 pub mod layout;
+mod reported;
 pub mod rollout;
 mod scripts;
 pub mod select;
@@ -28,6 +34,7 @@ use std::fmt;
 
 use serde::{Deserialize, Serialize};
 
+pub use conn::Transfer;
 pub use control::ControlPlane;
 pub use files::Artifact;
 pub use host::{DeployOptions, Deployer};
@@ -102,6 +109,8 @@ pub enum Outcome {
         /// The build it replaced, if another ran before.
         #[serde(skip_serializing_if = "Option::is_none")]
         replaced: Option<String>,
+        /// How its files reached the host.
+        transfer: Transfer,
     },
     /// That build already ran and was registered: left alone.
     UpToDate { build: String },

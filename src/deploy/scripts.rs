@@ -118,6 +118,8 @@ fn vars(layout: &Layout, extra: &[(&str, &str)]) -> String {
 pub const CORRUPTED: &str = "the upload was corrupted";
 
 /// Checks the upload's sha256 on the host, then renames it into place.
+/// `tool` runs as a command line: one of deploy's own
+/// ([`super::reported::ShaTool::command`]), never what a host said.
 #[must_use]
 pub fn verify(layout: &Layout, sha256: &str, tool: &str) -> String {
     let temp = layout.upload_temp(sha256);
@@ -352,15 +354,83 @@ true
     s
 }
 
-/// The systemd unit that runs the build at `binary`.
+/// Writes the bytes on stdin to `path`, as a file created with `mode`
+/// from the start (with a umask, in a fresh file: an existing one is
+/// removed first and `set -C` refuses to write through anything put in
+/// its place), and refuses a short write. How files reach hosts that run
+/// no SFTP server.
 #[must_use]
-pub fn unit_text(layout: &Layout, binary: &str) -> String {
+pub fn receive_file(path: &str, mode: u32, len: usize) -> String {
+    // `cat >` creates files 0666 less the umask; execute bits come after.
+    let created = mode & 0o666;
+    let mut s = sh_vars(&[("P", path)]);
+    let _ = writeln!(s, "umask {:03o}", 0o777 & !created);
+    s.push_str(
+        r#"rm -f "$P" || exit 1
+set -C
+cat >"$P" || { rm -f "$P"; exit 1; }
+n=$(wc -c <"$P")
+"#,
+    );
+    let _ = writeln!(
+        s,
+        r#"if [ $n -ne {len} ]; then
+  rm -f "$P"
+  echo "$P: $n of {len} bytes arrived" >&2
+  exit 1
+fi"#
+    );
+    if mode != created {
+        let _ = writeln!(s, r#"chmod {mode:o} "$P""#);
+    }
+    s
+}
+
+/// `s` as one systemd word: quoted, with `\`, `"` and control
+/// characters escaped, and `%` (specifiers) and `$` (variables) doubled.
+fn systemd_word(s: &str) -> String {
+    let mut out = String::with_capacity(s.len() + 2);
+    out.push('"');
+    for c in s.chars() {
+        match c {
+            '\\' => out.push_str("\\\\"),
+            '"' => out.push_str("\\\""),
+            '%' => out.push_str("%%"),
+            '$' => out.push_str("$$"),
+            c if c.is_ascii_control() => {
+                let _ = write!(out, "\\x{:02x}", u32::from(c));
+            }
+            c if c.is_control() => {
+                let _ = write!(out, "\\u{:04x}", u32::from(c));
+            }
+            c => out.push(c),
+        }
+    }
+    out.push('"');
+    out
+}
+
+/// The systemd unit that runs the build at `binary`. Paths are quoted for
+/// systemd; a state directory that would need more than `%` doubled
+/// (WorkingDirectory takes no quotes) is refused: deploy checks a
+/// host's home before it gets here.
+pub fn unit_text(layout: &Layout, binary: &str) -> Result<String, String> {
     let wanted_by = if layout.root {
         "multi-user.target"
     } else {
         "default.target"
     };
-    format!(
+    let state = &layout.state_dir;
+    if state
+        .chars()
+        .any(|c| c.is_whitespace() || c.is_control() || c == '\\')
+    {
+        return Err(format!(
+            "{:?} cannot be a systemd WorkingDirectory",
+            crate::model::text::escape(state)
+        ));
+    }
+    Ok(format!(
         "# Written by fleetctl deploy; `fleetctl undeploy` removes it.\n\
          [Unit]\n\
          Description=fleetctl agent\n\
@@ -376,9 +446,10 @@ pub fn unit_text(layout: &Layout, binary: &str) -> String {
          \n\
          [Install]\n\
          WantedBy={wanted_by}\n",
-        config = layout.config(),
-        state = layout.state_dir,
-    )
+        binary = systemd_word(binary),
+        config = systemd_word(&layout.config()),
+        state = state.replace('%', "%%"),
+    ))
 }
 
 #[cfg(test)]

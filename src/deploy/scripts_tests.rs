@@ -10,8 +10,8 @@ fn make_dirs(layout: &Layout) {
 #[test]
 fn system_unit_restarts_on_failure_and_runs_the_versioned_binary() {
     let root = Layout::new(true, "/root");
-    let unit = unit_text(&root, &root.binary("ab".repeat(32).as_str()));
-    insta::assert_snapshot!(unit, @r"
+    let unit = unit_text(&root, &root.binary("ab".repeat(32).as_str())).unwrap();
+    insta::assert_snapshot!(unit, @r#"
     # Written by fleetctl deploy; `fleetctl undeploy` removes it.
     [Unit]
     Description=fleetctl agent
@@ -19,7 +19,7 @@ fn system_unit_restarts_on_failure_and_runs_the_versioned_binary() {
     After=network-online.target
 
     [Service]
-    ExecStart=/usr/local/lib/fleetctl/fleetctl-agent-abababababababab agent --config /var/lib/fleetctl/agent.toml
+    ExecStart="/usr/local/lib/fleetctl/fleetctl-agent-abababababababab" agent --config "/var/lib/fleetctl/agent.toml"
     WorkingDirectory=/var/lib/fleetctl
     UMask=0077
     Restart=on-failure
@@ -27,16 +27,16 @@ fn system_unit_restarts_on_failure_and_runs_the_versioned_binary() {
 
     [Install]
     WantedBy=multi-user.target
-    ");
+    "#);
 }
 
 #[test]
 fn user_unit_is_wanted_by_the_user_manager() {
     let user = Layout::new(false, "/home/ann");
-    let unit = unit_text(&user, &user.binary("cd".repeat(32).as_str()));
+    let unit = unit_text(&user, &user.binary("cd".repeat(32).as_str())).unwrap();
     assert!(unit.contains("WantedBy=default.target\n"), "{unit}");
     assert!(unit.contains(
-        "ExecStart=/home/ann/.local/lib/fleetctl/fleetctl-agent-cdcdcdcdcdcdcdcd agent --config /home/ann/.local/state/fleetctl/agent.toml\n"
+        "ExecStart=\"/home/ann/.local/lib/fleetctl/fleetctl-agent-cdcdcdcdcdcdcdcd\" agent --config \"/home/ann/.local/state/fleetctl/agent.toml\"\n"
     ));
     assert!(start(&user, &"cd".repeat(32), true).contains("enable-linger"));
 }
@@ -228,4 +228,80 @@ fn staged_config_goes_in_and_a_rollback_puts_the_old_one_back() {
         .collect();
     left.sort();
     assert_eq!(left, ["agent.toml", "ca.pem"]);
+}
+
+#[test]
+fn unit_paths_are_quoted_and_unquotable_ones_refused() {
+    // What a systemd unit would read as more words, specifiers or variables.
+    let odd = Layout::new(false, "/home/a%h$USER\"b");
+    let unit = unit_text(&odd, &odd.binary(&"ab".repeat(32))).unwrap();
+    assert!(
+        unit.contains(r#"ExecStart="/home/a%%h$$USER\"b/.local/lib/fleetctl/"#),
+        "{unit}"
+    );
+    assert!(
+        unit.contains("WorkingDirectory=/home/a%%h$USER\"b/.local/state/fleetctl\n"),
+        "{unit}"
+    );
+    assert_eq!(unit.lines().filter(|l| l.starts_with("Exec")).count(), 1);
+    for home in ["/home/a b", "/home/a\nExecStartPre=/bin/id", "/home/a\\b"] {
+        let layout = Layout::new(false, home);
+        assert!(
+            unit_text(&layout, &layout.binary(&"ab".repeat(32))).is_err(),
+            "{home:?}"
+        );
+    }
+}
+
+/// How a host without SFTP receives files, run for real.
+#[test]
+fn received_files_have_their_mode_from_the_start_and_their_full_length() {
+    use std::io::Write as _;
+    use std::os::unix::fs::PermissionsExt as _;
+    let dir = tempfile::tempdir().unwrap();
+    let send = |path: &std::path::Path, mode: u32, bytes: &[u8], claimed: usize| {
+        let mut child = std::process::Command::new("sh")
+            .args(["-c", &receive_file(path.to_str().unwrap(), mode, claimed)])
+            .stdin(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        child.stdin.take().unwrap().write_all(bytes).unwrap();
+        child.wait_with_output().unwrap()
+    };
+    let mode =
+        |path: &std::path::Path| std::fs::metadata(path).unwrap().permissions().mode() & 0o777;
+
+    let secret = dir.path().join(".join.token.new");
+    let out = send(&secret, 0o600, b"eyJ.secret", 10);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(std::fs::read(&secret).unwrap(), b"eyJ.secret");
+    assert_eq!(mode(&secret), 0o600);
+
+    // A link planted where the file goes is replaced, never written through.
+    let victim = dir.path().join("victim");
+    std::fs::write(&victim, "precious").unwrap();
+    std::fs::remove_file(&secret).unwrap();
+    std::os::unix::fs::symlink(&victim, &secret).unwrap();
+    assert!(send(&secret, 0o600, b"new", 3).status.success());
+    assert_eq!(std::fs::read_to_string(&victim).unwrap(), "precious");
+    assert_eq!(std::fs::read(&secret).unwrap(), b"new");
+
+    let binary = dir.path().join(".fleetctl-agent-x.part");
+    assert!(send(&binary, 0o700, b"\x7fELF...", 7).status.success());
+    assert_eq!(mode(&binary), 0o700);
+
+    // Cut short (the connection dropped): refused, and nothing half-written stays.
+    let short = dir.path().join(".agent.toml.new");
+    let out = send(&short, 0o600, b"contr", 11);
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("5 of 11 bytes"),
+        "{out:?}"
+    );
+    assert!(!short.exists());
 }

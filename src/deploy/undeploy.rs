@@ -28,16 +28,12 @@ pub async fn undeploy(
             };
         }
     };
-    let host = Host {
-        session,
-        target,
-        timeout: step_timeout,
-    };
+    let host = Host::new(session, target, step_timeout);
     let result = async {
         progress.step(Step::Inspect);
         let facts = host.sh(Step::Inspect, scripts::FACTS).await?;
         let facts = key_values(&facts);
-        let (layout, systemd) = layout_for(&facts, scope)?;
+        let (layout, systemd) = layout_for(&target.display(), &facts, scope)?;
         let present = host.sh(Step::Inspect, &scripts::present(&layout)).await?;
         if present.trim().is_empty() {
             return Ok(Outcome::NotInstalled);

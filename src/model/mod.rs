@@ -6,6 +6,7 @@ pub mod facts;
 pub mod scan;
 pub mod state;
 pub mod stats;
+pub mod text;
 
 pub use facts::{FailureKind, Fingerprint, HostFacts};
 pub use scan::{HostScan, Reach, Via};

@@ -52,6 +52,9 @@ pub enum TargetError {
         "the targets cover {count} addresses, more than --max-hosts {max}; pass --max-hosts {count} if you mean it"
     )]
     TooMany { count: u128, max: u64 },
+    /// More addresses than any scan can hold (past 2^64, or past memory).
+    #[error("the targets cover {count} addresses; no scan can hold that many: narrow them down")]
+    Unscannable { count: String },
 }
 
 /// Parses one target as typed on the command line (`@file` included).
@@ -243,8 +246,20 @@ fn addr_to_u128(addr: IpAddr) -> u128 {
     }
 }
 
-fn span_len(first: IpAddr, last: IpAddr) -> u128 {
-    (addr_to_u128(last) - addr_to_u128(first)).saturating_add(1)
+/// How many addresses `first..=last` holds; `None` for all 2^128 of IPv6
+/// (one more than a u128 holds).
+fn span_len(first: IpAddr, last: IpAddr) -> Option<u128> {
+    addr_to_u128(last)
+        .checked_sub(addr_to_u128(first))
+        .and_then(|d| d.checked_add(1))
+}
+
+/// The number of addresses `spans` cover (overlaps counted twice), or
+/// `None` past what a u128 holds.
+fn total_len(spans: &[(IpAddr, IpAddr)]) -> Option<u128> {
+    spans
+        .iter()
+        .try_fold(0u128, |sum, &(f, l)| sum.checked_add(span_len(f, l)?))
 }
 
 /// Expands resolved specs into addresses, in the order given, without
@@ -272,7 +287,12 @@ pub fn expand(
             why: "the target list is empty".into(),
         });
     }
-    let count: u128 = target_spans.iter().map(|&(f, l)| span_len(f, l)).sum();
+    // Checked: `::/0 ::1` is 2^128 + 1 addresses, which wraps to 1.
+    let Some(count) = total_len(&target_spans) else {
+        return Err(TargetError::Unscannable {
+            count: "more than 2^128".into(),
+        });
+    };
     if count > u128::from(max_hosts) {
         return Err(TargetError::TooMany {
             count,
@@ -288,7 +308,14 @@ pub fn expand(
     };
     // Overlap is only possible with more than one span; skip the set otherwise.
     let mut seen = (target_spans.len() > 1).then(HashSet::new);
-    let mut out = Vec::with_capacity(usize::try_from(count).unwrap_or(0));
+    // Whatever --max-hosts allows, memory is asked for once and up front:
+    // a refusal now, not an allocator abort halfway through.
+    let unscannable = || TargetError::Unscannable {
+        count: count.to_string(),
+    };
+    let mut out = Vec::new();
+    out.try_reserve_exact(usize::try_from(count).map_err(|_| unscannable())?)
+        .map_err(|_| unscannable())?;
     for (first, last) in target_spans {
         let (lo, hi) = (addr_to_u128(first), addr_to_u128(last));
         for n in lo..=hi {
@@ -447,6 +474,36 @@ mod tests {
             expand(&[], &[], 10).unwrap_err(),
             TargetError::Empty { .. }
         ));
+    }
+
+    #[test]
+    fn counts_never_overflow_whatever_the_targets() {
+        let everything = parse_target("::/0").unwrap();
+        let one = parse_target("::1").unwrap();
+        let both = [everything.clone(), one].concat();
+        for max in [65_536, u64::MAX] {
+            assert_eq!(
+                expand(&both, &[], max).unwrap_err(),
+                TargetError::Unscannable {
+                    count: "more than 2^128".into()
+                }
+            );
+        }
+        let err = expand(&everything, &[], u64::MAX).unwrap_err();
+        assert!(
+            matches!(err, TargetError::Unscannable { .. }),
+            "2^128: {err}"
+        );
+        let err = expand(&parse_target("::/1").unwrap(), &[], u64::MAX).unwrap_err();
+        assert!(
+            matches!(err, TargetError::TooMany { max: u64::MAX, .. }),
+            "{err}"
+        );
+        // Within --max-hosts but beyond any memory: refused, not a crash.
+        let half = parse_target("::/65").unwrap();
+        let err = expand(&half, &[], u64::MAX).unwrap_err();
+        assert!(matches!(err, TargetError::Unscannable { .. }), "{err}");
+        assert!(err.to_string().contains("narrow them down"), "{err}");
     }
 
     #[tokio::test]

@@ -14,7 +14,8 @@ use serde::{Deserialize, Serialize};
 
 use super::auth;
 use super::error::SshError;
-use super::known_hosts::{HostKey, KnownHosts, KnownHostsError};
+use super::host_keys::HostKeyStore;
+use super::known_hosts::{HostKey, KnownHostsError};
 use super::prompt::Prompter;
 use super::target::SshTarget;
 use super::verify::{Asking, HandlerError, Verifier, host_key_order, lock};
@@ -41,10 +42,13 @@ pub struct Output {
     pub status: u32,
 }
 
-/// Opens sessions; shared by every connection of a job so known_hosts is
-/// read once and learned keys are seen by the next connection.
+/// Opens sessions; shared by every connection of a job so each known_hosts
+/// file is read once and learned keys are seen by the next connection.
 pub struct Connector {
-    known_hosts: Arc<Mutex<KnownHosts>>,
+    known_hosts: Arc<Mutex<HostKeyStore>>,
+    /// `--known-hosts FILE`: the one user file for every target (as
+    /// `ssh -o UserKnownHostsFile=FILE`); global files still apply.
+    user_file: Option<PathBuf>,
     policy: HostKeyPolicy,
     prompter: Arc<Asking>,
 }
@@ -63,19 +67,34 @@ type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
 const KEEPALIVE: Duration = Duration::from_secs(15);
 
 impl Connector {
+    /// Host keys are checked against `known_hosts` (learned into it) in
+    /// place of each target's user files, and against its global files.
     pub fn new(
         known_hosts: &Path,
         policy: HostKeyPolicy,
         prompter: Arc<dyn Prompter>,
     ) -> Result<Self, KnownHostsError> {
-        Ok(Self {
-            known_hosts: Arc::new(Mutex::new(KnownHosts::load(known_hosts)?)),
+        let mut store = HostKeyStore::default();
+        store.load(known_hosts)?;
+        let mut connector = Self::with_target_files(policy, prompter);
+        connector.known_hosts = Arc::new(Mutex::new(store));
+        connector.user_file = Some(known_hosts.to_owned());
+        Ok(connector)
+    }
+
+    /// Host keys are checked in the files each target's ssh_config names
+    /// ([`SshTarget::known_hosts`]), as OpenSSH checks them.
+    #[must_use]
+    pub fn with_target_files(policy: HostKeyPolicy, prompter: Arc<dyn Prompter>) -> Self {
+        Self {
+            known_hosts: Arc::new(Mutex::new(HostKeyStore::default())),
+            user_file: None,
             policy,
             prompter: Arc::new(Asking {
                 inner: prompter,
                 pending: AtomicUsize::new(0),
             }),
-        })
+        }
     }
 
     /// Runs `work` within `limit`, except that time spent waiting for the
@@ -109,16 +128,26 @@ impl Connector {
             let host = target.display();
             let timeout = target.connect_timeout;
             let seen = Arc::new(Mutex::new(None));
+            let mut files = target.known_hosts.clone();
+            if let Some(user_file) = &self.user_file {
+                files.user = vec![user_file.clone()];
+            }
+            let name = target.known_hosts_name();
+            let known = lock(&self.known_hosts)
+                .algorithms_for(&files, &name)
+                .map_err(|e| SshError::Protocol {
+                    host: host.clone(),
+                    reason: format!("{e}; {}", super::host_keys::UNREADABLE_HINT),
+                })?;
             let verifier = Verifier {
                 host: host.clone(),
-                name: target.hostname.clone(),
-                port: target.port,
+                name,
+                files,
                 known_hosts: Arc::clone(&self.known_hosts),
                 policy: self.policy,
                 prompter: Arc::clone(&self.prompter),
                 seen: Arc::clone(&seen),
             };
-            let known = lock(&self.known_hosts).algorithms_for(&target.hostname, target.port);
             let config = Arc::new(client::Config {
                 keepalive_interval: Some(KEEPALIVE),
                 keepalive_max: 3,
@@ -179,12 +208,6 @@ impl Connector {
             })
         })
     }
-
-    /// The known_hosts file keys are checked against.
-    #[must_use]
-    pub fn known_hosts(&self) -> PathBuf {
-        lock(&self.known_hosts).path().to_owned()
-    }
 }
 
 impl Session {
@@ -196,12 +219,30 @@ impl Session {
 
     /// Runs `command`; its exit status is in the output, whatever it is.
     pub async fn exec(&self, command: &str) -> Result<Output, SshError> {
+        self.exec_with_input(command, None).await
+    }
+
+    /// Runs `command` with `input` (then end of file) on its stdin, as
+    /// `ssh host command <file` does; its exit status is in the output.
+    /// With no input, stdin stays open (as [`Session::exec`]).
+    pub async fn exec_with_input(
+        &self,
+        command: &str,
+        input: Option<&[u8]>,
+    ) -> Result<Output, SshError> {
         let protocol = |e: russh::Error| SshError::Protocol {
             host: self.host.clone(),
-            reason: format!("running `{command}`: {e}"),
+            reason: format!("running `{}`: {e}", first_line(command)),
         };
         let mut channel = self.handle.channel_open_session().await.map_err(protocol)?;
         channel.exec(true, command).await.map_err(protocol)?;
+        if let Some(input) = input {
+            // A command that ends early closes its stdin: what it said
+            // (below) explains that better than the failed send.
+            if channel.data(input).await.is_ok() {
+                let _ = channel.eof().await;
+            }
+        }
         let (mut stdout, mut stderr, mut status) = (Vec::new(), Vec::new(), None);
         while let Some(msg) = channel.wait().await {
             match msg {
@@ -258,6 +299,11 @@ impl Session {
             .disconnect(Disconnect::ByApplication, "", "en")
             .await;
     }
+}
+
+/// The first line of a script, for messages.
+fn first_line(command: &str) -> &str {
+    command.lines().next().unwrap_or_default()
 }
 
 fn connect_error(host: &str, e: russh::Error) -> SshError {

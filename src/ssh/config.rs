@@ -4,8 +4,10 @@
 //! `~` are expanded.
 //!
 //! Supported options: HostName, User, Port, IdentityFile, IdentitiesOnly,
-//! ConnectTimeout, ProxyJump. Others are ignored, as are `Match` blocks
-//! (reported so the operator knows), exactly as if absent.
+//! ConnectTimeout, ProxyJump, and the host-key ones: UserKnownHostsFile,
+//! GlobalKnownHostsFile, HostKeyAlias, HashKnownHosts. Others are ignored,
+//! as are `Match` blocks (reported so the operator knows), exactly as if
+//! absent.
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -41,6 +43,13 @@ pub struct HostOptions {
     pub connect_timeout: Option<Duration>,
     /// `Some(vec![])` for an explicit `ProxyJump none`.
     pub proxy_jump: Option<Vec<Jump>>,
+    /// `Some(vec![])` for `UserKnownHostsFile none`; paths unexpanded.
+    pub user_known_hosts: Option<Vec<String>>,
+    /// `Some(vec![])` for `GlobalKnownHostsFile none`; paths unexpanded.
+    pub global_known_hosts: Option<Vec<String>>,
+    /// The name host keys are looked up and learned under.
+    pub host_key_alias: Option<String>,
+    pub hash_known_hosts: Option<bool>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -52,6 +61,10 @@ enum Setting {
     IdentitiesOnly(bool),
     ConnectTimeout(Duration),
     ProxyJump(Vec<Jump>),
+    UserKnownHostsFile(Vec<String>),
+    GlobalKnownHostsFile(Vec<String>),
+    HostKeyAlias(String),
+    HashKnownHosts(bool),
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -163,6 +176,18 @@ impl SshConfig {
                 Setting::ProxyJump(v) => {
                     out.proxy_jump.get_or_insert_with(|| v.clone());
                 }
+                Setting::UserKnownHostsFile(v) => {
+                    out.user_known_hosts.get_or_insert_with(|| v.clone());
+                }
+                Setting::GlobalKnownHostsFile(v) => {
+                    out.global_known_hosts.get_or_insert_with(|| v.clone());
+                }
+                Setting::HostKeyAlias(v) => {
+                    out.host_key_alias.get_or_insert_with(|| v.clone());
+                }
+                Setting::HashKnownHosts(v) => {
+                    out.hash_known_hosts.get_or_insert(*v);
+                }
             }
         }
         out
@@ -273,9 +298,22 @@ fn parse_setting(keyword: &str, args: &[String]) -> Result<Option<Setting>, Stri
             })?))
         }
         "proxyjump" => Setting::ProxyJump(parse_jumps(one()?)?),
+        "userknownhostsfile" => Setting::UserKnownHostsFile(files(keyword, args)?),
+        "globalknownhostsfile" => Setting::GlobalKnownHostsFile(files(keyword, args)?),
+        "hostkeyalias" => Setting::HostKeyAlias(one()?.to_string()),
+        "hashknownhosts" => Setting::HashKnownHosts(yes_no(keyword, one()?)?),
         _ => return Ok(None),
     };
     Ok(Some(setting))
+}
+
+/// A list of files, or `none` for no file at all.
+fn files(keyword: &str, args: &[String]) -> Result<Vec<String>, String> {
+    match args {
+        [] => Err(format!("{keyword} needs at least one file (or none)")),
+        [none] if none.eq_ignore_ascii_case("none") => Ok(Vec::new()),
+        files => Ok(files.to_vec()),
+    }
 }
 
 fn yes_no(keyword: &str, value: &str) -> Result<bool, String> {
@@ -375,124 +413,5 @@ pub(crate) fn glob(pattern: &str, text: &str) -> bool {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    const SAMPLE: &str = r#"
-# defaults for the lab
-User ops
-Host web-* !web-legacy
-    HostName %h.lab.internal
-    Port 2222
-    IdentityFile ~/.ssh/lab_ed25519
-Host web-legacy
-    User root
-Host db1 db2
-    HostName=127.0.0.20
-    IdentitiesOnly yes
-    ConnectTimeout 7
-    ProxyJump jump@bastion:2200,[::1]:22
-Host *
-    IdentityFile "~/.ssh/id with space"
-    Port 22
-    User nobody
-Match host foo
-    User ignored
-"#;
-
-    fn sample() -> SshConfig {
-        SshConfig::parse(SAMPLE, Path::new("config")).unwrap()
-    }
-
-    #[test]
-    fn first_value_wins_and_identity_files_accumulate() {
-        let web = sample().options_for("web-3");
-        assert_eq!(web.hostname.as_deref(), Some("web-3.lab.internal"));
-        assert_eq!(
-            web.user.as_deref(),
-            Some("ops"),
-            "the global User comes first"
-        );
-        assert_eq!(web.port, Some(2222));
-        assert_eq!(
-            web.identity_files,
-            ["~/.ssh/lab_ed25519", "~/.ssh/id with space"]
-        );
-    }
-
-    #[test]
-    fn negation_excludes_a_host() {
-        let legacy = sample().options_for("web-legacy");
-        assert_eq!(legacy.hostname, None);
-        assert_eq!(legacy.port, Some(22));
-    }
-
-    #[test]
-    fn reads_every_supported_option() {
-        let db = sample().options_for("DB2");
-        assert_eq!(db.hostname.as_deref(), Some("127.0.0.20"));
-        assert_eq!(db.identities_only, Some(true));
-        assert_eq!(db.connect_timeout, Some(Duration::from_secs(7)));
-        assert_eq!(
-            db.proxy_jump,
-            Some(vec![
-                Jump {
-                    user: Some("jump".into()),
-                    host: "bastion".into(),
-                    port: Some(2200)
-                },
-                Jump {
-                    user: None,
-                    host: "::1".into(),
-                    port: Some(22)
-                },
-            ])
-        );
-    }
-
-    #[test]
-    fn match_blocks_are_reported_and_ignored() {
-        let config = sample();
-        assert_eq!(config.warnings.len(), 1);
-        assert!(
-            config.warnings[0].contains("config:19: Match"),
-            "{:?}",
-            config.warnings
-        );
-        assert_eq!(config.options_for("foo").user.as_deref(), Some("ops"));
-    }
-
-    #[test]
-    fn bad_values_name_the_line() {
-        let err = SshConfig::parse("Host a\n  Port http\n", Path::new("/home/o/.ssh/config"))
-            .unwrap_err();
-        assert_eq!(
-            err.to_string(),
-            "/home/o/.ssh/config:2: Port \"http\" is not a port number"
-        );
-        let err = SshConfig::parse("IdentitiesOnly maybe\n", Path::new("c")).unwrap_err();
-        assert!(err.to_string().contains("yes or no"), "{err}");
-    }
-
-    #[test]
-    fn globs() {
-        assert!(glob("*.example.com", "a.b.example.com"));
-        assert!(glob("web-??", "web-01"));
-        assert!(!glob("web-??", "web-1"));
-        assert!(glob("*", ""));
-        assert!(!glob("a*b", "acbd"));
-    }
-
-    #[test]
-    fn expands_tokens() {
-        let path = expand_path(
-            "~/.ssh/%r@%h:%p-%u%%",
-            Path::new("/home/o"),
-            "o",
-            "db1",
-            "root",
-            22,
-        );
-        assert_eq!(path, PathBuf::from("/home/o/.ssh/root@db1:22-o%"));
-    }
-}
+#[path = "config_tests.rs"]
+mod tests;

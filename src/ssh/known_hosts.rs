@@ -1,7 +1,10 @@
-//! `known_hosts`, checked the way OpenSSH checks it: plain, wildcard,
+//! One `known_hosts` file, read the way OpenSSH reads it: plain, wildcard,
 //! negated, `[host]:port` and hashed (`|1|salt|hash`) host patterns,
 //! `@revoked` keys refused, and a host whose known keys all differ from the
-//! one it presents is a changed key, never a new one.
+//! one it presents is a changed key, never a new one. `@cert-authority`
+//! lines vouch only for host certificates; fleetctl checks plain host keys
+//! (as OpenSSH does when no CA matches), so they never make a key known.
+//! Checking several files together (user and global) is [`super::host_keys`].
 //!
 //! Keys are compared as (type, blob) pairs, so this module knows nothing of
 //! the SSH library that produced them.
@@ -64,17 +67,19 @@ pub enum Verdict {
     Revoked { line: usize },
 }
 
+/// Each message holds its cause (`cause`, never a `source()` too, which
+/// the CLI would print a second time).
 #[derive(Debug, thiserror::Error)]
 pub enum KnownHostsError {
-    #[error("cannot read {}: {source}", path.display())]
+    #[error("cannot read {}: {cause}", path.display())]
     Read {
         path: PathBuf,
-        source: std::io::Error,
+        cause: std::io::Error,
     },
-    #[error("cannot add the host key to {}: {source}", path.display())]
+    #[error("cannot add the host key to {}: {cause}", path.display())]
     Write {
         path: PathBuf,
-        source: std::io::Error,
+        cause: std::io::Error,
     },
 }
 
@@ -120,9 +125,9 @@ impl KnownHosts {
                 path: path.to_owned(),
                 entries: Vec::new(),
             }),
-            Err(source) => Err(KnownHostsError::Read {
+            Err(cause) => Err(KnownHostsError::Read {
                 path: path.to_owned(),
-                source,
+                cause,
             }),
         }
     }
@@ -151,10 +156,16 @@ impl KnownHosts {
     /// Checks `key` for `host` on `port` (the name as connected to).
     #[must_use]
     pub fn check(&self, host: &str, port: u16, key: &HostKey) -> Verdict {
-        let name = host_name(host, port);
+        self.check_name(&host_name(host, port), key)
+    }
+
+    /// Checks `key` for the known_hosts name `name` (`host`, `[host]:port`,
+    /// or a HostKeyAlias).
+    #[must_use]
+    pub fn check_name(&self, name: &str, key: &HostKey) -> Verdict {
         let mut changed = None;
         let mut known = None;
-        for entry in self.entries.iter().filter(|e| e.matches(&name)) {
+        for entry in self.entries.iter().filter(|e| e.matches(name)) {
             match entry.marker {
                 Marker::Revoked if entry.key == *key => {
                     return Verdict::Revoked { line: entry.line };
@@ -179,27 +190,43 @@ impl KnownHosts {
     /// for a key it can verify (as OpenSSH orders HostKeyAlgorithms).
     #[must_use]
     pub fn algorithms_for(&self, host: &str, port: u16) -> Vec<String> {
-        let name = host_name(host, port);
-        let mut algorithms: Vec<String> = Vec::new();
+        let mut algorithms = Vec::new();
+        self.add_algorithms(&host_name(host, port), &mut algorithms);
+        algorithms
+    }
+
+    /// Adds the algorithms of the keys listed for `name` to `algorithms`,
+    /// each once, in file order.
+    pub fn add_algorithms(&self, name: &str, algorithms: &mut Vec<String>) {
         for entry in self
             .entries
             .iter()
-            .filter(|e| e.marker == Marker::None && e.matches(&name))
+            .filter(|e| e.marker == Marker::None && e.matches(name))
         {
             if !algorithms.contains(&entry.key.algorithm) {
                 algorithms.push(entry.key.algorithm.clone());
             }
         }
-        algorithms
     }
 
-    /// Appends `host`'s key in OpenSSH's format (creating the file 0600 and
-    /// its directory 0700 if needed) and remembers it.
-    pub fn learn(&mut self, host: &str, port: u16, key: &HostKey) -> Result<(), KnownHostsError> {
+    /// The line of an `@revoked` entry for `name` listing `key`, if any.
+    #[must_use]
+    pub fn revoked(&self, name: &str, key: &HostKey) -> Option<usize> {
+        self.entries
+            .iter()
+            .find(|e| e.marker == Marker::Revoked && e.key == *key && e.matches(name))
+            .map(|e| e.line)
+    }
+
+    /// Appends the key of `name` (as [`host_name`] or a HostKeyAlias gives
+    /// it) in OpenSSH's format, the name hashed as `HashKnownHosts yes`
+    /// writes it when `hash` (creating the file 0600 and its directory 0700
+    /// if needed), and remembers it.
+    pub fn learn(&mut self, name: &str, key: &HostKey, hash: bool) -> Result<(), KnownHostsError> {
         use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
-        let write_err = |source| KnownHostsError::Write {
+        let write_err = |cause| KnownHostsError::Write {
             path: self.path.clone(),
-            source,
+            cause,
         };
         if let Some(dir) = self
             .path
@@ -219,18 +246,26 @@ impl KnownHosts {
             .mode(0o600)
             .open(&self.path)
             .map_err(write_err)?;
-        let name = host_name(host, port);
+        let pattern = if hash {
+            let mut salt = [0u8; SALT_LEN];
+            aws_lc_rs::rand::fill(&mut salt).map_err(|_| {
+                write_err(std::io::Error::other("no random bytes for the hash's salt"))
+            })?;
+            hashed_name(name, &salt)
+        } else {
+            name.to_string()
+        };
         let separator = if existing.is_empty() || existing.ends_with(b"\n") {
             ""
         } else {
             "\n"
         };
-        writeln!(file, "{separator}{name} {}", key.to_openssh()).map_err(write_err)?;
+        writeln!(file, "{separator}{pattern} {}", key.to_openssh()).map_err(write_err)?;
         let line = String::from_utf8_lossy(&existing).lines().count() + 1;
         self.entries.push(Entry {
             line,
             marker: Marker::None,
-            patterns: vec![name],
+            patterns: vec![pattern],
             key: key.clone(),
         });
         Ok(())
@@ -275,6 +310,22 @@ fn pattern_matches(pattern: &str, name: &str) -> bool {
     }
 }
 
+/// Salt length of hashed names: SHA-1's output size, as OpenSSH uses.
+const SALT_LEN: usize = 20;
+
+/// `name` hashed with `salt`, as `HashKnownHosts yes` and `ssh-keygen -H`
+/// write it.
+#[must_use]
+pub fn hashed_name(name: &str, salt: &[u8]) -> String {
+    let key = hmac::Key::new(hmac::HMAC_SHA1_FOR_LEGACY_USE_ONLY, salt);
+    let tag = hmac::sign(&key, name.as_bytes());
+    format!(
+        "|1|{}|{}",
+        STANDARD.encode(salt),
+        STANDARD.encode(tag.as_ref())
+    )
+}
+
 /// `|1|base64(salt)|base64(HMAC-SHA1(salt, name))`, as HashKnownHosts writes.
 fn hashed_matches(hashed: &str, name: &str) -> bool {
     let Some((salt, hash)) = hashed.split_once('|') else {
@@ -299,15 +350,7 @@ mod tests {
     }
 
     fn hashed(name: &str, salt: &[u8]) -> String {
-        let tag = hmac::sign(
-            &hmac::Key::new(hmac::HMAC_SHA1_FOR_LEGACY_USE_ONLY, salt),
-            name.as_bytes(),
-        );
-        format!(
-            "|1|{}|{}",
-            STANDARD.encode(salt),
-            STANDARD.encode(tag.as_ref())
-        )
+        hashed_name(name, salt)
     }
 
     fn file(lines: &[String]) -> KnownHosts {
@@ -388,8 +431,10 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("ssh/known_hosts");
         let mut kh = KnownHosts::load(&path).unwrap();
-        kh.learn("127.0.0.10", 2222, &key(7)).unwrap();
-        kh.learn("127.0.0.11", 22, &key(8)).unwrap();
+        kh.learn(&host_name("127.0.0.10", 2222), &key(7), false)
+            .unwrap();
+        kh.learn(&host_name("127.0.0.11", 22), &key(8), false)
+            .unwrap();
         assert_eq!(
             kh.check("127.0.0.10", 2222, &key(7)),
             Verdict::Known { line: 1 }
@@ -413,6 +458,30 @@ mod tests {
             std::os::unix::fs::PermissionsExt::mode(&mode) & 0o777,
             0o600
         );
+    }
+
+    #[test]
+    fn learning_hashed_hides_the_name_and_still_matches() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("known_hosts");
+        let mut kh = KnownHosts::load(&path).unwrap();
+        kh.learn("[127.12.0.10]:2222", &key(7), true).unwrap();
+        let text = std::fs::read_to_string(&path).unwrap();
+        assert!(
+            text.starts_with("|1|") && !text.contains("127.12"),
+            "{text}"
+        );
+        let reread = KnownHosts::load(&path).unwrap();
+        assert_eq!(
+            reread.check("127.12.0.10", 2222, &key(7)),
+            Verdict::Known { line: 1 }
+        );
+        assert_eq!(reread.check("127.12.0.10", 22, &key(7)), Verdict::Unknown);
+        // Two learned names never share a salt.
+        kh.learn("[127.12.0.10]:2222", &key(8), true).unwrap();
+        let text = std::fs::read_to_string(&path).unwrap();
+        let salts: Vec<&str> = text.lines().map(|l| &l[..32]).collect();
+        assert_ne!(salts[0], salts[1]);
     }
 
     #[test]

@@ -3,7 +3,7 @@
 //! ```text
 //!  SshTarget::resolve(flags, ~/.ssh/config) ─▶ Connector::connect ─▶ Session::run
 //!                                               │ TCP or ProxyJump hop
-//!                                               │ host key vs known_hosts (policy, ask)
+//!                                               │ host key vs user + global known_hosts (policy, ask)
 //!                                               └ agent → identity files → password
 //! ```
 
@@ -11,6 +11,7 @@ mod auth;
 pub mod client;
 pub mod config;
 pub mod error;
+pub mod host_keys;
 pub mod known_hosts;
 pub mod prompt;
 mod sftp;

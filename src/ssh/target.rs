@@ -5,6 +5,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use super::config::{Jump, SshConfig, expand_path, parse_jumps};
+use super::host_keys::KnownHostsFiles;
 
 /// What the operator said on the command line (or the console's settings).
 #[derive(Debug, Clone, Default)]
@@ -57,6 +58,12 @@ pub struct SshTarget {
     pub identities_only: bool,
     pub connect_timeout: Duration,
     pub jump: Option<Box<SshTarget>>,
+    /// Where its host key is checked and learned (ssh_config's
+    /// UserKnownHostsFile, GlobalKnownHostsFile, HashKnownHosts).
+    pub known_hosts: KnownHostsFiles,
+    /// HostKeyAlias: the name its key is listed under instead of
+    /// `hostname` (and port).
+    pub host_key_alias: Option<String>,
 }
 
 const DEFAULT_IDENTITIES: [&str; 3] = ["id_ed25519", "id_ecdsa", "id_rsa"];
@@ -136,6 +143,14 @@ impl SshTarget {
                 Some(Box::new(hop))
             }
         };
+        let mut known_hosts = KnownHostsFiles::openssh_defaults(&local.home);
+        if let Some(files) = &opts.user_known_hosts {
+            known_hosts.user = files.iter().map(|raw| expand(raw)).collect();
+        }
+        if let Some(files) = &opts.global_known_hosts {
+            known_hosts.global = files.iter().map(|raw| expand(raw)).collect();
+        }
+        known_hosts.hash = opts.hash_known_hosts.unwrap_or(false);
         Ok(Self {
             alias: alias.to_string(),
             hostname,
@@ -148,7 +163,18 @@ impl SshTarget {
                 .or(opts.connect_timeout)
                 .unwrap_or(DEFAULT_CONNECT_TIMEOUT),
             jump,
+            known_hosts,
+            host_key_alias: opts.host_key_alias,
         })
+    }
+
+    /// The name its host key is listed under in known_hosts: the
+    /// HostKeyAlias as written, else `host` or `[host]:port`.
+    #[must_use]
+    pub fn known_hosts_name(&self) -> String {
+        self.host_key_alias
+            .clone()
+            .unwrap_or_else(|| super::known_hosts::host_name(&self.hostname, self.port))
     }
 
     /// `user@host:port`, for messages.
@@ -226,6 +252,59 @@ mod tests {
         assert_eq!(bare.user, "op");
         assert_eq!(bare.identities.len(), 3, "OpenSSH's default identity files");
         assert_eq!(bare.connect_timeout, DEFAULT_CONNECT_TIMEOUT);
+    }
+
+    #[test]
+    fn host_keys_are_looked_up_as_openssh_does() {
+        let plain = SshTarget::resolve("10.1.1.1", &ConnectFlags::default(), &config(""), &local())
+            .unwrap();
+        assert_eq!(
+            plain.known_hosts,
+            KnownHostsFiles::openssh_defaults(Path::new("/home/op"))
+        );
+        assert!(
+            plain
+                .known_hosts
+                .global
+                .contains(&PathBuf::from("/etc/ssh/ssh_known_hosts")),
+            "the system file is read by default"
+        );
+        assert_eq!(plain.known_hosts_name(), "10.1.1.1");
+
+        let cfg = config(
+            "Host db
+ HostName 127.0.0.20
+ Port 2200
+ HostKeyAlias db-cluster
+             UserKnownHostsFile ~/.ssh/fleet_%h
+ GlobalKnownHostsFile /srv/pinned none-such
+             HashKnownHosts yes
+",
+        );
+        let db = SshTarget::resolve("db", &ConnectFlags::default(), &cfg, &local()).unwrap();
+        assert_eq!(
+            db.known_hosts_name(),
+            "db-cluster",
+            "no [ ]:port around an alias"
+        );
+        assert_eq!(
+            db.known_hosts.user,
+            [PathBuf::from("/home/op/.ssh/fleet_127.0.0.20")]
+        );
+        assert_eq!(
+            db.known_hosts.global,
+            [PathBuf::from("/srv/pinned"), PathBuf::from("none-such")]
+        );
+        assert!(db.known_hosts.hash);
+        let other = SshTarget::resolve("other", &ConnectFlags::default(), &cfg, &local()).unwrap();
+        assert_eq!(
+            SshTarget {
+                port: 2222,
+                ..other
+            }
+            .known_hosts_name(),
+            "[other]:2222"
+        );
     }
 
     #[test]

@@ -1,8 +1,10 @@
-//! The server's host key, checked during the handshake against known_hosts
-//! under the connector's policy (asking the operator when it says so), and
-//! the host-key algorithms offered so that a known key is the one asked for.
+//! The server's host key, checked during the handshake against every
+//! known_hosts file of the target (user and global, see
+//! [`super::host_keys`]) under the connector's policy (asking the operator
+//! when it says so), and the host-key algorithms offered so that a known
+//! key is the one asked for.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 
@@ -12,7 +14,8 @@ use russh::keys::{Algorithm, PublicKeyOrCertificate};
 
 use super::client::HostKeyPolicy;
 use super::error::SshError;
-use super::known_hosts::{HostKey, KnownHosts, Verdict};
+use super::host_keys::{HostKeyStore, KnownHostsFiles};
+use super::known_hosts::{HostKey, Verdict};
 use super::prompt::{Answer, Confirm, Prompter};
 
 pub(super) fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -91,10 +94,12 @@ impl Prompter for Asking {
 pub(super) struct Verifier {
     /// The host as messages name it.
     pub(super) host: String,
-    /// The name and port known_hosts is searched for.
+    /// The name known_hosts is searched for (`host`, `[host]:port`, or the
+    /// HostKeyAlias).
     pub(super) name: String,
-    pub(super) port: u16,
-    pub(super) known_hosts: Arc<Mutex<KnownHosts>>,
+    /// The files searched, and where new keys are learned.
+    pub(super) files: KnownHostsFiles,
+    pub(super) known_hosts: Arc<Mutex<HostKeyStore>>,
     pub(super) policy: HostKeyPolicy,
     pub(super) prompter: Arc<Asking>,
     /// The key the server proved it holds, once verified.
@@ -124,9 +129,14 @@ impl Verifier {
     /// Checks `key` against known_hosts: `Ok(None)` when it is known,
     /// `Ok(Some(..))` when it is not listed at all.
     fn check(&self, key: &HostKey) -> Result<Option<Unlisted>, SshError> {
-        let known = lock(&self.known_hosts);
-        let path = known.path().to_owned();
-        match known.check(&self.name, self.port, key) {
+        let found = lock(&self.known_hosts)
+            .check(&self.files, &self.name, key)
+            .map_err(|e| SshError::Protocol {
+                host: self.host.clone(),
+                reason: format!("{e}; {}", super::host_keys::UNREADABLE_HINT),
+            })?;
+        let path = found.file.unwrap_or_else(|| PathBuf::from("known_hosts"));
+        match found.verdict {
             Verdict::Known { .. } => Ok(None),
             Verdict::Changed { line, expected } => Err(SshError::HostKeyChanged {
                 host: self.host.clone(),
@@ -153,23 +163,41 @@ impl Verifier {
         SshError::HostKeyUnknown {
             host: self.host.clone(),
             fingerprint: format!("{} {}", key.algorithm, key.fingerprint()),
-            known_hosts: lock(&self.known_hosts).path().to_owned(),
+            known_hosts: self
+                .files
+                .learn_into()
+                .map_or_else(|| PathBuf::from("known_hosts"), Path::to_owned),
         }
     }
 
+    /// Learns `key` unless, meanwhile, another connection learned a key for
+    /// this host: the same one is fine, another is a change.
     fn learn(&self, key: &HostKey) -> Result<(), SshError> {
         let mut known = lock(&self.known_hosts);
-        // Another connection may have learned it while this one asked.
-        if let Verdict::Known { .. } = known.check(&self.name, self.port, key) {
-            return Ok(());
+        let protocol = |e: super::known_hosts::KnownHostsError| SshError::Protocol {
+            host: self.host.clone(),
+            reason: e.to_string(),
+        };
+        let found = known
+            .check(&self.files, &self.name, key)
+            .map_err(protocol)?;
+        match found.verdict {
+            Verdict::Known { .. } => return Ok(()),
+            Verdict::Unknown => {}
+            Verdict::Changed { .. } | Verdict::Revoked { .. } => {
+                drop(known);
+                return self.check(key).map(|_| ());
+            }
         }
-        known
-            .learn(&self.name, self.port, key)
-            .map_err(|e| SshError::Protocol {
-                host: self.host.clone(),
-                reason: e.to_string(),
-            })?;
-        tracing::info!(host = %self.host, fingerprint = %key.fingerprint(), "learned a new host key");
+        let into = known
+            .learn(&self.files, &self.name, key)
+            .map_err(protocol)?;
+        tracing::info!(
+            host = %self.host,
+            fingerprint = %key.fingerprint(),
+            known_hosts = %into.display(),
+            "learned a new host key"
+        );
         Ok(())
     }
 

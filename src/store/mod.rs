@@ -17,17 +17,19 @@ use rusqlite::{Connection, OptionalExtension, params};
 
 use crate::model::{HostScan, Reach};
 
+/// Each message holds its cause's words, so no variant also returns it as
+/// its `source()`: the CLI would print it twice.
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
-    #[error("cannot open the inventory {}: {source}", path.display())]
+    #[error("cannot open the inventory {}: {cause}", path.display())]
     Open {
         path: PathBuf,
-        source: rusqlite::Error,
+        cause: rusqlite::Error,
     },
-    #[error("cannot create the data directory {}: {source}", path.display())]
+    #[error("cannot create the data directory {}: {cause}", path.display())]
     CreateDir {
         path: PathBuf,
-        source: std::io::Error,
+        cause: std::io::Error,
     },
     #[error(
         "the inventory {} has schema version {found}, newer than this fleetctl knows ({known}); use a newer fleetctl",
@@ -41,7 +43,13 @@ pub enum StoreError {
     #[error("cannot encode a value for the inventory: {0}")]
     Encode(String),
     #[error("inventory query failed: {0}")]
-    Sql(#[from] rusqlite::Error),
+    Sql(rusqlite::Error),
+}
+
+impl From<rusqlite::Error> for StoreError {
+    fn from(e: rusqlite::Error) -> Self {
+        StoreError::Sql(e)
+    }
 }
 
 /// Identifies one recorded scan.
@@ -220,9 +228,9 @@ fn open_db(path: &Path) -> Result<Connection, StoreError> {
     if let Some(dir) = path.parent() {
         create_private_dir(dir)?;
     }
-    let conn = Connection::open(path).map_err(|source| StoreError::Open {
+    let conn = Connection::open(path).map_err(|cause| StoreError::Open {
         path: path.to_owned(),
-        source,
+        cause,
     })?;
     // Several commands (and the console) may use it at once.
     conn.busy_timeout(std::time::Duration::from_secs(5))?;
@@ -291,9 +299,9 @@ pub fn create_private_dir(dir: &Path) -> Result<(), StoreError> {
         .recursive(true)
         .mode(0o700)
         .create(dir)
-        .map_err(|source| StoreError::CreateDir {
+        .map_err(|cause| StoreError::CreateDir {
             path: dir.to_owned(),
-            source,
+            cause,
         })
 }
 

@@ -20,11 +20,20 @@ pub struct IsolatedHost {
 impl IsolatedHost {
     /// Starts sshd for `name` on `ip`, letting `client_key`'s holder log in.
     pub fn start(name: &str, ip: &str, client_key: &Path) -> Self {
+        Self::start_with_sftp(name, ip, client_key, true)
+    }
+
+    /// As [`IsolatedHost::start`], with an sshd that runs no SFTP server.
+    pub fn start_without_sftp(name: &str, ip: &str, client_key: &Path) -> Self {
+        Self::start_with_sftp(name, ip, client_key, false)
+    }
+
+    fn start_with_sftp(name: &str, ip: &str, client_key: &Path, sftp: bool) -> Self {
         require_tool("unshare");
         require_tool("nsenter");
         let setup = r#"mount -t tmpfs -o mode=755 tmpfs /usr/local/lib && \
 mount -t tmpfs -o mode=755 tmpfs /var/lib && hostname "$1" && shift && exec "$@""#;
-        let sshd = Sshd::start_wrapped(ip, HOST_SSH_PORT, "", |cmd| {
+        let wrap = |cmd: Command| {
             let mut wrapped = Command::new("unshare");
             wrapped
                 .args(["--mount", "--uts", "--propagation", "private", "--"])
@@ -32,7 +41,12 @@ mount -t tmpfs -o mode=755 tmpfs /var/lib && hostname "$1" && shift && exec "$@"
                 .arg(cmd.get_program())
                 .args(cmd.get_args());
             wrapped
-        });
+        };
+        let sshd = if sftp {
+            Sshd::start_wrapped(ip, HOST_SSH_PORT, "", wrap)
+        } else {
+            Sshd::start_wrapped_without_sftp(ip, HOST_SSH_PORT, wrap)
+        };
         sshd.authorize(&public_key(client_key));
         Self {
             name: name.to_string(),

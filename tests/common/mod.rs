@@ -75,6 +75,22 @@ pub fn stdout(out: &Output) -> String {
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
+/// Asserts that no cause in an `error: ...` message is said twice, as
+/// anyhow's chain would print an error whose message already holds its
+/// source ("cannot read X: No such file...: No such file...").
+#[track_caller]
+pub fn assert_causes_once(stderr: &str) {
+    for line in stderr.lines().filter(|l| l.starts_with("error: ")) {
+        let parts: Vec<&str> = line.split(": ").map(str::trim).collect();
+        for (i, part) in parts.iter().enumerate() {
+            assert!(
+                part.len() < 6 || !parts[i + 1..].contains(part),
+                "{part:?} is said twice in: {line}"
+            );
+        }
+    }
+}
+
 /// Root-only tests (ignored by default, run by .ci/run) fail loudly without root; they never pass.
 pub fn require_root() {
     let uid = Command::new("id").arg("-u").output().unwrap();
@@ -202,6 +218,26 @@ impl Sshd {
         extra: &str,
         wrap: impl FnOnce(Command) -> Command,
     ) -> Self {
+        Self::launch(ip, port, extra, true, wrap)
+    }
+
+    /// As [`Sshd::start_wrapped`], with no `Subsystem sftp` line: a server
+    /// that runs no SFTP server, as hardened and minimal images do.
+    pub fn start_wrapped_without_sftp(
+        ip: &str,
+        port: u16,
+        wrap: impl FnOnce(Command) -> Command,
+    ) -> Self {
+        Self::launch(ip, port, "", false, wrap)
+    }
+
+    fn launch(
+        ip: &str,
+        port: u16,
+        extra: &str,
+        sftp: bool,
+        wrap: impl FnOnce(Command) -> Command,
+    ) -> Self {
         let sshd = require_tool("sshd");
         require_tool("ssh-keygen");
         std::fs::create_dir_all("/run/sshd").unwrap();
@@ -219,10 +255,14 @@ impl Sshd {
             format!(
                 "{extra}ListenAddress {ip}:{port}\nHostKey {}\nPidFile none\nUsePAM no\n\
                  PasswordAuthentication no\nAuthorizedKeysFile {}/authorized_keys\n\
-                 StrictModes no\nPermitRootLogin prohibit-password\nMaxAuthTries 10\n\
-                 Subsystem sftp internal-sftp\n",
+                 StrictModes no\nPermitRootLogin prohibit-password\nMaxAuthTries 10\n{}",
                 key.display(),
-                dir.path().display()
+                dir.path().display(),
+                if sftp {
+                    "Subsystem sftp internal-sftp\n"
+                } else {
+                    ""
+                }
             ),
         )
         .unwrap();

@@ -84,7 +84,9 @@ impl Actor {
             DeployEvent::Done { outcome, .. } => {
                 host.deploy_step = None;
                 match outcome {
-                    Outcome::Deployed { build, replaced } => {
+                    Outcome::Deployed {
+                        build, replaced, ..
+                    } => {
                         host.agent = AgentState::Running;
                         let what = if replaced.is_some() {
                             "replaced"
