@@ -57,14 +57,15 @@ pub struct Observed<'a> {
     pub registry: Option<&'a AgentRecord>,
 }
 
-/// The latest reported times already recorded, to tell new ones.
+/// The latest reported times (Unix seconds) already recorded, to tell
+/// new ones.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 struct Seen {
-    registered_at: Option<i64>,
-    token_renewed_at: Option<i64>,
-    cert_renewed_at: Option<i64>,
-    heartbeat_at: Option<i64>,
-    revoked_at: Option<i64>,
+    registered: Option<i64>,
+    token_renewed: Option<i64>,
+    cert_renewed: Option<i64>,
+    heartbeat: Option<i64>,
+    revoked: Option<i64>,
 }
 
 /// One host's marks, oldest first, at most [`TIMELINE_MARKS`].
@@ -83,6 +84,7 @@ pub struct Timeline {
 
 impl Timeline {
     /// Marks, oldest first.
+    #[must_use]
     pub fn marks(&self) -> impl DoubleEndedIterator<Item = &TimedMark> + ExactSizeIterator {
         self.marks.iter()
     }
@@ -175,31 +177,28 @@ impl Timeline {
         let registered_at = registry
             .map(|r| r.registered_at)
             .or_else(|| stats.and_then(|s| s.registration.registered_at));
-        if let Some(at) = newer(registered_at, &mut self.seen.registered_at) {
+        if let Some(at) = newer(registered_at, &mut self.seen.registered) {
             self.record(at, Mark::Issued);
         }
-        if let Some(at) = newer(
-            registry.and_then(|r| r.revoked_at),
-            &mut self.seen.revoked_at,
-        ) {
+        if let Some(at) = newer(registry.and_then(|r| r.revoked_at), &mut self.seen.revoked) {
             self.record(at, Mark::Revoked);
         }
         if let Some(at) = newer(
             stats.and_then(|s| s.token.last_renewal_at),
-            &mut self.seen.token_renewed_at,
+            &mut self.seen.token_renewed,
         ) {
             self.record(at, Mark::TokenRenewed);
         }
         if let Some(at) = newer(
             stats.and_then(|s| s.certificate.last_renewal_at),
-            &mut self.seen.cert_renewed_at,
+            &mut self.seen.cert_renewed,
         ) {
             self.record(at, Mark::CertRenewed);
         }
         let heartbeat = stats
             .and_then(|s| s.registration.last_heartbeat_at)
             .max(registry.and_then(|r| r.last_heartbeat_at));
-        if let Some(at) = newer(heartbeat, &mut self.seen.heartbeat_at) {
+        if let Some(at) = newer(heartbeat, &mut self.seen.heartbeat) {
             self.record(at, Mark::Heartbeat);
         }
         if self.token_at(now) != host.token {

@@ -146,7 +146,7 @@ fn marks_older_than_the_window_fold_into_the_starting_state() {
 fn the_mark_count_is_bounded_and_marks_stay_in_time_order() {
     let mut t = Timeline::default();
     t.record(T0, Mark::Issued);
-    for i in 0..(TIMELINE_MARKS as i64 * 3) {
+    for i in 0..i64::try_from(TIMELINE_MARKS * 3).unwrap() {
         t.record(T0 + 1 + i, Mark::Heartbeat);
     }
     // A late report of an earlier time goes in its place.
