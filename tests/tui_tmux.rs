@@ -335,12 +335,62 @@ fn lane<'a>(screen: &'a str, name: &str) -> Option<&'a str> {
         .find_map(|l| l.find(&head).map(|at| &l[at + head.len()..]))
 }
 
+/// Processes running from `dir` (the sandbox's agents), or marked with a
+/// sandbox root inside it.
+fn running_from(dir: &Path) -> Vec<String> {
+    use std::os::unix::ffi::OsStrExt as _;
+    let prefix = dir.as_os_str().as_bytes();
+    let mut found = Vec::new();
+    for entry in std::fs::read_dir("/proc").unwrap().filter_map(Result::ok) {
+        let Some(pid) = entry
+            .file_name()
+            .to_str()
+            .and_then(|s| s.parse::<u32>().ok())
+        else {
+            continue;
+        };
+        let exe = std::fs::read_link(format!("/proc/{pid}/exe")).unwrap_or_default();
+        let environ = std::fs::read(format!("/proc/{pid}/environ")).unwrap_or_default();
+        let marked = environ.split(|&b| b == 0).any(|var| {
+            var.strip_prefix(b"FLEETCTL_SANDBOX=")
+                .is_some_and(|root| root.starts_with(prefix))
+        });
+        if exe.starts_with(dir) || marked {
+            found.push(format!("{pid} {}", exe.display()));
+        }
+    }
+    found
+}
+
+/// A `fleetctl demo` in tmux, quit with `q` however the test ends (a
+/// failed assertion too), so its agents stop before the temp dir goes.
+struct DemoInTmux {
+    tmux: Tmux,
+    dir: tempfile::TempDir,
+}
+
+impl Drop for DemoInTmux {
+    fn drop(&mut self) {
+        for key in ["Escape", "Escape", "q"] {
+            let _ = self.tmux.cmd().args(["send-keys", "-t", "t", key]).output();
+            std::thread::sleep(Duration::from_millis(150));
+        }
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while !running_from(self.dir.path()).is_empty() && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    }
+}
+
 #[test]
 #[ignore = "needs tmux (the interop suite in .ci/run runs it)"]
 fn the_demo_shows_the_cut_off_hosts_token_timeline_in_its_detail() {
     let env = Env::new();
-    let dir = tempfile::tempdir().unwrap();
-    let tmux = Tmux::start("fleetctl-demo-timeline", 120, 36);
+    let demo = DemoInTmux {
+        tmux: Tmux::start("fleetctl-demo-timeline", 120, 36),
+        dir: tempfile::tempdir().unwrap(),
+    };
+    let (tmux, dir) = (&demo.tmux, &demo.dir);
     // Default roles with 8 hosts: demo-03 silent, demo-05 rejects the key,
     // demo-07 cut off from the control plane once registered.
     let command = format!(
@@ -365,7 +415,7 @@ fn the_demo_shows_the_cut_off_hosts_token_timeline_in_its_detail() {
     tmux.keys(&["/"]);
     tmux.type_text("ssh:ok");
     tmux.keys(&["Enter", "*", "d"]);
-    tmux.wait_for("Deploy the agent to 5 hosts?");
+    tmux.wait_for("Deploy the agent to 6 hosts?");
     tmux.keys(&["y"]);
     tmux.wait_until("deploy done", minutes(4), |s| s.contains("deploy done"));
     tmux.keys(&["Escape", "/"]);
@@ -382,30 +432,48 @@ fn the_demo_shows_the_cut_off_hosts_token_timeline_in_its_detail() {
         assert!(lane(&screen, name).is_some(), "no {name} lane:\n{screen}");
     }
     assert!(screen.contains("-5m") && screen.contains("now"), "{screen}");
-    // Heartbeats while it could reach the control plane, then none: the
-    // registration goes lost, and the token's renewal fails (expiring).
+    // Cut off once registered: the registration goes lost, and the token's
+    // renewal fails (expiring).
     let screen = tmux.wait_until("lost, then expiring", minutes(2), |s| {
         lane(s, "reg").is_some_and(|l| l.contains('┄'))
             && lane(s, "token").is_some_and(|l| l.contains('┅'))
     });
-    assert!(
-        lane(&screen, "beat").is_some_and(|l| l.contains('•')),
-        "{screen}"
+    let (token, reg) = (
+        lane(&screen, "token").unwrap(),
+        lane(&screen, "reg").unwrap(),
     );
     assert!(
-        lane(&screen, "reg").is_some_and(|l| l.contains("registered━")),
+        token.find('●').unwrap() < token.find('┅').unwrap(),
+        "issued, then expiring: {token}"
+    );
+    assert!(
+        reg.find('━').unwrap() < reg.find('┄').unwrap(),
+        "registered, then lost: {reg}"
+    );
+
+    // A healthy host beside it: heartbeats arriving.
+    tmux.keys(&["Escape", "Escape", "/"]);
+    tmux.type_text("demo-02");
+    tmux.keys(&["Enter", "Enter"]);
+    let screen = tmux.wait_until("demo-02's heartbeats", minutes(1), |s| {
+        s.contains("127.42.8.11 demo-02") && lane(s, "beat").is_some_and(|l| l.contains('•'))
+    });
+    assert!(
+        lane(&screen, "token").is_some_and(|l| l.contains('●') && !l.contains('┅')),
         "{screen}"
     );
-    let token = lane(&screen, "token").unwrap();
-    let (issued, expiring) = (token.find('●').unwrap(), token.find('┅').unwrap());
-    assert!(issued < expiring, "issued before expiring: {token}");
 
     tmux.keys(&["Escape", "Escape", "q"]);
     // The demo ends (it prints the fleet), and the shell runs what is typed.
     tmux.wait_until("the demo's last table", minutes(1), |s| {
-        s.contains("ADDRESS") && !s.contains("timeline")
+        s.contains("ADDRESS") && s.contains("8 host(s)")
     });
     std::thread::sleep(Duration::from_millis(300));
     tmux.run(&["send-keys", "-t", "t", "echo shell-ok-$((6*7))", "Enter"]);
     tmux.wait_until("the shell", minutes(1), |s| s.contains("shell-ok-42"));
+    assert_eq!(
+        running_from(dir.path()),
+        Vec::<String>::new(),
+        "left running"
+    );
 }
