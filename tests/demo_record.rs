@@ -205,12 +205,14 @@ fn stills(read: &dyn Fn(&str) -> String) {
         assert!(svg.len() < 100 << 10, "{name}.svg is {} bytes", svg.len());
         frames(&svg).concat()
     };
+    // A timeline lane, spaces left out (svg-term splits words where styles
+    // change, and this joins them with spaces).
     let lane = |screen: &[String], name: &str| {
-        let head = format!("{name} │");
+        let head = format!("{name}│");
         screen
             .iter()
+            .map(|l| l.replace(' ', ""))
             .find(|l| l.contains(&head))
-            .cloned()
             .unwrap_or_default()
     };
     let fleet = still("fleet");
