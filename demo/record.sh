@@ -144,6 +144,7 @@ if [ "$tour" = 1 ]; then
     type_ "$detail_host"
     keys Enter Enter
     wait_for "timeline"
+    wait_for "renewals [1-9]" 1 90  # its first renewal, a tick on the timeline
     sleep 4
     still detail
     keys Escape Escape
