@@ -23,6 +23,7 @@ mod jobs;
 pub mod poller;
 mod prompt;
 pub mod state;
+pub mod timeline;
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -40,6 +41,7 @@ use crate::ssh::{ConnectFlags, HostKeyPolicy};
 
 pub use prompt::EnginePrompter;
 pub use state::{FleetSnapshot, HISTORY_WINDOW, History, HostEvent, HostView, JobView, Sample};
+pub use timeline::{Mark, TimedMark, Timeline};
 
 /// Identifies a job for its whole life.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
