@@ -72,6 +72,7 @@ pub fn settings(c: &ControlConfig) -> Settings {
         join_ttl: c.join_ttl,
         heartbeat_interval: c.heartbeat_interval,
         lost_after: c.lost_after,
+        max_operator_ttl: c.max_operator_ttl,
     }
 }
 

@@ -10,24 +10,27 @@ use axum::extract::rejection::JsonRejection;
 use axum::extract::{MatchedPath, Path, Request, State};
 use axum::http::StatusCode;
 use axum::middleware::Next;
-use axum::response::Response;
+use axum::response::{IntoResponse as _, Response};
 use axum::routing::{get, post};
 use axum::{Extension, Json, Router};
 
-use super::extract::{AgentAuth, ApiFailure, LogNote, OperatorAuth};
+use super::extract::{AgentAuth, ApiFailure, LogNote, OperatorAuth, SdAuth};
 use super::{ControlPlane, unix_now};
-use crate::auth::Audience;
+use crate::auth::{Audience, JoinGrant, same_name};
 use crate::model::RegistrationState;
 use crate::model::control::{
     AgentRecord, HeartbeatRequest, HeartbeatResponse, JoinTokenRequest, JoinTokenResponse,
     RegisterRequest, RegisterResponse, RenewRequest, RenewResponse, SdTargetGroup,
 };
-use crate::store::registry::{NewAgent, Refusal, Registration};
+use crate::pki::{FleetCa, RevokedSerial};
+use crate::store::registry::{CertRow, NewAgent, Refusal, Registration};
 
 /// The longest join token the API hands out.
 const MAX_JOIN_TTL: Duration = Duration::from_hours(24);
-/// Most addresses an agent may register with.
+/// Most addresses an agent may register with, or a join token vouch for.
 const MAX_ADDRESSES: usize = 32;
+/// How long a CRL is good for: clients read a fresh one far more often.
+const CRL_VALIDITY: Duration = Duration::from_mins(10);
 
 /// A JSON body with a note for the request log.
 type Done<T> = (Extension<LogNote>, Json<T>);
@@ -50,6 +53,7 @@ pub(super) fn router(plane: Arc<ControlPlane>) -> Router {
         .route("/v1/agents", get(list_agents))
         .route("/v1/agents/{id}/revoke", post(revoke))
         .route("/v1/sd", get(service_discovery))
+        .route("/v1/crl", get(revocation_list))
         .route("/healthz", get(|| async { "ok" }))
         .fallback(|| async {
             ApiFailure::new(StatusCode::NOT_FOUND, "not_found", "no such endpoint")
@@ -109,6 +113,12 @@ fn refused(refusal: Refusal, agent: &str) -> ApiFailure {
             "revoked",
             "this agent was revoked by an operator; it needs a new join token",
         ),
+        Refusal::Certificate => ApiFailure::new(
+            StatusCode::UNAUTHORIZED,
+            "certificate_required",
+            "show this agent's own, unrevoked certificate on the connection (TLS client \
+             authentication); an identity token alone is not enough",
+        ),
     }
     .for_agent(agent)
 }
@@ -120,6 +130,14 @@ async fn join_token(
 ) -> Reply<JoinTokenResponse> {
     let request = body(request)?;
     check_name(&request.host, "host")?;
+    if request.names.len() > MAX_ADDRESSES {
+        return Err(ApiFailure::bad_request(format!(
+            "at most {MAX_ADDRESSES} names"
+        )));
+    }
+    for name in &request.names {
+        check_name(name, "name")?;
+    }
     let ttl = request.ttl_secs.map(Duration::from_secs);
     if ttl.is_some_and(|t| t > MAX_JOIN_TTL || t.is_zero()) {
         return Err(ApiFailure::bad_request(format!(
@@ -127,11 +145,17 @@ async fn join_token(
             MAX_JOIN_TTL.as_secs()
         )));
     }
+    let grant = JoinGrant {
+        host: request.host.clone(),
+        names: request.names.clone(),
+        control_pin: None,
+    };
     let (token, claims) = plane
-        .join_token(&request.host, ttl)
+        .join_token(&grant, ttl)
         .map_err(|e| ApiFailure::internal(&e))?;
     tracing::info!(
         host = request.host,
+        names = ?claims.names,
         operator = operator.sub,
         expires_at = claims.exp,
         "join token issued"
@@ -156,11 +180,26 @@ fn check_name(name: &str, what: &str) -> Result<(), ApiFailure> {
     }
 }
 
-fn same_host(a: &str, b: &str) -> bool {
-    match (a.parse::<IpAddr>(), b.parse::<IpAddr>()) {
-        (Ok(x), Ok(y)) => x == y,
-        _ => a.eq_ignore_ascii_case(b),
+/// What a join token vouches for, less the control plane's own names:
+/// what the agent's certificate will name, in the issuer's order.
+fn vouched_names(plane: &ControlPlane, claims: &crate::auth::Claims) -> Vec<String> {
+    let mut vouched = claims.names.clone();
+    if vouched.is_empty() {
+        vouched.extend(claims.host.clone());
     }
+    vouched.retain(|name| {
+        let own = plane.is_own_name(name);
+        if own {
+            tracing::warn!(name, "a join token vouches for a name of the control plane itself; left out");
+        }
+        !own && check_name(name, "name").is_ok()
+    });
+    vouched.truncate(MAX_ADDRESSES);
+    vouched
+}
+
+fn signing_failed(e: &crate::pki::PkiError) -> ApiFailure {
+    ApiFailure::new(StatusCode::BAD_REQUEST, "bad_csr", e.to_string())
 }
 
 async fn register(
@@ -169,7 +208,7 @@ async fn register(
 ) -> Reply<RegisterResponse> {
     let request = body(request)?;
     let claims = plane
-        .verifier
+        .verifier()
         .verify(&request.join_token, Audience::Join)
         .map_err(ApiFailure::token)?;
     check_name(&request.hostname, "hostname")?;
@@ -189,10 +228,10 @@ async fn register(
             "stats_port must not be 0 and agent_version must be 1 to 64 characters",
         ));
     }
-    let bound = claims.host.as_deref().unwrap_or_default();
+    let bound = claims.host.clone().unwrap_or_default();
     if !std::iter::once(&request.hostname)
         .chain(&request.addresses)
-        .any(|name| same_host(name, bound))
+        .any(|name| same_name(name, &bound))
     {
         return Err(ApiFailure::new(
             StatusCode::FORBIDDEN,
@@ -203,41 +242,63 @@ async fn register(
             ),
         ));
     }
+    let vouched = vouched_names(&plane, &claims);
+    if vouched.is_empty() {
+        return Err(ApiFailure::new(
+            StatusCode::FORBIDDEN,
+            "nothing_vouched",
+            "this join token vouches for no name or address an agent may have; mint one for the host's own name or address",
+        ));
+    }
+    let unvouched: Vec<&String> = std::iter::once(&request.hostname)
+        .chain(&request.addresses)
+        .filter(|n| !vouched.iter().any(|v| same_name(v, n)))
+        .collect();
+    if !unvouched.is_empty() {
+        tracing::info!(?unvouched, "the agent asked for names its join token does not vouch for; its certificate leaves them out");
+    }
+    // Checked before the token is used up, signed only after.
+    FleetCa::check_csr(&request.csr_pem).map_err(|e| signing_failed(&e))?;
 
     let agent_id = format!("ag-{:016x}", rand::random::<u64>());
-    let mut sans = vec![request.hostname.clone()];
-    sans.extend(request.addresses.iter().cloned());
-    let settings = &plane.settings;
-    let cert = plane
-        .ca
-        .sign_csr(&request.csr_pem, &sans, settings.cert_ttl)
-        .map_err(|e| ApiFailure::new(StatusCode::BAD_REQUEST, "bad_csr", e.to_string()))?;
+    let settings = plane.settings.clone();
     let (identity_token, identity) = plane
-        .issuer
-        .issue(Audience::Agent, &agent_id, None, settings.identity_ttl)
+        .issuer()
+        .issue(Audience::Agent, &agent_id, settings.identity_ttl)
         .map_err(|e| ApiFailure::internal(&e))?;
     let new = NewAgent {
         agent_id: agent_id.clone(),
-        bound_host: bound.to_owned(),
+        bound_host: bound,
         hostname: request.hostname.clone(),
-        addresses: request.addresses.clone(),
+        addresses: vouched.clone(),
         stats_port: request.stats_port,
         agent_version: request.agent_version.clone(),
         identity_expires_at: identity.exp,
-        certificate_expires_at: cert.not_after,
     };
     let (jti, jti_exp) = (claims.jti.clone(), claims.exp);
+    let csr = request.csr_pem.clone();
     let outcome = plane
-        .db(move |reg| reg.register(&new, &jti, jti_exp, unix_now()))
+        .db(move |plane, reg| {
+            let outcome = reg.register(&new, &jti, jti_exp, unix_now(), || {
+                let cert = plane.ca.sign_csr(&csr, &vouched, settings.cert_ttl)?;
+                let row = CertRow {
+                    serial: cert.serial.clone(),
+                    not_after: cert.not_after,
+                };
+                Ok::<_, crate::pki::PkiError>((row, cert))
+            })?;
+            Ok((outcome, plane.trust_update(reg)?))
+        })
         .await
         .map_err(|e| store_failure(&e))?;
     match outcome {
-        Registration::Replayed => Err(ApiFailure::new(
+        (Err(e), _) => Err(signing_failed(&e)),
+        (Ok(Registration::Replayed), _) => Err(ApiFailure::new(
             StatusCode::UNAUTHORIZED,
             "token_replayed",
             "this join token was already used; ask for a new one",
         )),
-        Registration::Stored { replaced } => {
+        (Ok(Registration::Stored { replaced, signed }), trust) => {
             tracing::info!(
                 agent = agent_id,
                 hostname = request.hostname,
@@ -248,13 +309,13 @@ async fn register(
                 Some(&agent_id),
                 RegisterResponse {
                     agent_id: agent_id.clone(),
-                    certificate_pem: cert.pem,
-                    certificate_expires_at: cert.not_after,
+                    certificate_pem: signed.pem,
+                    certificate_expires_at: signed.not_after,
                     ca_pem: plane.ca_pem().to_owned(),
                     identity_token,
                     identity_expires_at: identity.exp,
-                    token_public_key_pem: plane.token_public_key_pem().to_owned(),
-                    heartbeat_interval_secs: settings.heartbeat_interval.as_secs(),
+                    heartbeat_interval_secs: plane.settings.heartbeat_interval.as_secs(),
+                    trust,
                 },
             ))
         }
@@ -263,51 +324,51 @@ async fn register(
 
 async fn renew(
     State(plane): State<Arc<ControlPlane>>,
-    AgentAuth(claims): AgentAuth,
+    auth: AgentAuth,
     request: Result<Json<RenewRequest>, JsonRejection>,
 ) -> Reply<RenewResponse> {
     let request = body(request)?;
-    let agent_id = claims.sub;
-    let lost_after = plane.settings.lost_after;
-    let id = agent_id.clone();
-    let record = plane
-        .db(move |reg| reg.get(&id, unix_now(), lost_after))
+    let agent_id = auth.claims.sub;
+    if let Some(csr) = &request.csr_pem {
+        FleetCa::check_csr(csr).map_err(|e| signing_failed(&e).for_agent(&agent_id))?;
+    }
+    let settings = plane.settings.clone();
+    let (identity_token, identity) = plane
+        .issuer()
+        .issue(Audience::Agent, &agent_id, settings.identity_ttl)
+        .map_err(|e| ApiFailure::internal(&e))?;
+    let (id, serial) = (agent_id.clone(), auth.cert_serial);
+    let outcome = plane
+        .db(move |plane, reg| {
+            let now = unix_now();
+            if let Err(refusal) = reg.check(&id, serial.as_deref(), now)? {
+                return Ok(Err(refusal));
+            }
+            // The names come from the registry (what the join token vouched
+            // for), never from the CSR.
+            let cert = match (&request.csr_pem, reg.get(&id, now, settings.lost_after)?) {
+                (Some(csr), Some(record)) => {
+                    match plane.ca.sign_csr(csr, &record.addresses, settings.cert_ttl) {
+                        Ok(cert) => Some(cert),
+                        Err(e) => return Ok(Ok(Err(e))),
+                    }
+                }
+                _ => None,
+            };
+            let row = cert.as_ref().map(|c| CertRow {
+                serial: c.serial.clone(),
+                not_after: c.not_after,
+            });
+            if let Err(refusal) = reg.renew(&id, serial.as_deref(), identity.exp, row.as_ref(), now)? {
+                return Ok(Err(refusal));
+            }
+            Ok(Ok(Ok((cert, plane.trust_update(reg)?))))
+        })
         .await
         .map_err(|e| store_failure(&e))?;
-    let record = match record {
-        None => return Err(refused(Refusal::Unknown, &agent_id)),
-        Some(r) if r.state == RegistrationState::Revoked => {
-            return Err(refused(Refusal::Revoked, &agent_id));
-        }
-        Some(r) => r,
-    };
-    let settings = &plane.settings;
-    let cert = match &request.csr_pem {
-        Some(csr) => {
-            let mut sans = vec![record.hostname.clone()];
-            sans.extend(record.addresses.iter().cloned());
-            Some(
-                plane
-                    .ca
-                    .sign_csr(csr, &sans, settings.cert_ttl)
-                    .map_err(|e| {
-                        ApiFailure::new(StatusCode::BAD_REQUEST, "bad_csr", e.to_string())
-                            .for_agent(&agent_id)
-                    })?,
-            )
-        }
-        None => None,
-    };
-    let (identity_token, identity) = plane
-        .issuer
-        .issue(Audience::Agent, &agent_id, None, settings.identity_ttl)
-        .map_err(|e| ApiFailure::internal(&e))?;
-    let (id, cert_exp) = (agent_id.clone(), cert.as_ref().map(|c| c.not_after));
-    plane
-        .db(move |reg| reg.renew(&id, identity.exp, cert_exp))
-        .await
-        .map_err(|e| store_failure(&e))?
-        .map_err(|r| refused(r, &agent_id))?;
+    let (cert, trust) = outcome
+        .map_err(|r| refused(r, &agent_id))?
+        .map_err(|e| signing_failed(&e).for_agent(&agent_id))?;
     Ok(done(
         Some(&agent_id),
         RenewResponse {
@@ -315,13 +376,14 @@ async fn renew(
             identity_expires_at: identity.exp,
             certificate_expires_at: cert.as_ref().map(|c| c.not_after),
             certificate_pem: cert.map(|c| c.pem),
+            trust,
         },
     ))
 }
 
 async fn heartbeat(
     State(plane): State<Arc<ControlPlane>>,
-    AgentAuth(claims): AgentAuth,
+    auth: AgentAuth,
     request: Result<Json<HeartbeatRequest>, JsonRejection>,
 ) -> Reply<HeartbeatResponse> {
     let request = body(request)?;
@@ -330,10 +392,15 @@ async fn heartbeat(
             "agent_version must be 1 to 64 characters",
         ));
     }
-    let agent_id = claims.sub;
-    let id = agent_id.clone();
-    plane
-        .db(move |reg| reg.heartbeat(&id, &request.agent_version, unix_now()))
+    let agent_id = auth.claims.sub;
+    let (id, serial) = (agent_id.clone(), auth.cert_serial);
+    let trust = plane
+        .db(move |plane, reg| {
+            match reg.heartbeat(&id, serial.as_deref(), &request.agent_version, unix_now())? {
+                Ok(()) => Ok(Ok(plane.trust_update(reg)?)),
+                Err(refusal) => Ok(Err(refusal)),
+            }
+        })
         .await
         .map_err(|e| store_failure(&e))?
         .map_err(|r| refused(r, &agent_id))?;
@@ -342,6 +409,7 @@ async fn heartbeat(
         HeartbeatResponse {
             state: RegistrationState::Registered,
             heartbeat_interval_secs: plane.settings.heartbeat_interval.as_secs(),
+            trust,
         },
     ))
 }
@@ -352,7 +420,7 @@ async fn list_agents(
 ) -> Reply<Vec<AgentRecord>> {
     let lost_after = plane.settings.lost_after;
     let agents = plane
-        .db(move |reg| reg.list(unix_now(), lost_after))
+        .db(move |_, reg| reg.list(unix_now(), lost_after))
         .await
         .map_err(|e| store_failure(&e))?;
     Ok(done(None, agents))
@@ -366,7 +434,7 @@ async fn revoke(
     let lost_after = plane.settings.lost_after;
     let id = agent_id.clone();
     let record = plane
-        .db(move |reg| reg.revoke(&id, unix_now(), lost_after))
+        .db(move |_, reg| reg.revoke(&id, unix_now(), lost_after))
         .await
         .map_err(|e| store_failure(&e))?;
     let Some(record) = record else {
@@ -387,16 +455,47 @@ async fn revoke(
 
 /// Prometheus HTTP service discovery: one group per agent that is
 /// registered or lost (a lost agent may still be up; Prometheus says so).
+/// Takes an sd token (read-only, good for nothing else), or an operator's.
+/// Not a stats token: those are sent to every agent scraped, so a host that
+/// keeps one must not learn the fleet's map with it.
 async fn service_discovery(
     State(plane): State<Arc<ControlPlane>>,
-    OperatorAuth(_): OperatorAuth,
+    _: SdAuth,
 ) -> Reply<Vec<SdTargetGroup>> {
     let lost_after = plane.settings.lost_after;
     let agents = plane
-        .db(move |reg| reg.list(unix_now(), lost_after))
+        .db(move |_, reg| reg.list(unix_now(), lost_after))
         .await
         .map_err(|e| store_failure(&e))?;
     Ok(done(None, sd_groups(&agents)))
+}
+
+/// The fleet CA's certificate revocation list (DER), open like any CRL:
+/// it is signed by the CA, so nobody can forge one, and it says nothing
+/// but serial numbers. The console reads it while it polls agents.
+async fn revocation_list(State(plane): State<Arc<ControlPlane>>) -> Response {
+    let crl = plane
+        .db(move |plane, reg| {
+            let now = unix_now();
+            let revoked: Vec<RevokedSerial> = reg
+                .revoked_certs(now)?
+                .into_iter()
+                .map(|(serial, revoked_at)| RevokedSerial { serial, revoked_at })
+                .collect();
+            Ok(plane
+                .ca
+                .crl(&revoked, u64::try_from(now).unwrap_or(0), CRL_VALIDITY))
+        })
+        .await;
+    match crl {
+        Ok(Ok(der)) => (
+            [(axum::http::header::CONTENT_TYPE, "application/pkix-crl")],
+            der,
+        )
+            .into_response(),
+        Ok(Err(e)) => ApiFailure::internal(&e).into_response(),
+        Err(e) => store_failure(&e).into_response(),
+    }
 }
 
 pub(super) fn sd_groups(agents: &[AgentRecord]) -> Vec<SdTargetGroup> {
@@ -409,6 +508,7 @@ pub(super) fn sd_groups(agents: &[AgentRecord]) -> Vec<SdTargetGroup> {
             )
         })
         .map(|a| {
+            // The first address the join token vouched for, in its issuer's order.
             let host = a.addresses.first().unwrap_or(&a.hostname);
             let target = match host.parse::<IpAddr>() {
                 Ok(IpAddr::V6(v6)) => format!("[{v6}]:{}", a.stats_port),

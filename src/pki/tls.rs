@@ -1,13 +1,32 @@
 //! TLS on both ends: a server whose certificate can be swapped while it
-//! serves, the HTTPS accept loop, and the one way to build a client.
+//! serves, the HTTPS accept loop that no client can hold, and the ways to
+//! build a client (fleet CA; pinned control plane; CA plus revocation list).
+//!
+//! Limits every server here keeps (the control plane's and the agents'):
+//!
+//! | what                                | limit                         |
+//! |-------------------------------------|-------------------------------|
+//! | connections at once                 | 4,096 ([`MAX_CONNECTIONS`])   |
+//! | connections from one address        | 256 ([`MAX_PER_SOURCE`])      |
+//! | TLS handshake                       | 10 s                          |
+//! | request headers; idle keep-alive    | 10 s, then the connection ends|
+//! | request body                        | 10 s whole, else 408 and close|
+//! | request body size                   | 64 KiB, else 413 and close    |
+//! | request headers size                | 64 KiB                        |
 
+use std::collections::HashMap;
 use std::future::Future;
-use std::sync::{Arc, RwLock};
+use std::net::IpAddr;
+use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
+use axum::body::Body;
+use axum::http::{HeaderValue, Request, StatusCode, header};
+use axum::middleware::Next;
+use axum::response::{IntoResponse as _, Response};
 use hyper_util::rt::{TokioIo, TokioTimer};
 use rustls::crypto::CryptoProvider;
-use rustls::server::{ClientHello, ResolvesServerCert};
+use rustls::server::{ClientHello, ResolvesServerCert, WebPkiClientVerifier};
 use rustls::sign::CertifiedKey;
 use rustls_pki_types::pem::PemObject as _;
 use rustls_pki_types::{CertificateDer, PrivateKeyDer};
@@ -15,19 +34,32 @@ use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 
-use super::PkiError;
+use super::verify::{PinnedVerifier, RevocationVerifier};
+use super::{ControlPin, PkiError, RevocationList};
 
 /// Most connections served at once; past this, new ones wait in the
 /// kernel's backlog until one closes.
 pub const MAX_CONNECTIONS: usize = 4096;
-/// A client that has not finished its handshake, or sent its request
-/// headers, by then is dropped.
+/// Most connections from one address at once, well below
+/// [`MAX_CONNECTIONS`]: one client cannot take every slot. Past it, new
+/// connections from that address are closed at once.
+pub const MAX_PER_SOURCE: usize = 256;
+/// Longest request body; a longer one is answered 413.
+pub const MAX_BODY: usize = 64 * 1024;
+/// A client that has not finished its handshake by then is dropped.
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
-const HEADER_TIMEOUT: Duration = Duration::from_secs(30);
+/// Headers must arrive within this; it also ends idle keep-alive
+/// connections (hyper starts the clock when it waits for a request).
+const HEADER_TIMEOUT: Duration = Duration::from_secs(10);
+/// A whole request body must arrive within this, else 408 and close.
+const BODY_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long a stop waits for requests in flight.
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(5);
+/// Clients drop pooled connections before the server's idle timeout ends
+/// them, so no request races a closing connection.
+const CLIENT_POOL_IDLE: Duration = Duration::from_secs(5);
 
-fn provider() -> Arc<CryptoProvider> {
+pub(crate) fn provider() -> Arc<CryptoProvider> {
     Arc::new(rustls::crypto::aws_lc_rs::default_provider())
 }
 
@@ -68,22 +100,28 @@ impl ResolvesServerCert for ReloadableCert {
     }
 }
 
-fn certified_key(cert_pem: &str, key_pem: &str) -> Result<Arc<CertifiedKey>, PkiError> {
+fn certs_of(cert_pem: &str) -> Result<Vec<CertificateDer<'static>>, PkiError> {
     let certs = CertificateDer::pem_slice_iter(cert_pem.as_bytes())
         .collect::<Result<Vec<_>, _>>()
         .map_err(|e| PkiError::Tls(format!("the certificate is not valid PEM: {e}")))?;
     if certs.is_empty() {
         return Err(PkiError::Tls("no certificate in the PEM text".into()));
     }
-    let key = PrivateKeyDer::from_pem_slice(key_pem.as_bytes())
-        .map_err(|e| PkiError::Tls(format!("the private key is not valid PEM: {e}")))?;
-    CertifiedKey::from_der(certs, key, &provider())
+    Ok(certs)
+}
+
+fn key_of(key_pem: &str) -> Result<PrivateKeyDer<'static>, PkiError> {
+    PrivateKeyDer::from_pem_slice(key_pem.as_bytes())
+        .map_err(|e| PkiError::Tls(format!("the private key is not valid PEM: {e}")))
+}
+
+fn certified_key(cert_pem: &str, key_pem: &str) -> Result<Arc<CertifiedKey>, PkiError> {
+    CertifiedKey::from_der(certs_of(cert_pem)?, key_of(key_pem)?, &provider())
         .map(Arc::new)
         .map_err(|e| PkiError::Tls(format!("the key does not fit the certificate: {e}")))
 }
 
-/// TLS 1.2 and 1.3 with aws-lc-rs, HTTP/1.1, no client certificates (the
-/// API authenticates with tokens).
+/// TLS 1.2 and 1.3 with aws-lc-rs, HTTP/1.1, no client certificates.
 ///
 /// # Panics
 /// Never: aws-lc-rs supports the default protocol versions.
@@ -97,18 +135,156 @@ pub fn server_config(cert: Arc<ReloadableCert>) -> Arc<rustls::ServerConfig> {
     Arc::new(config)
 }
 
+/// As [`server_config`], asking clients for a certificate from `ca_pem`
+/// (optional: operators and enrolling agents have none). A certificate
+/// that is shown must chain to the CA; handlers read it as
+/// [`PeerCertificate`].
+pub fn server_config_with_client_certs(
+    cert: Arc<ReloadableCert>,
+    ca_pem: &str,
+) -> Result<Arc<rustls::ServerConfig>, PkiError> {
+    let mut roots = rustls::RootCertStore::empty();
+    for ca in certs_of(ca_pem)? {
+        roots
+            .add(ca)
+            .map_err(|e| PkiError::Tls(format!("the CA is not usable: {e}")))?;
+    }
+    let verifier = WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider())
+        .allow_unauthenticated()
+        .build()
+        .map_err(|e| PkiError::Tls(format!("cannot check client certificates: {e}")))?;
+    let mut config = rustls::ServerConfig::builder_with_provider(provider())
+        .with_safe_default_protocol_versions()
+        .map_err(|e| PkiError::Tls(e.to_string()))?
+        .with_client_cert_verifier(verifier)
+        .with_cert_resolver(cert);
+    config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    Ok(Arc::new(config))
+}
+
+/// The certificate (DER) a client showed on this request's connection,
+/// already checked against the CA; a request extension.
+#[derive(Debug, Clone)]
+pub struct PeerCertificate(pub Arc<[u8]>);
+
+/// Connections open per source address; a slot is given back on drop.
+#[derive(Debug, Default)]
+struct PerSource {
+    open: Mutex<HashMap<IpAddr, usize>>,
+}
+
+struct SourceSlot {
+    table: Arc<PerSource>,
+    ip: IpAddr,
+}
+
+impl PerSource {
+    fn take(self: &Arc<Self>, ip: IpAddr) -> Option<SourceSlot> {
+        let ip = ip.to_canonical();
+        let mut open = self
+            .open
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let count = open.entry(ip).or_insert(0);
+        if *count >= MAX_PER_SOURCE {
+            return None;
+        }
+        *count += 1;
+        Some(SourceSlot {
+            table: Arc::clone(self),
+            ip,
+        })
+    }
+}
+
+impl Drop for SourceSlot {
+    fn drop(&mut self) {
+        let mut open = self
+            .table
+            .open
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if let Some(count) = open.get_mut(&self.ip) {
+            *count -= 1;
+            if *count == 0 {
+                open.remove(&self.ip);
+            }
+        }
+    }
+}
+
+/// Reads the whole request body before the handler runs: within
+/// [`BODY_TIMEOUT`] (else 408) and up to [`MAX_BODY`] (else 413). Either
+/// refusal closes the connection, so a stalled body never holds it.
+async fn bounded_body(request: Request<Body>, next: Next) -> Response {
+    use futures_util::StreamExt as _;
+    let (parts, body) = request.into_parts();
+    let declared = parts
+        .headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if declared.is_some_and(|n| n > MAX_BODY as u64) {
+        return refuse_and_close(StatusCode::PAYLOAD_TOO_LARGE);
+    }
+    let read = async {
+        let mut stream = body.into_data_stream();
+        let mut buf = Vec::new();
+        while let Some(chunk) = stream.next().await {
+            let chunk = chunk.map_err(|_| StatusCode::BAD_REQUEST)?;
+            if buf.len() + chunk.len() > MAX_BODY {
+                return Err(StatusCode::PAYLOAD_TOO_LARGE);
+            }
+            buf.extend_from_slice(&chunk);
+        }
+        Ok(buf)
+    };
+    match tokio::time::timeout(BODY_TIMEOUT, read).await {
+        Err(_) => refuse_and_close(StatusCode::REQUEST_TIMEOUT),
+        Ok(Err(status)) => refuse_and_close(status),
+        Ok(Ok(buf)) => next.run(Request::from_parts(parts, Body::from(buf))).await,
+    }
+}
+
+fn refuse_and_close(status: StatusCode) -> Response {
+    let body = crate::model::control::ApiError {
+        error: match status {
+            StatusCode::PAYLOAD_TOO_LARGE => "body_too_large",
+            StatusCode::REQUEST_TIMEOUT => "body_timeout",
+            _ => "bad_request",
+        }
+        .to_owned(),
+        reason: match status {
+            StatusCode::PAYLOAD_TOO_LARGE => format!("request bodies are at most {MAX_BODY} bytes"),
+            StatusCode::REQUEST_TIMEOUT => format!(
+                "the request body did not arrive within {}s",
+                BODY_TIMEOUT.as_secs()
+            ),
+            _ => "the request body could not be read".to_owned(),
+        },
+    };
+    let mut response = (status, axum::Json(body)).into_response();
+    response
+        .headers_mut()
+        .insert(header::CONNECTION, HeaderValue::from_static("close"));
+    response
+}
+
 /// Serves `app` over TLS on `listener` until `shutdown` resolves; handshakes
 /// run per connection (a slow client never blocks others), connections are
-/// bounded by a semaphore. After `shutdown`, requests in flight get a few
-/// seconds to finish.
+/// bounded in all and per source address, and every stage has a deadline
+/// (see the module's table). After `shutdown`, requests in flight get a
+/// few seconds to finish.
 pub async fn serve_https(
     listener: TcpListener,
     tls: Arc<rustls::ServerConfig>,
     app: axum::Router,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
+    let app = app.layer(axum::middleware::from_fn(bounded_body));
     let acceptor = tokio_rustls::TlsAcceptor::from(tls);
     let limit = Arc::new(Semaphore::new(MAX_CONNECTIONS));
+    let per_source = Arc::new(PerSource::default());
     let stop = CancellationToken::new();
     tokio::pin!(shutdown);
     loop {
@@ -135,11 +311,16 @@ pub async fn serve_https(
                 }
             },
         };
+        let Some(slot) = per_source.take(peer.ip()) else {
+            tracing::debug!(%peer, "connection refused: too many from this address");
+            drop(tcp);
+            continue;
+        };
         let acceptor = acceptor.clone();
-        let service = hyper_util::service::TowerToHyperService::new(app.clone());
+        let app = app.clone();
         let stop = stop.clone();
         tokio::spawn(async move {
-            let _permit = permit;
+            let _held = (permit, slot);
             let _ = tcp.set_nodelay(true);
             let tls = match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await {
                 Ok(Ok(tls)) => tls,
@@ -152,9 +333,21 @@ pub async fn serve_https(
                     return;
                 }
             };
+            let client_cert = tls
+                .get_ref()
+                .1
+                .peer_certificates()
+                .and_then(|certs| certs.first())
+                .map(|c| PeerCertificate(Arc::from(c.as_ref())));
+            let app = match client_cert {
+                Some(cert) => app.layer(axum::Extension(cert)),
+                None => app,
+            };
+            let service = hyper_util::service::TowerToHyperService::new(app);
             let conn = hyper::server::conn::http1::Builder::new()
                 .timer(TokioTimer::new())
                 .header_read_timeout(HEADER_TIMEOUT)
+                .max_buf_size(MAX_BODY)
                 .serve_connection(TokioIo::new(tls), service);
             tokio::pin!(conn);
             let result = tokio::select! {
@@ -209,23 +402,91 @@ pub fn error_chain(e: &reqwest::Error) -> String {
     text
 }
 
-/// THE way to build an HTTP client in fleetctl: the fleet CA as the only
-/// root, no proxy, connect and request timeouts set.
+/// The usual way to build an HTTP client in fleetctl: the fleet CA as the
+/// only root, no proxy, connect and request timeouts set. For agents'
+/// endpoints; the control plane gets [`control_client`].
 pub fn http_client(ca_pem: &str, timeout: Duration) -> Result<reqwest::Client, PkiError> {
     let certs = reqwest::Certificate::from_pem_bundle(ca_pem.as_bytes())
         .map_err(|e| PkiError::Tls(format!("the CA bundle is not valid PEM: {e}")))?;
     if certs.is_empty() {
         return Err(PkiError::Tls("the CA bundle holds no certificate".into()));
     }
-    reqwest::Client::builder()
-        .tls_certs_only(certs)
+    finish(reqwest::Client::builder().tls_certs_only(certs), timeout)
+}
+
+fn finish(builder: reqwest::ClientBuilder, timeout: Duration) -> Result<reqwest::Client, PkiError> {
+    builder
         .no_proxy()
         .https_only(true)
         .connect_timeout(timeout)
         .timeout(timeout)
+        .pool_idle_timeout(CLIENT_POOL_IDLE)
         .user_agent(concat!("fleetctl/", env!("CARGO_PKG_VERSION")))
         .build()
         .map_err(|e| PkiError::Tls(format!("cannot build the HTTPS client: {e}")))
+}
+
+fn with_verifier(
+    verifier: Arc<dyn rustls::client::danger::ServerCertVerifier>,
+    identity: Option<&ClientIdentity>,
+) -> Result<rustls::ClientConfig, PkiError> {
+    let builder = rustls::ClientConfig::builder_with_provider(provider())
+        .with_safe_default_protocol_versions()
+        .map_err(|e| PkiError::Tls(e.to_string()))?
+        .dangerous()
+        .with_custom_certificate_verifier(verifier);
+    let mut config = match identity {
+        Some(id) => builder
+            .with_client_auth_cert(certs_of(&id.cert_pem)?, key_of(&id.key_pem)?)
+            .map_err(|e| PkiError::Tls(format!("the client certificate is not usable: {e}")))?,
+        None => builder.with_no_client_auth(),
+    };
+    config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    Ok(config)
+}
+
+/// A certificate and key a client shows (an agent, to the control plane).
+#[derive(Clone)]
+pub struct ClientIdentity {
+    pub cert_pem: String,
+    pub key_pem: String,
+}
+
+impl std::fmt::Debug for ClientIdentity {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ClientIdentity").finish_non_exhaustive()
+    }
+}
+
+/// A client for the control plane only: the server's certificate must
+/// chain to `ca_pem` *and* be signed by the pinned control plane CA, so a
+/// certificate the CA gave an agent never passes. With `identity`, the
+/// client shows that certificate (agents do, for renewals and heartbeats).
+pub fn control_client(
+    ca_pem: &str,
+    pin: ControlPin,
+    identity: Option<&ClientIdentity>,
+    timeout: Duration,
+) -> Result<reqwest::Client, PkiError> {
+    let verifier = Arc::new(PinnedVerifier::new(ca_pem, pin, &provider())?);
+    let config = with_verifier(verifier, identity)?;
+    finish(
+        reqwest::Client::builder().tls_backend_preconfigured(config),
+        timeout,
+    )
+}
+
+/// A client for agents' endpoints that refuses certificates on `list`
+/// (the console's stats client; the list is replaced as it changes).
+pub fn revocation_checked_client(
+    list: Arc<RevocationList>,
+    timeout: Duration,
+) -> Result<reqwest::Client, PkiError> {
+    let config = with_verifier(Arc::new(RevocationVerifier(list)), None)?;
+    finish(
+        reqwest::Client::builder().tls_backend_preconfigured(config),
+        timeout,
+    )
 }
 
 #[cfg(test)]
