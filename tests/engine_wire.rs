@@ -63,7 +63,11 @@ async fn start_plane() -> Plane {
 /// A `fleetctl agent` on `ip` (port 0), enrolled with a join token for `ip`.
 fn start_agent(plane: &Plane, ip: &str) -> (Proc, SocketAddr, tempfile::TempDir) {
     let dir = tempfile::tempdir().unwrap();
-    let token = plane.control.join_token(ip, None).unwrap().0;
+    let token = plane
+        .control
+        .join_token(&fleetctl::auth::JoinGrant::new(ip), None)
+        .unwrap()
+        .0;
     let token_file = dir.path().join("join.token");
     write_secret(&token_file, &token);
     let config = dir.path().join("agent.toml");

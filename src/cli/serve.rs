@@ -73,6 +73,7 @@ pub fn settings(c: &ControlConfig) -> Settings {
         heartbeat_interval: c.heartbeat_interval,
         lost_after: c.lost_after,
         max_operator_ttl: c.max_operator_ttl,
+        max_connections_per_source: c.max_connections_per_source,
     }
 }
 

@@ -30,6 +30,8 @@ pub struct ControlConfig {
     /// never minted, and refused by the control plane and agents.
     #[serde(with = "duration")]
     pub max_operator_ttl: Duration,
+    /// Most connections from one address at once (below the 4,096 in all).
+    pub max_connections_per_source: usize,
     #[serde(with = "duration")]
     pub heartbeat_interval: Duration,
     #[serde(with = "duration")]
@@ -47,6 +49,7 @@ impl Default for ControlConfig {
             join_ttl: Duration::from_mins(15),
             operator_ttl: Duration::from_hours(1),
             max_operator_ttl: Duration::from_hours(30 * 24),
+            max_connections_per_source: crate::pki::tls::MAX_PER_SOURCE,
             heartbeat_interval: Duration::from_secs(30),
             lost_after: Duration::from_secs(90),
         }
@@ -83,6 +86,14 @@ impl ControlConfig {
             if d.as_secs() == 0 {
                 return Err(format!("control.{name}: must be at least 1s"));
             }
+        }
+        if self.max_connections_per_source == 0
+            || self.max_connections_per_source >= crate::pki::tls::MAX_CONNECTIONS
+        {
+            return Err(format!(
+                "control.max_connections_per_source: must be between 1 and {} (below the cap on all connections)",
+                crate::pki::tls::MAX_CONNECTIONS - 1
+            ));
         }
         if self.operator_ttl > self.max_operator_ttl {
             return Err(format!(

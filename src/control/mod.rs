@@ -55,6 +55,9 @@ pub struct Settings {
     pub lost_after: Duration,
     /// Operator, stats and sd tokens living longer than this are refused.
     pub max_operator_ttl: Duration,
+    /// Most connections from one address at once (agents behind one NAT
+    /// address share it).
+    pub max_connections_per_source: usize,
 }
 
 impl Default for Settings {
@@ -68,6 +71,7 @@ impl Default for Settings {
             heartbeat_interval: Duration::from_secs(30),
             lost_after: Duration::from_secs(90),
             max_operator_ttl: Duration::from_hours(30 * 24),
+            max_connections_per_source: crate::pki::tls::MAX_PER_SOURCE,
         }
     }
 }
@@ -385,7 +389,13 @@ async fn serve(
         pin = %plane.control_pin(),
         "control plane serving"
     );
-    let result = crate::pki::tls::serve_https(listener, tls, api::router(plane), shutdown).await;
+    let limits = crate::pki::tls::Limits {
+        max_per_source: plane.settings.max_connections_per_source,
+        ..crate::pki::tls::Limits::default()
+    };
+    let result =
+        crate::pki::tls::serve_https_with(listener, tls, api::router(plane), limits, shutdown)
+            .await;
     rotation.abort();
     keys.abort();
     Ok(result?)

@@ -7,7 +7,7 @@
 //! | what                                | limit                         |
 //! |-------------------------------------|-------------------------------|
 //! | connections at once                 | 4,096 ([`MAX_CONNECTIONS`])   |
-//! | connections from one address        | 256 ([`MAX_PER_SOURCE`])      |
+//! | connections from one address        | 256 ([`MAX_PER_SOURCE`]; the control plane's is `control.max_connections_per_source`) |
 //! | TLS handshake                       | 10 s                          |
 //! | request headers; idle keep-alive    | 10 s, then the connection ends|
 //! | request body                        | 10 s whole, else 408 and close|
@@ -167,9 +167,27 @@ pub fn server_config_with_client_certs(
 #[derive(Debug, Clone)]
 pub struct PeerCertificate(pub Arc<[u8]>);
 
+/// How many connections a server holds, in all and per source address.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Limits {
+    pub max_connections: usize,
+    /// Below `max_connections`, so one client cannot take every slot.
+    pub max_per_source: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Self {
+            max_connections: MAX_CONNECTIONS,
+            max_per_source: MAX_PER_SOURCE,
+        }
+    }
+}
+
 /// Connections open per source address; a slot is given back on drop.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 struct PerSource {
+    cap: usize,
     open: Mutex<HashMap<IpAddr, usize>>,
 }
 
@@ -186,7 +204,7 @@ impl PerSource {
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
         let count = open.entry(ip).or_insert(0);
-        if *count >= MAX_PER_SOURCE {
+        if *count >= self.cap {
             return None;
         }
         *count += 1;
@@ -270,21 +288,37 @@ fn refuse_and_close(status: StatusCode) -> Response {
     response
 }
 
-/// Serves `app` over TLS on `listener` until `shutdown` resolves; handshakes
-/// run per connection (a slow client never blocks others), connections are
-/// bounded in all and per source address, and every stage has a deadline
-/// (see the module's table). After `shutdown`, requests in flight get a
-/// few seconds to finish.
+/// Serves `app` over TLS on `listener` until `shutdown` resolves, with the
+/// default [`Limits`].
 pub async fn serve_https(
     listener: TcpListener,
     tls: Arc<rustls::ServerConfig>,
     app: axum::Router,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
+    serve_https_with(listener, tls, app, Limits::default(), shutdown).await
+}
+
+/// Serves `app` over TLS on `listener` until `shutdown` resolves; handshakes
+/// run per connection (a slow client never blocks others), connections are
+/// bounded in all and per source address, and every stage has a deadline
+/// (see the module's table). After `shutdown`, requests in flight get a
+/// few seconds to finish.
+pub async fn serve_https_with(
+    listener: TcpListener,
+    tls: Arc<rustls::ServerConfig>,
+    app: axum::Router,
+    limits: Limits,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
     let app = app.layer(axum::middleware::from_fn(bounded_body));
     let acceptor = tokio_rustls::TlsAcceptor::from(tls);
-    let limit = Arc::new(Semaphore::new(MAX_CONNECTIONS));
-    let per_source = Arc::new(PerSource::default());
+    let max = limits.max_connections.max(1);
+    let limit = Arc::new(Semaphore::new(max));
+    let per_source = Arc::new(PerSource {
+        cap: limits.max_per_source.clamp(1, max),
+        open: Mutex::new(HashMap::new()),
+    });
     let stop = CancellationToken::new();
     tokio::pin!(shutdown);
     loop {
@@ -364,7 +398,7 @@ pub async fn serve_https(
     }
     drop(listener);
     stop.cancel();
-    let all = u32::try_from(MAX_CONNECTIONS).unwrap_or(u32::MAX);
+    let all = u32::try_from(max).unwrap_or(u32::MAX);
     if tokio::time::timeout(DRAIN_TIMEOUT, limit.acquire_many(all))
         .await
         .is_err()

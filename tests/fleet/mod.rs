@@ -225,21 +225,31 @@ impl Control {
         String::from_utf8(out.stdout).unwrap()
     }
 
+    /// A join token vouching for `host` alone.
     pub fn join_token(&self, host: &str) -> String {
         self.cli(&["token", "join", host]).trim().to_owned()
+    }
+
+    /// A join token bound to `ip`, vouching for `ip` (where the console
+    /// reads the agent) and `host`, as deploy mints them.
+    pub fn join_for(&self, ip: &str, host: &str) -> String {
+        self.cli(&["token", "join", ip, "--name", host])
+            .trim()
+            .to_owned()
     }
 
     pub fn operator_token(&self) -> String {
         self.cli(&["token", "operator"]).trim().to_owned()
     }
 
+    /// A fleet-wide stats token (what Prometheus scrapes with).
+    pub fn stats_token(&self) -> String {
+        self.cli(&["token", "stats"]).trim().to_owned()
+    }
+
+    /// A client reading every agent's stats with a fleet-wide stats token.
     pub fn stats_client(&self) -> StatsClient {
-        StatsClient::new(
-            &self.ca_pem(),
-            &self.operator_token(),
-            Duration::from_secs(5),
-        )
-        .unwrap()
+        StatsClient::new(&self.ca_pem(), &self.stats_token(), Duration::from_secs(5)).unwrap()
     }
 }
 
@@ -253,16 +263,12 @@ pub struct Agent {
 
 impl Agent {
     /// Enrolled agents `node{i}.test` on `127.5.0.{i}`, one per `i`, each
-    /// with a join token for its name.
+    /// with a join token for its address and name.
     pub fn enrolled(control: &Control, ids: std::ops::Range<u8>) -> Vec<Self> {
         ids.map(|i| {
             let host = format!("node{i}.test");
-            Self::start(
-                control,
-                &format!("127.5.0.{i}"),
-                &host,
-                Some(&control.join_token(&host)),
-            )
+            let ip = format!("127.5.0.{i}");
+            Self::start(control, &ip, &host, Some(&control.join_for(&ip, &host)))
         })
         .collect()
     }
