@@ -5,7 +5,7 @@
 //! else. One client serves every agent (connections are pooled per agent),
 //! so the engine can poll thousands of them.
 
-use std::sync::Arc;
+use std::sync::{Arc, RwLock};
 
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -39,7 +39,8 @@ pub enum PollError {
 /// Polls agents' stats.
 #[derive(Clone)]
 pub struct StatsClient {
-    http: reqwest::Client,
+    http: Arc<RwLock<(u64, reqwest::Client)>>,
+    revocations: Option<Arc<pki::RevocationList>>,
     token: String,
     timeout: Duration,
 }
@@ -58,7 +59,8 @@ impl StatsClient {
     /// request `timeout`, connect included.
     pub fn new(ca_pem: &str, stats_token: &str, timeout: Duration) -> Result<Self, pki::PkiError> {
         Ok(Self {
-            http: pki::tls::http_client(ca_pem, timeout)?,
+            http: Arc::new(RwLock::new((0, pki::tls::http_client(ca_pem, timeout)?))),
+            revocations: None,
             token: stats_token.trim().to_owned(),
             timeout,
         })
@@ -66,16 +68,53 @@ impl StatsClient {
 
     /// A client trusting the fleet CA of `revocations` and refusing the
     /// certificates on its list, with no token of its own: each read
-    /// names its token ([`Self::fetch_with`]).
+    /// names its token ([`Self::fetch_with`]). When the list revokes
+    /// more, the connections it holds are dropped, so the next read of
+    /// every agent shows its certificate again.
     pub fn with_revocations(
         revocations: Arc<pki::RevocationList>,
         timeout: Duration,
     ) -> Result<Self, pki::PkiError> {
+        let generation = revocations.generation();
+        let http = pki::tls::revocation_checked_client(Arc::clone(&revocations), timeout)?;
         Ok(Self {
-            http: pki::tls::revocation_checked_client(revocations, timeout)?,
+            http: Arc::new(RwLock::new((generation, http))),
+            revocations: Some(revocations),
             token: String::new(),
             timeout,
         })
+    }
+
+    /// The HTTP client, a fresh one (no pooled connections) when the
+    /// revocation list changed since the last was made.
+    fn http(&self) -> reqwest::Client {
+        let current = self
+            .http
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone();
+        let Some(list) = &self.revocations else {
+            return current.1;
+        };
+        let generation = list.generation();
+        if current.0 == generation {
+            return current.1;
+        }
+        match pki::tls::revocation_checked_client(Arc::clone(list), self.timeout) {
+            Ok(fresh) => {
+                *self
+                    .http
+                    .write()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner) =
+                    (generation, fresh.clone());
+                fresh
+            }
+            Err(e) => {
+                // Cannot happen with a list that built one before; keep going.
+                tracing::warn!("cannot renew the stats client: {e}");
+                current.1
+            }
+        }
     }
 
     /// `GET https://ADDR/v1/stats` with this client's token. The agent's
@@ -88,7 +127,7 @@ impl StatsClient {
     pub async fn fetch_with(&self, addr: SocketAddr, token: &str) -> Result<AgentStats, PollError> {
         let url = format!("https://{addr}/v1/stats");
         let resp = self
-            .http
+            .http()
             .get(&url)
             .bearer_auth(token)
             .timeout(self.timeout)

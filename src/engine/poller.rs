@@ -310,6 +310,7 @@ impl Poller {
         let Some(client) = self.control_client() else {
             return Err("no operator token".into());
         };
+        refresh_revocations(&client, &self.revocations).await;
         client.agents().await.map_err(|e| e.to_string())
     }
 

@@ -7,7 +7,9 @@
 //!   CA's revocation list, which the console refreshes from the control
 //!   plane while it polls agents.
 
-use std::sync::{Arc, RwLock};
+use std::collections::BTreeSet;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, RwLock};
 
 use rustls::client::WebPkiServerVerifier;
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
@@ -18,11 +20,18 @@ use rustls_pki_types::{CertificateDer, CertificateRevocationListDer, ServerName,
 use super::{ControlPin, PkiError};
 
 /// A server that chained to the fleet CA but is not the control plane.
-#[derive(Debug, thiserror::Error)]
+#[derive(thiserror::Error)]
 #[error(
     "the server is not this fleet's control plane: its certificate was not issued by the pinned control plane CA ({0})"
 )]
 struct NotTheControlPlane(ControlPin);
+
+// rustls shows this error with `{:?}`: make that the sentence too.
+impl std::fmt::Debug for NotTheControlPlane {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        std::fmt::Display::fmt(self, f)
+    }
+}
 
 fn roots_of(pem: &str) -> Result<Arc<RootCertStore>, PkiError> {
     use rustls_pki_types::pem::PemObject as _;
@@ -136,13 +145,17 @@ impl ServerCertVerifier for PinnedVerifier {
 }
 
 /// The fleet CA and its latest revocation list: a server verifier whose
-/// list can be replaced while clients use it (no new client, no lost
-/// connection pool).
+/// list can be replaced while clients use it. A list that revokes more
+/// bumps [`Self::generation`]: clients then drop their pooled
+/// connections, which were checked before (TLS checks a certificate once,
+/// at the handshake).
 #[derive(Debug)]
 pub struct RevocationList {
     roots: Arc<RootCertStore>,
     provider: Arc<CryptoProvider>,
     current: RwLock<Arc<WebPkiServerVerifier>>,
+    serials: Mutex<BTreeSet<Vec<u8>>>,
+    generation: AtomicU64,
 }
 
 impl RevocationList {
@@ -155,12 +168,23 @@ impl RevocationList {
             roots,
             provider,
             current,
+            serials: Mutex::new(BTreeSet::new()),
+            generation: AtomicU64::new(0),
         }))
     }
 
     /// Checks certificates against `crl_der` from now on. A list that does
-    /// not parse is refused and the previous one kept.
-    pub fn replace(&self, crl_der: Vec<u8>) -> Result<(), PkiError> {
+    /// not parse is refused and the previous one kept. Returns whether it
+    /// names other certificates than the last one.
+    pub fn replace(&self, crl_der: Vec<u8>) -> Result<bool, PkiError> {
+        use x509_parser::prelude::FromDer as _;
+        let serials: BTreeSet<Vec<u8>> =
+            x509_parser::revocation_list::CertificateRevocationList::from_der(&crl_der)
+                .map_err(|e| PkiError::Tls(format!("the revocation list does not parse: {e}")))?
+                .1
+                .iter_revoked_certificates()
+                .map(|r| r.raw_serial().to_vec())
+                .collect();
         let verifier = webpki(
             Arc::clone(&self.roots),
             &self.provider,
@@ -170,7 +194,22 @@ impl RevocationList {
             .current
             .write()
             .unwrap_or_else(std::sync::PoisonError::into_inner) = verifier;
-        Ok(())
+        let mut known = self
+            .serials
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let changed = *known != serials;
+        if changed {
+            *known = serials;
+            self.generation.fetch_add(1, Ordering::SeqCst);
+        }
+        Ok(changed)
+    }
+
+    /// Goes up each time the list changes.
+    #[must_use]
+    pub fn generation(&self) -> u64 {
+        self.generation.load(Ordering::SeqCst)
     }
 
     fn get(&self) -> Arc<WebPkiServerVerifier> {
