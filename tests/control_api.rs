@@ -241,14 +241,19 @@ async fn each_token_kind_only_where_it_belongs() {
     let operator = cp.operator();
     let join = cp.join("web1");
     let issuer = cp.plane.issuer();
-    let (stats, _) = issuer
+    let (stats_token, _) = issuer
         .issue(Audience::Stats, "prometheus", Duration::from_mins(5))
         .unwrap();
     let (sd, _) = issuer
         .issue(Audience::Sd, "prometheus", Duration::from_mins(5))
         .unwrap();
 
-    for token in [operator.as_str(), join.as_str(), stats.as_str(), sd.as_str()] {
+    for token in [
+        operator.as_str(),
+        join.as_str(),
+        stats_token.as_str(),
+        sd.as_str(),
+    ] {
         assert_refused(
             cp.post_with(&agent.client, "/v1/heartbeat", Some(token), &beat())
                 .await,
@@ -256,7 +261,7 @@ async fn each_token_kind_only_where_it_belongs() {
             "wrong_audience",
         );
     }
-    for token in [&reg.identity_token, &join, &stats, &sd] {
+    for token in [&reg.identity_token, &join, &stats_token, &sd] {
         assert_refused(
             cp.get("/v1/agents", Some(token)).await,
             StatusCode::FORBIDDEN,
@@ -267,7 +272,7 @@ async fn each_token_kind_only_where_it_belongs() {
     for token in [&sd, &operator] {
         assert_eq!(cp.get("/v1/sd", Some(token)).await.0, StatusCode::OK);
     }
-    for token in [&stats, &reg.identity_token, &join] {
+    for token in [&stats_token, &reg.identity_token, &join] {
         assert_refused(
             cp.get("/v1/sd", Some(token)).await,
             StatusCode::FORBIDDEN,
@@ -280,36 +285,6 @@ async fn each_token_kind_only_where_it_belongs() {
         cp.post("/v1/register", None, &req).await,
         StatusCode::FORBIDDEN,
         "wrong_audience",
-    );
-
-    // Tokens from another data dir's key.
-    let other = tempfile::tempdir().unwrap();
-    let foreign = TokenIssuer::load_or_create(other.path()).unwrap();
-    let (op, _) = foreign
-        .issue(Audience::Operator, "x", Duration::from_mins(1))
-        .unwrap();
-    assert_refused(
-        cp.get("/v1/agents", Some(&op)).await,
-        StatusCode::UNAUTHORIZED,
-        "unknown_key",
-    );
-    let (id, _) = foreign
-        .issue(Audience::Agent, &reg.agent_id, Duration::from_mins(1))
-        .unwrap();
-    assert_refused(
-        cp.post_with(&agent.client, "/v1/heartbeat", Some(&id), &beat())
-            .await,
-        StatusCode::UNAUTHORIZED,
-        "unknown_key",
-    );
-    let (fj, _) = foreign
-        .issue_join(&JoinGrant::new("web1"), Duration::from_mins(1))
-        .unwrap();
-    let (req, _) = register_request(&fj, "web1", &[]);
-    assert_refused(
-        cp.post("/v1/register", None, &req).await,
-        StatusCode::UNAUTHORIZED,
-        "unknown_key",
     );
 
     // Missing and malformed.
@@ -365,6 +340,45 @@ async fn each_token_kind_only_where_it_belongs() {
 }
 
 #[tokio::test]
+async fn tokens_signed_by_another_key_are_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let cp = Running::start(dir.path(), "127.4.1.12", Settings::default()).await;
+    let agent = cp.register(&cp.join("web1"), "web1", &[]).await;
+    let reg = &agent.reg;
+    // Tokens from another data dir's key.
+    let other = tempfile::tempdir().unwrap();
+    let foreign = TokenIssuer::load_or_create(other.path()).unwrap();
+    let (op, _) = foreign
+        .issue(Audience::Operator, "x", Duration::from_mins(1))
+        .unwrap();
+    assert_refused(
+        cp.get("/v1/agents", Some(&op)).await,
+        StatusCode::UNAUTHORIZED,
+        "unknown_key",
+    );
+    let (id, _) = foreign
+        .issue(Audience::Agent, &reg.agent_id, Duration::from_mins(1))
+        .unwrap();
+    assert_refused(
+        cp.post_with(&agent.client, "/v1/heartbeat", Some(&id), &beat())
+            .await,
+        StatusCode::UNAUTHORIZED,
+        "unknown_key",
+    );
+    let (fj, _) = foreign
+        .issue_join(&JoinGrant::new("web1"), Duration::from_mins(1))
+        .unwrap();
+    let (req, _) = register_request(&fj, "web1", &[]);
+    assert_refused(
+        cp.post("/v1/register", None, &req).await,
+        StatusCode::UNAUTHORIZED,
+        "unknown_key",
+    );
+
+    cp.stop().await;
+}
+
+#[tokio::test]
 async fn an_identity_token_works_only_with_the_agents_own_certificate() {
     let dir = tempfile::tempdir().unwrap();
     let cp = Running::start(dir.path(), "127.4.1.10", Settings::default()).await;
@@ -386,7 +400,8 @@ async fn an_identity_token_works_only_with_the_agents_own_certificate() {
         );
         // Another agent's certificate will not do either.
         assert_refused(
-            cp.post_with(&web2.client, path, Some(identity), &body).await,
+            cp.post_with(&web2.client, path, Some(identity), &body)
+                .await,
             StatusCode::UNAUTHORIZED,
             "certificate_required",
         );
@@ -403,10 +418,18 @@ async fn a_host_registering_again_replaces_its_record_with_a_new_id() {
     let dir = tempfile::tempdir().unwrap();
     let cp = Running::start(dir.path(), "127.4.1.5", Settings::default()).await;
     let first = cp
-        .register(&cp.join_vouching("web1", &["127.4.1.50"]), "web1", &["127.4.1.50"])
+        .register(
+            &cp.join_vouching("web1", &["127.4.1.50"]),
+            "web1",
+            &["127.4.1.50"],
+        )
         .await;
     let second = cp
-        .register(&cp.join_vouching("web1", &["127.4.1.51"]), "web1", &["127.4.1.51"])
+        .register(
+            &cp.join_vouching("web1", &["127.4.1.51"]),
+            "web1",
+            &["127.4.1.51"],
+        )
         .await;
     assert_ne!(first.reg.agent_id, second.reg.agent_id);
     let listed = agents(&cp).await;
@@ -459,7 +482,11 @@ async fn service_discovery_lists_live_agents_for_prometheus() {
         .await;
     let b = cp.register(&cp.join("::1"), "web2", &["::1"]).await;
     let c = cp
-        .register(&cp.join_vouching("127.4.1.72", &["web3"]), "web3", &["127.4.1.72"])
+        .register(
+            &cp.join_vouching("127.4.1.72", &["web3"]),
+            "web3",
+            &["127.4.1.72"],
+        )
         .await;
     let path = format!("/v1/agents/{}/revoke", c.reg.agent_id);
     assert_eq!(
@@ -512,14 +539,20 @@ async fn the_crl_names_a_revoked_agents_certificates() {
         let (_, list) =
             x509_parser::revocation_list::CertificateRevocationList::from_der(&der).unwrap();
         let (_, ca) = x509_parser::pem::parse_x509_pem(cp.plane.ca_pem().as_bytes()).unwrap();
-        assert!(list.verify_signature(ca.parse_x509().unwrap().public_key()).is_ok());
+        assert!(
+            list.verify_signature(ca.parse_x509().unwrap().public_key())
+                .is_ok()
+        );
         list.iter_revoked_certificates()
             .map(|r| r.raw_serial().to_vec())
             .collect::<Vec<_>>()
     };
     assert!(crl().await.is_empty(), "open, and empty at first");
     let path = format!("/v1/agents/{}/revoke", web1.reg.agent_id);
-    assert_eq!(cp.post(&path, Some(&cp.operator()), &()).await.0, StatusCode::OK);
+    assert_eq!(
+        cp.post(&path, Some(&cp.operator()), &()).await.0,
+        StatusCode::OK
+    );
     assert_eq!(crl().await, [serial_of(&web1.reg.certificate_pem)]);
     cp.stop().await;
 }

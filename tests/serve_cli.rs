@@ -15,12 +15,12 @@ use std::time::Duration;
 use common::{Env, stderr, stdout};
 use control_support::{assert_refused, register_request};
 use fleetctl::auth::{Audience, TokenIssuer};
-use fleetctl::pki::tls::ClientIdentity;
 use fleetctl::model::RegistrationState;
 use fleetctl::model::control::{
     AgentRecord, HeartbeatRequest, RegisterRequest, RegisterResponse, RenewRequest, RenewResponse,
     SdTargetGroup,
 };
+use fleetctl::pki::tls::ClientIdentity;
 use reqwest::StatusCode;
 
 /// A running `fleetctl serve` with RUST_LOG=debug, its stderr collected.
@@ -320,7 +320,18 @@ fn token_commands_need_the_keys_and_good_input() {
     let ca = fleetctl::pki::FleetCa::load_or_create(&control).unwrap();
     let issuer = TokenIssuer::load_or_create(&control).unwrap();
     let verifier = issuer.verifier();
-    let join = cli(&env, &["token", "join", "web1", "--ttl", "2m", "--name", "127.4.2.21"]);
+    let join = cli(
+        &env,
+        &[
+            "token",
+            "join",
+            "web1",
+            "--ttl",
+            "2m",
+            "--name",
+            "127.4.2.21",
+        ],
+    );
     let claims = verifier.verify(join.trim(), Audience::Join).unwrap();
     assert_eq!(
         (claims.host.as_deref(), claims.exp - claims.iat),
@@ -341,7 +352,10 @@ fn token_commands_need_the_keys_and_good_input() {
     let stats = cli(&env, &["token", "stats", "--ttl", "30d"]);
     let stats_claims = verifier.verify(stats.trim(), Audience::Stats).unwrap();
     assert_eq!(
-        (stats_claims.sub.as_str(), stats_claims.exp - stats_claims.iat),
+        (
+            stats_claims.sub.as_str(),
+            stats_claims.exp - stats_claims.iat
+        ),
         ("prometheus", 30 * 86_400)
     );
     let sd = cli(&env, &["token", "sd"]);
@@ -368,6 +382,7 @@ fn token_commands_need_the_keys_and_good_input() {
         &["token", "join", "two words"][..],
         &["token", "join", "web1", "--name", "not a name"],
         &["token", "join", "web1", "--ttl", "0s"],
+        &["token", "join", "web1", "--ttl", "25h"],
         &["token", "operator", "--ttl", "soon"],
         &["token", "revoke", "zz"],
         &["token", "revoke", "00000000"],

@@ -123,7 +123,10 @@ impl AgentConfig {
         }
         let control_pin = match &file.control_pin {
             None => None,
-            Some(text) => Some(text.parse().map_err(|e| invalid(format!("control_pin: {e}")))?),
+            Some(text) => Some(
+                text.parse()
+                    .map_err(|e| invalid(format!("control_pin: {e}")))?,
+            ),
         };
         Ok(Self {
             control_pin,
@@ -190,10 +193,12 @@ mod tests {
 
     #[test]
     fn every_key_parses() {
+        let pin = crate::pki::ControlPin::of_spki_der(b"key");
         let text = format!(
-            "{MINIMAL}listen = \"127.5.0.10\"\nhostname = \"web1\"\nadvertise = [\"10.0.0.5\"]\nsample_interval = \"500ms\"\n"
+            "{MINIMAL}listen = \"127.5.0.10\"\nhostname = \"web1\"\nadvertise = [\"10.0.0.5\"]\nsample_interval = \"500ms\"\ncontrol_pin = \"{pin}\"\n"
         );
         let c = AgentConfig::parse(&text, Path::new("a.toml")).unwrap();
+        assert_eq!(c.control_pin, Some(pin));
         assert_eq!(c.listen, "127.5.0.10:9701".parse().unwrap());
         assert_eq!(c.hostname.as_deref(), Some("web1"));
         assert_eq!(c.advertise, ["10.0.0.5"]);

@@ -131,7 +131,9 @@ impl Supervisor {
                         controller,
                     });
                 }
-                Err(e) => tracing::warn!("cannot resume the saved registration, enrolling again: {e}"),
+                Err(e) => {
+                    tracing::warn!("cannot resume the saved registration, enrolling again: {e}");
+                }
             }
         }
         let (published, published_rx) = watch::channel(Arc::new(Published {
@@ -224,14 +226,20 @@ impl Supervisor {
         match StatsTrust::from_update(update, &creds.state.agent_id) {
             Ok(trust) => {
                 let kids: Vec<&str> = trust.verifier.kids();
-                tracing::debug!(?kids, revoked = trust.revoked.len(), "token keys and revocations updated");
+                tracing::debug!(
+                    ?kids,
+                    revoked = trust.revoked.len(),
+                    "token keys and revocations updated"
+                );
                 self.trust = Some(Arc::new(trust));
                 creds.state.trust = update.clone();
                 if let Err(e) = self.store.save_state(&creds.state) {
                     tracing::error!("{e}");
                 }
             }
-            Err(e) => tracing::warn!("the control plane sent unusable token keys, keeping the old ones: {e}"),
+            Err(e) => tracing::warn!(
+                "the control plane sent unusable token keys, keeping the old ones: {e}"
+            ),
         }
     }
 
@@ -298,6 +306,18 @@ impl Supervisor {
             }
         };
         self.remove_join_token();
+        self.take_registration(resp, key, pin);
+        true
+    }
+
+    /// Takes in a registration: certificate into the TLS server, the
+    /// control plane's client showing it, credentials to disk.
+    fn take_registration(
+        &mut self,
+        resp: crate::model::control::RegisterResponse,
+        key: pki::KeyAndCsr,
+        pin: ControlPin,
+    ) {
         let trust = match StatsTrust::from_update(&resp.trust, &resp.agent_id) {
             Ok(v) => v,
             Err(e) => {
@@ -305,25 +325,24 @@ impl Supervisor {
                     Failure::Transient,
                     format!("the control plane sent unusable token keys: {e}"),
                 );
-                return true;
+                return;
             }
         };
         let identity = ClientIdentity {
             cert_pem: resp.certificate_pem.clone(),
             key_pem: key.key_pem.clone(),
         };
-        let controller = match Controller::new(
-            &self.target.url,
-            &self.target.ca_pem,
-            pin,
-            Some(&identity),
-        ) {
-            Ok(c) => c,
-            Err(e) => {
-                self.fail(Failure::Transient, format!("cannot use the new certificate: {e}"));
-                return true;
-            }
-        };
+        let controller =
+            match Controller::new(&self.target.url, &self.target.ca_pem, pin, Some(&identity)) {
+                Ok(c) => c,
+                Err(e) => {
+                    self.fail(
+                        Failure::Transient,
+                        format!("cannot use the new certificate: {e}"),
+                    );
+                    return;
+                }
+            };
         let now = now_ms();
         let state = SavedState {
             agent_id: resp.agent_id.clone(),
@@ -345,7 +364,7 @@ impl Supervisor {
         };
         if let Err(e) = self.install_cert(&saved.cert_pem, &saved.key_pem) {
             self.fail(Failure::Transient, e);
-            return true;
+            return;
         }
         if let Err(e) = self.store.save(&saved, &resp.ca_pem) {
             tracing::error!("{e}");
@@ -365,7 +384,6 @@ impl Supervisor {
         });
         self.trust = Some(Arc::new(trust));
         self.apply(outcome);
-        true
     }
 
     fn join_refused(&mut self, token: &str, e: &CallError) {
@@ -432,8 +450,9 @@ impl Supervisor {
                 .control_pin
                 .as_deref()
                 .and_then(|p| p.parse::<ControlPin>().ok())
-                .map(|pin| Controller::new(&self.target.url, &self.target.ca_pem, pin, Some(&identity)))
-            {
+                .map(|pin| {
+                    Controller::new(&self.target.url, &self.target.ca_pem, pin, Some(&identity))
+                }) {
                 Some(Ok(c)) => controller = c,
                 Some(Err(e)) => tracing::warn!("cannot show the new certificate yet: {e}"),
                 None => tracing::warn!("no control plane pin saved; showing the old certificate"),
@@ -480,7 +499,11 @@ impl Supervisor {
             agent_version: env!("CARGO_PKG_VERSION").to_owned(),
             agent_uptime_secs: self.started.elapsed().as_secs(),
         };
-        match creds.controller.heartbeat(&creds.identity_token, &req).await {
+        match creds
+            .controller
+            .heartbeat(&creds.identity_token, &req)
+            .await
+        {
             Ok(resp) => {
                 tracing::debug!(state = %resp.state, "heartbeat accepted");
                 self.learn(&resp.trust);

@@ -310,7 +310,11 @@ impl TokenIssuer {
         max_token_life: Duration,
         drop_old: bool,
     ) -> Result<Rotation, AuthError> {
-        let publish_for = if drop_old { Duration::ZERO } else { publish_for };
+        let publish_for = if drop_old {
+            Duration::ZERO
+        } else {
+            publish_for
+        };
         Self::promote_if_due(dir)?;
         let issuer = Self::load(dir)?;
         let now = unix_now();
@@ -366,7 +370,12 @@ impl TokenIssuer {
             path: target.clone(),
             source,
         })?;
-        tracing::info!(new = new.kid, old = old.kid, signs_from, "token signing key rotated");
+        tracing::info!(
+            new = new.kid,
+            old = old.kid,
+            signs_from,
+            "token signing key rotated"
+        );
         Ok(Rotation {
             new_kid: new.kid,
             signs_from,

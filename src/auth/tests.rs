@@ -37,7 +37,10 @@ fn issued_tokens_name_their_key_and_verify_with_the_public_set_alone() {
     );
     assert_eq!(got.exp - got.iat, 60);
     assert_eq!(
-        unverified_join_claims(&token).unwrap().control_pin.as_deref(),
+        unverified_join_claims(&token)
+            .unwrap()
+            .control_pin
+            .as_deref(),
         Some("sha256/abc")
     );
     let (other, other_claims) = issuer.issue_join(&grant, MIN).unwrap();
@@ -250,7 +253,10 @@ fn a_rotation_publishes_first_signs_later_and_keeps_old_tokens_valid() {
         Some(rotation.new_kid.clone())
     );
     assert!(!dir.path().join("token.next.key").exists());
-    assert_ne!(std::fs::read(dir.path().join("token.key")).unwrap(), old_private);
+    assert_ne!(
+        std::fs::read(dir.path().join("token.key")).unwrap(),
+        old_private
+    );
     let after = TokenIssuer::load(dir.path()).unwrap();
     assert_eq!(after.signing_kid(), rotation.new_kid);
     assert!(after.verifier().verify(&old_token, Audience::Agent).is_ok());
@@ -278,7 +284,8 @@ fn retired_keys_leave_the_set_once_their_tokens_have_expired() {
     let (dir, first) = issuer();
     let first_kid = first.signing_kid().to_owned();
     TokenIssuer::rotate(dir.path(), Duration::ZERO, Duration::from_secs(1), false).unwrap();
-    let kids = |i: &TokenIssuer| -> Vec<String> { i.key_set().iter().map(|k| k.kid.clone()).collect() };
+    let kids =
+        |i: &TokenIssuer| -> Vec<String> { i.key_set().iter().map(|k| k.kid.clone()).collect() };
     assert!(kids(&TokenIssuer::load(dir.path()).unwrap()).contains(&first_kid));
     std::thread::sleep(Duration::from_millis(2100));
     assert!(!kids(&TokenIssuer::load(dir.path()).unwrap()).contains(&first_kid));

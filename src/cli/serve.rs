@@ -95,10 +95,11 @@ pub async fn run(args: ServeArgs, ctx: &Context) -> anyhow::Result<ExitCode> {
     let started =
         control::start(listener, plane, stop_signal()).context("cannot start the control plane")?;
     eprintln!(
-        "fleetctl serve: listening on https://{} (agents use {}; CA {})",
+        "fleetctl serve: listening on https://{} (agents use {}; CA {}; pin {})",
         started.local_addr,
         started.url,
-        dir.join("ca.pem").display()
+        dir.join("ca.pem").display(),
+        started.control_pin
     );
     started
         .task

@@ -19,6 +19,9 @@ use crate::pki::ControlPin;
 use crate::store::now_unix;
 use crate::store::registry::Registry;
 
+/// The longest a join token may live, as the API's cap.
+const MAX_JOIN_TTL: Duration = Duration::from_hours(24);
+
 #[derive(Debug, Subcommand)]
 pub enum TokenCommand {
     /// A one-use join token for HOST: the agent there must register with
@@ -31,7 +34,7 @@ pub enum TokenCommand {
         /// the console reads the agent at the first address.
         #[arg(long = "name", value_name = "NAME")]
         names: Vec<String>,
-        /// Lifetime [default: control.join_ttl, 15m].
+        /// Lifetime [default: control.join_ttl, 15m; at most 24h].
         #[arg(long, value_parser = parse_duration)]
         ttl: Option<Duration>,
     },
@@ -151,6 +154,13 @@ pub fn run(cmd: &TokenCommand, ctx: &Context) -> anyhow::Result<ExitCode> {
                 check_name(name)?;
             }
             let ttl = positive(ttl.unwrap_or(control.join_ttl))?;
+            if ttl > MAX_JOIN_TTL {
+                return Err(BadInput::wrap(anyhow::anyhow!(
+                    "--ttl {}s is longer than a join token may live ({}s, 24 hours)",
+                    ttl.as_secs(),
+                    MAX_JOIN_TTL.as_secs()
+                )));
+            }
             let issuer = local_issuer(&dir)?;
             let grant = JoinGrant {
                 host: host.clone(),
@@ -251,7 +261,11 @@ fn list(ctx: &Context, all: bool, output: ListFormat) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn write_table(out: &mut impl std::io::Write, tokens: &[TokenRecord], now: i64) -> std::io::Result<()> {
+fn write_table(
+    out: &mut impl std::io::Write,
+    tokens: &[TokenRecord],
+    now: i64,
+) -> std::io::Result<()> {
     let header = ["ID", "KIND", "NAME", "ISSUED", "EXPIRES", "STATE"];
     let rows: Vec<[String; 6]> = tokens
         .iter()

@@ -190,7 +190,10 @@ fn vouched_names(plane: &ControlPlane, claims: &crate::auth::Claims) -> Vec<Stri
     vouched.retain(|name| {
         let own = plane.is_own_name(name);
         if own {
-            tracing::warn!(name, "a join token vouches for a name of the control plane itself; left out");
+            tracing::warn!(
+                name,
+                "a join token vouches for a name of the control plane itself; left out"
+            );
         }
         !own && check_name(name, "name").is_ok()
     });
@@ -202,15 +205,15 @@ fn signing_failed(e: &crate::pki::PkiError) -> ApiFailure {
     ApiFailure::new(StatusCode::BAD_REQUEST, "bad_csr", e.to_string())
 }
 
-async fn register(
-    State(plane): State<Arc<ControlPlane>>,
-    request: Result<Json<RegisterRequest>, JsonRejection>,
-) -> Reply<RegisterResponse> {
-    let request = body(request)?;
-    let claims = plane
-        .verifier()
-        .verify(&request.join_token, Audience::Join)
-        .map_err(ApiFailure::token)?;
+/// Whether a registration may go ahead, before anything is used up: the
+/// request is well formed and names the host the join token is bound to,
+/// and the token vouches for something an agent may have. Returns what the
+/// certificate will name.
+fn admit(
+    plane: &ControlPlane,
+    request: &RegisterRequest,
+    claims: &crate::auth::Claims,
+) -> Result<Vec<String>, ApiFailure> {
     check_name(&request.hostname, "hostname")?;
     if request.addresses.len() > MAX_ADDRESSES {
         return Err(ApiFailure::bad_request(format!(
@@ -242,7 +245,7 @@ async fn register(
             ),
         ));
     }
-    let vouched = vouched_names(&plane, &claims);
+    let vouched = vouched_names(plane, claims);
     if vouched.is_empty() {
         return Err(ApiFailure::new(
             StatusCode::FORBIDDEN,
@@ -255,10 +258,27 @@ async fn register(
         .filter(|n| !vouched.iter().any(|v| same_name(v, n)))
         .collect();
     if !unvouched.is_empty() {
-        tracing::info!(?unvouched, "the agent asked for names its join token does not vouch for; its certificate leaves them out");
+        tracing::info!(
+            ?unvouched,
+            "the agent asked for names its join token does not vouch for; its certificate leaves them out"
+        );
     }
     // Checked before the token is used up, signed only after.
     FleetCa::check_csr(&request.csr_pem).map_err(|e| signing_failed(&e))?;
+    Ok(vouched)
+}
+
+async fn register(
+    State(plane): State<Arc<ControlPlane>>,
+    request: Result<Json<RegisterRequest>, JsonRejection>,
+) -> Reply<RegisterResponse> {
+    let request = body(request)?;
+    let claims = plane
+        .verifier()
+        .verify(&request.join_token, Audience::Join)
+        .map_err(ApiFailure::token)?;
+    let vouched = admit(&plane, &request, &claims)?;
+    let bound = claims.host.clone().unwrap_or_default();
 
     let agent_id = format!("ag-{:016x}", rand::random::<u64>());
     let settings = plane.settings.clone();
@@ -359,7 +379,9 @@ async fn renew(
                 serial: c.serial.clone(),
                 not_after: c.not_after,
             });
-            if let Err(refusal) = reg.renew(&id, serial.as_deref(), identity.exp, row.as_ref(), now)? {
+            if let Err(refusal) =
+                reg.renew(&id, serial.as_deref(), identity.exp, row.as_ref(), now)?
+            {
                 return Ok(Err(refusal));
             }
             Ok(Ok(Ok((cert, plane.trust_update(reg)?))))

@@ -113,10 +113,15 @@ impl ControlClient {
     /// The fleet CA's revocation list (DER).
     pub async fn crl(&self) -> Result<Vec<u8>, ClientError> {
         let url = format!("{}/v1/crl", self.url);
-        let response = self.http.get(&url).send().await.map_err(|e| ClientError::Unreachable {
-            url: self.url.clone(),
-            reason: crate::pki::tls::error_chain(&e),
-        })?;
+        let response = self
+            .http
+            .get(&url)
+            .send()
+            .await
+            .map_err(|e| ClientError::Unreachable {
+                url: self.url.clone(),
+                reason: crate::pki::tls::error_chain(&e),
+            })?;
         let status = response.status();
         let bytes = response
             .bytes()

@@ -202,8 +202,17 @@ impl ControlPlane {
             return Ok(false);
         }
         let keys = load_keys(&self.dir)?;
-        let kids: Vec<String> = keys.issuer.key_set().iter().map(|k| k.kid.clone()).collect();
-        tracing::info!(signing = keys.issuer.signing_kid(), ?kids, "token keys reloaded");
+        let kids: Vec<String> = keys
+            .issuer
+            .key_set()
+            .iter()
+            .map(|k| k.kid.clone())
+            .collect();
+        tracing::info!(
+            signing = keys.issuer.signing_kid(),
+            ?kids,
+            "token keys reloaded"
+        );
         *self
             .keys
             .write()
@@ -309,7 +318,9 @@ async fn watch_keys(plane: Arc<ControlPlane>) {
         let p = Arc::clone(&plane);
         match tokio::task::spawn_blocking(move || p.refresh_keys()).await {
             Ok(Ok(_)) => {}
-            Ok(Err(e)) => tracing::error!(error = %e, "cannot reload the token keys; still using the old ones"),
+            Ok(Err(e)) => {
+                tracing::error!(error = %e, "cannot reload the token keys; still using the old ones");
+            }
             Err(e) => tracing::error!(error = %e, "the token key check failed"),
         }
     }
@@ -381,8 +392,10 @@ async fn serve(
     ));
     let keys = tokio::spawn(watch_keys(Arc::clone(&plane)));
     // Agents show their certificates (renewals, heartbeats); others need none.
-    let tls =
-        crate::pki::tls::server_config_with_client_certs(Arc::clone(&prepared.cert), plane.ca_pem())?;
+    let tls = crate::pki::tls::server_config_with_client_certs(
+        Arc::clone(&prepared.cert),
+        plane.ca_pem(),
+    )?;
     tracing::info!(
         addr = %listener.local_addr()?,
         dir = %plane.dir.display(),

@@ -145,7 +145,10 @@ fn usable(dir: &Path, ca: &FleetCa, sans: &[String], now: i64) -> Option<(String
     let key_pem = std::fs::read_to_string(dir.join(KEY_FILE)).ok()?;
     let (_, pem) = x509_parser::pem::parse_x509_pem(cert_pem.as_bytes()).ok()?;
     let cert = pem.parse_x509().ok()?;
-    if !cert_pem.trim_end().ends_with(ca.control_ca_pem().trim_end()) {
+    if !cert_pem
+        .trim_end()
+        .ends_with(ca.control_ca_pem().trim_end())
+    {
         return None;
     }
     let (_, ca_pem) = x509_parser::pem::parse_x509_pem(ca.control_ca_pem().as_bytes()).ok()?;

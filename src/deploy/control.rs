@@ -9,8 +9,8 @@ use std::time::Duration;
 use crate::auth::{Audience, AuthError, JoinGrant, TokenIssuer};
 use crate::control::client::ControlClient;
 use crate::model::control::AgentRecord;
-use crate::pki::{ControlPin, PkiError};
 use crate::pki::tls::http_client;
+use crate::pki::{ControlPin, PkiError};
 
 use super::Secret;
 

@@ -257,9 +257,9 @@ impl Deployer {
             .control
             .join_token(address, found.name.as_deref())
             .map_err(|e| Failure {
-            step: Step::Configure,
-            reason: e.to_string(),
-        })?;
+                step: Step::Configure,
+                reason: e.to_string(),
+            })?;
         let controller = self
             .options
             .controller_for

@@ -30,9 +30,9 @@ use super::jobs::JobMsg;
 use super::{ControlLink, PollSettings};
 use crate::auth::{Audience, TokenIssuer};
 use crate::control::client::ControlClient;
-use crate::pki::{ControlPin, RevocationList};
 use crate::model::AgentState;
 use crate::model::control::AgentRecord;
+use crate::pki::{ControlPin, RevocationList};
 use crate::poll::StatsClient;
 use crate::store::Inventory;
 
@@ -113,6 +113,36 @@ struct Target {
     registered: bool,
     /// Deploy recorded it running: read even when the registry does not list it.
     deployed: bool,
+}
+
+impl Target {
+    /// The stats token for this agent alone: minted when there is none, or
+    /// the one held is 2/3 through its life; none while the registry has
+    /// not named the agent.
+    fn stats_token(
+        &mut self,
+        issuer: &TokenIssuer,
+        ttl: Duration,
+        now: Instant,
+    ) -> Option<Arc<str>> {
+        let agent_id = self.agent_id.as_deref()?;
+        if let Some((token, renew_at)) = &self.token
+            && now < *renew_at
+        {
+            return Some(Arc::clone(token));
+        }
+        match issuer.issue_stats_for(agent_id, OPERATOR, ttl) {
+            Ok((token, _)) => {
+                let token: Arc<str> = Arc::from(token);
+                self.token = Some((Arc::clone(&token), now + ttl * 2 / 3));
+                Some(token)
+            }
+            Err(e) => {
+                tracing::warn!("cannot mint a stats token: {e}");
+                None
+            }
+        }
+    }
 }
 
 /// The clients: the control plane's with the operator token it sends, and
@@ -239,7 +269,9 @@ async fn refresh_revocations(client: &ControlClient, revocations: &RevocationLis
                 tracing::warn!(error = %e, "the control plane's revocation list is unusable; keeping the last one");
             }
         }
-        Err(e) => tracing::debug!(error = %e, "cannot read the revocation list; keeping the last one"),
+        Err(e) => {
+            tracing::debug!(error = %e, "cannot read the revocation list; keeping the last one");
+        }
     }
 }
 
@@ -397,22 +429,8 @@ impl Poller {
                 continue;
             }
             // Not in the registry yet: no id to mint its token for.
-            let Some(agent_id) = &target.agent_id else {
+            let Some(token) = target.stats_token(&self.issuer, ttl, now) else {
                 continue;
-            };
-            let token = match &target.token {
-                Some((token, renew_at)) if now < *renew_at => Arc::clone(token),
-                _ => match self.issuer.issue_stats_for(agent_id, OPERATOR, ttl) {
-                    Ok((token, _)) => {
-                        let token: Arc<str> = Arc::from(token);
-                        target.token = Some((Arc::clone(&token), now + ttl * 2 / 3));
-                        token
-                    }
-                    Err(e) => {
-                        tracing::warn!("cannot mint a stats token: {e}");
-                        continue;
-                    }
-                },
             };
             target.in_flight = true;
             started += 1;
@@ -535,6 +553,43 @@ mod tests {
         tokio::time::advance(Duration::from_secs(1)).await;
         let second = poller.ensure_clients().unwrap().renew_at;
         assert_eq!(second, first + Duration::from_mins(1), "renewed at 2/3");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn each_agent_gets_its_own_stats_token_replaced_at_two_thirds() {
+        let dir = tempfile::tempdir().unwrap();
+        let issuer = TokenIssuer::load_or_create(dir.path()).unwrap();
+        let verifier = issuer.verifier();
+        let ttl = Duration::from_secs(90);
+        let target = |agent_id: Option<&str>| Target {
+            addr: "127.9.0.7:9701".parse().unwrap(),
+            agent_id: agent_id.map(str::to_owned),
+            token: None,
+            backoff: Backoff::new(Instant::now()),
+            in_flight: false,
+            registered: agent_id.is_some(),
+            deployed: true,
+        };
+        let mut unknown = target(None);
+        assert!(
+            unknown.stats_token(&issuer, ttl, Instant::now()).is_none(),
+            "no id, no token"
+        );
+        let (mut a, mut b) = (target(Some("ag-a")), target(Some("ag-b")));
+        let first = a.stats_token(&issuer, ttl, Instant::now()).unwrap();
+        let other = b.stats_token(&issuer, ttl, Instant::now()).unwrap();
+        let own = crate::auth::stats_audience_for("ag-a");
+        assert!(verifier.verify_for(&first, &[&own]).is_ok());
+        assert!(
+            verifier.verify_for(&other, &[&own]).is_err(),
+            "b's token is worthless at a"
+        );
+        tokio::time::advance(Duration::from_secs(59)).await;
+        assert_eq!(a.stats_token(&issuer, ttl, Instant::now()).unwrap(), first);
+        tokio::time::advance(Duration::from_secs(1)).await;
+        let second = a.stats_token(&issuer, ttl, Instant::now()).unwrap();
+        assert_ne!(second, first, "replaced at 2/3 of its life");
+        assert!(verifier.verify_for(&second, &[&own]).is_ok());
     }
 
     #[test]

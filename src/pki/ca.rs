@@ -111,7 +111,12 @@ impl FleetCa {
 
     fn control_chains_to_root(&self) -> bool {
         let parse = |pem: &str| -> Option<Vec<u8>> {
-            Some(x509_parser::pem::parse_x509_pem(pem.as_bytes()).ok()?.1.contents)
+            Some(
+                x509_parser::pem::parse_x509_pem(pem.as_bytes())
+                    .ok()?
+                    .1
+                    .contents,
+            )
         };
         let (Some(root), Some(control)) = (parse(&self.root_pem), parse(&self.control_pem)) else {
             return false;
@@ -245,7 +250,10 @@ impl FleetCa {
     }
 }
 
-fn load_pair(key_path: &Path, cert_path: &Path) -> Result<(Issuer<'static, KeyPair>, String), PkiError> {
+fn load_pair(
+    key_path: &Path,
+    cert_path: &Path,
+) -> Result<(Issuer<'static, KeyPair>, String), PkiError> {
     let bad = |path: &Path, what, e: &dyn std::fmt::Display| PkiError::BadFile {
         path: path.to_owned(),
         what,
@@ -284,12 +292,19 @@ fn ca_params(name: &str, path_len: u8) -> CertificateParams {
     params
 }
 
-fn write_pair(dir: &Path, key_file: &str, key: &KeyPair, cert_file: &str, pem: &str) -> Result<(), PkiError> {
+fn write_pair(
+    dir: &Path,
+    key_file: &str,
+    key: &KeyPair,
+    cert_file: &str,
+    pem: &str,
+) -> Result<(), PkiError> {
     // The key first: a crash in between leaves an incomplete CA, which
     // is reported, rather than a certificate nobody can sign with.
     for (name, contents) in [(key_file, key.serialize_pem()), (cert_file, pem.to_owned())] {
         let path = dir.join(name);
-        write_private(&path, contents.as_bytes()).map_err(|source| PkiError::Write { path, source })?;
+        write_private(&path, contents.as_bytes())
+            .map_err(|source| PkiError::Write { path, source })?;
     }
     Ok(())
 }
@@ -312,7 +327,10 @@ fn create_control(
 ) -> Result<(Issuer<'static, KeyPair>, String), PkiError> {
     let key = KeyPair::generate().map_err(|e| generate_err(&e))?;
     let mut params = ca_params("fleetctl control plane CA", 0);
-    params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::DigitalSignature];
+    params.key_usages = vec![
+        KeyUsagePurpose::KeyCertSign,
+        KeyUsagePurpose::DigitalSignature,
+    ];
     params.use_authority_key_identifier_extension = true;
     let cert = params.signed_by(&key, root).map_err(|e| generate_err(&e))?;
     let pem = cert.pem();
@@ -390,15 +408,19 @@ fn leaf_params(
 
 fn hex(bytes: &[u8]) -> String {
     use std::fmt::Write as _;
-    bytes.iter().fold(String::with_capacity(bytes.len() * 2), |mut s, b| {
-        let _ = write!(s, "{b:02x}");
-        s
-    })
+    bytes
+        .iter()
+        .fold(String::with_capacity(bytes.len() * 2), |mut s, b| {
+            let _ = write!(s, "{b:02x}");
+            s
+        })
 }
 
 fn hex_bytes(text: &str) -> Result<Vec<u8>, PkiError> {
-    if text.len() % 2 != 0 || text.is_empty() {
-        return Err(PkiError::BadCert(format!("{text:?} is not a serial number")));
+    if !text.len().is_multiple_of(2) || text.is_empty() {
+        return Err(PkiError::BadCert(format!(
+            "{text:?} is not a serial number"
+        )));
     }
     (0..text.len())
         .step_by(2)
@@ -499,7 +521,10 @@ mod tests {
             .unwrap();
         assert!(issued_by(&cert.pem, first.control_ca_pem()));
         assert!(!issued_by(&cert.pem, first.ca_pem()));
-        assert!(cert.pem.ends_with(first.control_ca_pem()), "the chain is served");
+        assert!(
+            cert.pem.ends_with(first.control_ca_pem()),
+            "the chain is served"
+        );
         assert_eq!(
             ControlPin::of_cert_pem(first.control_ca_pem()).unwrap(),
             first.control_pin()
@@ -528,6 +553,7 @@ mod tests {
 
     #[test]
     fn the_crl_names_revoked_serials_and_is_signed_by_the_root() {
+        use x509_parser::prelude::FromDer as _;
         let dir = tempfile::tempdir().unwrap();
         let ca = FleetCa::load_or_create(dir.path()).unwrap();
         let revoked = [RevokedSerial {
@@ -535,9 +561,8 @@ mod tests {
             revoked_at: 1_700_000_000,
         }];
         let der = ca.crl(&revoked, 7, Duration::from_mins(5)).unwrap();
-        use x509_parser::prelude::FromDer as _;
-        let (_, crl) = x509_parser::revocation_list::CertificateRevocationList::from_der(&der)
-            .unwrap();
+        let (_, crl) =
+            x509_parser::revocation_list::CertificateRevocationList::from_der(&der).unwrap();
         let serials: Vec<String> = crl
             .iter_revoked_certificates()
             .map(|r| hex(r.raw_serial()))
@@ -547,7 +572,17 @@ mod tests {
         let root = root.parse_x509().unwrap();
         assert_eq!(crl.issuer(), root.subject());
         assert!(crl.verify_signature(root.public_key()).is_ok());
-        assert!(ca.crl(&[RevokedSerial { serial: "xyz".into(), revoked_at: 0 }], 1, Duration::from_mins(1)).is_err());
+        assert!(
+            ca.crl(
+                &[RevokedSerial {
+                    serial: "xyz".into(),
+                    revoked_at: 0
+                }],
+                1,
+                Duration::from_mins(1)
+            )
+            .is_err()
+        );
     }
 
     #[test]

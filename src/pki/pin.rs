@@ -85,9 +85,18 @@ mod tests {
     fn written_and_read_back() {
         let pin = ControlPin::of_spki_der(b"a key");
         let text = pin.to_string();
-        assert!(text.starts_with("sha256/") && text.len() == 7 + 44, "{text}");
+        assert!(
+            text.starts_with("sha256/") && text.len() == 7 + 44,
+            "{text}"
+        );
         assert_eq!(text.parse::<ControlPin>().unwrap(), pin);
-        for bad in ["", "sha256/", "sha1/abc", "sha256/not base64!", "sha256/AAAA"] {
+        for bad in [
+            "",
+            "sha256/",
+            "sha1/abc",
+            "sha256/not base64!",
+            "sha256/AAAA",
+        ] {
             assert!(bad.parse::<ControlPin>().is_err(), "{bad:?}");
         }
     }

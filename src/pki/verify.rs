@@ -37,10 +37,11 @@ fn roots_of(pem: &str) -> Result<Arc<RootCertStore>, PkiError> {
     use rustls_pki_types::pem::PemObject as _;
     let mut roots = RootCertStore::empty();
     for cert in CertificateDer::pem_slice_iter(pem.as_bytes()) {
-        let cert = cert.map_err(|e| PkiError::Tls(format!("the CA bundle is not valid PEM: {e}")))?;
-        roots
-            .add(cert)
-            .map_err(|e| PkiError::Tls(format!("the CA bundle holds an unusable certificate: {e}")))?;
+        let cert =
+            cert.map_err(|e| PkiError::Tls(format!("the CA bundle is not valid PEM: {e}")))?;
+        roots.add(cert).map_err(|e| {
+            PkiError::Tls(format!("the CA bundle holds an unusable certificate: {e}"))
+        })?;
     }
     if roots.is_empty() {
         return Err(PkiError::Tls("the CA bundle holds no certificate".into()));
@@ -96,8 +97,13 @@ impl ServerCertVerifier for PinnedVerifier {
         now: UnixTime,
     ) -> Result<ServerCertVerified, rustls::Error> {
         // Chains to the root, names the server, in its validity period...
-        self.chain
-            .verify_server_cert(end_entity, intermediates, server_name, ocsp_response, now)?;
+        self.chain.verify_server_cert(
+            end_entity,
+            intermediates,
+            server_name,
+            ocsp_response,
+            now,
+        )?;
         // ...and was signed by the pinned key itself: the pinned
         // certificate as the only anchor, with no path through anything else.
         let pinned = intermediates

@@ -406,7 +406,11 @@ impl Registry {
 const HOLDS_CERT: &str = "EXISTS (SELECT 1 FROM agent_certs c
     WHERE c.serial = ?4 AND c.agent_id = ?1 AND c.revoked_at IS NULL AND c.not_after >= ?2)";
 
-fn insert_cert(tx: &rusqlite::Transaction<'_>, agent_id: &str, cert: &CertRow) -> Result<(), StoreError> {
+fn insert_cert(
+    tx: &rusqlite::Transaction<'_>,
+    agent_id: &str,
+    cert: &CertRow,
+) -> Result<(), StoreError> {
     tx.execute(
         "INSERT INTO agent_certs (serial, agent_id, not_after) VALUES (?1, ?2, ?3)",
         params![cert.serial, agent_id, cert.not_after],
@@ -513,13 +517,7 @@ mod tests {
     }
 
     /// Registers with a certificate `serial` (signing always works).
-    fn reg(
-        r: &mut Registry,
-        a: &NewAgent,
-        jti: &str,
-        now: i64,
-        serial: &str,
-    ) -> Registration<()> {
+    fn reg(r: &mut Registry, a: &NewAgent, jti: &str, now: i64, serial: &str) -> Registration<()> {
         r.register(a, jti, 2_000, now, || Ok::<_, ()>((cert(serial), ())))
             .unwrap()
             .unwrap()
@@ -732,7 +730,8 @@ mod tests {
             revoked_at: None,
         };
         r.record_token(&token("aaaa1111", "stats", 5_000)).unwrap();
-        r.record_token(&token("aaaa2222", "operator", 5_000)).unwrap();
+        r.record_token(&token("aaaa2222", "operator", 5_000))
+            .unwrap();
         r.record_token(&token("bbbb3333", "sd", 1_500)).unwrap();
         let before = r.data_version().unwrap();
         assert_eq!(r.tokens(2_000, false).unwrap().len(), 2);
@@ -742,12 +741,23 @@ mod tests {
             ["aaaa1111", "aaaa2222"],
             "an ambiguous prefix names the matches"
         );
-        assert!(r.revoke_token("cccc", 2_000).unwrap().unwrap_err().is_empty());
+        assert!(
+            r.revoke_token("cccc", 2_000)
+                .unwrap()
+                .unwrap_err()
+                .is_empty()
+        );
         let done = r.revoke_token("aaaa1", 2_000).unwrap().unwrap();
-        assert_eq!((done.id.as_str(), done.revoked_at), ("aaaa1111", Some(2_000)));
+        assert_eq!(
+            (done.id.as_str(), done.revoked_at),
+            ("aaaa1111", Some(2_000))
+        );
         assert_eq!(r.revoked_tokens(2_000).unwrap(), ["aaaa1111"]);
         assert_eq!(
-            r.revoke_token("aaaa1111", 3_000).unwrap().unwrap().revoked_at,
+            r.revoke_token("aaaa1111", 3_000)
+                .unwrap()
+                .unwrap()
+                .revoked_at,
             Some(2_000)
         );
         assert!(r.revoked_tokens(5_001).unwrap().is_empty());

@@ -74,7 +74,10 @@ impl Running {
 
     /// A join token for `host` vouching for `host` alone.
     pub fn join(&self, host: &str) -> String {
-        self.plane.join_token(&JoinGrant::new(host), None).unwrap().0
+        self.plane
+            .join_token(&JoinGrant::new(host), None)
+            .unwrap()
+            .0
     }
 
     /// A join token for `host` vouching for `host` and `names`.
