@@ -21,7 +21,7 @@ use tokio::sync::watch;
 use super::collect::{Samples, now_ms};
 use super::metrics;
 use super::supervisor::Published;
-use crate::auth::{Audience, TokenError, stats_audience_for};
+use crate::auth::TokenError;
 use crate::model::control::ApiError;
 use crate::model::stats::{AgentStats, SampleInfo};
 
@@ -107,8 +107,7 @@ impl FromRequestParts<ApiState> for StatsReader {
                 "this agent has not registered yet, so it cannot check tokens",
             ));
         };
-        let own = stats_audience_for(&trust.agent_id);
-        let refused = |e: TokenError| {
+        trust.check(token).map_err(|e| {
             tracing::debug!(code = e.code(), "stats token refused");
             let status = match e {
                 TokenError::WrongAudience | TokenError::Revoked | TokenError::TooLong => {
@@ -117,17 +116,7 @@ impl FromRequestParts<ApiState> for StatsReader {
                 _ => StatusCode::UNAUTHORIZED,
             };
             refusal(status, e.code(), &e.to_string())
-        };
-        let claims = trust
-            .verifier
-            .verify_for(token, &[Audience::Stats.as_str(), &own])
-            .map_err(refused)?;
-        if trust.revoked.contains(&claims.jti) {
-            return Err(refused(TokenError::Revoked));
-        }
-        if claims.lifetime() > trust.max_ttl {
-            return Err(refused(TokenError::TooLong));
-        }
+        })?;
         Ok(Self)
     }
 }

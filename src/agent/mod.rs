@@ -18,6 +18,7 @@ pub mod lifecycle;
 pub mod metrics;
 mod store;
 mod supervisor;
+mod trust;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;

@@ -7,7 +7,6 @@
 //! never sent to anything else; and from its first certificate on, it
 //! shows that certificate on every call.
 
-use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -18,32 +17,10 @@ use super::client::{CallError, Controller};
 use super::collect::now_ms;
 use super::lifecycle::{Failure, Held, JOIN_POLL_MS, Lifecycle, Outcome, Step};
 use super::store::{Saved, SavedState, Store};
-use crate::auth::TokenVerifier;
+use super::trust::StatsTrust;
 use crate::model::control::{HeartbeatRequest, RegisterRequest, RenewRequest, TrustUpdate};
 use crate::pki::tls::{ClientIdentity, ReloadableCert};
 use crate::pki::{self, ControlPin};
-
-/// What checks the stats tokens this agent is shown, as the control plane
-/// last said: its keys, the revoked token ids, the lifetime cap, and this
-/// agent's id (a per-agent token must name it).
-#[derive(Debug)]
-pub struct StatsTrust {
-    pub verifier: TokenVerifier,
-    pub revoked: HashSet<String>,
-    pub max_ttl: Duration,
-    pub agent_id: String,
-}
-
-impl StatsTrust {
-    fn from_update(update: &TrustUpdate, agent_id: &str) -> Result<Self, String> {
-        Ok(Self {
-            verifier: TokenVerifier::from_keys(&update.token_keys).map_err(|e| e.to_string())?,
-            revoked: update.revoked_tokens.iter().cloned().collect(),
-            max_ttl: Duration::from_secs(update.max_token_ttl_secs),
-            agent_id: agent_id.to_owned(),
-        })
-    }
-}
 
 /// What the stats API reads: the registration as of the last change, and
 /// what checks stats tokens (none before the first registration).
@@ -225,10 +202,10 @@ impl Supervisor {
         }
         match StatsTrust::from_update(update, &creds.state.agent_id) {
             Ok(trust) => {
-                let kids: Vec<&str> = trust.verifier.kids();
+                let kids: Vec<&str> = trust.kids();
                 tracing::debug!(
                     ?kids,
-                    revoked = trust.revoked.len(),
+                    revoked = trust.revoked_count(),
                     "token keys and revocations updated"
                 );
                 self.trust = Some(Arc::new(trust));
