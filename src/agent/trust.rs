@@ -22,6 +22,9 @@ impl StatsTrust {
     /// What `update` says, for the agent `agent_id`. Keys that do not
     /// parse (or whose kid names another key) refuse the whole update.
     pub fn from_update(update: &TrustUpdate, agent_id: &str) -> Result<Self, String> {
+        if update.token_keys.is_empty() {
+            return Err("no token keys at all".into());
+        }
         Ok(Self {
             verifier: TokenVerifier::from_keys(&update.token_keys).map_err(|e| e.to_string())?,
             revoked: update.revoked_tokens.iter().cloned().collect(),
@@ -124,5 +127,13 @@ mod tests {
         assert_eq!(after.check(&token), Ok(()));
         let (old, _) = issuer.issue(Audience::Stats, "p", MIN).unwrap();
         assert_eq!(after.check(&old), Ok(()), "the old key still verifies");
+        let empty = TrustUpdate {
+            token_keys: Vec::new(),
+            ..TrustUpdate::default()
+        };
+        assert!(
+            StatsTrust::from_update(&empty, "ag-1").is_err(),
+            "an empty key set is refused, the old one kept"
+        );
     }
 }

@@ -313,6 +313,52 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn a_pinned_client_takes_the_control_plane_and_no_other_fleet_certificate() {
+        let dir = tempfile::tempdir().unwrap();
+        let ca = FleetCa::load_or_create(dir.path()).unwrap();
+        let (url, cert, _stop) = serve(&ca).await;
+        let pinned =
+            control_client(ca.ca_pem(), ca.control_pin(), None, Duration::from_secs(5)).unwrap();
+        assert_eq!(
+            pinned.get(&url).send().await.unwrap().text().await.unwrap(),
+            "hello"
+        );
+        // The same fleet CA's root signs a certificate for the same address
+        // (as it does for agents): a plain fleet client takes it, the
+        // pinned one does not.
+        let kc = crate::pki::new_key_and_csr("x", &["x".into()]).unwrap();
+        let agent_cert = ca
+            .sign_csr(&kc.csr_pem, &["127.4.0.1".into()], Duration::from_mins(10))
+            .unwrap();
+        cert.replace(&agent_cert.pem, &kc.key_pem).unwrap();
+        let pinned =
+            control_client(ca.ca_pem(), ca.control_pin(), None, Duration::from_secs(5)).unwrap();
+        let err = pinned.get(&url).send().await.unwrap_err();
+        assert!(
+            error_chain(&err).contains("not this fleet's control plane"),
+            "{}",
+            error_chain(&err)
+        );
+        let plain = http_client(ca.ca_pem(), Duration::from_secs(5)).unwrap();
+        assert!(plain.get(&url).send().await.is_ok());
+        // Another fleet's control plane CA, even with the root's chain shown, is no match.
+        let other = tempfile::tempdir().unwrap();
+        let other_ca = FleetCa::load_or_create(other.path()).unwrap();
+        let wrong_pin = control_client(
+            ca.ca_pem(),
+            other_ca.control_pin(),
+            None,
+            Duration::from_secs(5),
+        )
+        .unwrap();
+        let (server, key) = ca
+            .issue_server(&["127.4.0.1".into()], Duration::from_mins(10))
+            .unwrap();
+        cert.replace(&server.pem, &key).unwrap();
+        assert!(wrong_pin.get(&url).send().await.is_err());
+    }
+
+    #[tokio::test]
     async fn a_client_needs_a_ca() {
         assert!(http_client("", Duration::from_secs(1)).is_err());
     }
