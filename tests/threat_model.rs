@@ -405,8 +405,9 @@ async fn agent_host_root_cannot_keep_using_a_revoked_agents_certificate() {
         "the TLS handshake works before the revocation (the fake answers 503)"
     );
 
-    let revoked_at = Instant::now();
+    let sd_token = control.cli(&["token", "sd"]);
     control.cli(&["revoke", &fake.reg.agent_id]);
+    let revoked_at = Instant::now();
     // The control plane: its certificate and identity are refused at once.
     let with_cert = client(&control, Some(&fake.identity()));
     let beat = with_cert
@@ -436,7 +437,6 @@ async fn agent_host_root_cannot_keep_using_a_revoked_agents_certificate() {
         "no fresh certificate either"
     );
     // Prometheus: service discovery no longer lists it.
-    let sd_token = control.cli(&["token", "sd"]);
     let groups: Vec<SdTargetGroup> = client(&control, None)
         .get(format!("{}/v1/sd", control.url))
         .bearer_auth(sd_token.trim())
@@ -695,6 +695,7 @@ async fn flood_and_probe(target: SocketAddr, ca_pem: &str, path: &str, connectio
         probes.iter().all(|t| *t < Duration::from_secs(1)),
         "/healthz took {probes:?} during the flood"
     );
+    eprintln!("{target}: /healthz from another address during the flood: {probes:?}");
     let mut held = Vec::with_capacity(connections);
     while let Some(closed_after) = flood.join_next().await {
         held.push(closed_after.unwrap());
@@ -708,6 +709,14 @@ async fn flood_and_probe(target: SocketAddr, ca_pem: &str, path: &str, connectio
     );
     // Some were served (and then cut off); the rest were refused at once.
     assert!(held[0] < Duration::from_secs(2), "{:?}", held[0]);
+    let cut_off = held
+        .iter()
+        .filter(|t| **t >= Duration::from_secs(5))
+        .count();
+    eprintln!(
+        "{target}: {connections} slow connections: {cut_off} held until the body timeout, \
+         the rest refused at once; the longest was closed after {longest:?}"
+    );
     // Afterwards the attacker's address is served again: the slots came back.
     assert!(healthz(attacker, target, &tls).await < Duration::from_secs(1));
 }
