@@ -91,6 +91,14 @@ impl Serve {
     }
 }
 
+/// A test that fails half way leaves no `fleetctl serve` behind.
+impl Drop for Serve {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
 fn cli(env: &Env, args: &[&str]) -> String {
     let out = env.run(args);
     assert!(out.status.success(), "fleetctl {args:?}: {}", stderr(&out));
