@@ -75,12 +75,13 @@ enum Command {
     Config(config_cmd::ConfigCommand),
     /// Run the control plane: fleet CA, tokens, agent registry, HTTPS API.
     Serve(serve::ServeArgs),
-    /// Mint a join or operator token with the local control plane's key (printed on stdout).
+    /// Tokens: mint join, operator, stats and sd tokens with the local control
+    /// plane's key (printed on stdout); list and revoke them; rotate the key.
     #[command(subcommand)]
     Token(token::TokenCommand),
     /// List the agents the control plane knows, with their registration state.
     Agents(agents::AgentsArgs),
-    /// Revoke an agent: its renewals and heartbeats are refused from now on.
+    /// Revoke an agent: its certificate, renewals and heartbeats are refused from now on.
     Revoke(agents::RevokeArgs),
     /// A sandbox fleet on loopback and the console over it: scan,
     /// fingerprint, deploy and watch, with no setup and no root.

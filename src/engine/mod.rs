@@ -285,6 +285,16 @@ impl ControlLink {
             .map_err(|e| format!("the token key reader stopped: {e}"))?
             .map_err(|e| e.to_string())
     }
+
+    /// The control plane's pin, from its intermediate CA in the control
+    /// dir: what every call to it checks beyond the fleet CA.
+    pub async fn control_pin(&self) -> Result<crate::pki::ControlPin, String> {
+        let path = self.control_dir.join("control-ca.pem");
+        let pem = tokio::fs::read_to_string(&path)
+            .await
+            .map_err(|e| format!("cannot read the control plane CA {}: {e}", path.display()))?;
+        crate::pki::ControlPin::of_cert_pem(&pem).map_err(|e| format!("{}: {e}", path.display()))
+    }
 }
 
 /// How agents are watched (`[engine]` in the config).
