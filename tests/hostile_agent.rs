@@ -127,7 +127,7 @@ async fn an_agent_version_full_of_escapes_never_reaches_the_operator() {
 
     // A record stored by a control plane that took anything.
     let mut registry = Registry::open(&env.data_dir().join("inventory.sqlite3")).unwrap();
-    let now = fleetctl::store::now_unix();
+    let now = fleetctl::model::time::now_unix();
     registry
         .register(
             &NewAgent {

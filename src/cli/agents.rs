@@ -12,7 +12,7 @@ use crate::auth::Audience;
 use crate::control::client::{ClientError, ControlClient};
 use crate::model::control::AgentRecord;
 use crate::model::text;
-use crate::store::now_unix;
+use crate::model::time::now_unix;
 
 /// Operator tokens minted for one CLI call live this long.
 const CALL_TOKEN_TTL: Duration = Duration::from_mins(1);

@@ -95,7 +95,7 @@ impl Default for EngineSettings {
             poll_concurrency: 256,
             poll_max_backoff: Duration::from_mins(1),
             registry_interval: Duration::from_secs(5),
-            agent_listen: "0.0.0.0:9701".into(),
+            agent_listen: crate::model::stats::default_agent_listen(),
             control: ControlChoice::Auto,
         }
     }

@@ -5,7 +5,6 @@
 
 mod console;
 mod control;
-mod duration;
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -13,6 +12,7 @@ use std::time::Duration;
 use directories::ProjectDirs;
 use serde::{Deserialize, Serialize};
 
+use crate::model::duration;
 use crate::scan::MethodChoice;
 pub use console::{ControlChoice, EngineSettings, SshConsoleConfig, TuiConfig};
 pub use control::ControlConfig;

@@ -18,7 +18,8 @@ use super::state::{FleetSnapshot, HostView, JobView};
 use super::{
     Answer, Command, EngineConfig, Event, JobId, JobKind, JobOutcome, Prompt, PromptId, PromptKind,
 };
-use crate::store::{StoredHost, now_unix};
+use crate::model::time::now_unix;
+use crate::store::StoredHost;
 
 mod agents;
 mod merge;

@@ -348,7 +348,7 @@ impl Default for DeploySettings {
     fn default() -> Self {
         Self {
             agent_binary: None,
-            listen: "0.0.0.0:9701".into(),
+            listen: crate::model::stats::default_agent_listen(),
             step_timeout: Duration::from_mins(1),
             wait_timeout: Duration::from_mins(1),
             scope: InstallScope::Auto,

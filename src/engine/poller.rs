@@ -32,6 +32,7 @@ use crate::auth::{Audience, TokenIssuer};
 use crate::control::client::ControlClient;
 use crate::model::AgentState;
 use crate::model::control::AgentRecord;
+use crate::model::stats::listen_port;
 use crate::pki::{ControlPin, RevocationList};
 use crate::poll::StatsClient;
 use crate::store::Inventory;
@@ -90,15 +91,6 @@ pub fn primary_addr(record: &AgentRecord) -> Option<IpAddr> {
         .iter()
         .filter_map(|a| a.parse::<IpAddr>().ok())
         .find(|ip| !ip.is_unspecified())
-}
-
-/// Where deployed agents listen, from `engine.agent_listen` (port 9701 when
-/// it names none).
-fn listen_port(listen: &str) -> u16 {
-    listen
-        .rsplit_once(':')
-        .and_then(|(_, port)| port.parse().ok())
-        .unwrap_or(9701)
 }
 
 struct Target {
@@ -608,7 +600,5 @@ mod tests {
             revoked_at: None,
         };
         assert_eq!(primary_addr(&record), Some("127.9.0.7".parse().unwrap()));
-        assert_eq!(listen_port("0.0.0.0:9801"), 9801);
-        assert_eq!(listen_port("{host}"), 9701);
     }
 }

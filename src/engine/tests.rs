@@ -468,7 +468,7 @@ async fn the_timeline_marks_what_the_agent_reports_once_each() {
     let (engine, mut events) = spawn(config(Some(path), vec![22]));
     job_end(&mut events, JobKind::Refresh).await;
     let addr: IpAddr = "127.6.0.1".parse().unwrap();
-    let now = crate::store::now_unix();
+    let now = crate::model::time::now_unix();
     let report = |token: TokenState, registration: RegistrationState| {
         let mut s = stats(10.0, 30);
         s.registration.registered_at = Some(now - 30);

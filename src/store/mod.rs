@@ -9,9 +9,9 @@ mod schema;
 pub use deployments::Deployment;
 pub use facts::StoredFacts;
 
+use crate::model::time::now_unix;
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
-use std::time::{SystemTime, UNIX_EPOCH};
 
 use rusqlite::{Connection, OptionalExtension, params};
 
@@ -72,14 +72,6 @@ pub struct StoredHost {
 #[derive(Debug)]
 pub struct Inventory {
     conn: Connection,
-}
-
-/// Seconds since the Unix epoch, now.
-#[must_use]
-pub fn now_unix() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
 }
 
 impl Inventory {

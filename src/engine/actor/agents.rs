@@ -12,8 +12,8 @@ use crate::engine::Event;
 use crate::engine::poller::primary_addr;
 use crate::engine::state::Sample;
 use crate::model::control::AgentRecord;
+use crate::model::time::now_unix;
 use crate::model::{AgentState, AgentStats, Reach, RegistrationState, TokenState};
-use crate::store::now_unix;
 
 impl Actor {
     pub(super) fn stats(&mut self, addr: IpAddr, result: Result<Box<AgentStats>, String>) {

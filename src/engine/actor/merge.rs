@@ -10,8 +10,9 @@ use crate::deploy::{Event as DeployEvent, Outcome};
 use crate::engine::Event;
 use crate::engine::state::HostView;
 use crate::model::control::AgentRecord;
+use crate::model::time::now_unix;
 use crate::model::{AgentState, HostScan, Reach, SshState};
-use crate::store::{Deployment, StoredFacts, now_unix};
+use crate::store::{Deployment, StoredFacts};
 
 impl Actor {
     /// The host at `addr`, added (known only by address) if new.
