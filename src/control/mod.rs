@@ -14,6 +14,7 @@
 mod api;
 pub mod client;
 mod extract;
+pub mod keys;
 mod server_cert;
 
 use std::collections::HashSet;
@@ -31,6 +32,8 @@ use crate::model::time::now_unix;
 use crate::pki::{ControlPin, FleetCa, PkiError};
 use crate::store::StoreError;
 use crate::store::registry::Registry;
+
+pub use keys::{KeysError, LocalKeys};
 
 /// How often the control plane looks for new token keys (a rotation by
 /// `fleetctl token rotate-key`, or by another replica).

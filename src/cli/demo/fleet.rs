@@ -19,11 +19,11 @@ use std::time::Duration;
 use anyhow::Context as _;
 use tokio_util::sync::CancellationToken;
 
-use crate::config::ScanConfig;
 use crate::control::{self, ControlPlane};
 use crate::deploy::layout::InstallScope;
 use crate::engine::{
-    ControlLink, DeploySettings, EngineConfig, FleetSnapshot, PollSettings, SshSettings,
+    ControlLink, DeploySettings, EngineConfig, FleetSnapshot, PollSettings, Questions, ScanConfig,
+    SshSettings,
 };
 use crate::sandbox::{HostFault, Relay, Sandbox, SandboxError, SandboxOptions};
 use crate::scan::MethodChoice;
@@ -190,7 +190,6 @@ impl DemoFleet {
         };
         let link = ControlLink {
             url: started.url,
-            ca_pem: started.ca_pem,
             control_dir: console.join("control"),
             operator_ttl: Duration::from_mins(10),
         };
@@ -320,6 +319,7 @@ fn engine_config(
 ) -> anyhow::Result<EngineConfig> {
     Ok(EngineConfig {
         inventory: Some(inventory),
+        keep_fleet: true,
         scan: ScanConfig {
             method: MethodChoice::Tcp,
             ports: vec![SSH_PORT],
@@ -328,8 +328,8 @@ fn engine_config(
         },
         max_in_flight: 256,
         ssh: SshSettings {
-            known_hosts: sandbox.known_hosts().to_owned(),
-            ssh_config: write_ssh_config(sandbox, console)?,
+            known_hosts: Some(sandbox.known_hosts().to_owned()),
+            ssh_config: Some(write_ssh_config(sandbox, console)?),
             policy: HostKeyPolicy::Strict,
             flags: ConnectFlags {
                 user: Some(sandbox.user().to_string()),
@@ -338,19 +338,20 @@ fn engine_config(
                 connect_timeout: Some(Duration::from_secs(3)),
                 jump: None,
             },
+            concurrency: 16,
+            timeout: Duration::from_secs(30),
         },
-        fingerprint_concurrency: 16,
-        fingerprint_timeout: Duration::from_secs(30),
         control: Some(link),
-        poll: PollSettings {
+        poll: Some(PollSettings {
             interval: Duration::from_secs(1),
             timeout: Duration::from_secs(3),
             concurrency: 64,
             max_backoff: Duration::from_secs(5),
             registry_interval: Duration::from_secs(2),
             agent_listen: AGENT_LISTEN.into(),
-        },
+        }),
         deploy,
+        questions: Questions::Events,
     })
 }
 
