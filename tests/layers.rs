@@ -309,7 +309,7 @@ fn tokens(code: &str) -> Vec<(usize, String)> {
 
 /// Drops `#[cfg(test)]` items: from the attribute to the item's `;` or
 /// the end of its block.
-fn without_test_items(tokens: Vec<(usize, String)>) -> Vec<(usize, String)> {
+fn without_test_items(tokens: &[(usize, String)]) -> Vec<(usize, String)> {
     let is = |i: usize, text: &str| tokens.get(i).is_some_and(|(_, t)| t == text);
     let mut out = Vec::new();
     let mut i = 0;
@@ -350,7 +350,7 @@ fn without_test_items(tokens: Vec<(usize, String)>) -> Vec<(usize, String)> {
 /// Every top-level module the code names, with its line: `crate::x`,
 /// `crate::{x, y::z}`, and `super::...::x` climbing `depth` levels to the root.
 fn crate_paths(text: &str, depth: usize) -> Vec<(usize, String)> {
-    let tokens = without_test_items(tokens(&code_only(text)));
+    let tokens = without_test_items(&tokens(&code_only(text)));
     let word = |i: usize| tokens.get(i).map_or("", |(_, t)| t.as_str());
     let mut found = Vec::new();
     let mut i = 0;
