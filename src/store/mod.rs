@@ -392,4 +392,20 @@ mod tests {
         let inv = Inventory::open(&path).unwrap();
         assert_eq!(inv.hosts().unwrap()[0].scan.via, Some(Via::Tcp(80)));
     }
+
+    #[test]
+    fn a_new_file_opened_by_many_at_once_is_set_up_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("inventory.sqlite3");
+        let opened: Vec<_> = (0..8)
+            .map(|_| {
+                let path = path.clone();
+                std::thread::spawn(move || Inventory::open(&path).map(|_| ()))
+            })
+            .collect();
+        for open in opened {
+            open.join().unwrap().unwrap();
+        }
+        assert!(Inventory::open(&path).unwrap().hosts().unwrap().is_empty());
+    }
 }
