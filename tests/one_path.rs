@@ -35,8 +35,11 @@ fn seen(h: &HostScan) -> Seen {
     )
 }
 
-/// The inventory's hosts and its one scan's row, without times and ids.
-fn inventory_rows(data_dir: &Path) -> (Vec<Seen>, Vec<(String, String, i64, i64, bool)>) {
+/// A scan's row: targets, method, alive, silent, interrupted.
+type ScanRow = (String, String, i64, i64, bool);
+
+/// The inventory's hosts and its scans' rows, without times and ids.
+fn inventory_rows(data_dir: &Path) -> (Vec<Seen>, Vec<ScanRow>) {
     let path = data_dir.join("inventory.sqlite3");
     let hosts = fleetctl::store::Inventory::open(&path)
         .unwrap()
