@@ -31,8 +31,10 @@ use crate::ssh::{ConnectFlags, HostKeyPolicy};
 
 /// The SSH port of every sandbox host.
 pub const SSH_PORT: u16 = 2222;
-/// Where each host's agent listens (on the host's own address).
-const AGENT_LISTEN: &str = "{host}:9701";
+/// Where each host's agent listens: its own address, the agents' port.
+fn agent_listen() -> String {
+    format!("{{host}}:{}", crate::model::stats::AGENT_PORT)
+}
 /// A debug build is mostly debug info; above this size the demo pushes a
 /// stripped copy, so a dozen hosts do not each get a quarter gigabyte.
 const STRIP_ABOVE: u64 = 64 << 20;
@@ -171,9 +173,14 @@ impl DemoFleet {
             .iter()
             .map(|h| (h.addr.ip(), Some(h.name.clone())))
             .collect();
-        crate::store::Inventory::open(&inventory)
-            .and_then(|mut inv| inv.add_listed("fleetctl demo: the sandbox's hosts", &listed))
-            .context("cannot write the demo's inventory")?;
+        let path = inventory.clone();
+        tokio::task::spawn_blocking(move || {
+            crate::store::Inventory::open(&path)
+                .and_then(|mut inv| inv.add_listed("fleetctl demo: the sandbox's hosts", &listed))
+        })
+        .await
+        .context("the demo's inventory writer stopped")?
+        .context("cannot write the demo's inventory")?;
 
         let cut_off_ip = sandbox.hosts()[roles.cut_off].addr.ip();
         let relay_url = control::local_url(relay.addr());
@@ -195,7 +202,7 @@ impl DemoFleet {
         };
         let deploy = DeploySettings {
             agent_binary,
-            listen: AGENT_LISTEN.into(),
+            listen: agent_listen(),
             step_timeout: Duration::from_mins(2),
             wait_timeout: Duration::from_mins(1),
             scope: InstallScope::User,
@@ -348,7 +355,7 @@ fn engine_config(
             concurrency: 64,
             max_backoff: Duration::from_secs(5),
             registry_interval: Duration::from_secs(2),
-            agent_listen: AGENT_LISTEN.into(),
+            agent_listen: agent_listen(),
         }),
         deploy,
         questions: Questions::Events,
