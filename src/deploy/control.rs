@@ -21,14 +21,22 @@ use super::Secret;
 const JOIN_TTL: Duration = Duration::from_mins(15);
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
 
+/// Why an [`Enroller`] could not do what was asked (its own error, said whole).
+pub type EnrollError = Box<dyn std::error::Error + Send + Sync>;
+
 /// The control plane's side of enrolling an agent, as deploy's caller
 /// provides it.
 pub trait Enroller: Send + Sync {
     /// A one-use join token bound to `host`, vouching for it and `names`
     /// (in that order), carrying the control plane's pin, good for `ttl`.
-    fn join_token(&self, host: &str, names: &[String], ttl: Duration) -> Result<Secret, String>;
+    fn join_token(
+        &self,
+        host: &str,
+        names: &[String],
+        ttl: Duration,
+    ) -> Result<Secret, EnrollError>;
     /// Every agent the registry knows.
-    fn agents(&self) -> BoxFuture<'_, Result<Vec<AgentRecord>, String>>;
+    fn agents(&self) -> BoxFuture<'_, Result<Vec<AgentRecord>, EnrollError>>;
 }
 
 /// Why talking to the control plane (or an agent) failed.
@@ -104,7 +112,7 @@ impl ControlPlane {
             .collect();
         self.enroller
             .join_token(host, &names, JOIN_TTL)
-            .map_err(ControlError::Token)
+            .map_err(|e| ControlError::Token(e.to_string()))
     }
 
     /// Every agent the registry knows.
@@ -112,9 +120,9 @@ impl ControlPlane {
         self.enroller
             .agents()
             .await
-            .map_err(|reason| ControlError::Request {
+            .map_err(|e| ControlError::Request {
                 url: format!("{}/v1/agents", self.url),
-                reason,
+                reason: e.to_string(),
             })
     }
 

@@ -16,6 +16,7 @@ use super::{
 };
 use crate::control::LocalKeys;
 use crate::control::client::ControlClient;
+use crate::deploy::control::EnrollError;
 use crate::deploy::layout::InstallScope;
 use crate::deploy::{
     Artifact, ControlPlane, DeployOptions, Deployer, Enroller, Event, HostResult, Outcome,
@@ -455,14 +456,16 @@ struct Enrollment {
 }
 
 impl Enroller for Enrollment {
-    fn join_token(&self, host: &str, names: &[String], ttl: Duration) -> Result<Secret, String> {
-        self.keys
-            .join_token(host, names, ttl)
-            .map(Secret::new)
-            .map_err(|e| e.to_string())
+    fn join_token(
+        &self,
+        host: &str,
+        names: &[String],
+        ttl: Duration,
+    ) -> Result<Secret, EnrollError> {
+        Ok(Secret::new(self.keys.join_token(host, names, ttl)?))
     }
 
-    fn agents(&self) -> BoxFuture<'_, Result<Vec<AgentRecord>, String>> {
-        Box::pin(async move { self.api.agents().await.map_err(|e| e.to_string()) })
+    fn agents(&self) -> BoxFuture<'_, Result<Vec<AgentRecord>, EnrollError>> {
+        Box::pin(async move { Ok(self.api.agents().await?) })
     }
 }
