@@ -284,6 +284,50 @@ async fn a_scan_finds_hosts_fills_the_fleet_and_records_the_inventory() {
     assert_eq!(Inventory::open(&path).unwrap().hosts().unwrap().len(), 14);
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_front_end_that_stops_reading_holds_the_scan_back_and_loses_nothing() {
+    // 4,094 hosts: more outputs and events than the channels and the
+    // actor's outbox hold, so the scan must wait for the reader.
+    let (engine, mut events) = spawn(config(None, vec![9]));
+    assert!(engine.send(Command::Scan(ScanRequest::targets("127.6.16.0/20"))));
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let job = engine.snapshot().jobs.first().map(|j| j.id);
+    assert!(job.is_some(), "the scan waits for its reader: {job:?}");
+    // Commands still go through at once while it waits.
+    let sent = std::time::Instant::now();
+    for _ in 0..10_000 {
+        assert!(engine.send(Command::Refresh));
+    }
+    assert!(
+        sent.elapsed() < Duration::from_secs(1),
+        "{:?}",
+        sent.elapsed()
+    );
+    let (mut scanned, mut found) = (0, 0);
+    let outcome = until(&mut events, |e| match e {
+        Event::Output {
+            output: JobOutput::Scanned { .. },
+            ..
+        } => {
+            scanned += 1;
+            None
+        }
+        Event::HostFound { .. } => {
+            found += 1;
+            None
+        }
+        Event::JobEnded {
+            kind: JobKind::Scan,
+            outcome,
+            ..
+        } => Some(outcome),
+        _ => None,
+    })
+    .await;
+    assert!(matches!(outcome, JobOutcome::Done(_)), "{outcome:?}");
+    assert_eq!((scanned, found), (4094, 4094), "every host, once each");
+}
+
 #[tokio::test]
 async fn bad_scan_targets_fail_the_job_with_the_reason() {
     let (engine, mut events) = spawn(config(None, vec![22]));
