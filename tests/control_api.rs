@@ -201,7 +201,7 @@ async fn join_tokens_are_one_use_bound_and_short_lived() {
         .plane
         .join_token(&JoinGrant::new("web6"), Some(Duration::from_secs(1)))
         .unwrap();
-    while fleetctl::store::now_unix() <= claims.exp {
+    while fleetctl::model::time::now_unix() <= claims.exp {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     let (late, _) = register_request(&short, "web6", &[]);
@@ -630,7 +630,7 @@ async fn join_tokens_from_the_api_and_state_across_a_restart() {
     assert_eq!(status, StatusCode::OK, "{body}");
     let minted: JoinTokenResponse = parse(body);
     assert!(
-        (fleetctl::store::now_unix() + 119..=fleetctl::store::now_unix() + 120)
+        (fleetctl::model::time::now_unix() + 119..=fleetctl::model::time::now_unix() + 120)
             .contains(&minted.expires_at)
     );
     let agent = cp.register(&minted.token, "web1", &[]).await;

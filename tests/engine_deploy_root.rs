@@ -19,8 +19,9 @@ use common::host::{HOST_SSH_PORT, IsolatedHost};
 use common::{keygen, require_root, require_tool};
 use fleetctl::control::{self, ControlPlane, Settings};
 use fleetctl::engine::{
-    self, Answer, Command as EngineCommand, ControlLink, DeploySettings, EngineConfig, Event,
-    JobKind, JobOutcome, PollSettings, PromptKind, SshSettings,
+    self, Answer, Command as EngineCommand, ControlLink, DeployRequest, DeploySettings,
+    EngineConfig, Event, Events, JobKind, JobOutcome, PollSettings, PromptKind, Questions,
+    SshSettings, UndeployRequest,
 };
 use fleetctl::model::{AgentState, RegistrationState};
 use fleetctl::ssh::{ConnectFlags, HostKeyPolicy};
@@ -48,7 +49,7 @@ fn stripped_binary(dir: &Path) -> PathBuf {
 /// its outcome, the prompts seen and the deploy steps reported.
 async fn run_job(
     engine: &engine::EngineHandle,
-    events: &mut tokio::sync::mpsc::UnboundedReceiver<Event>,
+    events: &mut Events,
     kind: JobKind,
 ) -> (JobOutcome, Vec<String>, Vec<(IpAddr, String)>) {
     let mut prompts = Vec::new();
@@ -80,14 +81,15 @@ async fn run_job(
 
 /// The engine as the console runs it, over these hosts: host keys asked
 /// about (policy ask), root with the test's key, agents on `{host}:9701`.
-fn engine_config(dir: &Path, key: &Path, url: &str, ca_pem: &str) -> EngineConfig {
+fn engine_config(dir: &Path, key: &Path, url: &str) -> EngineConfig {
     EngineConfig {
         inventory: Some(dir.join("inventory.sqlite3")),
-        scan: fleetctl::config::ScanConfig::default(),
+        keep_fleet: true,
+        scan: fleetctl::engine::ScanConfig::default(),
         max_in_flight: 16,
         ssh: SshSettings {
-            known_hosts: dir.join("known_hosts"),
-            ssh_config: dir.join("no_ssh_config"),
+            known_hosts: Some(dir.join("known_hosts")),
+            ssh_config: Some(dir.join("no_ssh_config")),
             policy: HostKeyPolicy::Ask,
             flags: ConnectFlags {
                 user: Some("root".into()),
@@ -95,20 +97,19 @@ fn engine_config(dir: &Path, key: &Path, url: &str, ca_pem: &str) -> EngineConfi
                 identities: vec![key.to_owned()],
                 ..ConnectFlags::default()
             },
+            concurrency: 4,
+            timeout: Duration::from_secs(30),
         },
-        fingerprint_concurrency: 4,
-        fingerprint_timeout: Duration::from_secs(30),
         control: Some(ControlLink {
             url: url.to_owned(),
-            ca_pem: ca_pem.to_owned(),
             control_dir: dir.join("control"),
             operator_ttl: Duration::from_hours(1),
         }),
-        poll: PollSettings {
+        poll: Some(PollSettings {
             interval: Duration::from_millis(500),
             registry_interval: Duration::from_secs(1),
             ..PollSettings::default()
-        },
+        }),
         deploy: DeploySettings {
             agent_binary: Some(stripped_binary(dir)),
             listen: "{host}:9701".into(),
@@ -116,6 +117,7 @@ fn engine_config(dir: &Path, key: &Path, url: &str, ca_pem: &str) -> EngineConfi
             wait_timeout: Duration::from_mins(1),
             ..DeploySettings::default()
         },
+        questions: Questions::Events,
     }
 }
 
@@ -144,10 +146,10 @@ async fn the_engine_deploys_watches_and_undeploys_real_hosts() {
         .enumerate()
         .map(|(i, ip)| FakeHost::start(&format!("ew{i}"), &ip.to_string(), &key))
         .collect();
-    let config = engine_config(dir.path(), &key, &started.url, &started.ca_pem);
+    let config = engine_config(dir.path(), &key, &started.url);
     let (engine, mut events) = engine::spawn(config);
 
-    engine.send(EngineCommand::Deploy { hosts: ips.clone() });
+    engine.send(EngineCommand::Deploy(DeployRequest::hosts(&ips)));
     let (outcome, prompts, steps) = run_job(&engine, &mut events, JobKind::Deploy).await;
     assert_eq!(outcome, JobOutcome::Done("2 deployed".into()));
     assert_eq!(prompts.len(), 2, "one host key question per host");
@@ -190,9 +192,7 @@ async fn the_engine_deploys_watches_and_undeploys_real_hosts() {
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
 
-    engine.send(EngineCommand::Undeploy {
-        hosts: vec![ips[0]],
-    });
+    engine.send(EngineCommand::Undeploy(UndeployRequest::hosts(&ips[..1])));
     let (outcome, prompts, _) = run_job(&engine, &mut events, JobKind::Undeploy).await;
     assert_eq!(outcome, JobOutcome::Done("1 removed".into()));
     assert!(prompts.is_empty(), "known hosts are not asked about again");

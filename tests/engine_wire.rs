@@ -18,11 +18,11 @@ use std::time::{Duration, Instant};
 use fleet::Proc;
 use fleetctl::control::{self, ControlPlane, Settings};
 use fleetctl::engine::{
-    self, Command as EngineCommand, ControlLink, DeploySettings, EngineConfig, Event,
-    FleetSnapshot, HostView, JobKind, JobOutcome, PollSettings, SshSettings,
+    self, Command as EngineCommand, ControlLink, DeploySettings, EngineConfig, Event, Events,
+    FleetSnapshot, HostView, JobKind, JobOutcome, PollSettings, Questions, RevokeRequest,
+    SshSettings,
 };
 use fleetctl::model::{AgentState, RegistrationState, TokenState};
-use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 const LIMIT: Duration = Duration::from_secs(30);
@@ -30,7 +30,6 @@ const LIMIT: Duration = Duration::from_secs(30);
 struct Plane {
     dir: tempfile::TempDir,
     url: String,
-    ca_pem: String,
     control: Arc<ControlPlane>,
     stop: CancellationToken,
 }
@@ -55,7 +54,6 @@ async fn start_plane() -> Plane {
     Plane {
         dir,
         url: started.url,
-        ca_pem: started.ca_pem,
         control: plane,
         stop,
     }
@@ -114,31 +112,32 @@ fn write_secret(path: &Path, text: &str) {
 fn engine_config(plane: &Plane) -> EngineConfig {
     EngineConfig {
         inventory: Some(plane.dir.path().join("inventory.sqlite3")),
-        scan: fleetctl::config::ScanConfig::default(),
+        keep_fleet: true,
+        scan: fleetctl::engine::ScanConfig::default(),
         max_in_flight: 16,
         ssh: SshSettings {
-            known_hosts: "/nonexistent/known_hosts".into(),
-            ssh_config: "/nonexistent/ssh_config".into(),
+            known_hosts: Some("/nonexistent/known_hosts".into()),
+            ssh_config: Some("/nonexistent/ssh_config".into()),
             policy: fleetctl::ssh::HostKeyPolicy::Strict,
             flags: fleetctl::ssh::ConnectFlags::default(),
+            concurrency: 4,
+            timeout: Duration::from_secs(5),
         },
-        fingerprint_concurrency: 4,
-        fingerprint_timeout: Duration::from_secs(5),
         control: Some(ControlLink {
             url: plane.url.clone(),
-            ca_pem: plane.ca_pem.clone(),
             control_dir: plane.dir.path().join("control"),
             operator_ttl: Duration::from_mins(1),
         }),
-        poll: PollSettings {
+        poll: Some(PollSettings {
             interval: Duration::from_millis(400),
             timeout: Duration::from_secs(1),
             concurrency: 8,
             max_backoff: Duration::from_secs(4),
             registry_interval: Duration::from_millis(500),
             agent_listen: "0.0.0.0:9701".into(),
-        },
+        }),
         deploy: DeploySettings::default(),
+        questions: Questions::Events,
     }
 }
 
@@ -166,7 +165,7 @@ async fn wait_host(
     }
 }
 
-async fn job_end(events: &mut mpsc::UnboundedReceiver<Event>, kind: JobKind) -> JobOutcome {
+async fn job_end(events: &mut Events, kind: JobKind) -> JobOutcome {
     tokio::time::timeout(LIMIT, async {
         loop {
             if let Some(Event::JobEnded {
@@ -239,7 +238,7 @@ async fn the_engine_watches_real_agents_revokes_one_and_backs_off_a_dead_one() {
     );
 
     // Revoke from the engine.
-    engine.send(EngineCommand::Revoke { hosts: vec![ip1] });
+    engine.send(EngineCommand::Revoke(RevokeRequest::hosts(&[ip1])));
     let outcome = job_end(&mut events, JobKind::Revoke).await;
     assert_eq!(outcome, JobOutcome::Done("1 revoked, 0 failed".into()));
     let host = wait_host(&engine, ip1, "revoked", |h| {

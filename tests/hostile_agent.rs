@@ -69,6 +69,7 @@ fn assert_clean(what: &str, text: &str) {
 }
 
 #[tokio::test(flavor = "multi_thread")]
+#[allow(clippy::too_many_lines)] // one hostile record, followed through every command
 async fn an_agent_version_full_of_escapes_never_reaches_the_operator() {
     let env = Env::new();
     let serve = Serve::start(&env, "127.12.1.1");
@@ -127,7 +128,7 @@ async fn an_agent_version_full_of_escapes_never_reaches_the_operator() {
 
     // A record stored by a control plane that took anything.
     let mut registry = Registry::open(&env.data_dir().join("inventory.sqlite3")).unwrap();
-    let now = fleetctl::store::now_unix();
+    let now = fleetctl::model::time::now_unix();
     registry
         .register(
             &NewAgent {

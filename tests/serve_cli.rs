@@ -195,7 +195,7 @@ async fn first_run(env: &Env) -> FirstRun {
     let (status, body) = api.post("/v1/register", None, &register).await;
     assert_eq!(status, StatusCode::OK, "{body}");
     let reg: RegisterResponse = serde_json::from_value(body).unwrap();
-    let ttl = reg.identity_expires_at - fleetctl::store::now_unix();
+    let ttl = reg.identity_expires_at - fleetctl::model::time::now_unix();
     assert_eq!(ttl, 600, "--identity-ttl applies");
     let agent = api.agent(env, &reg.certificate_pem, &key.key_pem);
     let renew = RenewRequest::default();

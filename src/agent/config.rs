@@ -22,7 +22,7 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 
 /// The stats API's port when the config names only an address.
-pub const DEFAULT_PORT: u16 = 9701;
+pub use crate::model::stats::AGENT_PORT as DEFAULT_PORT;
 const DEFAULT_INTERVAL: Duration = Duration::from_secs(2);
 
 /// The file as written.

@@ -25,8 +25,9 @@ use jsonwebtoken::{Algorithm, EncodingKey, Header};
 use rcgen::PublicKeyData as _;
 use serde::{Deserialize, Serialize};
 
-use super::{Audience, CLOCK_SKEW_SECS, Claims, ISSUER, JoinGrant, TokenVerifier, unix_now};
+use super::{Audience, CLOCK_SKEW_SECS, Claims, ISSUER, JoinGrant, TokenVerifier};
 use crate::model::control::TokenKey;
+use crate::model::time::now_unix;
 
 const KEY_FILE: &str = "token.key";
 const NEXT_KEY_FILE: &str = "token.next.key";
@@ -170,7 +171,7 @@ impl TokenIssuer {
                 });
             }
         };
-        let now = unix_now();
+        let now = now_unix();
         let mut published: Vec<TokenKey> = Vec::new();
         let mut publish = |kid: &str, pem: &str| {
             if !published.iter().any(|k| k.kid == kid) {
@@ -207,7 +208,7 @@ impl TokenIssuer {
     /// The kid of the key that signs now.
     #[must_use]
     pub fn signing_kid(&self) -> &str {
-        &self.signer(unix_now()).kid
+        &self.signer(now_unix()).kid
     }
 
     fn sign(&self, claims: &Claims, now: i64) -> Result<String, AuthError> {
@@ -244,7 +245,7 @@ impl TokenIssuer {
         sub: &str,
         ttl: Duration,
     ) -> Result<(String, Claims), AuthError> {
-        let now = unix_now();
+        let now = now_unix();
         let claims = Self::claims(aud.as_str().to_owned(), sub, ttl, now);
         Ok((self.sign(&claims, now)?, claims))
     }
@@ -257,7 +258,7 @@ impl TokenIssuer {
         sub: &str,
         ttl: Duration,
     ) -> Result<(String, Claims), AuthError> {
-        let now = unix_now();
+        let now = now_unix();
         let claims = Self::claims(super::stats_audience_for(agent_id), sub, ttl, now);
         Ok((self.sign(&claims, now)?, claims))
     }
@@ -269,7 +270,7 @@ impl TokenIssuer {
         grant: &JoinGrant,
         ttl: Duration,
     ) -> Result<(String, Claims), AuthError> {
-        let now = unix_now();
+        let now = now_unix();
         let mut claims = Self::claims(Audience::Join.as_str().to_owned(), &grant.host, ttl, now);
         claims.host = Some(grant.host.clone());
         claims.names = grant.vouched();
@@ -286,7 +287,7 @@ impl TokenIssuer {
     /// The public key of the key that signs now (SPKI PEM).
     #[must_use]
     pub fn public_key_pem(&self) -> &str {
-        &self.signer(unix_now()).public_pem
+        &self.signer(now_unix()).public_pem
     }
 
     /// A verifier for every key of the set.
@@ -317,7 +318,7 @@ impl TokenIssuer {
         };
         Self::promote_if_due(dir)?;
         let issuer = Self::load(dir)?;
-        let now = unix_now();
+        let now = now_unix();
         if let Some((next, from)) = &issuer.next
             && !publish_for.is_zero()
         {
@@ -406,7 +407,7 @@ impl TokenIssuer {
             .iter()
             .find(|e| e.kid == key.kid)
             .map_or(0, |e| e.signs_from);
-        if unix_now() < from {
+        if now_unix() < from {
             return Ok(None);
         }
         match std::fs::rename(&next_path, dir.join(KEY_FILE)) {

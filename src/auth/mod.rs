@@ -20,7 +20,7 @@
 
 pub mod keys;
 
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use jsonwebtoken::errors::ErrorKind;
 use jsonwebtoken::{Algorithm, DecodingKey, Validation};
@@ -300,12 +300,6 @@ pub fn unverified_join_claims(token: &str) -> Option<Claims> {
         .decode(payload)
         .ok()?;
     serde_json::from_slice(&bytes).ok()
-}
-
-fn unix_now() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
 }
 
 #[cfg(test)]

@@ -1,6 +1,7 @@
 use std::os::unix::fs::PermissionsExt as _;
 
 use super::*;
+use crate::model::time::now_unix;
 
 const MIN: Duration = Duration::from_mins(1);
 
@@ -201,7 +202,7 @@ fn expired_with_no_leeway() {
         .issue(Audience::Agent, "a1", Duration::from_secs(1))
         .unwrap();
     // Valid through its exp second; refused from the next one on.
-    while unix_now() <= claims.exp {
+    while now_unix() <= claims.exp {
         std::thread::sleep(Duration::from_millis(50));
     }
     assert_eq!(
@@ -238,7 +239,7 @@ fn a_rotation_publishes_first_signs_later_and_keeps_old_tokens_valid() {
     let agent = TokenVerifier::from_keys(during.key_set()).unwrap();
     assert!(agent.verify(&old_token, Audience::Agent).is_ok());
 
-    while unix_now() < rotation.signs_from {
+    while now_unix() < rotation.signs_from {
         std::thread::sleep(Duration::from_millis(100));
     }
     assert_eq!(during.signing_kid(), rotation.new_kid, "takes over on time");

@@ -6,13 +6,16 @@ use std::time::Duration;
 
 use clap::{Args, ValueEnum};
 
+use super::console::FrontEnd;
+use super::job::{self, Show};
 use super::token::{local_ca_pem, local_control_pin, local_issuer};
 use super::{BadInput, Context};
 use crate::auth::Audience;
-use crate::control::client::{ClientError, ControlClient};
+use crate::control::client::ControlClient;
+use crate::engine::{Command, JobError, JobOutput, RevokeRequest};
 use crate::model::control::AgentRecord;
 use crate::model::text;
-use crate::store::now_unix;
+use crate::model::time::now_unix;
 
 /// Operator tokens minted for one CLI call live this long.
 const CALL_TOKEN_TTL: Duration = Duration::from_mins(1);
@@ -72,12 +75,26 @@ pub async fn agents(args: AgentsArgs, ctx: &Context) -> anyhow::Result<ExitCode>
     Ok(ExitCode::SUCCESS)
 }
 
+/// Revokes one agent through the engine's revoke job (the console's `r`).
 pub async fn revoke(args: RevokeArgs, ctx: &Context) -> anyhow::Result<ExitCode> {
-    match client(ctx, args.url.as_deref())?
-        .revoke(&args.agent_id)
-        .await
+    if let Some(url) = &args.url
+        && !url.starts_with("https://")
     {
-        Ok(record) => {
+        return Err(BadInput::wrap(anyhow::anyhow!(
+            "--url {url:?} must start with https://"
+        )));
+    }
+    let link = super::console::link(ctx, args.url);
+    let config = super::console::engine_config(ctx, FrontEnd::Headless, Some(link), 64);
+    let request = RevokeRequest {
+        hosts: Vec::new(),
+        agents: vec![args.agent_id],
+    };
+    let mut view = RevokeView(None);
+    let ended = job::run(config, Command::Revoke(request), &mut view).await?;
+    ended.check()?;
+    match view.0 {
+        Some(Ok(record)) => {
             println!(
                 "revoked {} ({})",
                 text::escape(&record.agent_id),
@@ -85,8 +102,21 @@ pub async fn revoke(args: RevokeArgs, ctx: &Context) -> anyhow::Result<ExitCode>
             );
             Ok(ExitCode::SUCCESS)
         }
-        Err(e @ ClientError::Refused { status: 404, .. }) => Err(BadInput::wrap(e)),
-        Err(e) => Err(e.into()),
+        Some(Err(e @ JobError::BadRequest(_))) => Err(BadInput::wrap(e)),
+        Some(Err(e)) => Err(e.into()),
+        None => Ok(ExitCode::from(super::EXIT_INTERRUPTED)),
+    }
+}
+
+/// The one revocation's answer.
+struct RevokeView(Option<Result<Box<AgentRecord>, JobError>>);
+
+impl Show for RevokeView {
+    fn output(&mut self, output: JobOutput) -> anyhow::Result<()> {
+        if let JobOutput::Revoked { result, .. } = output {
+            self.0 = Some(result);
+        }
+        Ok(())
     }
 }
 

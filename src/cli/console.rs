@@ -1,5 +1,6 @@
-//! What the console and `fleetctl status` share: the engine's settings from
-//! the config file, and the control plane they use.
+//! The engine's settings from the config file, for every front end (the
+//! console, `fleetctl status`, the headless jobs), and the control plane
+//! the console uses.
 //!
 //! Which control plane (`engine.control`, default `auto`): with
 //! `control.url` set, an external one (a `fleetctl serve` somewhere) and
@@ -18,9 +19,10 @@ use tokio_util::sync::CancellationToken;
 use super::Context;
 use crate::config::ControlChoice;
 use crate::control::{self, ControlPlane};
-use crate::engine::{ControlLink, DeploySettings, EngineConfig, PollSettings, SshSettings};
-use crate::ssh::target::{default_known_hosts, default_ssh_config};
-use crate::ssh::{ConnectFlags, LocalUser};
+use crate::engine::{
+    ControlLink, DeploySettings, EngineConfig, PollSettings, Questions, SshSettings,
+};
+use crate::ssh::{ConnectFlags, HostKeyPolicy, TerminalPrompt};
 
 /// Where the control plane the console uses comes from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -78,7 +80,6 @@ pub async fn control(
                 tracing::info!(url = %started.url, "embedded control plane serving");
                 let link = ControlLink {
                     url: started.url,
-                    ca_pem: started.ca_pem,
                     control_dir: dir,
                     operator_ttl: config.operator_ttl,
                 };
@@ -112,59 +113,82 @@ pub async fn control(
         );
         return Ok((None, None, ControlSource::None));
     }
-    let ca_pem = super::token::local_ca_pem(&dir)?;
-    let link = ControlLink {
-        url: config.client_url(),
-        ca_pem,
-        control_dir: dir,
-        operator_ttl: config.operator_ttl,
-    };
-    Ok((Some(link), None, ControlSource::External))
+    // Read now, so a missing CA is said at start rather than by every job.
+    super::token::local_ca_pem(&dir)?;
+    Ok((Some(link(ctx, None)), None, ControlSource::External))
 }
 
-/// The engine's settings: `[scan]`, `[ssh]` and `[engine]` of the config.
+/// The control plane whose keys are in the data dir, at `url` (else
+/// `control.url`, else its listen address).
+pub fn link(ctx: &Context, url: Option<String>) -> ControlLink {
+    ControlLink {
+        url: url.unwrap_or_else(|| ctx.config.control.client_url()),
+        control_dir: ctx.paths.control_dir(),
+        operator_ttl: ctx.config.control.operator_ttl,
+    }
+}
+
+/// Who the engine works for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FrontEnd {
+    /// The console (and `status`): the fleet read from the inventory,
+    /// agents watched, questions asked in modals.
+    Console,
+    /// A headless job: it records, watches nothing, and asks on the
+    /// terminal (or `SSH_ASKPASS`).
+    Headless,
+}
+
+/// The engine's settings: `[scan]`, `[ssh]` and `[engine]` of the config,
+/// the one place they are read for every front end.
 pub fn engine_config(
     ctx: &Context,
+    front: FrontEnd,
     control: Option<ControlLink>,
     max_in_flight: usize,
 ) -> EngineConfig {
-    let local = LocalUser::current();
+    let console = front == FrontEnd::Console;
     let ssh = &ctx.config.ssh;
     let engine = &ctx.config.engine;
     EngineConfig {
         inventory: Some(ctx.paths.inventory()),
+        keep_fleet: console,
         scan: ctx.config.scan.clone(),
         max_in_flight,
         ssh: SshSettings {
-            known_hosts: ssh
-                .known_hosts
-                .clone()
-                .unwrap_or_else(|| default_known_hosts(&local)),
-            ssh_config: ssh
-                .ssh_config
-                .clone()
-                .unwrap_or_else(|| default_ssh_config(&local)),
-            policy: ssh.host_key_policy,
+            known_hosts: ssh.known_hosts.clone(),
+            ssh_config: ssh.ssh_config.clone(),
+            // Nobody may be at a headless command's terminal to answer.
+            policy: ssh.host_key_policy.unwrap_or(if console {
+                HostKeyPolicy::Ask
+            } else {
+                HostKeyPolicy::Strict
+            }),
             flags: ConnectFlags {
                 user: ssh.user.clone(),
                 identities: ssh.identities.clone(),
                 ..ConnectFlags::default()
             },
+            concurrency: ssh.concurrency,
+            timeout: ssh.timeout,
         },
-        fingerprint_concurrency: ssh.concurrency,
-        fingerprint_timeout: ssh.timeout,
         control,
-        poll: PollSettings {
+        poll: console.then(|| PollSettings {
             interval: engine.poll_interval,
             timeout: engine.poll_timeout,
             concurrency: engine.poll_concurrency,
             max_backoff: engine.poll_max_backoff,
             registry_interval: engine.registry_interval,
             agent_listen: engine.agent_listen.clone(),
-        },
+        }),
         deploy: DeploySettings {
             listen: engine.agent_listen.clone(),
             ..DeploySettings::default()
+        },
+        questions: if console {
+            Questions::Events
+        } else {
+            Questions::Ask(std::sync::Arc::new(TerminalPrompt))
         },
     }
 }

@@ -5,26 +5,21 @@
 use std::io::IsTerminal as _;
 use std::path::PathBuf;
 use std::process::ExitCode;
-use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context as _;
 use clap::Args;
-use tokio::sync::mpsc;
-use tokio_util::sync::CancellationToken;
 
+use super::console::{self, FrontEnd, engine_config};
+use super::job::{self, Show};
 use super::ssh_opts::SshArgs;
 use super::{BadInput, Context, EXIT_INTERRUPTED};
 use crate::config::parse_duration;
 use crate::deploy::layout::InstallScope;
 use crate::deploy::select::{Candidate, Selector};
-use crate::deploy::{
-    Artifact, ControlPlane, DeployOptions, Deployer, Event, HostResult, Outcome, RolloutOptions,
-    rollout,
-};
-use crate::engine::deploy::record;
+use crate::deploy::{HostResult, Outcome};
+use crate::engine::{Command, DeployPlan, DeployRequest, JobOutput, UndeployRequest};
 use crate::model::{AgentState, text};
-use crate::ssh::SshTarget;
 use crate::store::Inventory;
 
 mod progress;
@@ -85,15 +80,16 @@ pub struct DeployArgs {
     /// from the hosts.
     #[arg(long, value_name = "URL")]
     controller: Option<String>,
-    /// Where agents listen; `{host}` stands for the address deployed to.
-    #[arg(long, value_name = "ADDR:PORT", default_value = "0.0.0.0:9701")]
-    agent_listen: String,
+    /// Where agents listen; `{host}` stands for the address deployed to
+    /// [default: the config's engine.agent_listen, 0.0.0.0:9701].
+    #[arg(long, value_name = "ADDR:PORT")]
+    agent_listen: Option<String>,
     /// SSH port [default: ~/.ssh/config, else 22].
     #[arg(short = 'p', long)]
     port: Option<u16>,
-    /// Where the agent goes on each host (undeploy: where it went).
-    #[arg(long, value_enum, default_value = "auto")]
-    scope: ScopeArg,
+    /// Where the agent goes on each host (undeploy: where it went) [default: auto].
+    #[arg(long, value_enum)]
+    scope: Option<ScopeArg>,
     /// Hosts deployed first, one at a time; any failure among them stops the
     /// rollout. The rest then go --concurrency at once.
     #[arg(long, value_name = "N", default_value_t = 0)]
@@ -104,12 +100,13 @@ pub struct DeployArgs {
     /// Show the plan and change nothing.
     #[arg(long)]
     dry_run: bool,
-    /// Time allowed for each command or transfer on a host.
-    #[arg(long, value_parser = parse_duration, default_value = "60s")]
-    step_timeout: Duration,
-    /// Time allowed for a started agent to answer /healthz, and again to show as registered.
-    #[arg(long, value_parser = parse_duration, default_value = "60s")]
-    wait_timeout: Duration,
+    /// Time allowed for each command or transfer on a host [default: 60s].
+    #[arg(long, value_parser = parse_duration)]
+    step_timeout: Option<Duration>,
+    /// Time allowed for a started agent to answer /healthz, and again to
+    /// show as registered [default: 60s].
+    #[arg(long, value_parser = parse_duration)]
+    wait_timeout: Option<Duration>,
     /// JSON lines (one event per line) even on a terminal.
     #[arg(long)]
     jsonl: bool,
@@ -127,179 +124,138 @@ pub struct UndeployArgs {
     /// SSH port [default: ~/.ssh/config, else 22].
     #[arg(short = 'p', long)]
     port: Option<u16>,
-    /// Where the agent goes on each host (undeploy: where it went).
-    #[arg(long, value_enum, default_value = "auto")]
-    scope: ScopeArg,
+    /// Where the agent goes on each host (undeploy: where it went) [default: auto].
+    #[arg(long, value_enum)]
+    scope: Option<ScopeArg>,
     /// JSON lines (one event per line) even on a terminal.
     #[arg(long)]
     jsonl: bool,
 }
 
 pub async fn run_deploy(args: DeployArgs, ctx: &Context) -> anyhow::Result<ExitCode> {
-    let mut inventory = Inventory::open(&ctx.paths.inventory())?;
-    let hosts = pick_hosts(&args.hosts, &inventory)?;
-    let ssh = args.ssh.setup(args.port)?;
-    let targets = hosts
-        .iter()
-        .map(|host| ssh.target(host))
-        .collect::<anyhow::Result<Vec<_>>>()?;
-    let binary = match &args.agent_binary {
-        Some(path) => path.clone(),
-        None => std::env::current_exe().context("cannot tell where this fleetctl binary is")?,
-    };
-    let artifact = Artifact::load(&binary).map_err(BadInput::wrap)?;
-    let url = args
-        .controller
-        .clone()
-        .unwrap_or_else(|| ctx.config.control.client_url());
-    if !url.starts_with("https://") {
-        return Err(BadInput::wrap(anyhow::anyhow!(
-            "--controller {url:?}: agents only talk to the control plane over https://"
-        )));
-    }
-    let options = RolloutOptions {
+    let hosts = pick(&args.hosts, ctx).await?;
+    let request = DeployRequest {
+        hosts,
+        ssh: args.ssh.request(args.port),
+        agent_binary: args.agent_binary,
+        controller: args.controller,
+        listen: args.agent_listen,
+        scope: args.scope.map(InstallScope::from),
         canary: args.canary,
-        concurrency: ssh.concurrency,
         max_failures: args.max_failures,
+        step_timeout: args.step_timeout,
+        wait_timeout: args.wait_timeout,
+        dry_run: args.dry_run,
     };
-    if args.dry_run {
-        print_plan(&targets, &artifact, &url, options);
-        return Ok(ExitCode::SUCCESS);
-    }
-    let control_dir = ctx.paths.control_dir();
-    // Keys nobody serves with would mint tokens every agent is refused with.
-    let issuer = super::token::local_issuer(&control_dir)?;
-    let ca_pem = super::token::local_ca_pem(&control_dir)?;
-    let pin = super::token::local_control_pin(&control_dir)?;
-    let control = ControlPlane::new(&url, ca_pem, pin, issuer)?;
-    let deployer = Arc::new(Deployer {
-        connector: Arc::clone(&ssh.connector),
-        artifact: Arc::new(artifact),
-        control: Arc::new(control),
-        options: DeployOptions {
-            listen: args.agent_listen.clone(),
-            step_timeout: args.step_timeout,
-            healthy_timeout: args.wait_timeout,
-            registered_timeout: args.wait_timeout,
-            scope: args.scope.into(),
-            controller_for: std::collections::BTreeMap::new(),
-        },
-    });
-    let build = deployer.artifact.sha256.clone();
-    let cancel = CancellationToken::new();
-    let work = {
-        let cancel = cancel.clone();
-        move |target: SshTarget, progress: rollout::Progress| {
-            let deployer = Arc::clone(&deployer);
-            let cancel = cancel.clone();
-            async move { deployer.deploy(&target, &progress, &cancel).await }
-        }
-    };
-    let results = drive(
-        targets.clone(),
-        options,
-        cancel.clone(),
-        args.jsonl,
-        work,
-        |event| record(&mut inventory, &targets, Some(&build), event),
-    )
-    .await?;
-    Ok(exit_code(&results, &cancel))
+    let link = console::link(ctx, None);
+    let config = engine_config(ctx, FrontEnd::Headless, Some(link), 64);
+    let mut view = RolloutView::new(args.jsonl, request.hosts.len());
+    let ended = job::run(config, Command::Deploy(request), &mut view).await?;
+    ended.check()?;
+    view.end(ended.interrupted)
 }
 
 pub async fn run_undeploy(args: UndeployArgs, ctx: &Context) -> anyhow::Result<ExitCode> {
-    let mut inventory = Inventory::open(&ctx.paths.inventory())?;
-    let hosts = pick_hosts(&args.hosts, &inventory)?;
-    let ssh = args.ssh.setup(args.port)?;
-    let targets = hosts
-        .iter()
-        .map(|host| ssh.target(host))
-        .collect::<anyhow::Result<Vec<_>>>()?;
-    let connector = Arc::clone(&ssh.connector);
-    let scope = args.scope.into();
-    let cancel = CancellationToken::new();
-    let options = RolloutOptions {
-        canary: 0,
-        concurrency: ssh.concurrency,
-        max_failures: None,
+    let hosts = pick(&args.hosts, ctx).await?;
+    let request = UndeployRequest {
+        hosts,
+        ssh: args.ssh.request(args.port),
+        scope: args.scope.map(InstallScope::from),
     };
-    let work = move |target: SshTarget, progress: rollout::Progress| {
-        let connector = Arc::clone(&connector);
-        async move {
-            crate::deploy::undeploy(
-                &connector,
-                &target,
-                &progress,
-                Duration::from_mins(1),
-                scope,
-            )
-            .await
-        }
-    };
-    let results = drive(
-        targets.clone(),
-        options,
-        cancel.clone(),
-        args.jsonl,
-        work,
-        |event| record(&mut inventory, &targets, None, event),
-    )
-    .await?;
-    Ok(exit_code(&results, &cancel))
+    let config = engine_config(ctx, FrontEnd::Headless, None, 64);
+    let mut view = RolloutView::new(args.jsonl, request.hosts.len());
+    let ended = job::run(config, Command::Undeploy(request), &mut view).await?;
+    ended.check()?;
+    view.end(ended.interrupted)
 }
 
-/// Runs the rollout, shows its events, and prints the summary.
-async fn drive<F, Fut>(
-    targets: Vec<SshTarget>,
-    options: RolloutOptions,
-    cancel: CancellationToken,
-    force_jsonl: bool,
-    work: F,
-    mut on_event: impl FnMut(&Event),
-) -> anyhow::Result<Vec<HostResult>>
-where
-    F: Fn(SshTarget, rollout::Progress) -> Fut + Send + Sync + 'static,
-    Fut: std::future::Future<Output = Outcome> + Send + 'static,
-{
-    let live = !force_jsonl && std::io::stdout().is_terminal();
-    let (tx, mut rx) = mpsc::unbounded_channel();
-    let hosts: Vec<(String, SshTarget)> =
-        targets.into_iter().map(|t| (t.alias.clone(), t)).collect();
-    let total = hosts.len();
-    let job = {
-        let cancel = cancel.clone();
-        tokio::spawn(async move { rollout::run(hosts, options, &cancel, &tx, work).await })
-    };
-    let mut view = progress::View::new(live, total);
-    let mut ctrl_c = std::pin::pin!(tokio::signal::ctrl_c());
-    loop {
-        tokio::select! {
-            event = rx.recv() => {
-                let Some(event) = event else { break };
-                on_event(&event);
-                view.show(&event)?;
-            }
-            _ = &mut ctrl_c, if !cancel.is_cancelled() => {
-                view.note("interrupted: no new hosts start; hosts under way finish or roll back");
-                cancel.cancel();
-            }
+/// The hosts named, or those `--all` / `--select` pick from the inventory
+/// (read on a blocking thread).
+async fn pick(args: &HostsArgs, ctx: &Context) -> anyhow::Result<Vec<String>> {
+    if !args.all && args.select.is_none() {
+        return Ok(args.hosts.clone());
+    }
+    let (path, select, all) = (ctx.paths.inventory(), args.select.clone(), args.all);
+    tokio::task::spawn_blocking(move || {
+        let inventory = Inventory::open(&path)?;
+        let args = HostsArgs {
+            hosts: Vec::new(),
+            all,
+            select,
+        };
+        pick_hosts(&args, &inventory)
+    })
+    .await
+    .context("the inventory reader stopped")?
+}
+
+/// A rollout as it goes: live per-host lines on a terminal, JSON lines
+/// otherwise (started at the first host: a dry run prints its plan alone).
+struct RolloutView {
+    live: bool,
+    total: usize,
+    view: Option<progress::View>,
+    results: Option<Vec<HostResult>>,
+    interrupted_note: bool,
+}
+
+impl RolloutView {
+    fn new(force_jsonl: bool, total: usize) -> Self {
+        Self {
+            live: !force_jsonl && std::io::stdout().is_terminal(),
+            total,
+            view: None,
+            results: None,
+            interrupted_note: false,
         }
     }
-    let results = job.await.context("the rollout task failed")?;
-    view.summary(&results)?;
-    Ok(results)
+
+    fn view(&mut self) -> &mut progress::View {
+        let (live, total) = (self.live, self.total);
+        self.view
+            .get_or_insert_with(|| progress::View::new(live, total))
+    }
+
+    /// The summary and the exit status: any host failed, 1; else
+    /// interrupted, 130.
+    fn end(mut self, interrupted: bool) -> anyhow::Result<ExitCode> {
+        let Some(results) = self.results.take() else {
+            // A dry run: the plan was the output.
+            return Ok(ExitCode::SUCCESS);
+        };
+        self.view().summary(&results)?;
+        Ok(
+            if results
+                .iter()
+                .any(|r| matches!(r.outcome, Outcome::Failed { .. }))
+            {
+                ExitCode::FAILURE
+            } else if interrupted {
+                ExitCode::from(EXIT_INTERRUPTED)
+            } else {
+                ExitCode::SUCCESS
+            },
+        )
+    }
 }
 
-fn exit_code(results: &[HostResult], cancel: &CancellationToken) -> ExitCode {
-    if results
-        .iter()
-        .any(|r| matches!(r.outcome, Outcome::Failed { .. }))
-    {
-        ExitCode::FAILURE
-    } else if cancel.is_cancelled() {
-        ExitCode::from(EXIT_INTERRUPTED)
-    } else {
-        ExitCode::SUCCESS
+impl Show for RolloutView {
+    fn output(&mut self, output: JobOutput) -> anyhow::Result<()> {
+        match output {
+            JobOutput::Note(note) => eprintln!("note: {}", text::escape_lines(&note)),
+            JobOutput::DeployPlan(plan) => print_plan(&plan),
+            JobOutput::Rollout { event, .. } => self.view().show(&event)?,
+            JobOutput::RolloutDone(results) => self.results = Some(results),
+            _ => {}
+        }
+        Ok(())
+    }
+
+    fn interrupted(&mut self) {
+        if !std::mem::replace(&mut self.interrupted_note, true) {
+            self.view()
+                .note("interrupted: no new hosts start; hosts under way finish or roll back");
+        }
     }
 }
 
@@ -376,14 +332,16 @@ fn candidates(inventory: &Inventory) -> anyhow::Result<Vec<Candidate>> {
     Ok(by_addr.into_values().collect())
 }
 
-fn print_plan(targets: &[SshTarget], artifact: &Artifact, url: &str, options: RolloutOptions) {
+fn print_plan(plan: &DeployPlan) {
+    let options = plan.rollout;
     println!(
-        "plan: push {} ({}, Linux {}, sha256 {}) to {} host(s); agents register with {url}",
-        artifact.path.display(),
-        human_bytes(artifact.bytes.len()),
-        artifact.elf.arch_name(),
-        &artifact.sha256[..16],
-        targets.len()
+        "plan: push {} ({}, Linux {}, sha256 {}) to {} host(s); agents register with {}",
+        plan.path.display(),
+        human_bytes(plan.bytes),
+        plan.arch,
+        plan.sha256.get(..16).unwrap_or(&plan.sha256),
+        plan.hosts.len(),
+        text::escape(&plan.url)
     );
     println!(
         "steps per host: connect, inspect, upload, verify, configure, start, healthy, registered"
@@ -394,10 +352,10 @@ fn print_plan(targets: &[SshTarget], artifact: &Artifact, url: &str, options: Ro
     );
     println!(
         "order: {} canary host(s) one at a time, then {} at once; {max}",
-        options.canary.min(targets.len()),
+        options.canary.min(plan.hosts.len()),
         options.concurrency.max(1)
     );
-    for (i, t) in targets.iter().enumerate() {
+    for (i, (user, host, port)) in plan.hosts.iter().enumerate() {
         let phase = if i < options.canary {
             "canary"
         } else {
@@ -407,9 +365,9 @@ fn print_plan(targets: &[SshTarget], artifact: &Artifact, url: &str, options: Ro
             "  {:>3}. {:<8} {}@{}:{}",
             i + 1,
             phase,
-            text::escape(&t.user),
-            text::escape(&t.hostname),
-            t.port
+            text::escape(user),
+            text::escape(host),
+            port
         );
     }
     println!("dry run: nothing was changed");

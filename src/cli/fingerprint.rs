@@ -1,22 +1,21 @@
 //! `fleetctl fingerprint HOST...`: what each host is, over SSH.
 
-use std::io::Write;
+use std::io::{StdoutLock, Write};
 use std::process::ExitCode;
 use std::time::Duration;
 
-use anyhow::Context as _;
 use clap::Args;
-use tokio::sync::mpsc;
-use tokio_util::sync::CancellationToken;
 
+use super::console::{FrontEnd, engine_config};
 use super::facts_output::{self, CSV_COLUMNS};
+use super::job::{self, Show};
 use super::output::Format;
 use super::ssh_opts::SshArgs;
 use super::{Context, EXIT_INTERRUPTED};
 use crate::config::parse_duration;
-use crate::fingerprint::job::{self, Fingerprint};
+use crate::engine::{Command, FingerprintRequest, JobOutput};
+use crate::fingerprint::job::Fingerprint;
 use crate::model::text;
-use crate::store::Inventory;
 
 #[derive(Debug, Args)]
 pub struct FingerprintArgs {
@@ -28,62 +27,41 @@ pub struct FingerprintArgs {
     /// SSH port [default: ~/.ssh/config, else 22].
     #[arg(short = 'p', long)]
     port: Option<u16>,
-    /// Time allowed per host, connection included.
-    #[arg(long, value_parser = parse_duration, default_value = "30s")]
-    timeout: Duration,
+    /// Time allowed per host, connection included [default: the config's
+    /// ssh.timeout, 30s].
+    #[arg(long, value_parser = parse_duration)]
+    timeout: Option<Duration>,
     /// Output format.
     #[arg(short, long, value_enum, default_value_t = Format::Table)]
     output: Format,
 }
 
 pub async fn run(args: FingerprintArgs, ctx: &Context) -> anyhow::Result<ExitCode> {
-    let ssh = args.ssh.setup(args.port)?;
-    let targets = args
-        .hosts
-        .iter()
-        .map(|host| ssh.target(host))
-        .collect::<anyhow::Result<Vec<_>>>()?;
-    let mut inventory = Inventory::open(&ctx.paths.inventory())
-        .context("cannot record facts in the inventory (is --data-dir writable?)")?;
-
-    let cancel = CancellationToken::new();
-    let (tx, mut rx) = mpsc::unbounded_channel();
-    let total = targets.len();
-    let job = tokio::spawn(job::run(
-        ssh.connector,
-        targets,
-        ssh.concurrency,
-        args.timeout,
-        cancel.clone(),
-        tx,
-    ));
-    let mut out = std::io::stdout().lock();
-    let mut results = Vec::new();
-    match args.output {
-        Format::Table => writeln!(
-            out,
-            "{:<24} {}  HOST KEY",
-            "HOST",
-            facts_output::table_header()
-        )?,
-        Format::Csv => writeln!(out, "host,address,port,{}", CSV_COLUMNS.join(","))?,
-        Format::Json | Format::Jsonl => {}
-    }
-    let mut ctrl_c = std::pin::pin!(tokio::signal::ctrl_c());
-    loop {
-        tokio::select! {
-            result = rx.recv() => {
-                let Some(result) = result else { break };
-                write_row(&mut out, args.output, &result)?;
-                results.push(result);
-            }
-            _ = &mut ctrl_c, if !cancel.is_cancelled() => cancel.cancel(),
-        }
-    }
-    job.await.context("the fingerprint job failed")?;
-    inventory.record_fingerprints(&results)?;
+    let mut ssh = args.ssh.request(args.port);
+    ssh.timeout = args.timeout;
+    let total = args.hosts.len();
+    let request = FingerprintRequest {
+        hosts: args.hosts,
+        ssh,
+    };
+    let config = engine_config(ctx, FrontEnd::Headless, None, 64);
+    let mut view = FingerprintView {
+        format: args.output,
+        out: std::io::stdout().lock(),
+        header: false,
+        results: Vec::new(),
+    };
+    let ended = job::run(config, Command::Fingerprint(request), &mut view).await?;
+    ended.check()?;
+    view.header()?;
+    let FingerprintView {
+        format,
+        mut out,
+        results,
+        ..
+    } = view;
     let failed = results.iter().filter(|r| r.failure.is_some()).count();
-    match args.output {
+    match format {
         Format::Json => super::output::write_json(&mut out, &results, true)?,
         Format::Table => writeln!(
             out,
@@ -94,13 +72,64 @@ pub async fn run(args: FingerprintArgs, ctx: &Context) -> anyhow::Result<ExitCod
     }
     out.flush()?;
     report_failures(&results);
-    Ok(if cancel.is_cancelled() {
+    Ok(if ended.interrupted {
         ExitCode::from(EXIT_INTERRUPTED)
     } else if failed > 0 {
         ExitCode::FAILURE
     } else {
         ExitCode::SUCCESS
     })
+}
+
+/// Each host's row as it is fingerprinted (JSON: all at the end).
+struct FingerprintView {
+    format: Format,
+    out: StdoutLock<'static>,
+    /// Written: once the job is under way, before the first row.
+    header: bool,
+    results: Vec<Fingerprint>,
+}
+
+impl FingerprintView {
+    fn header(&mut self) -> std::io::Result<()> {
+        if std::mem::replace(&mut self.header, true) {
+            return Ok(());
+        }
+        match self.format {
+            Format::Table => writeln!(
+                self.out,
+                "{:<24} {}  HOST KEY",
+                "HOST",
+                facts_output::table_header()
+            ),
+            Format::Csv => writeln!(self.out, "host,address,port,{}", CSV_COLUMNS.join(",")),
+            Format::Json | Format::Jsonl => Ok(()),
+        }
+    }
+}
+
+impl Show for FingerprintView {
+    fn output(&mut self, output: JobOutput) -> anyhow::Result<()> {
+        match output {
+            JobOutput::Note(note) => eprintln!("note: {}", text::escape_lines(&note)),
+            JobOutput::Fingerprinted(result) => {
+                self.header()?;
+                write_row(&mut self.out, self.format, &result)?;
+                self.results.push(*result);
+            }
+            _ => {}
+        }
+        Ok(())
+    }
+
+    /// The job reports progress once it has set up: the header goes out then.
+    fn progress(&mut self, _done: u64, _total: u64) {
+        let _ = self.header();
+    }
+
+    fn flush(&mut self) -> anyhow::Result<()> {
+        Ok(self.out.flush()?)
+    }
 }
 
 /// Says on stderr why each failed host failed.

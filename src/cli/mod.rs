@@ -8,9 +8,9 @@ mod demo;
 mod deploy;
 mod facts_output;
 mod fingerprint;
+mod job;
 mod output;
 mod scan;
-mod scan_ssh;
 mod serve;
 mod ssh_opts;
 mod status;
@@ -116,6 +116,28 @@ impl Context {
             .map_err(BadInput::wrap)?;
         Ok(Self { config, paths })
     }
+}
+
+/// The engine's settings as `fleetctl` starts it with this config file and
+/// data dir: for the console (`console`), else for a headless job. No
+/// control plane is started. What tests drive the console's engine with.
+pub fn engine_config(
+    config_file: &Path,
+    data_dir: &Path,
+    console: bool,
+) -> anyhow::Result<crate::engine::EngineConfig> {
+    let ctx = Context::load(Some(config_file), Some(data_dir))?;
+    let front = if console {
+        console::FrontEnd::Console
+    } else {
+        console::FrontEnd::Headless
+    };
+    Ok(console::engine_config(
+        &ctx,
+        front,
+        None,
+        raise_open_files_limit(),
+    ))
 }
 
 /// Entry point of the binary.

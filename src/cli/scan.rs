@@ -1,27 +1,25 @@
-//! `fleetctl scan`: headless discovery.
+//! `fleetctl scan`: headless discovery, the engine's scan job shown as a
+//! table, JSON, JSON lines or CSV. Hosts are written as they are found;
+//! with `--ssh`, hosts showing SSH once their fingerprint is in too.
 
-use std::io::IsTerminal;
-use std::net::IpAddr;
+use std::collections::HashMap;
+use std::io::{IsTerminal, StdoutLock};
 use std::process::ExitCode;
-use std::sync::Arc;
-use std::sync::atomic::Ordering;
 use std::time::Duration;
 
-use anyhow::Context as _;
 use clap::Args;
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
-use tokio::sync::mpsc;
-use tokio_util::sync::CancellationToken;
 
+use super::console::{FrontEnd, engine_config};
 use super::fingerprint::report_failures;
-use super::output::{Format, ScanWriter};
-use super::scan_ssh::{self, SSH_PORT, ScanFingerprints, ScanSshArgs};
+use super::job::{self, Show};
+use super::output::{FingerprintCounts, Format, ScanWriter};
+use super::ssh_opts::SshArgs;
 use super::{BadInput, Context, EXIT_INTERRUPTED};
-use crate::config::{ScanConfig, parse_duration};
-use crate::model::{HostScan, Reach};
-use crate::scan::targets::{self, TargetSpec};
-use crate::scan::{self, Method, MethodChoice, ProbePlan, ScanOptions, ScanProgress, ScanSummary};
-use crate::store::{Inventory, ScanId};
+use crate::config::parse_duration;
+use crate::engine::{Command, JobOutput, SSH_PORT, ScanRequest};
+use crate::model::{Fingerprint, HostScan, Reach, text};
+use crate::scan::{MethodChoice, ScanSummary};
 
 /// Defaults come from the config file's `[scan]` table; see `fleetctl config default`.
 #[derive(Debug, Args)]
@@ -66,232 +64,208 @@ pub struct ScanArgs {
     ssh: ScanSshArgs,
 }
 
-/// The scan's settings after flags are laid over the config file.
-#[derive(Debug, Clone, PartialEq)]
-pub struct ScanSettings {
-    pub method: MethodChoice,
-    pub max_hosts: u64,
-    pub options: ScanOptions,
+/// `--ssh`: live hosts showing SSH on port 22 are fingerprinted while the
+/// scan goes on, as `fleetctl fingerprint` does.
+#[derive(Debug, Args)]
+pub struct ScanSshArgs {
+    /// Also fingerprint live hosts with SSH on port 22, as `fleetctl fingerprint` does.
+    #[arg(long)]
+    pub ssh: bool,
+    #[command(flatten, next_help_heading = "SSH (with --ssh)")]
+    opts: SshArgs,
+    /// Time allowed per host for --ssh, connection included [default: the
+    /// config's ssh.timeout, 30s].
+    #[arg(long, value_parser = parse_duration)]
+    ssh_timeout: Option<Duration>,
 }
 
-impl ScanSettings {
-    /// Flags win over the config file. Pure, so it is tested directly.
-    #[must_use]
-    pub fn resolve(args: &ScanArgs, file: &ScanConfig) -> Self {
-        // --ssh fingerprints where port 22 answers: it must be probed.
-        let ssh_banner = (file.ssh_banner && !args.no_banner) || args.ssh.ssh;
-        let mut ports = args.ports.clone().unwrap_or_else(|| file.ports.clone());
-        if args.ssh.ssh && !ports.contains(&SSH_PORT) {
-            ports.push(SSH_PORT);
-        }
-        Self {
-            method: args.method.unwrap_or(file.method),
-            max_hosts: args.max_hosts.unwrap_or(file.max_hosts),
-            options: ScanOptions {
-                plan: ProbePlan {
-                    rate: args.rate.unwrap_or(file.rate),
-                    timeout: args.timeout.unwrap_or(file.timeout),
-                    retries: args.retries.unwrap_or(file.retries),
-                },
-                ports,
-                banner_timeout: ssh_banner.then_some(file.banner_timeout),
-                resolve: args.resolve || file.resolve,
-                max_in_flight: file.max_in_flight,
-            },
-        }
+impl ScanArgs {
+    /// The scan the flags ask for; what they leave unset, `[scan]` says.
+    fn request(&self) -> anyhow::Result<ScanRequest> {
+        let ssh = if self.ssh.ssh {
+            let mut ssh = self.ssh.opts.request(Some(SSH_PORT));
+            ssh.timeout = self.ssh.ssh_timeout;
+            Some(ssh)
+        } else if self.ssh.opts.any_given() || self.ssh.ssh_timeout.is_some() {
+            return Err(BadInput::wrap(anyhow::anyhow!(
+                "SSH options (-l, -i, -J, --known-hosts, --host-key-policy, ...) apply only with --ssh"
+            )));
+        } else {
+            None
+        };
+        Ok(ScanRequest {
+            targets: self.targets.clone(),
+            exclude: self.exclude.clone(),
+            method: self.method,
+            ports: self.ports.clone(),
+            rate: self.rate,
+            timeout: self.timeout,
+            retries: self.retries,
+            max_hosts: self.max_hosts,
+            resolve: self.resolve,
+            no_banner: self.no_banner,
+            ssh,
+        })
     }
 }
 
 pub async fn run(args: ScanArgs, ctx: &Context) -> anyhow::Result<ExitCode> {
-    let mut settings = ScanSettings::resolve(&args, &ctx.config.scan);
-    let cancel = CancellationToken::new();
-    let mut fingerprints = args.ssh.start(&cancel)?;
-    let addrs = addresses(&args, settings.max_hosts).await?;
-
-    settings.options.max_in_flight = settings
-        .options
-        .max_in_flight
-        .min(super::raise_open_files_limit());
-    let probe_ssh = settings.options.banner_timeout.is_some();
-    let (method, note) =
-        Method::choose(settings.method, &addrs, probe_ssh).map_err(BadInput::wrap)?;
-    if let Some(note) = note {
-        eprintln!("note: {note}");
-    }
-    let mut inventory = Inventory::open(&ctx.paths.inventory())
-        .context("cannot record the scan in the inventory (is --data-dir writable?)")?;
-    let scan_id = inventory.begin_scan(&args.targets.join(" "), method.name())?;
-
-    let progress = Arc::new(ScanProgress::new(addrs.len()));
-    let (tx, mut rx) = mpsc::unbounded_channel();
-    let scan = tokio::spawn(scan::run(
-        Arc::clone(&addrs),
-        method,
-        settings.options.clone(),
-        cancel.clone(),
-        tx,
-        Arc::clone(&progress),
-    ));
-
-    let bar = progress_bar(addrs.len());
-    let mut writer = ScanWriter::new(
-        args.output,
-        std::io::stdout().lock(),
-        &addrs,
-        settings.options.resolve,
-        fingerprints.is_some(),
+    let request = args.request()?;
+    let fingerprinting = request.ssh.is_some();
+    let config = engine_config(
+        ctx,
+        FrontEnd::Headless,
+        None,
+        super::raise_open_files_limit(),
     );
-    bar_suspend(bar.as_ref(), || writer.header())?;
-    let mut results: Vec<HostScan> = Vec::new();
-    let mut discovering = true;
-    let mut fingerprinting = fingerprints.is_some();
-    let mut tick = tokio::time::interval(Duration::from_millis(100));
-    let mut ctrl_c = std::pin::pin!(tokio::signal::ctrl_c());
-    while discovering || fingerprinting {
-        tokio::select! {
-            host = rx.recv(), if discovering => {
-                let Some(host) = host else {
-                    discovering = false;
-                    if let Some(f) = &mut fingerprints {
-                        f.discovery_done();
-                    }
-                    continue;
-                };
-                // Write everything already waiting, then flush once.
-                let mut batch = vec![host];
-                while let Ok(more) = rx.try_recv() {
-                    batch.push(more);
-                }
-                let shown = |h: &HostScan| !args.alive_only || h.reach == Reach::Alive;
-                write_found(&batch, fingerprints.as_mut(), shown, &mut writer, bar.as_ref())?;
-                results.extend(batch);
-            }
-            done = scan_ssh::next(fingerprints.as_mut()), if fingerprinting => match done {
-                Some((Some(host), fp)) => bar_suspend(bar.as_ref(), || {
-                    writer.host(&host, Some(&fp))?;
-                    writer.flush()
-                })?,
-                Some((None, _)) => {}
-                None => fingerprinting = false,
-            },
-            _ = tick.tick(), if bar.is_some() => {
-                if let Some(bar) = &bar {
-                    update_bar(bar, &progress);
-                }
-            }
-            _ = &mut ctrl_c, if !cancel.is_cancelled() => cancel.cancel(),
-        }
-    }
-    let summary = scan.await.context("the scan task failed")?;
-    if let Some(bar) = &bar {
+    let mut view = ScanView {
+        format: args.output,
+        alive_only: args.alive_only,
+        fingerprinting,
+        writer: None,
+        bar: None,
+        alive: 0,
+        held: HashMap::new(),
+        fingerprints: Vec::new(),
+        summary: None,
+    };
+    let ended = job::run(config, Command::Scan(request), &mut view).await?;
+    if let Some(bar) = &view.bar {
         bar.finish_and_clear();
     }
-    record(
-        &mut inventory,
-        scan_id,
-        &results,
-        &summary,
-        fingerprints.as_ref(),
-    )?;
-    end(
-        &mut writer,
-        &summary,
-        fingerprints.as_mut(),
-        cancel.is_cancelled(),
-    )
+    ended.check()?;
+    view.end(ended.interrupted)
 }
 
-/// Writes the end of the output and says how the run went.
-fn end(
-    writer: &mut ScanWriter<impl std::io::Write>,
-    summary: &ScanSummary,
-    mut fingerprints: Option<&mut ScanFingerprints>,
-    cancelled: bool,
-) -> anyhow::Result<ExitCode> {
-    if let Some(f) = fingerprints.as_deref_mut() {
-        // Interrupted before their turn: shown without facts.
-        for host in f.unfinished() {
-            writer.host(&host, None)?;
-        }
-        report_failures(&f.done);
-    }
-    let counts = fingerprints.map(|f| f.counts());
-    writer.finish(summary, counts)?;
-    Ok(if cancelled {
-        ExitCode::from(EXIT_INTERRUPTED)
-    } else if counts.is_some_and(|c| c.failed > 0) {
-        ExitCode::FAILURE
-    } else {
-        ExitCode::SUCCESS
-    })
+/// The scan as it goes: the writer once the targets are known, the
+/// progress bar, and the hosts held for their fingerprint.
+struct ScanView {
+    format: Format,
+    alive_only: bool,
+    fingerprinting: bool,
+    writer: Option<ScanWriter<StdoutLock<'static>>>,
+    bar: Option<ProgressBar>,
+    alive: u64,
+    /// Found hosts waiting for their fingerprint, by the name it reports.
+    held: HashMap<String, HostScan>,
+    fingerprints: Vec<Fingerprint>,
+    summary: Option<ScanSummary>,
 }
 
-/// Writes hosts just found, except those held to be fingerprinted first
-/// (written when that is done).
-fn write_found(
-    batch: &[HostScan],
-    mut fingerprints: Option<&mut ScanFingerprints>,
-    shown: impl Fn(&HostScan) -> bool,
-    writer: &mut ScanWriter<impl std::io::Write>,
-    bar: Option<&ProgressBar>,
-) -> anyhow::Result<()> {
-    let mut now = Vec::with_capacity(batch.len());
-    for host in batch {
-        let held = match fingerprints.as_deref_mut() {
-            Some(f) => f.take(host)?,
-            None => false,
+impl ScanView {
+    /// Writes `f`'s output, keeping the progress bar clear of it.
+    fn write(
+        &mut self,
+        f: impl FnOnce(&mut ScanWriter<StdoutLock<'static>>) -> std::io::Result<()>,
+    ) -> anyhow::Result<()> {
+        let Some(writer) = &mut self.writer else {
+            return Ok(());
         };
-        if !held && shown(host) {
-            now.push(host);
+        match &self.bar {
+            Some(bar) => bar.suspend(|| f(writer))?,
+            None => f(writer)?,
+        }
+        Ok(())
+    }
+
+    fn counts(&self) -> Option<FingerprintCounts> {
+        self.fingerprinting.then(|| {
+            let failed = self
+                .fingerprints
+                .iter()
+                .filter(|f| f.failure.is_some())
+                .count();
+            FingerprintCounts {
+                ok: self.fingerprints.len() - failed,
+                failed,
+            }
+        })
+    }
+
+    /// Writes the end of the output and says how the run went.
+    fn end(mut self, interrupted: bool) -> anyhow::Result<ExitCode> {
+        // Interrupted before their turn: shown without facts.
+        let unfinished: Vec<HostScan> = self.held.drain().map(|(_, host)| host).collect();
+        self.write(|w| unfinished.iter().try_for_each(|h| w.host(h, None)))?;
+        if self.fingerprinting {
+            report_failures(&self.fingerprints);
+        }
+        let counts = self.counts();
+        if let (Some(writer), Some(summary)) = (&mut self.writer, &self.summary) {
+            writer.finish(summary, counts)?;
+        }
+        Ok(if interrupted {
+            ExitCode::from(EXIT_INTERRUPTED)
+        } else if counts.is_some_and(|c| c.failed > 0) {
+            ExitCode::FAILURE
+        } else {
+            ExitCode::SUCCESS
+        })
+    }
+}
+
+impl Show for ScanView {
+    fn output(&mut self, output: JobOutput) -> anyhow::Result<()> {
+        match output {
+            JobOutput::Note(note) => {
+                let line = format!("note: {}", text::escape_lines(&note));
+                match &self.bar {
+                    Some(bar) => bar.suspend(|| eprintln!("{line}")),
+                    None => eprintln!("{line}"),
+                }
+            }
+            JobOutput::ScanStarted { targets, names, .. } => {
+                self.bar = progress_bar(targets.len());
+                let out = std::io::stdout().lock();
+                self.writer = Some(ScanWriter::new(
+                    self.format,
+                    out,
+                    &targets,
+                    names,
+                    self.fingerprinting,
+                ));
+                self.write(ScanWriter::header)?;
+            }
+            JobOutput::Scanned {
+                host,
+                fingerprinting,
+            } => {
+                if host.reach == Reach::Alive {
+                    self.alive += 1;
+                }
+                if fingerprinting {
+                    self.held.insert(host.addr.to_string(), host);
+                } else if !self.alive_only || host.reach == Reach::Alive {
+                    self.write(|w| w.host(&host, None))?;
+                }
+            }
+            JobOutput::Fingerprinted(fingerprint) => {
+                if let Some(host) = self.held.remove(&fingerprint.host) {
+                    self.write(|w| w.host(&host, Some(&fingerprint)))?;
+                }
+                self.fingerprints.push(*fingerprint);
+            }
+            JobOutput::ScanDone(summary) => self.summary = Some(summary),
+            _ => {}
+        }
+        Ok(())
+    }
+
+    fn progress(&mut self, done: u64, _total: u64) {
+        if let Some(bar) = &self.bar {
+            let secs = bar.elapsed().as_secs_f64().max(0.001);
+            bar.set_position(done);
+            bar.set_message(format!(
+                "{} alive · {:.0}/s",
+                self.alive,
+                done as f64 / secs
+            ));
         }
     }
-    bar_suspend(bar, || {
-        for host in now {
-            writer.host(host, None)?;
-        }
-        writer.flush()
-    })?;
-    Ok(())
-}
 
-/// Records the scan, and with `--ssh` the facts, in the inventory.
-fn record(
-    inventory: &mut Inventory,
-    scan_id: ScanId,
-    results: &[HostScan],
-    summary: &ScanSummary,
-    fingerprints: Option<&ScanFingerprints>,
-) -> anyhow::Result<()> {
-    inventory.record_hosts(scan_id, results)?;
-    inventory.finish_scan(scan_id, summary.alive, summary.silent, summary.interrupted)?;
-    if let Some(f) = fingerprints {
-        inventory.record_fingerprints(&f.done)?;
+    fn flush(&mut self) -> anyhow::Result<()> {
+        self.write(ScanWriter::flush)
     }
-    Ok(())
-}
-
-/// The addresses the targets name, less the excluded ones.
-async fn addresses(args: &ScanArgs, max_hosts: u64) -> anyhow::Result<Arc<[IpAddr]>> {
-    let targets = parse_all(&args.targets)?;
-    let exclude = parse_all(&args.exclude)?;
-    let lookup_timeout = Duration::from_secs(5);
-    let targets = targets::resolve_names(targets, lookup_timeout)
-        .await
-        .map_err(BadInput::wrap)?;
-    let exclude = targets::resolve_names(exclude, lookup_timeout)
-        .await
-        .map_err(BadInput::wrap)?;
-    Ok(targets::expand(&targets, &exclude, max_hosts)
-        .map_err(BadInput::wrap)?
-        .into())
-}
-
-fn parse_all(inputs: &[String]) -> anyhow::Result<Vec<TargetSpec>> {
-    let mut specs = Vec::new();
-    for input in inputs {
-        specs.extend(targets::parse_target(input).map_err(BadInput::wrap)?);
-    }
-    Ok(specs)
 }
 
 /// A progress bar on stderr, only when stderr is a terminal.
@@ -306,21 +280,6 @@ fn progress_bar(total: usize) -> Option<ProgressBar> {
     Some(bar)
 }
 
-fn update_bar(bar: &ProgressBar, progress: &ScanProgress) {
-    let probed = progress.probed.load(Ordering::Relaxed);
-    let alive = progress.alive.load(Ordering::Relaxed);
-    let secs = bar.elapsed().as_secs_f64().max(0.001);
-    bar.set_position(probed);
-    bar.set_message(format!("{alive} alive · {:.0}/s", probed as f64 / secs));
-}
-
-fn bar_suspend<T>(bar: Option<&ProgressBar>, f: impl FnOnce() -> T) -> T {
-    match bar {
-        Some(bar) => bar.suspend(f),
-        None => f(),
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -332,67 +291,43 @@ mod tests {
         args: ScanArgs,
     }
 
-    fn resolve(argv: &[&str], file: &ScanConfig) -> ScanSettings {
-        let parsed =
-            Wrapper::try_parse_from(std::iter::once("scan").chain(argv.iter().copied())).unwrap();
-        ScanSettings::resolve(&parsed.args, file)
+    fn request(argv: &[&str]) -> anyhow::Result<ScanRequest> {
+        Wrapper::try_parse_from(std::iter::once("scan").chain(argv.iter().copied()))
+            .unwrap()
+            .args
+            .request()
     }
 
     #[test]
-    fn defaults_come_from_the_file() {
-        let file = ScanConfig {
-            rate: 5,
-            ports: vec![2222],
-            resolve: true,
-            ..ScanConfig::default()
-        };
-        let s = resolve(&["127.0.0.1"], &file);
-        assert_eq!(s.options.plan.rate, 5);
-        assert_eq!(s.options.ports, [2222]);
-        assert!(s.options.resolve);
-        assert_eq!(s.options.banner_timeout, Some(Duration::from_secs(2)));
-        assert_eq!(s.method, MethodChoice::Auto);
+    fn flags_become_the_request_and_unset_ones_stay_unset() {
+        let r = request(&["127.0.0.1", "--exclude", "127.0.0.2,127.0.0.3"]).unwrap();
+        assert_eq!(r.exclude, ["127.0.0.2", "127.0.0.3"]);
+        assert_eq!((r.rate, r.ports.clone(), r.method), (None, None, None));
+        assert!(r.ssh.is_none());
+        let r = request(&[
+            "127.0.0.1",
+            "--rate",
+            "10",
+            "-m",
+            "tcp",
+            "--ssh",
+            "-l",
+            "root",
+            "--ssh-timeout",
+            "5s",
+        ])
+        .unwrap();
+        assert_eq!((r.rate, r.method), (Some(10), Some(MethodChoice::Tcp)));
+        let ssh = r.ssh.unwrap();
+        assert_eq!(ssh.port, Some(SSH_PORT), "where the scan found SSH");
+        assert_eq!(ssh.user.as_deref(), Some("root"));
+        assert_eq!(ssh.timeout, Some(Duration::from_secs(5)));
     }
 
     #[test]
-    fn flags_override_the_file() {
-        let s = resolve(
-            &[
-                "127.0.0.1",
-                "--rate",
-                "10",
-                "--ports",
-                "22,8022",
-                "--timeout",
-                "2s",
-                "--retries",
-                "3",
-                "-m",
-                "tcp",
-                "--no-banner",
-                "--max-hosts",
-                "9",
-            ],
-            &ScanConfig::default(),
-        );
-        assert_eq!(s.options.plan.rate, 10);
-        assert_eq!(s.options.ports, [22, 8022]);
-        assert_eq!(s.options.plan.timeout, Duration::from_secs(2));
-        assert_eq!(s.options.plan.retries, 3);
-        assert_eq!(s.method, MethodChoice::Tcp);
-        assert_eq!(s.options.banner_timeout, None);
-        assert_eq!(s.max_hosts, 9);
-    }
-
-    #[test]
-    fn ssh_probes_port_22_whatever_else_is_asked() {
-        let file = ScanConfig {
-            ssh_banner: false,
-            ..ScanConfig::default()
-        };
-        let s = resolve(&["127.0.0.1", "--ssh", "--ports", "80"], &file);
-        assert_eq!(s.options.ports, [80, 22]);
-        assert!(s.options.banner_timeout.is_some());
+    fn ssh_options_need_ssh() {
+        let err = request(&["127.0.0.1", "-l", "root"]).unwrap_err();
+        assert!(err.downcast_ref::<BadInput>().is_some(), "{err}");
         let clash = Wrapper::try_parse_from(["scan", "127.0.0.1", "--ssh", "--no-banner"]);
         assert!(clash.is_err(), "--ssh needs the banner probe");
     }

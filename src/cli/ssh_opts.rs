@@ -1,23 +1,15 @@
-//! SSH options shared by `fleetctl fingerprint` and `fleetctl scan --ssh`:
-//! flags as ssh(1) spells them, resolved against `~/.ssh/config` into
-//! targets and one connector for the whole job.
+//! SSH options shared by `fleetctl fingerprint`, `scan --ssh`, `deploy`
+//! and `undeploy`: flags as ssh(1) spells them, over the config's `[ssh]`
+//! (the engine lays them over it, for each job the same way).
 
 use std::path::PathBuf;
-use std::sync::Arc;
 use std::time::Duration;
 
-use anyhow::Context as _;
 use clap::Args;
 
-use super::BadInput;
 use crate::config::parse_duration;
-use crate::ssh::config::{SshConfig, parse_jumps};
-use crate::ssh::target::default_ssh_config;
-use crate::ssh::{ConnectFlags, Connector, HostKeyPolicy, LocalUser, SshTarget, TerminalPrompt};
-
-/// Sized for real fleets: enough to hide network latency, few enough for
-/// sshd's MaxStartups and the operator's file descriptors.
-const DEFAULT_CONCURRENCY: u16 = 32;
+use crate::engine::SshRequest;
+use crate::ssh::HostKeyPolicy;
 
 /// How to reach hosts, as ssh(1) spells it where it can.
 #[derive(Debug, Args)]
@@ -42,25 +34,17 @@ pub struct SshArgs {
     #[arg(long, value_name = "FILE")]
     known_hosts: Option<PathBuf>,
     /// Unknown host keys: refuse (strict), learn them (accept-new), or ask on the
-    /// terminal (ask). A changed key is always refused.
-    #[arg(long, value_enum, default_value_t = HostKeyPolicy::Strict)]
-    host_key_policy: HostKeyPolicy,
+    /// terminal (ask). A changed key is always refused [default: the config's
+    /// ssh.host_key_policy, else strict].
+    #[arg(long, value_enum)]
+    host_key_policy: Option<HostKeyPolicy>,
     /// ssh_config file [default: ~/.ssh/config].
     #[arg(long, value_name = "FILE")]
     ssh_config: Option<PathBuf>,
-    /// Hosts fingerprinted at once.
+    /// Hosts fingerprinted at once [default: the config's ssh.concurrency, 32].
     // `deploy` and `undeploy` give it their own help (`mut_arg`).
-    #[arg(long, default_value_t = DEFAULT_CONCURRENCY, value_parser = clap::value_parser!(u16).range(1..))]
-    concurrency: u16,
-}
-
-/// What a job needs to reach hosts: resolved once, shared by every host.
-pub struct SshSetup {
-    config: SshConfig,
-    local: LocalUser,
-    flags: ConnectFlags,
-    pub connector: Arc<Connector>,
-    pub concurrency: usize,
+    #[arg(long, value_parser = clap::value_parser!(u16).range(1..))]
+    concurrency: Option<u16>,
 }
 
 impl SshArgs {
@@ -72,53 +56,26 @@ impl SshArgs {
             || self.jump.is_some()
             || self.connect_timeout.is_some()
             || self.known_hosts.is_some()
-            || self.host_key_policy != HostKeyPolicy::default()
+            || self.host_key_policy.is_some()
             || self.ssh_config.is_some()
-            || self.concurrency != DEFAULT_CONCURRENCY
+            || self.concurrency.is_some()
     }
 
-    /// Reads the ssh_config and known_hosts files; `port` overrides the
-    /// config's Port for every host (scan connects where it found SSH).
-    pub fn setup(&self, port: Option<u16>) -> anyhow::Result<SshSetup> {
-        // A bad -J is the operator's mistake, said before any host is tried.
-        if let Some(spec) = &self.jump {
-            parse_jumps(spec).map_err(|e| BadInput::wrap(anyhow::anyhow!("-J {spec}: {e}")))?;
+    /// The flags as a job's request; `port` for every host (scan connects
+    /// where it found SSH).
+    #[must_use]
+    pub fn request(&self, port: Option<u16>) -> SshRequest {
+        SshRequest {
+            user: self.user.clone(),
+            identities: self.identities.clone(),
+            jump: self.jump.clone(),
+            connect_timeout: self.connect_timeout,
+            known_hosts: self.known_hosts.clone(),
+            policy: self.host_key_policy,
+            ssh_config: self.ssh_config.clone(),
+            port,
+            concurrency: self.concurrency.map(usize::from),
+            timeout: None,
         }
-        let local = LocalUser::current();
-        let config_path = self
-            .ssh_config
-            .clone()
-            .unwrap_or_else(|| default_ssh_config(&local));
-        let config = SshConfig::load(&config_path).map_err(BadInput::wrap)?;
-        for warning in &config.warnings {
-            eprintln!("note: {}", crate::model::text::escape(warning));
-        }
-        let prompt = Arc::new(TerminalPrompt);
-        let connector = match &self.known_hosts {
-            Some(file) => Connector::new(file, self.host_key_policy, prompt)
-                .context("cannot read --known-hosts")?,
-            None => Connector::with_target_files(self.host_key_policy, prompt),
-        };
-        Ok(SshSetup {
-            config,
-            local,
-            flags: ConnectFlags {
-                user: self.user.clone(),
-                port,
-                identities: self.identities.clone(),
-                connect_timeout: self.connect_timeout,
-                jump: self.jump.clone(),
-            },
-            connector: Arc::new(connector),
-            concurrency: usize::from(self.concurrency),
-        })
-    }
-}
-
-impl SshSetup {
-    /// Resolves `host` (a name, address or config alias, optionally `user@`).
-    pub fn target(&self, host: &str) -> anyhow::Result<SshTarget> {
-        SshTarget::resolve(host, &self.flags, &self.config, &self.local)
-            .map_err(|e| BadInput::wrap(anyhow::anyhow!(e)))
     }
 }

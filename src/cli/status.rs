@@ -106,7 +106,7 @@ fn round1(v: f64) -> f64 {
 pub async fn run(args: StatusArgs, ctx: &Context) -> anyhow::Result<ExitCode> {
     let (link, embedded, _) = super::console::control(ctx).await?;
     let polling = link.is_some();
-    let config = super::console::engine_config(ctx, link, 64);
+    let config = super::console::engine_config(ctx, super::console::FrontEnd::Console, link, 64);
     let (engine, mut events) = engine::spawn(config);
     let (mut loaded, mut polled) = (false, !polling);
     let waited = tokio::time::timeout(args.wait, async {
@@ -164,10 +164,24 @@ pub(super) fn write(out: &mut impl Write, fleet: &FleetSnapshot, format: Format)
             }
         }
         Format::Csv => {
-            writeln!(
-                out,
-                "address,hostname,os,reach,ssh,agent,registration,token,token_left_secs,cpu_pct,mem_pct,load1,last_seen"
-            )?;
+            // The csv crate quotes; what hosts said is escaped first, as
+            // in every other writer.
+            let mut csv = csv::Writer::from_writer(&mut *out);
+            csv.write_record([
+                "address",
+                "hostname",
+                "os",
+                "reach",
+                "ssh",
+                "agent",
+                "registration",
+                "token",
+                "token_left_secs",
+                "cpu_pct",
+                "mem_pct",
+                "load1",
+                "last_seen",
+            ])?;
             for (r, _) in &rows {
                 let opt = |v: Option<String>| v.unwrap_or_default();
                 let fields = [
@@ -185,10 +199,9 @@ pub(super) fn write(out: &mut impl Write, fleet: &FleetSnapshot, format: Format)
                     opt(r.load1.map(|v| v.to_string())),
                     opt(r.last_seen.map(|v| v.to_string())),
                 ];
-                let line: Vec<String> =
-                    fields.iter().map(|f| csv_field(&text::escape(f))).collect();
-                writeln!(out, "{}", line.join(","))?;
+                csv.write_record(fields.iter().map(|f| text::escape(f).into_owned()))?;
             }
+            csv.flush()?;
         }
         Format::Table => {
             let header: Vec<String> = Column::ALL.iter().map(|c| c.title().into()).collect();
@@ -211,15 +224,6 @@ pub(super) fn write(out: &mut impl Write, fleet: &FleetSnapshot, format: Format)
         }
     }
     out.flush()
-}
-
-/// Quotes a CSV field when it holds a comma, quote or line break.
-fn csv_field(text: &str) -> String {
-    if text.contains([',', '"', '\n']) {
-        format!("\"{}\"", text.replace('"', "\"\""))
-    } else {
-        text.to_owned()
-    }
 }
 
 #[cfg(test)]
@@ -265,5 +269,25 @@ mod tests {
             rows[0]["hostname"], "web1\x1b]0;PWNED\x07\x1b[2J\u{9b}1m",
             "JSON keeps what was received, escaped as JSON"
         );
+    }
+
+    #[test]
+    fn csv_is_quoted_by_the_csv_crate_and_reads_back() {
+        let mut scan = HostScan::new("127.12.0.8".parse().unwrap(), Reach::Alive);
+        scan.name = Some("web, \"one\"\nand\x1b[2J".into());
+        let mut fleet = FleetSnapshot::empty();
+        fleet
+            .hosts
+            .push(Arc::new(HostView::from_scan(scan, Some(1))));
+        let mut out = Vec::new();
+        write(&mut out, &fleet, Format::Csv).unwrap();
+        let mut reader = csv::Reader::from_reader(out.as_slice());
+        let header = reader.headers().unwrap().clone();
+        assert_eq!(&header[0], "address");
+        let rows: Vec<csv::StringRecord> = reader.records().map(Result::unwrap).collect();
+        assert_eq!(rows.len(), 1);
+        assert_eq!(&rows[0][0], "127.12.0.8");
+        // One field, quoted where it must be; the control characters escaped.
+        assert_eq!(&rows[0][1], "web, \"one\"\\nand\\x1b[2J");
     }
 }

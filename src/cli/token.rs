@@ -15,8 +15,8 @@ use super::{BadInput, Context};
 use crate::auth::{Audience, AuthError, JoinGrant, TokenIssuer};
 use crate::config::parse_duration;
 use crate::model::control::TokenRecord;
+use crate::model::time::now_unix;
 use crate::pki::ControlPin;
-use crate::store::now_unix;
 use crate::store::registry::Registry;
 
 /// The longest a join token may live, as the API's cap.

@@ -8,8 +8,8 @@ use serde::{Deserialize, Serialize};
 use super::duration;
 use crate::ssh::HostKeyPolicy;
 
-/// `[ssh]`: how the console (and `fleetctl status`) reach hosts over SSH.
-/// Headless commands take the same settings as flags.
+/// `[ssh]`: how jobs reach hosts over SSH, in the console and headless;
+/// headless commands' flags override it.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct SshConsoleConfig {
@@ -24,8 +24,10 @@ pub struct SshConsoleConfig {
     /// [default: ~/.ssh/config]
     #[serde(skip_serializing_if = "Option::is_none")]
     pub ssh_config: Option<PathBuf>,
-    /// Unknown host keys: strict, accept-new, or ask (a modal in the console).
-    pub host_key_policy: HostKeyPolicy,
+    /// Unknown host keys: strict, accept-new, or ask. Unset: ask in the
+    /// console (a modal), strict in headless commands (nobody may be there).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub host_key_policy: Option<HostKeyPolicy>,
     /// Hosts fingerprinted, deployed or undeployed at once.
     pub concurrency: usize,
     /// Time allowed per host for fingerprinting.
@@ -40,7 +42,7 @@ impl Default for SshConsoleConfig {
             identities: Vec::new(),
             known_hosts: None,
             ssh_config: None,
-            host_key_policy: HostKeyPolicy::Ask,
+            host_key_policy: None,
             concurrency: 32,
             timeout: Duration::from_secs(30),
         }
@@ -88,14 +90,16 @@ pub enum ControlChoice {
 }
 
 impl Default for EngineSettings {
+    /// The engine's own defaults: one place for each.
     fn default() -> Self {
+        let poll = crate::engine::PollSettings::default();
         Self {
-            poll_interval: Duration::from_secs(2),
-            poll_timeout: Duration::from_secs(3),
-            poll_concurrency: 256,
-            poll_max_backoff: Duration::from_mins(1),
-            registry_interval: Duration::from_secs(5),
-            agent_listen: "0.0.0.0:9701".into(),
+            poll_interval: poll.interval,
+            poll_timeout: poll.timeout,
+            poll_concurrency: poll.concurrency,
+            poll_max_backoff: poll.max_backoff,
+            registry_interval: poll.registry_interval,
+            agent_listen: poll.agent_listen,
             control: ControlChoice::Auto,
         }
     }

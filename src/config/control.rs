@@ -39,19 +39,21 @@ pub struct ControlConfig {
 }
 
 impl Default for ControlConfig {
+    /// The control plane's own defaults, one place for each.
     fn default() -> Self {
+        let plane = crate::control::Settings::default();
         Self {
             listen: SocketAddr::from(([127, 0, 0, 1], 8443)),
-            url: None,
-            names: Vec::new(),
-            cert_ttl: Duration::from_hours(24),
-            identity_ttl: Duration::from_hours(1),
-            join_ttl: Duration::from_mins(15),
+            url: plane.url,
+            names: plane.names,
+            cert_ttl: plane.cert_ttl,
+            identity_ttl: plane.identity_ttl,
+            join_ttl: plane.join_ttl,
             operator_ttl: Duration::from_hours(1),
-            max_operator_ttl: Duration::from_hours(30 * 24),
-            max_connections_per_source: crate::pki::tls::MAX_PER_SOURCE,
-            heartbeat_interval: Duration::from_secs(30),
-            lost_after: Duration::from_secs(90),
+            max_operator_ttl: plane.max_operator_ttl,
+            max_connections_per_source: plane.max_connections_per_source,
+            heartbeat_interval: plane.heartbeat_interval,
+            lost_after: plane.lost_after,
         }
     }
 }

@@ -5,15 +5,14 @@
 
 mod console;
 mod control;
-mod duration;
 
 use std::path::{Path, PathBuf};
-use std::time::Duration;
 
 use directories::ProjectDirs;
 use serde::{Deserialize, Serialize};
 
-use crate::scan::MethodChoice;
+pub use crate::engine::ScanConfig;
+use crate::model::duration;
 pub use console::{ControlChoice, EngineSettings, SshConsoleConfig, TuiConfig};
 pub use control::ControlConfig;
 pub use duration::parse_duration;
@@ -41,40 +40,6 @@ pub struct PathsConfig {
     pub data_dir: Option<PathBuf>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub log_dir: Option<PathBuf>,
-}
-
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(default, deny_unknown_fields)]
-pub struct ScanConfig {
-    pub method: MethodChoice,
-    pub ports: Vec<u16>,
-    pub rate: u32,
-    #[serde(with = "duration")]
-    pub timeout: Duration,
-    pub retries: u32,
-    pub max_hosts: u64,
-    pub ssh_banner: bool,
-    #[serde(with = "duration")]
-    pub banner_timeout: Duration,
-    pub resolve: bool,
-    pub max_in_flight: usize,
-}
-
-impl Default for ScanConfig {
-    fn default() -> Self {
-        Self {
-            method: MethodChoice::Auto,
-            ports: vec![22, 80, 443],
-            rate: 100_000,
-            timeout: Duration::from_millis(500),
-            retries: 1,
-            max_hosts: 65_536,
-            ssh_banner: true,
-            banner_timeout: Duration::from_secs(2),
-            resolve: false,
-            max_in_flight: 4096,
-        }
-    }
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -225,6 +190,7 @@ fn expand_home(path: &Path) -> PathBuf {
 mod tests {
     use super::*;
     use crate::ssh::HostKeyPolicy;
+    use std::time::Duration;
 
     #[test]
     fn the_sample_file_equals_the_defaults() {
@@ -273,11 +239,11 @@ mod tests {
             path,
         )
         .unwrap();
-        assert_eq!(c.ssh.host_key_policy, HostKeyPolicy::Strict);
+        assert_eq!(c.ssh.host_key_policy, Some(HostKeyPolicy::Strict));
         assert_eq!(c.ssh.user.as_deref(), Some("ops"));
         assert_eq!(c.engine.control, ControlChoice::Embed);
         assert_eq!(c.engine.poll_interval, Duration::from_millis(500));
-        assert_eq!(Config::default().ssh.host_key_policy, HostKeyPolicy::Ask);
+        assert_eq!(Config::default().ssh.host_key_policy, None);
         for (text, key) in [
             (
                 "[engine]\npoll_concurrency = 0\n",

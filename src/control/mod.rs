@@ -14,6 +14,7 @@
 mod api;
 pub mod client;
 mod extract;
+pub mod keys;
 mod server_cert;
 
 use std::collections::HashSet;
@@ -27,9 +28,12 @@ use tokio::net::TcpListener;
 
 use crate::auth::{Audience, AuthError, Claims, JoinGrant, TokenIssuer, TokenVerifier};
 use crate::model::control::{TokenKey, TrustUpdate};
+use crate::model::time::now_unix;
 use crate::pki::{ControlPin, FleetCa, PkiError};
 use crate::store::StoreError;
 use crate::store::registry::Registry;
+
+pub use keys::{KeysError, LocalKeys};
 
 /// How often the control plane looks for new token keys (a rotation by
 /// `fleetctl token rotate-key`, or by another replica).
@@ -242,7 +246,7 @@ impl ControlPlane {
     /// The ids of revoked tokens not yet expired, read again whenever
     /// another process (`fleetctl token revoke`) changed the database.
     fn revoked_tokens(&self, reg: &Registry) -> Result<Arc<HashSet<String>>, StoreError> {
-        let now = unix_now();
+        let now = now_unix();
         let version = reg.data_version()?;
         let mut cache = self
             .revoked
@@ -425,8 +429,4 @@ pub fn local_url(mut addr: SocketAddr) -> String {
         });
     }
     format!("https://{addr}")
-}
-
-fn unix_now() -> i64 {
-    crate::store::now_unix()
 }

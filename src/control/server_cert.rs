@@ -11,7 +11,8 @@ use std::time::Duration;
 
 use x509_parser::extensions::GeneralName;
 
-use super::{ControlError, ControlPlane, unix_now};
+use super::{ControlError, ControlPlane};
+use crate::model::time::now_unix;
 use crate::pki::tls::ReloadableCert;
 use crate::pki::{FleetCa, PkiError, write_private};
 
@@ -76,7 +77,7 @@ pub(super) fn prepare(
             .unwrap_or_else(std::sync::PoisonError::into_inner),
     );
     let dir = &plane.dir;
-    let now = unix_now();
+    let now = now_unix();
     if let Some((cert_pem, key_pem, renew_at)) = usable(dir, &plane.ca, &sans, now) {
         tracing::debug!("reusing the control plane certificate");
         return Ok(Prepared {
@@ -96,7 +97,7 @@ pub(super) fn prepare(
 /// Reissues the certificate at 2/3 of its life, for as long as it serves.
 pub(super) async fn keep_fresh(plane: Arc<ControlPlane>, mut prepared: Prepared) {
     loop {
-        let wait = u64::try_from(prepared.renew_at - unix_now()).unwrap_or(0);
+        let wait = u64::try_from(prepared.renew_at - now_unix()).unwrap_or(0);
         tokio::time::sleep(Duration::from_secs(wait)).await;
         match issue(
             &plane.dir,
@@ -111,7 +112,7 @@ pub(super) async fn keep_fresh(plane: Arc<ControlPlane>, mut prepared: Prepared)
             Ok(renew_at) => prepared.renew_at = renew_at,
             Err(e) => {
                 tracing::error!(error = %e, "cannot renew the control plane certificate; retrying in a minute");
-                prepared.renew_at = unix_now() + 60;
+                prepared.renew_at = now_unix() + 60;
             }
         }
     }
@@ -127,7 +128,7 @@ fn issue(
     let write_err = |path: std::path::PathBuf| move |source| PkiError::Write { path, source };
     write_private(&dir.join(KEY_FILE), key.as_bytes()).map_err(write_err(dir.join(KEY_FILE)))?;
     std::fs::write(dir.join(CERT_FILE), &cert.pem).map_err(write_err(dir.join(CERT_FILE)))?;
-    let now = unix_now();
+    let now = now_unix();
     tracing::info!(names = ?sans, expires_at = cert.not_after, "issued the control plane certificate");
     Ok((cert.pem, key, renew_point(now, cert.not_after)))
 }
@@ -218,7 +219,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let ca = FleetCa::load_or_create(dir.path()).unwrap();
         let sans = vec!["127.4.0.1".to_string()];
-        let now = unix_now();
+        let now = now_unix();
         assert!(
             usable(dir.path(), &ca, &sans, now).is_none(),
             "nothing stored yet"

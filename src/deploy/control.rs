@@ -1,13 +1,16 @@
-//! Deploy's view of the control plane: join tokens minted locally with its
-//! signing key (vouching for the address deploy connected to and the name
-//! the host reported, and carrying the control plane's pin), and the two
-//! checks that a deployed agent works (its `/healthz` over the fleet CA,
-//! and its entry in the registry).
+//! Deploy's view of the control plane: join tokens (vouching for the
+//! address deploy connected to and the name the host reported, and
+//! carrying the control plane's pin), and the two checks that a deployed
+//! agent works (its `/healthz` over the fleet CA, and its entry in the
+//! registry).
+//!
+//! Deploy mints no token and knows no API client: its caller hands it an
+//! [`Enroller`] (the engine's, over the control plane's keys and client).
 
 use std::time::Duration;
 
-use crate::auth::{Audience, AuthError, JoinGrant, TokenIssuer};
-use crate::control::client::ControlClient;
+use futures_util::future::BoxFuture;
+
 use crate::model::control::AgentRecord;
 use crate::pki::tls::http_client;
 use crate::pki::{ControlPin, PkiError};
@@ -16,15 +19,31 @@ use super::Secret;
 
 /// How long a join token is good for: enough for a slow host to start.
 const JOIN_TTL: Duration = Duration::from_mins(15);
-/// The operator token deploy mints for itself: longer than a rollout.
-const OPERATOR_TTL: Duration = Duration::from_hours(12);
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Why an [`Enroller`] could not do what was asked (its own error, said whole).
+pub type EnrollError = Box<dyn std::error::Error + Send + Sync>;
+
+/// The control plane's side of enrolling an agent, as deploy's caller
+/// provides it.
+pub trait Enroller: Send + Sync {
+    /// A one-use join token bound to `host`, vouching for it and `names`
+    /// (in that order), carrying the control plane's pin, good for `ttl`.
+    fn join_token(
+        &self,
+        host: &str,
+        names: &[String],
+        ttl: Duration,
+    ) -> Result<Secret, EnrollError>;
+    /// Every agent the registry knows.
+    fn agents(&self) -> BoxFuture<'_, Result<Vec<AgentRecord>, EnrollError>>;
+}
 
 /// Why talking to the control plane (or an agent) failed.
 #[derive(Debug, thiserror::Error)]
 pub enum ControlError {
-    #[error("cannot mint a token: {0}")]
-    Token(#[from] AuthError),
+    #[error("{0}")]
+    Token(String),
     #[error(transparent)]
     Tls(#[from] PkiError),
     #[error("{url}: {reason}")]
@@ -36,33 +55,28 @@ pub struct ControlPlane {
     url: String,
     ca_pem: String,
     pin: ControlPin,
-    issuer: TokenIssuer,
+    enroller: Box<dyn Enroller>,
     /// Talks to agents' `/healthz`.
     client: reqwest::Client,
-    /// Reads the registry.
-    api: ControlClient,
 }
 
 impl ControlPlane {
     /// `url` is the control plane's base URL (`https://host:port`), as
     /// agents will reach it; `ca_pem` the fleet CA; `pin` the control
-    /// plane's pin; `issuer` holds the control plane's token signing key.
+    /// plane's pin; `enroller` mints join tokens and reads the registry.
     pub fn new(
         url: &str,
         ca_pem: String,
         pin: ControlPin,
-        issuer: TokenIssuer,
+        enroller: Box<dyn Enroller>,
     ) -> Result<Self, ControlError> {
         let client = http_client(&ca_pem, REQUEST_TIMEOUT)?;
-        let (token, _) = issuer.issue(Audience::Operator, "fleetctl-deploy", OPERATOR_TTL)?;
-        let api = ControlClient::new(url, &ca_pem, pin, token, REQUEST_TIMEOUT)?;
         Ok(Self {
             url: url.trim_end_matches('/').to_string(),
             ca_pem,
             pin,
-            issuer,
+            enroller,
             client,
-            api,
         })
     }
 
@@ -91,25 +105,25 @@ impl ControlPlane {
         host: &str,
         reported_name: Option<&str>,
     ) -> Result<Secret, ControlError> {
-        let grant = JoinGrant {
-            host: host.to_owned(),
-            names: reported_name
-                .filter(|n| usable_name(n))
-                .map(str::to_owned)
-                .into_iter()
-                .collect(),
-            control_pin: Some(self.pin.to_string()),
-        };
-        let (token, _) = self.issuer.issue_join(&grant, JOIN_TTL)?;
-        Ok(Secret::new(token))
+        let names: Vec<String> = reported_name
+            .filter(|n| usable_name(n))
+            .map(str::to_owned)
+            .into_iter()
+            .collect();
+        self.enroller
+            .join_token(host, &names, JOIN_TTL)
+            .map_err(|e| ControlError::Token(e.to_string()))
     }
 
     /// Every agent the registry knows.
     pub async fn agents(&self) -> Result<Vec<AgentRecord>, ControlError> {
-        self.api.agents().await.map_err(|e| ControlError::Request {
-            url: format!("{}/v1/agents", self.url),
-            reason: e.to_string(),
-        })
+        self.enroller
+            .agents()
+            .await
+            .map_err(|e| ControlError::Request {
+                url: format!("{}/v1/agents", self.url),
+                reason: e.to_string(),
+            })
     }
 
     /// Whether the agent at `host:port` answers `/healthz` with a

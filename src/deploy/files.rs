@@ -146,14 +146,8 @@ pub fn agent_config(
     )
 }
 
-/// The port an agent config's `listen` names (9701 when it names none).
-#[must_use]
-pub fn listen_port(listen: &str) -> u16 {
-    listen
-        .rsplit_once(':')
-        .and_then(|(host, port)| (!host.ends_with(':')).then(|| port.parse().ok()).flatten())
-        .unwrap_or(9701)
-}
+/// The port an agent config's `listen` names (the one parser, in model).
+pub use crate::model::stats::listen_port;
 
 #[cfg(test)]
 mod tests {
@@ -212,14 +206,5 @@ mod tests {
         }
         let v6 = agent_config(&layout, "https://c", "fd00::5", None, "{host}:9701");
         assert!(v6.contains("listen = \"[fd00::5]:9701\""), "{v6}");
-    }
-
-    #[test]
-    fn listen_ports() {
-        assert_eq!(listen_port("0.0.0.0:9801"), 9801);
-        assert_eq!(listen_port("{host}:9701"), 9701);
-        assert_eq!(listen_port("[::1]:9702"), 9702);
-        assert_eq!(listen_port("10.0.0.1"), 9701);
-        assert_eq!(listen_port("::1"), 9701);
     }
 }

@@ -15,8 +15,8 @@ use super::layout::{InstallScope, Layout, sh_quote, short};
 use super::reported::{self, ShaTool};
 use super::rollout::Progress;
 use super::{Outcome, Step, scripts};
+use crate::model::time::now_unix;
 use crate::ssh::{Connector, SshTarget};
-use crate::store::now_unix;
 
 /// How deployed agents are set up and how long each wait may take.
 #[derive(Debug, Clone)]

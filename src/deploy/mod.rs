@@ -35,7 +35,7 @@ use std::fmt;
 use serde::{Deserialize, Serialize};
 
 pub use conn::Transfer;
-pub use control::ControlPlane;
+pub use control::{ControlPlane, Enroller};
 pub use files::Artifact;
 pub use host::{DeployOptions, Deployer};
 pub use rollout::{HostResult, Progress, RolloutOptions};

@@ -1,8 +1,7 @@
 //! The actor task: owns the fleet, turns commands into jobs and job reports
 //! into state, events and snapshots.
 
-use std::collections::{BTreeMap, HashMap};
-use std::fmt::Write as _;
+use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::Duration;
@@ -11,14 +10,18 @@ use tokio::sync::{mpsc, oneshot, watch};
 use tokio::time::{Instant, MissedTickBehavior};
 use tokio_util::sync::CancellationToken;
 
-use super::deploy::{self as deploy_jobs, DeployJob};
-use super::jobs::{self, FingerprintJob, JobMsg, ScanJob};
+use super::jobs::fingerprint::{self, FingerprintJob};
+use super::jobs::rollout::{self, RolloutJob};
+use super::jobs::scan::{self, ScanJob};
+use super::jobs::{JobMsg, JobOutput, Reporter, hosts_label, inventory, revoke};
 use super::poller;
 use super::state::{FleetSnapshot, HostView, JobView};
 use super::{
-    Answer, Command, EngineConfig, Event, JobId, JobKind, JobOutcome, Prompt, PromptId, PromptKind,
+    Answer, Command, EngineConfig, Event, JobError, JobId, JobKind, JobOutcome, Prompt, PromptId,
+    PromptKind, RevokeRequest,
 };
-use crate::store::{StoredHost, now_unix};
+use crate::model::time::now_unix;
+use crate::store::StoredHost;
 
 mod agents;
 mod merge;
@@ -29,6 +32,12 @@ mod scans;
 const BATCH: usize = 1024;
 /// How often an idle engine republishes, so times shown ("5s ago") move.
 const REPUBLISH_EVERY: Duration = Duration::from_secs(1);
+/// Job reports waiting for the actor, at most: a job (or the poller)
+/// ahead of it waits.
+pub(super) const JOB_QUEUE: usize = 1024;
+/// Events held for a front end that is behind, at most, before the actor
+/// stops taking in job reports.
+const OUTBOX: usize = 4096;
 
 struct RunningJob {
     view: JobView,
@@ -44,9 +53,11 @@ struct Actor {
     next_prompt: u64,
     generation: u64,
     dirty: bool,
-    events: mpsc::UnboundedSender<Event>,
+    /// Events not yet taken by the front end's channel; `None` once the
+    /// front end has gone (the engine still finishes its work).
+    outbox: Option<VecDeque<Event>>,
     snapshot: watch::Sender<Arc<FleetSnapshot>>,
-    to_self: mpsc::UnboundedSender<JobMsg>,
+    to_self: mpsc::Sender<JobMsg>,
     /// Parent of every job's token: dropping the engine cancels them all.
     root: CancellationToken,
     /// Why the registry could not be read, while it cannot.
@@ -57,10 +68,10 @@ struct Actor {
 pub(super) async fn run(
     config: EngineConfig,
     mut commands: mpsc::UnboundedReceiver<Command>,
-    events: mpsc::UnboundedSender<Event>,
+    (to_self, mut from_jobs): (mpsc::Sender<JobMsg>, mpsc::Receiver<JobMsg>),
+    events: mpsc::Sender<Event>,
     snapshot: watch::Sender<Arc<FleetSnapshot>>,
 ) {
-    let (to_self, mut from_jobs) = mpsc::unbounded_channel();
     let mut actor = Actor {
         config,
         hosts: BTreeMap::new(),
@@ -70,16 +81,19 @@ pub(super) async fn run(
         next_prompt: 0,
         generation: 0,
         dirty: true,
-        events,
+        outbox: Some(VecDeque::new()),
         snapshot,
         to_self,
         root: CancellationToken::new(),
         registry_error: None,
     };
-    actor.refresh();
-    if let Some(link) = actor.config.control.clone() {
+    if actor.config.keep_fleet {
+        actor.refresh();
+    }
+    if let (Some(link), Some(settings)) = (actor.config.control.clone(), actor.config.poll.clone())
+    {
         tokio::spawn(poller::run(
-            actor.config.poll.clone(),
+            settings,
             link,
             actor.config.inventory.clone(),
             actor.to_self.clone(),
@@ -89,32 +103,71 @@ pub(super) async fn run(
     let mut tick = tokio::time::interval(REPUBLISH_EVERY);
     tick.set_missed_tick_behavior(MissedTickBehavior::Skip);
     loop {
+        let room = actor.has_room();
+        let waiting = actor.outbox.as_ref().is_some_and(|o| !o.is_empty());
         tokio::select! {
             command = commands.recv() => match command {
                 Some(command) => actor.command(command),
                 None => break,
             },
-            Some(msg) = from_jobs.recv() => actor.job_msg(msg),
+            Some(msg) = from_jobs.recv(), if room => actor.job_msg(msg),
+            permit = events.reserve(), if waiting => match permit {
+                Ok(permit) => {
+                    if let Some(event) = actor.outbox.as_mut().and_then(VecDeque::pop_front) {
+                        permit.send(event);
+                    }
+                }
+                Err(_) => actor.outbox = None,
+            },
             _ = tick.tick() => actor.dirty = true,
         }
         for _ in 0..BATCH {
             if let Ok(command) = commands.try_recv() {
                 actor.command(command);
-            } else if let Ok(msg) = from_jobs.try_recv() {
+            } else if actor.has_room()
+                && let Ok(msg) = from_jobs.try_recv()
+            {
                 actor.job_msg(msg);
             } else {
                 break;
             }
         }
+        actor.flush(&events);
         actor.publish();
     }
     actor.root.cancel();
 }
 
 impl Actor {
-    fn emit(&self, event: Event) {
-        // The front end may have gone; the engine still finishes its work.
-        let _ = self.events.send(event);
+    fn emit(&mut self, event: Event) {
+        if let Some(outbox) = &mut self.outbox {
+            outbox.push_back(event);
+        }
+    }
+
+    /// Whether job reports may come in: the front end is not too far behind.
+    fn has_room(&self) -> bool {
+        self.outbox.as_ref().is_none_or(|o| o.len() < OUTBOX)
+    }
+
+    /// Hands the front end every event its channel has room for.
+    fn flush(&mut self, events: &mpsc::Sender<Event>) {
+        let Some(outbox) = &mut self.outbox else {
+            return;
+        };
+        while let Some(event) = outbox.pop_front() {
+            match events.try_send(event) {
+                Ok(()) => {}
+                Err(mpsc::error::TrySendError::Full(event)) => {
+                    outbox.push_front(event);
+                    return;
+                }
+                Err(mpsc::error::TrySendError::Closed(_)) => {
+                    self.outbox = None;
+                    return;
+                }
+            }
+        }
     }
 
     fn publish(&mut self) {
@@ -138,7 +191,7 @@ impl Actor {
         kind: JobKind,
         label: String,
         total: u64,
-    ) -> (JobId, CancellationToken) {
+    ) -> (Reporter, CancellationToken) {
         self.next_job += 1;
         let id = JobId(self.next_job);
         let cancel = self.root.child_token();
@@ -158,62 +211,52 @@ impl Actor {
         );
         self.dirty = true;
         self.emit(Event::JobStarted { id, kind, label });
-        (id, cancel)
+        (Reporter::new(id, self.to_self.clone()), cancel)
     }
 
     fn command(&mut self, command: Command) {
         match command {
-            Command::Scan { targets } => {
-                let (id, cancel) = self.start_job(JobKind::Scan, targets.clone(), 0);
+            Command::Scan(request) => {
+                let label = request.targets.join(" ");
+                let (report, cancel) = self.start_job(JobKind::Scan, label, 0);
                 let job = ScanJob {
                     config: self.config.scan.clone(),
                     max_in_flight: self.config.max_in_flight,
                     inventory: self.config.inventory.clone(),
+                    ssh: self.config.ssh.clone(),
+                    questions: self.config.questions.clone(),
                 };
-                tokio::spawn(jobs::scan(id, targets, job, cancel, self.to_self.clone()));
+                tokio::spawn(scan::run(request, job, cancel, report));
             }
-            Command::Fingerprint { hosts } => {
-                let label = hosts_label(&hosts);
-                let (id, cancel) = self.start_job(JobKind::Fingerprint, label, hosts.len() as u64);
+            Command::Fingerprint(request) => {
+                let label = hosts_label(&request.hosts);
+                let total = request.hosts.len() as u64;
+                let (report, cancel) = self.start_job(JobKind::Fingerprint, label, total);
                 let job = FingerprintJob {
                     ssh: self.config.ssh.clone(),
-                    concurrency: self.config.fingerprint_concurrency,
-                    timeout: self.config.fingerprint_timeout,
                     inventory: self.config.inventory.clone(),
+                    questions: self.config.questions.clone(),
                 };
-                tokio::spawn(jobs::fingerprint(
-                    id,
-                    hosts,
-                    job,
+                tokio::spawn(fingerprint::run(request, job, cancel, report));
+            }
+            Command::Deploy(request) => {
+                let label = hosts_label(&request.hosts);
+                let total = request.hosts.len() as u64;
+                let (report, cancel) = self.start_job(JobKind::Deploy, label, total);
+                tokio::spawn(rollout::deploy(request, self.rollout_job(), cancel, report));
+            }
+            Command::Undeploy(request) => {
+                let label = hosts_label(&request.hosts);
+                let total = request.hosts.len() as u64;
+                let (report, cancel) = self.start_job(JobKind::Undeploy, label, total);
+                tokio::spawn(rollout::undeploy(
+                    request,
+                    self.rollout_job(),
                     cancel,
-                    self.to_self.clone(),
+                    report,
                 ));
             }
-            Command::Deploy { hosts } => {
-                let (id, cancel) =
-                    self.start_job(JobKind::Deploy, hosts_label(&hosts), hosts.len() as u64);
-                let job = self.deploy_job();
-                tokio::spawn(deploy_jobs::deploy(
-                    id,
-                    hosts,
-                    job,
-                    cancel,
-                    self.to_self.clone(),
-                ));
-            }
-            Command::Undeploy { hosts } => {
-                let (id, cancel) =
-                    self.start_job(JobKind::Undeploy, hosts_label(&hosts), hosts.len() as u64);
-                let job = self.deploy_job();
-                tokio::spawn(deploy_jobs::undeploy(
-                    id,
-                    hosts,
-                    job,
-                    cancel,
-                    self.to_self.clone(),
-                ));
-            }
-            Command::Revoke { hosts } => self.revoke(&hosts),
+            Command::Revoke(request) => self.revoke(request),
             Command::Refresh => self.refresh(),
             Command::CancelJob(id) => {
                 if let Some(job) = self.jobs.get(&id) {
@@ -225,65 +268,62 @@ impl Actor {
                     let _ = reply.send(answer);
                 }
             }
-            Command::Stats { addr, result } => self.stats(addr, result),
         }
     }
 
-    fn deploy_job(&self) -> DeployJob {
-        DeployJob {
+    fn rollout_job(&self) -> RolloutJob {
+        RolloutJob {
             ssh: self.config.ssh.clone(),
-            concurrency: self.config.fingerprint_concurrency,
             control: self.config.control.clone(),
             settings: self.config.deploy.clone(),
             inventory: self.config.inventory.clone(),
+            questions: self.config.questions.clone(),
         }
     }
 
-    /// Revokes the agents of `hosts`, as the registry names them.
-    fn revoke(&mut self, hosts: &[IpAddr]) {
-        let (id, cancel) = self.start_job(JobKind::Revoke, hosts_label(hosts), hosts.len() as u64);
+    /// Revokes the agents a request names: those of its hosts as the
+    /// registry lists them, and its agent ids.
+    fn revoke(&mut self, request: RevokeRequest) {
+        let mut label: Vec<String> = request.hosts.iter().map(ToString::to_string).collect();
+        label.extend(request.agents.iter().cloned());
+        let total = label.len() as u64;
+        let (report, cancel) = self.start_job(JobKind::Revoke, hosts_label(&label), total);
         let Some(link) = self.config.control.clone() else {
             self.end_job(
-                id,
-                JobOutcome::Failed(
-                    "no control plane to revoke at: set control.url, or let the console embed one"
-                        .into(),
-                ),
+                report.id,
+                JobOutcome::Failed(JobError::NoControlPlane("revoke at")),
             );
             return;
         };
-        let mut agents = Vec::new();
-        for addr in hosts {
-            match self.hosts.get(addr).and_then(|h| h.registry.as_ref()) {
-                Some(record) => agents.push((*addr, record.agent_id.clone())),
+        let mut agents: Vec<(Option<IpAddr>, String)> = Vec::new();
+        for addr in request.hosts {
+            match self.hosts.get(&addr).and_then(|h| h.registry.as_ref()) {
+                Some(record) => agents.push((Some(addr), record.agent_id.clone())),
                 None => self.emit(Event::Error {
-                    addr: Some(*addr),
+                    addr: Some(addr),
                     message: "no agent of this host is registered: nothing to revoke".into(),
                 }),
             }
         }
+        agents.extend(request.agents.into_iter().map(|id| (None, id)));
         if agents.is_empty() {
             self.end_job(
-                id,
-                JobOutcome::Failed("none of these hosts has a registered agent".into()),
+                report.id,
+                JobOutcome::Failed(JobError::BadRequest(
+                    "none of these hosts has a registered agent".into(),
+                )),
             );
             return;
         }
-        tokio::spawn(deploy_jobs::revoke(
-            id,
-            agents,
-            link,
-            cancel,
-            self.to_self.clone(),
-        ));
+        tokio::spawn(revoke::run(agents, link, cancel, report));
     }
 
     fn refresh(&mut self) {
         let Some(path) = self.config.inventory.clone() else {
             return;
         };
-        let (id, _) = self.start_job(JobKind::Refresh, "inventory".into(), 0);
-        tokio::spawn(jobs::load_inventory(id, path, self.to_self.clone()));
+        let (report, _) = self.start_job(JobKind::Refresh, "inventory".into(), 0);
+        tokio::spawn(inventory::load(path, report));
     }
 
     fn end_job(&mut self, id: JobId, outcome: JobOutcome) {
@@ -317,8 +357,7 @@ impl Actor {
                     self.emit(Event::JobProgress { id, done, total });
                 }
             }
-            JobMsg::Scanned { host } => self.scanned(host),
-            JobMsg::Fingerprinted { result } => self.fingerprinted(*result),
+            JobMsg::Output { id, output } => self.output(id, output),
             JobMsg::Inventory {
                 hosts,
                 facts,
@@ -351,11 +390,32 @@ impl Actor {
                 answering,
                 agents,
             }),
-            JobMsg::Deploy { addr, event } => self.deploy_event(addr, event),
-            JobMsg::Revoked { addr, result } => self.revoked(addr, result),
             JobMsg::Ended { id, outcome } => self.end_job(id, outcome),
             JobMsg::Prompt { job, kind, reply } => self.prompt(job, kind, reply),
         }
+    }
+
+    /// Takes what a job produced into the fleet, and passes it on whole.
+    fn output(&mut self, id: JobId, output: JobOutput) {
+        if !self.config.keep_fleet {
+            self.emit(Event::Output { id, output });
+            return;
+        }
+        match &output {
+            JobOutput::Scanned { host, .. } => self.scanned(host.clone()),
+            JobOutput::Fingerprinted(result) => self.fingerprinted((**result).clone()),
+            JobOutput::Rollout {
+                addr: Some(addr),
+                event,
+            } => self.deploy_event(*addr, event.clone()),
+            JobOutput::Revoked {
+                addr: Some(addr),
+                result,
+                ..
+            } => self.revoked(*addr, result.clone().map(|record| *record)),
+            _ => {}
+        }
+        self.emit(Event::Output { id, output });
     }
 
     fn prompt(&mut self, job: Option<JobId>, kind: PromptKind, reply: oneshot::Sender<Answer>) {
@@ -382,21 +442,6 @@ impl Actor {
         self.dirty = true;
         self.emit(Event::InventoryLoaded { hosts: count });
     }
-}
-
-/// A short label for a job over hosts: the first few, then a count.
-fn hosts_label(hosts: &[IpAddr]) -> String {
-    const SHOWN: usize = 3;
-    let mut label = hosts
-        .iter()
-        .take(SHOWN)
-        .map(ToString::to_string)
-        .collect::<Vec<_>>()
-        .join(" ");
-    if hosts.len() > SHOWN {
-        let _ = write!(label, " +{}", hosts.len() - SHOWN);
-    }
-    label
 }
 
 #[cfg(test)]

@@ -5,29 +5,26 @@ use crate::engine::prompt::EnginePrompter;
 use crate::engine::{Secret, SshSettings};
 use crate::ssh::Prompter;
 
-fn actor() -> (
-    Actor,
-    mpsc::UnboundedReceiver<Event>,
-    mpsc::UnboundedReceiver<JobMsg>,
-) {
-    let (events, event_rx) = mpsc::unbounded_channel();
-    let (to_self, from_jobs) = mpsc::unbounded_channel();
+fn actor() -> (Actor, mpsc::Receiver<JobMsg>) {
+    let (to_self, from_jobs) = mpsc::channel(JOB_QUEUE);
     let (snapshot, _) = watch::channel(Arc::new(FleetSnapshot::empty()));
     let config = EngineConfig {
         inventory: None,
-        scan: crate::config::ScanConfig::default(),
+        keep_fleet: false,
+        scan: crate::engine::ScanConfig::default(),
         max_in_flight: 1,
         ssh: SshSettings {
-            known_hosts: "/nonexistent".into(),
-            ssh_config: "/nonexistent".into(),
+            known_hosts: Some("/nonexistent".into()),
+            ssh_config: Some("/nonexistent".into()),
             policy: crate::ssh::HostKeyPolicy::Strict,
             flags: crate::ssh::ConnectFlags::default(),
+            concurrency: 1,
+            timeout: Duration::from_secs(1),
         },
-        fingerprint_concurrency: 1,
-        fingerprint_timeout: Duration::from_secs(1),
         control: None,
-        poll: crate::engine::PollSettings::default(),
+        poll: None,
         deploy: crate::engine::DeploySettings::default(),
+        questions: crate::engine::Questions::Events,
     };
     let actor = Actor {
         config,
@@ -38,28 +35,39 @@ fn actor() -> (
         next_prompt: 0,
         generation: 0,
         dirty: false,
-        events,
+        outbox: Some(VecDeque::new()),
         snapshot,
         to_self,
         root: CancellationToken::new(),
         registry_error: None,
     };
-    (actor, event_rx, from_jobs)
+    (actor, from_jobs)
+}
+
+/// The events the actor has for the front end so far.
+fn emitted(actor: &mut Actor) -> Vec<Event> {
+    actor
+        .outbox
+        .as_mut()
+        .map(|o| o.drain(..).collect())
+        .unwrap_or_default()
 }
 
 #[tokio::test]
 async fn a_password_prompt_goes_out_as_an_event_and_the_answer_comes_back() {
-    let (mut actor, mut events, mut from_jobs) = actor();
+    let (mut actor, mut from_jobs) = actor();
     let (job, _) = actor.start_job(JobKind::Fingerprint, "h".into(), 1);
-    let prompter = EnginePrompter::new(Some(job), actor.to_self.clone());
+    let prompter = EnginePrompter::new(Some(job.id), actor.to_self.clone());
     let asking = tokio::spawn(async move { prompter.password("root", "127.6.0.1").await });
     let msg = from_jobs.recv().await.unwrap();
     actor.job_msg(msg);
-    let prompt = loop {
-        if let Event::PromptNeeded(prompt) = events.recv().await.unwrap() {
-            break prompt;
-        }
-    };
+    let prompt = emitted(&mut actor)
+        .into_iter()
+        .find_map(|e| match e {
+            Event::PromptNeeded(prompt) => Some(prompt),
+            _ => None,
+        })
+        .unwrap();
     assert_eq!(
         prompt.kind,
         PromptKind::Password {
@@ -67,7 +75,7 @@ async fn a_password_prompt_goes_out_as_an_event_and_the_answer_comes_back() {
             host: "127.6.0.1".into()
         }
     );
-    assert_eq!(prompt.job, Some(job));
+    assert_eq!(prompt.job, Some(job.id));
     actor.command(Command::AnswerPrompt {
         id: prompt.id,
         answer: Answer::Secret(Secret("hunter2".into())),
@@ -77,22 +85,54 @@ async fn a_password_prompt_goes_out_as_an_event_and_the_answer_comes_back() {
 
 #[tokio::test]
 async fn ending_a_job_withdraws_its_prompts_and_the_asker_gets_no_answer() {
-    let (mut actor, mut events, mut from_jobs) = actor();
+    let (mut actor, mut from_jobs) = actor();
     let (job, _) = actor.start_job(JobKind::Fingerprint, "h".into(), 1);
-    let prompter = EnginePrompter::new(Some(job), actor.to_self.clone());
+    let prompter = EnginePrompter::new(Some(job.id), actor.to_self.clone());
     let asking = tokio::spawn(async move {
         crate::ssh::Prompter::confirm_host_key(&prompter, "h", "ssh-ed25519", "SHA256:abc").await
     });
     let msg = from_jobs.recv().await.unwrap();
     actor.job_msg(msg);
-    actor.end_job(job, JobOutcome::Cancelled);
-    let mut withdrawn = false;
-    while let Ok(event) = events.try_recv() {
-        withdrawn |= matches!(event, Event::PromptWithdrawn { .. });
-    }
+    actor.end_job(job.id, JobOutcome::Cancelled);
+    let withdrawn = emitted(&mut actor)
+        .iter()
+        .any(|e| matches!(e, Event::PromptWithdrawn { .. }));
     assert!(withdrawn);
     assert!(!asking.await.unwrap(), "no answer is not a yes");
 }
+
+#[tokio::test]
+async fn a_front_end_that_falls_behind_holds_the_jobs_back_not_the_commands() {
+    let (mut actor, _from_jobs) = actor();
+    for i in 0..OUTBOX {
+        actor.emit(Event::HostSilent {
+            addr: IpAddr::from([127, 6, 2, (i % 250) as u8]),
+        });
+    }
+    assert!(
+        !actor.has_room(),
+        "job reports wait once the outbox is full"
+    );
+    // Commands are still served: a key press never waits.
+    actor.command(Command::Refresh);
+    let (events, front) = mpsc::channel(EVENT_QUEUE_FOR_TESTS);
+    actor.flush(&events);
+    assert!(actor.has_room(), "room again once the front end took some");
+    assert_eq!(front.len(), EVENT_QUEUE_FOR_TESTS);
+    drop(front);
+    actor.flush(&events);
+    actor.emit(Event::HostSilent {
+        addr: IpAddr::from([127, 6, 2, 1]),
+    });
+    assert!(
+        actor.outbox.is_none(),
+        "a front end gone is no longer written to"
+    );
+    assert!(actor.has_room());
+}
+
+/// A small event channel, so filling it is quick.
+const EVENT_QUEUE_FOR_TESTS: usize = 8;
 
 #[test]
 fn secrets_do_not_show_in_debug_output() {

@@ -1,47 +1,63 @@
 //! The background engine: one task owns the fleet state and runs jobs;
-//! front ends talk to it only through typed messages.
+//! front ends talk to it only through typed messages. The console and the
+//! headless commands are both front ends: each job is written once, in
+//! [`jobs`], whoever asks for it.
 //!
 //! ```text
 //!  EngineHandle (cloneable) ──Command──▶ actor task ──Event──▶ front end
-//!                                        │  owns the fleet,   (unbounded, never waits)
-//!                                        │  spawns jobs ◀─────── JobMsg (scan, fingerprint,
-//!                                        │                        deploy, undeploy, revoke)
-//!                                        │  ◀── poller ───────── JobMsg (stats, registry)
-//!  front end ◀── watch<Arc<FleetSnapshot>> ┘  publishes after each batch of messages
+//!   (unbounded: a key press       │  owns the fleet,   (bounded; a slow front end
+//!    never waits)                 │  spawns jobs        holds the jobs back)
+//!                                 │  ◀── JobMsg (bounded) ── jobs: scan, fingerprint,
+//!                                 │                          deploy, undeploy, revoke
+//!                                 │  ◀── JobMsg (bounded) ── poller (stats, registry)
+//!  front end ◀── watch<Arc<FleetSnapshot>> ┘  published after each batch of messages
 //! ```
 //!
-//! With a [`ControlLink`] the actor runs the [`poller`]: every agent's
-//! stats and the control plane's registry, merged into the hosts.
+//! With a [`ControlLink`] and [`PollSettings`] the actor runs the
+//! [`poller`]: every agent's stats and the control plane's registry,
+//! merged into the hosts.
 //!
 //! An actor in the shape of Alice Ryhl's "Actors with Tokio": the task ends
-//! when the last handle is dropped, cancelling its jobs. Every channel the
-//! front end sends on is unbounded, so a key press never waits on the engine.
+//! when the last handle is dropped, cancelling its jobs. The command
+//! channel is the only unbounded one, and nothing the actor does waits on
+//! a front end, so there is no cycle of bounded channels.
 
 mod actor;
-pub mod deploy;
 mod jobs;
 pub mod poller;
 mod prompt;
+mod settings;
 pub mod state;
 pub mod timeline;
 
-use std::collections::BTreeMap;
 use std::fmt;
 use std::net::IpAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::time::Duration;
 
 use tokio::sync::{mpsc, watch};
 
-use crate::config::ScanConfig;
-use crate::deploy::layout::InstallScope;
-use crate::model::{AgentState, AgentStats, HostScan, SshState};
-use crate::ssh::{ConnectFlags, HostKeyPolicy};
+use crate::model::{AgentState, HostScan, SshState};
 
+pub use jobs::fingerprint::FingerprintRequest;
+pub use jobs::revoke::RevokeRequest;
+pub use jobs::rollout::{DeployRequest, UndeployRequest};
+pub use jobs::scan::{SSH_PORT, ScanRequest, ScanSettings};
+pub use jobs::{DeployPlan, JobError, JobOutput, SshRequest};
+pub use poller::WatchError;
 pub use prompt::EnginePrompter;
+pub use settings::{
+    ControlLink, DeploySettings, EngineConfig, PollSettings, Questions, ScanConfig, SshSettings,
+};
 pub use state::{FleetSnapshot, HISTORY_WINDOW, History, HostEvent, HostView, JobView, Sample};
 pub use timeline::{Mark, TimedMark, Timeline};
+
+/// Events waiting for the front end in the channel, at most; more wait in
+/// the actor, which then stops taking in job reports (and jobs wait).
+const EVENT_QUEUE: usize = 1024;
+
+/// The front end's end of the event channel.
+pub type Events = mpsc::Receiver<Event>;
 
 /// Identifies a job for its whole life.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -120,40 +136,26 @@ pub enum Answer {
     Dismissed,
 }
 
-/// What front ends ask the engine to do.
+/// What front ends ask the engine to do. Each job's request carries what
+/// the asker set; the rest comes from the engine's settings.
 #[derive(Debug, Clone)]
 pub enum Command {
-    /// Discover hosts: targets as `fleetctl scan` takes them, space separated.
-    Scan {
-        targets: String,
-    },
+    /// Discover hosts.
+    Scan(ScanRequest),
     /// Learn what these hosts are over SSH.
-    Fingerprint {
-        hosts: Vec<IpAddr>,
-    },
+    Fingerprint(FingerprintRequest),
     /// Put the agent on these hosts.
-    Deploy {
-        hosts: Vec<IpAddr>,
-    },
+    Deploy(DeployRequest),
     /// Stop and remove the agent from these hosts.
-    Undeploy {
-        hosts: Vec<IpAddr>,
-    },
-    /// Revoke these agents' identities at the control plane.
-    Revoke {
-        hosts: Vec<IpAddr>,
-    },
+    Undeploy(UndeployRequest),
+    /// Revoke agents' identities at the control plane.
+    Revoke(RevokeRequest),
     /// Reread the inventory.
     Refresh,
     CancelJob(JobId),
     AnswerPrompt {
         id: PromptId,
         answer: Answer,
-    },
-    /// One stats read of one agent (the poller's output).
-    Stats {
-        addr: IpAddr,
-        result: Result<Box<AgentStats>, String>,
     },
 }
 
@@ -164,7 +166,7 @@ pub enum JobOutcome {
     Done(String),
     /// Could not run or failed as a whole (single hosts failing are
     /// reported as their own events).
-    Failed(String),
+    Failed(JobError),
     Cancelled,
 }
 
@@ -233,6 +235,12 @@ pub enum Event {
     PromptWithdrawn {
         id: PromptId,
     },
+    /// What a job produced, whole (each scanned host, fingerprint, deploy
+    /// step, revocation): what headless commands print.
+    Output {
+        id: JobId,
+        output: JobOutput,
+    },
     /// Every stats read started so far has come back: `polled` reads since
     /// the last round; `answering` of the `agents` known answered their last.
     PollRound {
@@ -240,130 +248,6 @@ pub enum Event {
         answering: u64,
         agents: u64,
     },
-}
-
-/// What the engine needs to run jobs.
-#[derive(Debug, Clone)]
-pub struct EngineConfig {
-    /// The SQLite inventory; `None` keeps the fleet in memory only.
-    pub inventory: Option<PathBuf>,
-    pub scan: ScanConfig,
-    /// Most sockets a scan may hold open (below the open-files limit).
-    pub max_in_flight: usize,
-    pub ssh: SshSettings,
-    /// Hosts fingerprinted at once.
-    pub fingerprint_concurrency: usize,
-    /// Time allowed per host.
-    pub fingerprint_timeout: Duration,
-    /// The control plane (registry, revocation, tokens); `None`: no agents
-    /// are watched, and deploy and revoke say why they cannot run.
-    pub control: Option<ControlLink>,
-    pub poll: PollSettings,
-    pub deploy: DeploySettings,
-}
-
-/// How the engine reaches the control plane: its URL, the fleet CA (the
-/// only root trusted, for it and for agents) and the directory holding the
-/// token signing key, from which operator and join tokens are minted.
-#[derive(Debug, Clone)]
-pub struct ControlLink {
-    pub url: String,
-    pub ca_pem: String,
-    pub control_dir: PathBuf,
-    /// Lifetime of the operator tokens the engine mints (renewed at 2/3).
-    pub operator_ttl: Duration,
-}
-
-impl ControlLink {
-    /// The control plane's signing key, read off the runtime's threads.
-    /// Only loaded, never created: a key the control plane does not serve
-    /// with would mint tokens nobody accepts.
-    pub async fn issuer(&self) -> Result<crate::auth::TokenIssuer, String> {
-        let dir = self.control_dir.clone();
-        tokio::task::spawn_blocking(move || crate::auth::TokenIssuer::load(&dir))
-            .await
-            .map_err(|e| format!("the token key reader stopped: {e}"))?
-            .map_err(|e| e.to_string())
-    }
-
-    /// The control plane's pin, from its intermediate CA in the control
-    /// dir: what every call to it checks beyond the fleet CA.
-    pub async fn control_pin(&self) -> Result<crate::pki::ControlPin, String> {
-        let path = self.control_dir.join("control-ca.pem");
-        let pem = tokio::fs::read_to_string(&path)
-            .await
-            .map_err(|e| format!("cannot read the control plane CA {}: {e}", path.display()))?;
-        crate::pki::ControlPin::of_cert_pem(&pem).map_err(|e| format!("{}: {e}", path.display()))
-    }
-}
-
-/// How agents are watched (`[engine]` in the config).
-#[derive(Debug, Clone)]
-pub struct PollSettings {
-    pub interval: Duration,
-    /// Per read, connect included.
-    pub timeout: Duration,
-    /// Reads at once.
-    pub concurrency: usize,
-    /// Longest wait between reads of an agent that does not answer.
-    pub max_backoff: Duration,
-    pub registry_interval: Duration,
-    /// Where deployed agents listen (for those the registry does not list).
-    pub agent_listen: String,
-}
-
-impl Default for PollSettings {
-    fn default() -> Self {
-        let c = crate::config::EngineSettings::default();
-        Self {
-            interval: c.poll_interval,
-            timeout: c.poll_timeout,
-            concurrency: c.poll_concurrency,
-            max_backoff: c.poll_max_backoff,
-            registry_interval: c.registry_interval,
-            agent_listen: c.agent_listen,
-        }
-    }
-}
-
-/// How deploy jobs run.
-#[derive(Debug, Clone)]
-pub struct DeploySettings {
-    /// The build to push; `None`: this binary.
-    pub agent_binary: Option<PathBuf>,
-    /// The agent's `listen`; `{host}` stands for the address.
-    pub listen: String,
-    /// Any one command or transfer on a host.
-    pub step_timeout: Duration,
-    /// For `/healthz`, and again for the registry to list the agent.
-    pub wait_timeout: Duration,
-    /// Where agents are installed (and undeploy looks for them).
-    pub scope: InstallScope,
-    /// Agents at these addresses reach the control plane at another URL
-    /// (the demo sends one through a relay it cuts).
-    pub controller_for: BTreeMap<IpAddr, String>,
-}
-
-impl Default for DeploySettings {
-    fn default() -> Self {
-        Self {
-            agent_binary: None,
-            listen: "0.0.0.0:9701".into(),
-            step_timeout: Duration::from_mins(1),
-            wait_timeout: Duration::from_mins(1),
-            scope: InstallScope::Auto,
-            controller_for: BTreeMap::new(),
-        }
-    }
-}
-
-/// How jobs reach hosts over SSH.
-#[derive(Debug, Clone)]
-pub struct SshSettings {
-    pub known_hosts: PathBuf,
-    pub ssh_config: PathBuf,
-    pub policy: HostKeyPolicy,
-    pub flags: ConnectFlags,
 }
 
 /// Talks to the engine. Cloneable; the engine stops when the last clone
@@ -382,12 +266,6 @@ impl EngineHandle {
         self.commands.send(command).is_ok()
     }
 
-    /// Feeds one stats read of one agent into the fleet state and history.
-    pub fn apply_stats<E: fmt::Display>(&self, addr: IpAddr, result: Result<AgentStats, E>) {
-        let result = result.map(Box::new).map_err(|e| e.to_string());
-        self.send(Command::Stats { addr, result });
-    }
-
     /// The latest snapshot; never waits.
     #[must_use]
     pub fn snapshot(&self) -> Arc<FleetSnapshot> {
@@ -402,20 +280,33 @@ impl EngineHandle {
 }
 
 /// Starts the engine on the current Tokio runtime: it reads the inventory
-/// first, then serves commands. Events arrive on the returned receiver.
+/// first (when told to), then serves commands. Events arrive on the
+/// returned receiver; a front end that stops reading them holds the jobs
+/// back, never the commands it sends.
 #[must_use]
-pub fn spawn(config: EngineConfig) -> (EngineHandle, mpsc::UnboundedReceiver<Event>) {
+pub fn spawn(config: EngineConfig) -> (EngineHandle, Events) {
+    let (handle, events, _) = start(config);
+    (handle, events)
+}
+
+/// [`spawn`], with the line jobs report on (tests feed stats through it).
+fn start(config: EngineConfig) -> (EngineHandle, Events, mpsc::Sender<jobs::JobMsg>) {
     let (cmd_tx, cmd_rx) = mpsc::unbounded_channel();
-    let (event_tx, event_rx) = mpsc::unbounded_channel();
+    let (event_tx, event_rx) = mpsc::channel(EVENT_QUEUE);
     let (snap_tx, snap_rx) = watch::channel(Arc::new(FleetSnapshot::empty()));
-    tokio::spawn(actor::run(config, cmd_rx, event_tx, snap_tx));
-    (
-        EngineHandle {
-            commands: cmd_tx,
-            snapshot: snap_rx,
-        },
-        event_rx,
-    )
+    let (job_tx, job_rx) = mpsc::channel(actor::JOB_QUEUE);
+    tokio::spawn(actor::run(
+        config,
+        cmd_rx,
+        (job_tx.clone(), job_rx),
+        event_tx,
+        snap_tx,
+    ));
+    let handle = EngineHandle {
+        commands: cmd_tx,
+        snapshot: snap_rx,
+    };
+    (handle, event_rx, job_tx)
 }
 
 #[cfg(test)]

@@ -18,22 +18,25 @@ use crate::ssh::Prompter;
 #[derive(Debug, Clone)]
 pub struct EnginePrompter {
     job: Option<JobId>,
-    to_actor: mpsc::UnboundedSender<JobMsg>,
+    to_actor: mpsc::Sender<JobMsg>,
 }
 
 impl EnginePrompter {
-    pub(super) fn new(job: Option<JobId>, to_actor: mpsc::UnboundedSender<JobMsg>) -> Self {
+    pub(super) fn new(job: Option<JobId>, to_actor: mpsc::Sender<JobMsg>) -> Self {
         Self { job, to_actor }
     }
 
     /// Asks and waits; [`Answer::Dismissed`] when the engine has stopped.
     pub async fn ask(&self, kind: PromptKind) -> Answer {
         let (reply, answer) = oneshot::channel();
-        let asked = self.to_actor.send(JobMsg::Prompt {
-            job: self.job,
-            kind,
-            reply,
-        });
+        let asked = self
+            .to_actor
+            .send(JobMsg::Prompt {
+                job: self.job,
+                kind,
+                reply,
+            })
+            .await;
         if asked.is_err() {
             return Answer::Dismissed;
         }

@@ -240,7 +240,7 @@ impl FleetSnapshot {
             hosts: Vec::new(),
             jobs: Vec::new(),
             generation: 0,
-            now_unix: crate::store::now_unix(),
+            now_unix: crate::model::time::now_unix(),
             taken_at: Instant::now(),
         }
     }

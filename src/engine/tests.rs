@@ -6,12 +6,16 @@ use std::time::Duration;
 
 use tokio::sync::mpsc;
 
+use super::jobs::JobMsg;
 use super::*;
+use crate::model::AgentStats;
 use crate::model::stats::{
     CertificateStatus, CpuStats, MemoryStats, RegistrationStatus, SampleInfo, TokenStatus,
 };
 use crate::model::{Reach, RegistrationState, TokenState, Via};
+use crate::poll::PollError;
 use crate::scan::MethodChoice;
+use crate::ssh::{ConnectFlags, HostKeyPolicy};
 use crate::store::Inventory;
 
 fn config(inventory: Option<PathBuf>, ports: Vec<u16>) -> EngineConfig {
@@ -25,26 +29,40 @@ fn config(inventory: Option<PathBuf>, ports: Vec<u16>) -> EngineConfig {
             ssh_banner: false,
             ..ScanConfig::default()
         },
+        keep_fleet: true,
         max_in_flight: 64,
         ssh: SshSettings {
-            known_hosts: PathBuf::from("/nonexistent/known_hosts"),
-            ssh_config: PathBuf::from("/nonexistent/ssh_config"),
+            known_hosts: Some(PathBuf::from("/nonexistent/known_hosts")),
+            ssh_config: Some(PathBuf::from("/nonexistent/ssh_config")),
             policy: HostKeyPolicy::Strict,
             flags: ConnectFlags::default(),
+            concurrency: 4,
+            timeout: Duration::from_secs(5),
         },
-        fingerprint_concurrency: 4,
-        fingerprint_timeout: Duration::from_secs(5),
         control: None,
-        poll: crate::engine::PollSettings::default(),
+        poll: None,
         deploy: crate::engine::DeploySettings::default(),
+        questions: Questions::Events,
     }
 }
 
+/// Feeds one stats read of one agent, as the poller does.
+async fn apply_stats(jobs: &mpsc::Sender<JobMsg>, addr: IpAddr, result: Result<AgentStats, &str>) {
+    let result = result
+        .map(Box::new)
+        .map_err(|e| PollError::Unreachable(e.to_owned()));
+    jobs.send(JobMsg::Stats {
+        addr,
+        result,
+        failures: 0,
+        retry_in: None,
+    })
+    .await
+    .unwrap();
+}
+
 /// Waits (bounded) for the first event `pick` accepts.
-async fn until<T>(
-    events: &mut mpsc::UnboundedReceiver<Event>,
-    mut pick: impl FnMut(Event) -> Option<T>,
-) -> T {
+async fn until<T>(events: &mut Events, mut pick: impl FnMut(Event) -> Option<T>) -> T {
     let wait = async {
         loop {
             let event = events.recv().await.expect("the engine stopped");
@@ -58,7 +76,7 @@ async fn until<T>(
         .expect("no such event within 20s")
 }
 
-async fn job_end(events: &mut mpsc::UnboundedReceiver<Event>, kind: JobKind) -> JobOutcome {
+async fn job_end(events: &mut Events, kind: JobKind) -> JobOutcome {
     until(events, |e| match e {
         Event::JobEnded {
             kind: k, outcome, ..
@@ -223,9 +241,7 @@ async fn a_scan_finds_hosts_fills_the_fleet_and_records_the_inventory() {
     let path = dir.path().join("inventory.sqlite3");
     let (engine, mut events) = spawn(config(Some(path.clone()), vec![port]));
     job_end(&mut events, JobKind::Refresh).await;
-    assert!(engine.send(Command::Scan {
-        targets: "127.6.0.0/28".into()
-    }));
+    assert!(engine.send(Command::Scan(ScanRequest::targets("127.6.0.0/28"))));
     let mut found = Vec::new();
     let outcome = until(&mut events, |e| match e {
         Event::HostFound { scan, new } => {
@@ -268,16 +284,59 @@ async fn a_scan_finds_hosts_fills_the_fleet_and_records_the_inventory() {
     assert_eq!(Inventory::open(&path).unwrap().hosts().unwrap().len(), 14);
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_front_end_that_stops_reading_holds_the_scan_back_and_loses_nothing() {
+    // 4,094 hosts: more outputs and events than the channels and the
+    // actor's outbox hold, so the scan must wait for the reader.
+    let (engine, mut events) = spawn(config(None, vec![9]));
+    assert!(engine.send(Command::Scan(ScanRequest::targets("127.6.16.0/20"))));
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let job = engine.snapshot().jobs.first().map(|j| j.id);
+    assert!(job.is_some(), "the scan waits for its reader: {job:?}");
+    // Commands still go through at once while it waits.
+    let sent = std::time::Instant::now();
+    for _ in 0..10_000 {
+        assert!(engine.send(Command::Refresh));
+    }
+    assert!(
+        sent.elapsed() < Duration::from_secs(1),
+        "{:?}",
+        sent.elapsed()
+    );
+    let (mut scanned, mut found) = (0, 0);
+    let outcome = until(&mut events, |e| match e {
+        Event::Output {
+            output: JobOutput::Scanned { .. },
+            ..
+        } => {
+            scanned += 1;
+            None
+        }
+        Event::HostFound { .. } => {
+            found += 1;
+            None
+        }
+        Event::JobEnded {
+            kind: JobKind::Scan,
+            outcome,
+            ..
+        } => Some(outcome),
+        _ => None,
+    })
+    .await;
+    assert!(matches!(outcome, JobOutcome::Done(_)), "{outcome:?}");
+    assert_eq!((scanned, found), (4094, 4094), "every host, once each");
+}
+
 #[tokio::test]
 async fn bad_scan_targets_fail_the_job_with_the_reason() {
     let (engine, mut events) = spawn(config(None, vec![22]));
-    engine.send(Command::Scan {
-        targets: "10.0.0.0/33".into(),
-    });
+    engine.send(Command::Scan(ScanRequest::targets("10.0.0.0/33")));
     let JobOutcome::Failed(reason) = job_end(&mut events, JobKind::Scan).await else {
         panic!("a bad target must fail the job")
     };
-    assert!(reason.contains("10.0.0.0/33"), "{reason}");
+    assert!(matches!(reason, JobError::BadRequest(_)), "{reason:?}");
+    assert!(reason.to_string().contains("10.0.0.0/33"), "{reason}");
 }
 
 #[tokio::test]
@@ -285,9 +344,7 @@ async fn a_cancelled_scan_ends_cancelled() {
     let mut cfg = config(None, vec![9]);
     cfg.scan.rate = 5; // a /24 at 5 probes/s would take a minute
     let (engine, mut events) = spawn(cfg);
-    engine.send(Command::Scan {
-        targets: "127.6.1.0/24".into(),
-    });
+    engine.send(Command::Scan(ScanRequest::targets("127.6.1.0/24")));
     let id = until(&mut events, |e| match e {
         Event::JobStarted { id, .. } => Some(id),
         _ => None,
@@ -313,15 +370,11 @@ async fn without_a_control_plane_deploy_and_revoke_say_why_and_undeploy_reports_
     let hosts: Vec<IpAddr> = vec!["127.9.0.9".parse().unwrap()];
     for (command, kind) in [
         (
-            Command::Deploy {
-                hosts: hosts.clone(),
-            },
+            Command::Deploy(DeployRequest::hosts(&hosts)),
             JobKind::Deploy,
         ),
         (
-            Command::Revoke {
-                hosts: hosts.clone(),
-            },
+            Command::Revoke(RevokeRequest::hosts(&hosts)),
             JobKind::Revoke,
         ),
     ] {
@@ -329,10 +382,11 @@ async fn without_a_control_plane_deploy_and_revoke_say_why_and_undeploy_reports_
         let JobOutcome::Failed(reason) = job_end(&mut events, kind).await else {
             panic!("{kind:?} cannot run without a control plane")
         };
-        assert!(reason.contains("no control plane"), "{reason}");
+        assert!(matches!(reason, JobError::NoControlPlane(_)), "{reason:?}");
+        assert!(reason.to_string().contains("no control plane"), "{reason}");
     }
     // Undeploy needs only SSH: nothing listens, so the host fails at connect.
-    engine.send(Command::Undeploy { hosts });
+    engine.send(Command::Undeploy(UndeployRequest::hosts(&hosts)));
     let JobOutcome::Done(summary) = job_end(&mut events, JobKind::Undeploy).await else {
         panic!("one host failing does not fail the job")
     };
@@ -362,9 +416,9 @@ async fn fingerprinting_an_unreachable_host_marks_its_ssh_state() {
     let mut cfg = config(None, vec![22]);
     cfg.ssh.flags.port = Some(port);
     let (engine, mut events) = spawn(cfg);
-    engine.send(Command::Fingerprint {
-        hosts: vec!["127.6.0.9".parse().unwrap()],
-    });
+    engine.send(Command::Fingerprint(FingerprintRequest::hosts(&[
+        "127.6.0.9",
+    ])));
     let (addr, state) = until(&mut events, |e| match e {
         Event::SshFailed { addr, state, .. } => Some((addr, state)),
         _ => None,
@@ -391,7 +445,7 @@ async fn fingerprinting_an_unreachable_host_marks_its_ssh_state() {
 async fn stats_update_the_host_and_its_history_and_failures_mark_it_unreachable() {
     let dir = tempfile::tempdir().unwrap();
     let path = seeded_inventory(dir.path(), &["127.6.0.1"]);
-    let (engine, mut events) = spawn(config(Some(path), vec![22]));
+    let (engine, mut events, jobs) = start(config(Some(path), vec![22]));
     job_end(&mut events, JobKind::Refresh).await;
     // Paused only now: the inventory is read on a blocking thread, which
     // paused time would not wait for.
@@ -400,7 +454,7 @@ async fn stats_update_the_host_and_its_history_and_failures_mark_it_unreachable(
 
     // Ten minutes of reads every 2 s: history keeps the last five minutes.
     for i in 0..300 {
-        engine.apply_stats::<String>(addr, Ok(stats(f64::from(i % 100), 3600)));
+        apply_stats(&jobs, addr, Ok(stats(f64::from(i % 100), 3600))).await;
         tokio::time::sleep(Duration::from_secs(2)).await;
     }
     let (from, to) = until(&mut events, |e| match e {
@@ -426,14 +480,14 @@ async fn stats_update_the_host_and_its_history_and_failures_mark_it_unreachable(
     assert!((last.mem_pct - 75.0).abs() < 0.01);
     assert!(host.token_left(snap.now_unix).unwrap() > 3500);
 
-    engine.apply_stats(addr, Err("connection refused"));
+    apply_stats(&jobs, addr, Err("connection refused")).await;
     let (to, error) = until(&mut events, |e| match e {
         Event::AgentChanged { to, error, .. } => Some((to, error)),
         _ => None,
     })
     .await;
     assert_eq!(to, AgentState::Unreachable);
-    assert_eq!(error.as_deref(), Some("connection refused"));
+    assert_eq!(error.as_deref(), Some("unreachable: connection refused"));
     tokio::time::sleep(Duration::from_millis(10)).await;
     let snap = engine.snapshot();
     let host = snap.host(addr).unwrap();
@@ -465,10 +519,10 @@ async fn the_engine_stops_when_the_last_handle_is_dropped() {
 async fn the_timeline_marks_what_the_agent_reports_once_each() {
     let dir = tempfile::tempdir().unwrap();
     let path = seeded_inventory(dir.path(), &["127.6.0.1"]);
-    let (engine, mut events) = spawn(config(Some(path), vec![22]));
+    let (engine, mut events, jobs) = start(config(Some(path), vec![22]));
     job_end(&mut events, JobKind::Refresh).await;
     let addr: IpAddr = "127.6.0.1".parse().unwrap();
-    let now = crate::store::now_unix();
+    let now = crate::model::time::now_unix();
     let report = |token: TokenState, registration: RegistrationState| {
         let mut s = stats(10.0, 30);
         s.registration.registered_at = Some(now - 30);
@@ -480,15 +534,19 @@ async fn the_timeline_marks_what_the_agent_reports_once_each() {
     };
     // The same report three times, then the renewal failing.
     for _ in 0..3 {
-        engine.apply_stats::<String>(
+        apply_stats(
+            &jobs,
             addr,
             Ok(report(TokenState::Valid, RegistrationState::Registered)),
-        );
+        )
+        .await;
     }
-    engine.apply_stats::<String>(
+    apply_stats(
+        &jobs,
         addr,
         Ok(report(TokenState::Expiring, RegistrationState::Lost)),
-    );
+    )
+    .await;
     let mut watch = engine.watch();
     let snap = watch
         .wait_for(|s| {

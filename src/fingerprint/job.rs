@@ -47,7 +47,7 @@ async fn fingerprint_one(
             during: "fingerprinting",
         }),
     };
-    result.gathered_at = crate::store::now_unix();
+    result.gathered_at = crate::model::time::now_unix();
     match outcome {
         Ok((key, out)) => {
             result.host_key = Some(key);

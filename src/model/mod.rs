@@ -2,11 +2,13 @@
 //! formats both sides of a connection agree on. Depends on serde only.
 
 pub mod control;
+pub mod duration;
 pub mod facts;
 pub mod scan;
 pub mod state;
 pub mod stats;
 pub mod text;
+pub mod time;
 
 pub use facts::{FailureKind, Fingerprint, HostFacts};
 pub use scan::{HostScan, Reach, Via};

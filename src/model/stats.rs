@@ -8,6 +8,33 @@ use serde::{Deserialize, Serialize};
 
 use super::state::{RegistrationState, TokenState};
 
+/// The port agents serve their stats API on when their `listen` names none.
+pub const AGENT_PORT: u16 = 9701;
+
+/// Where a deployed agent listens unless told otherwise: every address, [`AGENT_PORT`].
+#[must_use]
+pub fn default_agent_listen() -> String {
+    format!("0.0.0.0:{AGENT_PORT}")
+}
+
+/// The port an agent's `listen` names: `ADDR:PORT`, `[V6]:PORT` or
+/// `{host}:PORT` (deploy's placeholder for the address deployed to);
+/// [`AGENT_PORT`] for an address alone, IPv6 ones unbracketed included
+/// (`fd00::5` names no port: its last group is part of the address).
+#[must_use]
+pub fn listen_port(listen: &str) -> u16 {
+    let port = if let Some(bracketed) = listen.strip_prefix('[') {
+        bracketed.split_once("]:").map(|(_, port)| port)
+    } else {
+        // One colon separates a port; more make a bare IPv6 address.
+        listen
+            .split_once(':')
+            .map(|(_, port)| port)
+            .filter(|port| !port.contains(':'))
+    };
+    port.and_then(|p| p.parse().ok()).unwrap_or(AGENT_PORT)
+}
+
 /// Everything `GET /v1/stats` returns.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct AgentStats {
@@ -137,5 +164,25 @@ mod tests {
             ..m
         };
         assert!(empty.used_pct().abs() < f64::EPSILON);
+    }
+
+    #[test]
+    fn listen_ports_are_read_whatever_the_address_family() {
+        for (listen, port) in [
+            ("0.0.0.0:9801", 9801),
+            ("{host}:9702", 9702),
+            ("{host}", AGENT_PORT),
+            ("[fd00::5]:9703", 9703),
+            ("[::1]:9704", 9704),
+            // Bare IPv6 addresses name no port, whatever their last group.
+            ("fd00::5", AGENT_PORT),
+            ("fd00::1:5", AGENT_PORT),
+            ("::1", AGENT_PORT),
+            ("10.0.0.1", AGENT_PORT),
+            ("[fd00::5]", AGENT_PORT),
+        ] {
+            assert_eq!(listen_port(listen), port, "{listen}");
+        }
+        assert_eq!(listen_port(&default_agent_listen()), AGENT_PORT);
     }
 }

@@ -4,8 +4,9 @@
 
 use rusqlite::{OptionalExtension, params};
 
-use super::{Inventory, StoreError, now_unix};
+use super::{Inventory, StoreError};
 use crate::model::AgentState;
+use crate::model::time::now_unix;
 
 /// One host's last deployment, as recorded.
 #[derive(Debug, Clone, PartialEq, Eq)]

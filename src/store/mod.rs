@@ -9,9 +9,9 @@ mod schema;
 pub use deployments::Deployment;
 pub use facts::StoredFacts;
 
+use crate::model::time::now_unix;
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
-use std::time::{SystemTime, UNIX_EPOCH};
 
 use rusqlite::{Connection, OptionalExtension, params};
 
@@ -72,14 +72,6 @@ pub struct StoredHost {
 #[derive(Debug)]
 pub struct Inventory {
     conn: Connection,
-}
-
-/// Seconds since the Unix epoch, now.
-#[must_use]
-pub fn now_unix() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
 }
 
 impl Inventory {
@@ -399,5 +391,21 @@ mod tests {
         }
         let inv = Inventory::open(&path).unwrap();
         assert_eq!(inv.hosts().unwrap()[0].scan.via, Some(Via::Tcp(80)));
+    }
+
+    #[test]
+    fn a_new_file_opened_by_many_at_once_is_set_up_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("inventory.sqlite3");
+        let opened: Vec<_> = (0..8)
+            .map(|_| {
+                let path = path.clone();
+                std::thread::spawn(move || Inventory::open(&path).map(|_| ()))
+            })
+            .collect();
+        for open in opened {
+            open.join().unwrap().unwrap();
+        }
+        assert!(Inventory::open(&path).unwrap().hosts().unwrap().is_empty());
     }
 }

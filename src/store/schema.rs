@@ -107,19 +107,24 @@ const MIGRATIONS: &[&str] = &[
 
 pub fn migrate(conn: &Connection, path: &Path) -> Result<(), StoreError> {
     let known = MIGRATIONS.len() as u32;
-    let found: u32 = conn.pragma_query_value(None, "user_version", |row| row.get(0))?;
-    if found > known {
-        return Err(StoreError::TooNew {
-            path: path.to_owned(),
-            found,
-            known,
-        });
-    }
-    for (version, sql) in MIGRATIONS.iter().enumerate().skip(found as usize) {
-        let tx = conn.unchecked_transaction()?;
+    loop {
+        // Each step under the write lock, the version read inside it: two
+        // processes (or tasks) opening a new file at once apply it once.
+        let tx =
+            rusqlite::Transaction::new_unchecked(conn, rusqlite::TransactionBehavior::Immediate)?;
+        let found: u32 = tx.pragma_query_value(None, "user_version", |row| row.get(0))?;
+        if found > known {
+            return Err(StoreError::TooNew {
+                path: path.to_owned(),
+                found,
+                known,
+            });
+        }
+        let Some(sql) = MIGRATIONS.get(found as usize) else {
+            return Ok(());
+        };
         tx.execute_batch(sql)?;
-        tx.pragma_update(None, "user_version", version as u32 + 1)?;
+        tx.pragma_update(None, "user_version", found + 1)?;
         tx.commit()?;
     }
-    Ok(())
 }

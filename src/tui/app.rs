@@ -8,7 +8,7 @@ use std::sync::Arc;
 use crossterm::event::{KeyEvent, MouseEvent, MouseEventKind};
 
 use crate::engine::{
-    Command, Event, FleetSnapshot, JobKind, JobOutcome, Prompt, PromptKind, Secret,
+    Command, Event, FleetSnapshot, JobKind, JobOutcome, JobOutput, Prompt, PromptKind, Secret,
 };
 use crate::model::{AgentState, Reach};
 
@@ -362,6 +362,15 @@ fn engine_event(app: &mut App, event: Event) {
             }
             app.prompts.retain(|p| p.id != id);
         }
-        Event::HostFound { .. } | Event::JobProgress { .. } | Event::PollRound { .. } => {}
+        // What ssh_config holds that is not followed, a fallback taken.
+        Event::Output {
+            id,
+            output: JobOutput::Note(note),
+        } => app.log(Info, format!("{id} note: {note}")),
+        // The fleet snapshot shows the rest of what jobs produce.
+        Event::HostFound { .. }
+        | Event::JobProgress { .. }
+        | Event::PollRound { .. }
+        | Event::Output { .. } => {}
     }
 }

@@ -4,7 +4,10 @@
 
 use crossterm::event::{KeyCode, KeyEvent, KeyEventKind, KeyModifiers};
 
-use crate::engine::{Answer, Command, JobKind, PromptKind, Secret};
+use crate::engine::{
+    Answer, Command, DeployRequest, FingerprintRequest, JobKind, PromptKind, RevokeRequest,
+    ScanRequest, Secret, UndeployRequest,
+};
 
 use super::app::{App, Confirm, Input, InputKind, Level, View};
 use super::table::Column;
@@ -75,9 +78,9 @@ fn confirm_key(app: &mut App, key: KeyEvent) -> Vec<Command> {
             };
             app.marked.clear();
             match kind {
-                JobKind::Deploy => vec![Command::Deploy { hosts }],
-                JobKind::Undeploy => vec![Command::Undeploy { hosts }],
-                JobKind::Revoke => vec![Command::Revoke { hosts }],
+                JobKind::Deploy => vec![Command::Deploy(DeployRequest::hosts(&hosts))],
+                JobKind::Undeploy => vec![Command::Undeploy(UndeployRequest::hosts(&hosts))],
+                JobKind::Revoke => vec![Command::Revoke(RevokeRequest::hosts(&hosts))],
                 _ => Vec::new(),
             }
         }
@@ -131,14 +134,46 @@ fn input_key(app: &mut App, key: KeyEvent) -> Vec<Command> {
     }
 }
 
-fn scan(app: &mut App, targets: &str) -> Vec<Command> {
-    if targets.is_empty() {
-        app.status = Some((Level::Error, "scan what? e.g. :scan 10.0.0.0/24".into()));
-        return Vec::new();
+fn scan(app: &mut App, line: &str) -> Vec<Command> {
+    match scan_request(line) {
+        Ok(request) => vec![Command::Scan(request)],
+        Err(message) => {
+            app.status = Some((Level::Error, message));
+            Vec::new()
+        }
     }
-    vec![Command::Scan {
-        targets: targets.to_owned(),
-    }]
+}
+
+/// `:scan`'s words: targets, and `--exclude TARGET[,TARGET...]` (or
+/// `--exclude=...`) as `fleetctl scan` takes it; the rest as `[scan]` says.
+fn scan_request(line: &str) -> Result<ScanRequest, String> {
+    let mut request = ScanRequest::default();
+    let mut words = line.split_whitespace();
+    while let Some(word) = words.next() {
+        let excluded = match word.strip_prefix("--exclude") {
+            Some("") => words
+                .next()
+                .ok_or("--exclude what? e.g. :scan 10.0.0.0/24 --exclude 10.0.0.1")?,
+            Some(rest) if rest.starts_with('=') => &rest[1..],
+            Some(_) | None if word.starts_with('-') => {
+                return Err(format!("{word}: :scan takes targets and --exclude only"));
+            }
+            Some(_) | None => {
+                request.targets.push(word.to_owned());
+                continue;
+            }
+        };
+        request.exclude.extend(
+            excluded
+                .split(',')
+                .filter(|t| !t.is_empty())
+                .map(str::to_owned),
+        );
+    }
+    if request.targets.is_empty() {
+        return Err("scan what? e.g. :scan 10.0.0.0/24".into());
+    }
+    Ok(request)
 }
 
 /// Asks for a yes before `kind` runs on the targets.
@@ -158,12 +193,15 @@ fn fingerprint(app: &mut App) -> Vec<Command> {
         return Vec::new();
     }
     app.marked.clear();
-    vec![Command::Fingerprint { hosts }]
+    vec![Command::Fingerprint(FingerprintRequest::hosts(&hosts))]
 }
 
 /// The `:` commands.
 pub const COMMANDS: &[(&str, &str)] = &[
-    (":scan TARGETS", "discover hosts (CIDRs, ranges, names)"),
+    (
+        ":scan TARGETS",
+        "discover hosts (CIDRs, ranges, names; --exclude T,...)",
+    ),
     (":fingerprint", "learn what the selected hosts are"),
     (":deploy / :undeploy", "agent on/off the selected hosts"),
     (":revoke", "revoke the selected agents"),

@@ -27,9 +27,8 @@ use std::time::Duration;
 
 use crossterm::event::{DisableMouseCapture, EnableMouseCapture, Event as TermEvent, EventStream};
 use futures_util::StreamExt;
-use tokio::sync::mpsc;
 
-use crate::engine::{EngineHandle, Event};
+use crate::engine::EngineHandle;
 use app::{App, Msg, update};
 
 /// Engine events handled before a frame is drawn, at most.
@@ -40,11 +39,7 @@ const FRAME: Duration = Duration::from_millis(16);
 
 /// Runs the console until the operator quits. The terminal is restored on
 /// return and on panic.
-pub async fn run(
-    engine: EngineHandle,
-    events: mpsc::UnboundedReceiver<Event>,
-    app: App,
-) -> io::Result<()> {
+pub async fn run(engine: EngineHandle, events: crate::engine::Events, app: App) -> io::Result<()> {
     let mut terminal = ratatui::init();
     // ratatui's hook restores the screen; mouse capture is ours to undo.
     let restore = std::panic::take_hook();
@@ -64,7 +59,7 @@ pub async fn run(
 async fn event_loop(
     terminal: &mut ratatui::DefaultTerminal,
     engine: EngineHandle,
-    mut events: mpsc::UnboundedReceiver<Event>,
+    mut events: crate::engine::Events,
     mut app: App,
 ) -> io::Result<()> {
     let mut input = EventStream::new();

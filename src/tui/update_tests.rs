@@ -140,7 +140,7 @@ fn marks_then_deploy_asks_and_sends_the_marked_hosts() {
     assert_eq!(confirm.hosts, [addr(0), addr(1)]);
     let sent = press(&mut app, KeyCode::Char('y'));
     assert!(
-        matches!(&sent[..], [Command::Deploy { hosts }] if hosts == &[addr(0), addr(1)]),
+        matches!(&sent[..], [Command::Deploy(r)] if r.hosts == [addr(0).to_string(), addr(1).to_string()]),
         "{sent:?}"
     );
     assert!(app.marked.is_empty() && app.confirm.is_none());
@@ -156,13 +156,13 @@ fn marks_then_deploy_asks_and_sends_the_marked_hosts() {
 fn fingerprint_and_scan_keys_send_commands() {
     let mut app = app(10);
     let sent = press(&mut app, KeyCode::Char('f'));
-    assert!(matches!(&sent[..], [Command::Fingerprint { hosts }] if hosts == &[addr(0)]));
+    assert!(matches!(&sent[..], [Command::Fingerprint(r)] if r.hosts == [addr(0).to_string()]));
 
     press(&mut app, KeyCode::Char('s'));
     assert_eq!(app.input.as_ref().unwrap().kind, InputKind::Scan);
     typed(&mut app, "127.6.0.0/28");
     let sent = press(&mut app, KeyCode::Enter);
-    assert!(matches!(&sent[..], [Command::Scan { targets }] if targets == "127.6.0.0/28"));
+    assert!(matches!(&sent[..], [Command::Scan(r)] if r.targets == ["127.6.0.0/28"]));
 }
 
 #[test]
@@ -174,7 +174,28 @@ fn the_command_line() {
         press(app, KeyCode::Enter)
     };
     let sent = run(&mut app, "scan 10.0.0.0/24 10.0.1.5");
-    assert!(matches!(&sent[..], [Command::Scan { targets }] if targets == "10.0.0.0/24 10.0.1.5"));
+    assert!(
+        matches!(&sent[..], [Command::Scan(r)] if r.targets == ["10.0.0.0/24", "10.0.1.5"] && r.exclude.is_empty())
+    );
+    // --exclude as `fleetctl scan` takes it: repeated, comma-separated, or with `=`.
+    let sent = run(
+        &mut app,
+        "scan 10.0.0.0/24 --exclude 10.0.0.1,10.0.0.2 --exclude=10.0.0.9 10.0.1.5",
+    );
+    assert!(
+        matches!(&sent[..], [Command::Scan(r)]
+            if r.targets == ["10.0.0.0/24", "10.0.1.5"]
+            && r.exclude == ["10.0.0.1", "10.0.0.2", "10.0.0.9"]),
+        "{sent:?}"
+    );
+    for bad in [
+        "scan --exclude 10.0.0.1",
+        "scan 10.0.0.0/24 --exclude",
+        "scan 10.0.0.0/24 --rate 5",
+    ] {
+        assert!(run(&mut app, bad).is_empty(), "{bad}");
+        assert_eq!(app.status.as_ref().unwrap().0, Level::Error, "{bad}");
+    }
     run(&mut app, "theme light");
     assert_eq!(app.theme.name, "light");
     run(&mut app, "theme nope");
@@ -204,7 +225,7 @@ fn detail_help_log_and_quit() {
     press(&mut app, KeyCode::Char('j'));
     assert_eq!(app.view, View::Detail(addr(2)), "j walks the hosts");
     let sent = press(&mut app, KeyCode::Char('f'));
-    assert!(matches!(&sent[..], [Command::Fingerprint { hosts }] if hosts == &[addr(2)]));
+    assert!(matches!(&sent[..], [Command::Fingerprint(r)] if r.hosts == [addr(2).to_string()]));
     press(&mut app, KeyCode::Esc);
     assert_eq!(app.view, View::Fleet);
     press(&mut app, KeyCode::Char('?'));

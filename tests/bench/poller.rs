@@ -272,7 +272,6 @@ async fn console() {
     let setup = t0.elapsed();
     let link = ControlLink {
         url,
-        ca_pem: std::fs::read_to_string(dir.path().join("control/ca.pem")).unwrap(),
         control_dir: dir.path().join("control"),
         operator_ttl: Duration::from_hours(1),
     };
@@ -311,22 +310,24 @@ async fn console() {
 async fn run(link: &ControlLink, interval: Duration) -> Row {
     let config = EngineConfig {
         inventory: None,
-        scan: fleetctl::config::ScanConfig::default(),
+        keep_fleet: false,
+        scan: fleetctl::engine::ScanConfig::default(),
         max_in_flight: 64,
         ssh: SshSettings {
-            known_hosts: "/nonexistent".into(),
-            ssh_config: "/nonexistent".into(),
+            known_hosts: Some("/nonexistent".into()),
+            ssh_config: Some("/nonexistent".into()),
             policy: fleetctl::ssh::HostKeyPolicy::Strict,
             flags: fleetctl::ssh::ConnectFlags::default(),
+            concurrency: 1,
+            timeout: Duration::from_secs(1),
         },
-        fingerprint_concurrency: 1,
-        fingerprint_timeout: Duration::from_secs(1),
         control: Some(link.clone()),
-        poll: PollSettings {
+        poll: Some(PollSettings {
             interval,
             ..PollSettings::default()
-        },
+        }),
         deploy: DeploySettings::default(),
+        questions: fleetctl::engine::Questions::Events,
     };
     let (engine, mut events) = engine::spawn(config);
     let deadline = Instant::now() + Duration::from_mins(2);

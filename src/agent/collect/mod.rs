@@ -205,13 +205,8 @@ pub fn spawn(interval: Duration) -> Samples {
     rx
 }
 
-/// Wall-clock time in Unix milliseconds.
-#[must_use]
-pub fn now_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as i64)
-}
+/// Wall-clock time in Unix milliseconds: the one clock, in the unit samples use.
+pub use crate::model::time::now_unix_ms as now_ms;
 
 #[cfg(test)]
 mod tests {

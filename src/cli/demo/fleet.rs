@@ -19,11 +19,11 @@ use std::time::Duration;
 use anyhow::Context as _;
 use tokio_util::sync::CancellationToken;
 
-use crate::config::ScanConfig;
 use crate::control::{self, ControlPlane};
 use crate::deploy::layout::InstallScope;
 use crate::engine::{
-    ControlLink, DeploySettings, EngineConfig, FleetSnapshot, PollSettings, SshSettings,
+    ControlLink, DeploySettings, EngineConfig, FleetSnapshot, PollSettings, Questions, ScanConfig,
+    SshSettings,
 };
 use crate::sandbox::{HostFault, Relay, Sandbox, SandboxError, SandboxOptions};
 use crate::scan::MethodChoice;
@@ -31,8 +31,10 @@ use crate::ssh::{ConnectFlags, HostKeyPolicy};
 
 /// The SSH port of every sandbox host.
 pub const SSH_PORT: u16 = 2222;
-/// Where each host's agent listens (on the host's own address).
-const AGENT_LISTEN: &str = "{host}:9701";
+/// Where each host's agent listens: its own address, the agents' port.
+fn agent_listen() -> String {
+    format!("{{host}}:{}", crate::model::stats::AGENT_PORT)
+}
 /// A debug build is mostly debug info; above this size the demo pushes a
 /// stripped copy, so a dozen hosts do not each get a quarter gigabyte.
 const STRIP_ABOVE: u64 = 64 << 20;
@@ -171,9 +173,14 @@ impl DemoFleet {
             .iter()
             .map(|h| (h.addr.ip(), Some(h.name.clone())))
             .collect();
-        crate::store::Inventory::open(&inventory)
-            .and_then(|mut inv| inv.add_listed("fleetctl demo: the sandbox's hosts", &listed))
-            .context("cannot write the demo's inventory")?;
+        let path = inventory.clone();
+        tokio::task::spawn_blocking(move || {
+            crate::store::Inventory::open(&path)
+                .and_then(|mut inv| inv.add_listed("fleetctl demo: the sandbox's hosts", &listed))
+        })
+        .await
+        .context("the demo's inventory writer stopped")?
+        .context("cannot write the demo's inventory")?;
 
         let cut_off_ip = sandbox.hosts()[roles.cut_off].addr.ip();
         let relay_url = control::local_url(relay.addr());
@@ -190,13 +197,12 @@ impl DemoFleet {
         };
         let link = ControlLink {
             url: started.url,
-            ca_pem: started.ca_pem,
             control_dir: console.join("control"),
             operator_ttl: Duration::from_mins(10),
         };
         let deploy = DeploySettings {
             agent_binary,
-            listen: AGENT_LISTEN.into(),
+            listen: agent_listen(),
             step_timeout: Duration::from_mins(2),
             wait_timeout: Duration::from_mins(1),
             scope: InstallScope::User,
@@ -320,6 +326,7 @@ fn engine_config(
 ) -> anyhow::Result<EngineConfig> {
     Ok(EngineConfig {
         inventory: Some(inventory),
+        keep_fleet: true,
         scan: ScanConfig {
             method: MethodChoice::Tcp,
             ports: vec![SSH_PORT],
@@ -328,8 +335,8 @@ fn engine_config(
         },
         max_in_flight: 256,
         ssh: SshSettings {
-            known_hosts: sandbox.known_hosts().to_owned(),
-            ssh_config: write_ssh_config(sandbox, console)?,
+            known_hosts: Some(sandbox.known_hosts().to_owned()),
+            ssh_config: Some(write_ssh_config(sandbox, console)?),
             policy: HostKeyPolicy::Strict,
             flags: ConnectFlags {
                 user: Some(sandbox.user().to_string()),
@@ -338,19 +345,20 @@ fn engine_config(
                 connect_timeout: Some(Duration::from_secs(3)),
                 jump: None,
             },
+            concurrency: 16,
+            timeout: Duration::from_secs(30),
         },
-        fingerprint_concurrency: 16,
-        fingerprint_timeout: Duration::from_secs(30),
         control: Some(link),
-        poll: PollSettings {
+        poll: Some(PollSettings {
             interval: Duration::from_secs(1),
             timeout: Duration::from_secs(3),
             concurrency: 64,
             max_backoff: Duration::from_secs(5),
             registry_interval: Duration::from_secs(2),
-            agent_listen: AGENT_LISTEN.into(),
-        },
+            agent_listen: agent_listen(),
+        }),
         deploy,
+        questions: Questions::Events,
     })
 }
 

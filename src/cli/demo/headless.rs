@@ -7,11 +7,13 @@ use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::sync::mpsc;
 use tokio::time::Instant;
 
 use super::fleet::DemoFleet;
-use crate::engine::{Command, EngineHandle, Event, FleetSnapshot, JobKind, JobOutcome};
+use crate::engine::{
+    Command, DeployRequest, EngineHandle, Event, Events, FingerprintRequest, FleetSnapshot,
+    JobKind, JobOutcome, ScanRequest,
+};
 use crate::model::{AgentState, Reach, RegistrationState, SshState, TokenState};
 
 /// Stats older than this are not live.
@@ -28,7 +30,7 @@ pub struct Report {
 pub async fn run(
     fleet: &DemoFleet,
     engine: &EngineHandle,
-    events: &mut mpsc::UnboundedReceiver<Event>,
+    events: &mut Events,
     limit: Duration,
 ) -> Report {
     let deadline = Instant::now() + limit;
@@ -51,25 +53,27 @@ pub async fn run(
     Report { ok, table, outcome }
 }
 
-async fn flow(
-    fleet: &DemoFleet,
-    engine: &EngineHandle,
-    events: &mut mpsc::UnboundedReceiver<Event>,
-) -> Result<(), String> {
+async fn flow(fleet: &DemoFleet, engine: &EngineHandle, events: &mut Events) -> Result<(), String> {
     eprintln!(
         "demo: scanning {} with TCP connect to port {} (no root needed; the silent host is silent on that port only)",
         fleet.range,
         super::fleet::SSH_PORT
     );
     let targets = fleet.range.clone();
-    job(engine, events, Command::Scan { targets }, JobKind::Scan).await?;
+    job(
+        engine,
+        events,
+        Command::Scan(ScanRequest::targets(&targets)),
+        JobKind::Scan,
+    )
+    .await?;
 
     let alive = hosts_where(engine, |h| h.reach() == Reach::Alive);
     eprintln!("demo: fingerprinting {} hosts over SSH", alive.len());
     job(
         engine,
         events,
-        Command::Fingerprint { hosts: alive },
+        Command::Fingerprint(FingerprintRequest::hosts(&alive)),
         JobKind::Fingerprint,
     )
     .await?;
@@ -82,7 +86,7 @@ async fn flow(
     job(
         engine,
         events,
-        Command::Deploy { hosts: reachable },
+        Command::Deploy(DeployRequest::hosts(&reachable)),
         JobKind::Deploy,
     )
     .await?;
@@ -110,7 +114,7 @@ async fn flow(
 /// Sends `command` and waits for its job to end, logging what happens.
 async fn job(
     engine: &EngineHandle,
-    events: &mut mpsc::UnboundedReceiver<Event>,
+    events: &mut Events,
     command: Command,
     kind: JobKind,
 ) -> Result<(), String> {

@@ -10,13 +10,14 @@ use axum::http::StatusCode;
 
 use super::{MAX_ADDRESSES, Reply, body, check_name, done, refused, store_failure};
 use crate::auth::{Audience, same_name};
+use crate::control::ControlPlane;
 use crate::control::extract::{AgentAuth, ApiFailure};
-use crate::control::{ControlPlane, unix_now};
 use crate::model::RegistrationState;
 use crate::model::control::{
     HeartbeatRequest, HeartbeatResponse, RegisterRequest, RegisterResponse, RenewRequest,
     RenewResponse,
 };
+use crate::model::time::now_unix;
 use crate::pki::FleetCa;
 use crate::store::registry::{CertRow, NewAgent, Registration};
 
@@ -136,7 +137,7 @@ pub(super) async fn register(
     let csr = request.csr_pem.clone();
     let outcome = plane
         .db(move |plane, reg| {
-            let outcome = reg.register(&new, &jti, jti_exp, unix_now(), || {
+            let outcome = reg.register(&new, &jti, jti_exp, now_unix(), || {
                 let cert = plane.ca.sign_csr(&csr, &vouched, settings.cert_ttl)?;
                 let row = CertRow {
                     serial: cert.serial.clone(),
@@ -197,7 +198,7 @@ pub(super) async fn renew(
     let (id, serial) = (agent_id.clone(), auth.cert_serial);
     let outcome = plane
         .db(move |plane, reg| {
-            let now = unix_now();
+            let now = now_unix();
             if let Err(refusal) = reg.check(&id, serial.as_deref(), now)? {
                 return Ok(Err(refusal));
             }
@@ -252,7 +253,7 @@ pub(super) async fn heartbeat(
     let (id, serial) = (agent_id.clone(), auth.cert_serial);
     let trust = plane
         .db(move |plane, reg| {
-            match reg.heartbeat(&id, serial.as_deref(), &request.agent_version, unix_now())? {
+            match reg.heartbeat(&id, serial.as_deref(), &request.agent_version, now_unix())? {
                 Ok(()) => Ok(Ok(plane.trust_update(reg)?)),
                 Err(refusal) => Ok(Err(refusal)),
             }

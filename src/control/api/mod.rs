@@ -17,11 +17,12 @@ use axum::response::{IntoResponse as _, Response};
 use axum::routing::{get, post};
 use axum::{Extension, Json, Router};
 
+use super::ControlPlane;
 use super::extract::{ApiFailure, LogNote, OperatorAuth, SdAuth};
-use super::{ControlPlane, unix_now};
 use crate::auth::JoinGrant;
 use crate::model::RegistrationState;
 use crate::model::control::{AgentRecord, JoinTokenRequest, JoinTokenResponse, SdTargetGroup};
+use crate::model::time::now_unix;
 use crate::pki::RevokedSerial;
 use crate::store::registry::Refusal;
 
@@ -186,7 +187,7 @@ async fn list_agents(
 ) -> Reply<Vec<AgentRecord>> {
     let lost_after = plane.settings.lost_after;
     let agents = plane
-        .db(move |_, reg| reg.list(unix_now(), lost_after))
+        .db(move |_, reg| reg.list(now_unix(), lost_after))
         .await
         .map_err(|e| store_failure(&e))?;
     Ok(done(None, agents))
@@ -200,7 +201,7 @@ async fn revoke(
     let lost_after = plane.settings.lost_after;
     let id = agent_id.clone();
     let record = plane
-        .db(move |_, reg| reg.revoke(&id, unix_now(), lost_after))
+        .db(move |_, reg| reg.revoke(&id, now_unix(), lost_after))
         .await
         .map_err(|e| store_failure(&e))?;
     let Some(record) = record else {
@@ -230,7 +231,7 @@ async fn service_discovery(
 ) -> Reply<Vec<SdTargetGroup>> {
     let lost_after = plane.settings.lost_after;
     let agents = plane
-        .db(move |_, reg| reg.list(unix_now(), lost_after))
+        .db(move |_, reg| reg.list(now_unix(), lost_after))
         .await
         .map_err(|e| store_failure(&e))?;
     Ok(done(None, sd_groups(&agents)))
@@ -242,7 +243,7 @@ async fn service_discovery(
 async fn revocation_list(State(plane): State<Arc<ControlPlane>>) -> Response {
     let crl = plane
         .db(move |plane, reg| {
-            let now = unix_now();
+            let now = now_unix();
             let revoked: Vec<RevokedSerial> = reg
                 .revoked_certs(now)?
                 .into_iter()

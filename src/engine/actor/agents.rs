@@ -9,14 +9,15 @@ use tokio::time::Instant;
 
 use super::Actor;
 use crate::engine::Event;
-use crate::engine::poller::primary_addr;
+use crate::engine::poller::{WatchError, primary_addr};
 use crate::engine::state::Sample;
 use crate::model::control::AgentRecord;
+use crate::model::time::now_unix;
 use crate::model::{AgentState, AgentStats, Reach, RegistrationState, TokenState};
-use crate::store::now_unix;
+use crate::poll::PollError;
 
 impl Actor {
-    pub(super) fn stats(&mut self, addr: IpAddr, result: Result<Box<AgentStats>, String>) {
+    pub(super) fn stats(&mut self, addr: IpAddr, result: Result<Box<AgentStats>, PollError>) {
         let Some(host) = self.hosts.get_mut(&addr) else {
             tracing::debug!(%addr, "stats for a host not in the fleet: ignored");
             return;
@@ -64,6 +65,7 @@ impl Actor {
                 }
             }
             Err(error) => {
+                let error = error.to_string();
                 host.stats_error = Some(error.clone());
                 if from != AgentState::Unreachable {
                     host.agent = AgentState::Unreachable;
@@ -80,10 +82,11 @@ impl Actor {
     }
 
     /// A registry read: each agent's registration, as the control plane sees it.
-    pub(super) fn registry(&mut self, result: Result<Vec<AgentRecord>, String>) {
+    pub(super) fn registry(&mut self, result: Result<Vec<AgentRecord>, WatchError>) {
         let records = match result {
             Ok(records) => records,
             Err(error) => {
+                let error = error.to_string();
                 if self.registry_error.as_ref() != Some(&error) {
                     tracing::warn!("cannot read the registry: {error}");
                     self.emit(Event::Error {

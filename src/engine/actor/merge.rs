@@ -7,11 +7,12 @@ use std::sync::Arc;
 
 use super::Actor;
 use crate::deploy::{Event as DeployEvent, Outcome};
-use crate::engine::Event;
 use crate::engine::state::HostView;
+use crate::engine::{Event, JobError};
 use crate::model::control::AgentRecord;
+use crate::model::time::now_unix;
 use crate::model::{AgentState, HostScan, Reach, SshState};
-use crate::store::{Deployment, StoredFacts, now_unix};
+use crate::store::{Deployment, StoredFacts};
 
 impl Actor {
     /// The host at `addr`, added (known only by address) if new.
@@ -124,7 +125,7 @@ impl Actor {
     }
 
     /// A revocation's answer: the record it returns is the new registry view.
-    pub(super) fn revoked(&mut self, addr: IpAddr, result: Result<AgentRecord, String>) {
+    pub(super) fn revoked(&mut self, addr: IpAddr, result: Result<AgentRecord, JobError>) {
         let now = now_unix();
         match result {
             Ok(record) => {

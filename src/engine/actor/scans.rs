@@ -7,9 +7,9 @@ use super::Actor;
 use crate::engine::Event;
 use crate::engine::state::HostView;
 use crate::fingerprint::job::Fingerprint;
+use crate::model::time::now_unix;
 use crate::model::{HostScan, Reach, SshState};
 use crate::ssh::FailureKind;
-use crate::store::now_unix;
 
 impl Actor {
     pub(super) fn scanned(&mut self, scan: HostScan) {

@@ -1,0 +1,39 @@
+//! Reading the inventory: the fleet as it was when the console last closed.
+
+use std::path::PathBuf;
+
+use tokio_util::sync::CancellationToken;
+
+use super::{JobError, JobMsg, Reporter, blocking};
+use crate::store::Inventory;
+
+/// Reads hosts, facts and deployments, and hands them to the actor.
+pub(in crate::engine) async fn load(path: PathBuf, report: Reporter) {
+    let read = blocking("inventory reader", move || {
+        let read = || {
+            let inventory = Inventory::open(&path)?;
+            Ok::<_, crate::store::StoreError>((
+                inventory.hosts()?,
+                inventory.all_facts()?,
+                inventory.deployments()?,
+            ))
+        };
+        read().map_err(|e| JobError::Inventory(e.to_string()))
+    })
+    .await;
+    let result = match read {
+        Ok((hosts, facts, deployments)) => {
+            let summary = format!("{} hosts from the inventory", hosts.len());
+            report
+                .send(JobMsg::Inventory {
+                    hosts,
+                    facts,
+                    deployments,
+                })
+                .await;
+            Ok(summary)
+        }
+        Err(e) => Err(e),
+    };
+    report.end(&CancellationToken::new(), result).await;
+}

@@ -1,0 +1,471 @@
+//! Deploy and undeploy: [`rollout::run`] over [`Deployer::deploy`] or
+//! [`crate::deploy::undeploy`], each host's step reported as it happens
+//! and kept in the inventory's deployments table.
+
+use std::net::IpAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures_util::future::BoxFuture;
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+
+use super::{
+    DeployPlan, JobError, JobOutput, Reporter, SshReach, SshRequest, blocking, target_addr,
+};
+use crate::control::LocalKeys;
+use crate::control::client::ControlClient;
+use crate::deploy::control::EnrollError;
+use crate::deploy::layout::InstallScope;
+use crate::deploy::{
+    Artifact, ControlPlane, DeployOptions, Deployer, Enroller, Event, HostResult, Outcome,
+    RolloutOptions, Secret, rollout,
+};
+use crate::engine::{ControlLink, DeploySettings, Questions, SshSettings};
+use crate::model::AgentState;
+use crate::model::control::AgentRecord;
+use crate::ssh::SshTarget;
+use crate::store::{Deployment, Inventory};
+
+/// The operator token deploy reads the registry with: longer than a rollout.
+const OPERATOR_TTL: Duration = Duration::from_hours(12);
+const OPERATOR: &str = "fleetctl-deploy";
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
+/// Events waiting for the inventory writer, at most.
+const RECORD_QUEUE: usize = 256;
+
+/// Put the agent on hosts.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct DeployRequest {
+    /// Names, addresses or ssh_config aliases, optionally `user@host`.
+    pub hosts: Vec<String>,
+    pub ssh: SshRequest,
+    /// The build to push [default: the settings', else this binary].
+    pub agent_binary: Option<PathBuf>,
+    /// The URL agents register with [default: the engine's control plane's].
+    pub controller: Option<String>,
+    /// The agents' `listen`; `{host}` stands for the address deployed to.
+    pub listen: Option<String>,
+    pub scope: Option<InstallScope>,
+    /// Hosts deployed first, one at a time; a failure among them stops the rollout.
+    pub canary: usize,
+    /// Start no new host once more than this many have failed.
+    pub max_failures: Option<usize>,
+    pub step_timeout: Option<Duration>,
+    pub wait_timeout: Option<Duration>,
+    /// Say what would be done ([`JobOutput::DeployPlan`]) and change nothing.
+    pub dry_run: bool,
+}
+
+impl DeployRequest {
+    #[must_use]
+    pub fn hosts<T: ToString>(hosts: &[T]) -> Self {
+        Self {
+            hosts: hosts.iter().map(ToString::to_string).collect(),
+            ..Self::default()
+        }
+    }
+}
+
+/// Stop the agent on hosts and remove what deploy wrote.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct UndeployRequest {
+    pub hosts: Vec<String>,
+    pub ssh: SshRequest,
+    /// Where the agent went [default: the settings'].
+    pub scope: Option<InstallScope>,
+}
+
+impl UndeployRequest {
+    #[must_use]
+    pub fn hosts<T: ToString>(hosts: &[T]) -> Self {
+        Self {
+            hosts: hosts.iter().map(ToString::to_string).collect(),
+            ..Self::default()
+        }
+    }
+}
+
+impl DeploySettings {
+    /// These settings, then what `request` sets.
+    #[must_use]
+    pub fn with(&self, request: &DeployRequest) -> Self {
+        Self {
+            agent_binary: request
+                .agent_binary
+                .clone()
+                .or_else(|| self.agent_binary.clone()),
+            listen: request
+                .listen
+                .clone()
+                .unwrap_or_else(|| self.listen.clone()),
+            step_timeout: request.step_timeout.unwrap_or(self.step_timeout),
+            wait_timeout: request.wait_timeout.unwrap_or(self.wait_timeout),
+            scope: request.scope.unwrap_or(self.scope),
+            controller_for: self.controller_for.clone(),
+        }
+    }
+}
+
+/// What deploy and undeploy jobs get from the engine besides their request.
+pub(in crate::engine) struct RolloutJob {
+    pub ssh: SshSettings,
+    pub control: Option<ControlLink>,
+    pub settings: DeploySettings,
+    pub inventory: Option<PathBuf>,
+    pub questions: Questions,
+}
+
+pub(in crate::engine) async fn deploy(
+    request: DeployRequest,
+    job: RolloutJob,
+    cancel: CancellationToken,
+    report: Reporter,
+) {
+    let result = run_deploy(request, job, &cancel, &report).await;
+    report.end(&cancel, result).await;
+}
+
+pub(in crate::engine) async fn undeploy(
+    request: UndeployRequest,
+    job: RolloutJob,
+    cancel: CancellationToken,
+    report: Reporter,
+) {
+    let result = run_undeploy(request, job, &cancel, &report).await;
+    report.end(&cancel, result).await;
+}
+
+async fn run_deploy(
+    request: DeployRequest,
+    job: RolloutJob,
+    cancel: &CancellationToken,
+    report: &Reporter,
+) -> Result<String, JobError> {
+    let link = job
+        .control
+        .clone()
+        .ok_or(JobError::NoControlPlane("register agents with"))?;
+    let settings = job.settings.with(&request);
+    let reach = SshReach::open(
+        request.ssh.over(&job.ssh),
+        report.prompter(&job.questions),
+        report,
+    )
+    .await?;
+    let targets = reach.targets(&request.hosts)?;
+    let binary = settings.agent_binary.clone();
+    let artifact = blocking("build reader", move || {
+        let binary = match binary {
+            Some(path) => path,
+            None => std::env::current_exe().map_err(|e| {
+                JobError::Failed(format!("cannot tell where this fleetctl binary is: {e}"))
+            })?,
+        };
+        Artifact::load(&binary).map_err(|e| JobError::BadRequest(e.to_string()))
+    })
+    .await?;
+    let url = request.controller.clone().unwrap_or(link.url.clone());
+    if !url.starts_with("https://") {
+        return Err(JobError::BadRequest(format!(
+            "the control plane URL {url:?}: agents only talk to the control plane over https://"
+        )));
+    }
+    let options = RolloutOptions {
+        canary: request.canary,
+        concurrency: reach.concurrency,
+        max_failures: request.max_failures,
+    };
+    if request.dry_run {
+        let plan = DeployPlan {
+            path: artifact.path.clone(),
+            bytes: artifact.bytes.len(),
+            arch: artifact.elf.arch_name(),
+            sha256: artifact.sha256.clone(),
+            url,
+            rollout: options,
+            hosts: targets
+                .iter()
+                .map(|t| (t.user.clone(), t.hostname.clone(), t.port))
+                .collect(),
+        };
+        report.output(JobOutput::DeployPlan(Box::new(plan))).await;
+        return Ok("dry run: nothing was changed".into());
+    }
+    // Keys nobody serves with would mint tokens every agent is refused with.
+    let keys = link.keys().await?;
+    let token = keys.operator_token(OPERATOR, OPERATOR_TTL)?;
+    let api = ControlClient::new(&url, keys.ca_pem(), keys.pin(), token, REQUEST_TIMEOUT)
+        .map_err(|e| JobError::Control(e.to_string()))?;
+    let (ca_pem, pin) = (keys.ca_pem().to_owned(), keys.pin());
+    let control = ControlPlane::new(&url, ca_pem, pin, Box::new(Enrollment { keys, api }))
+        .map_err(|e| JobError::Control(e.to_string()))?;
+    let deployer = Arc::new(Deployer {
+        connector: Arc::clone(&reach.connector),
+        artifact: Arc::new(artifact),
+        control: Arc::new(control),
+        options: DeployOptions {
+            listen: settings.listen.clone(),
+            step_timeout: settings.step_timeout,
+            healthy_timeout: settings.wait_timeout,
+            registered_timeout: settings.wait_timeout,
+            scope: settings.scope,
+            controller_for: settings
+                .controller_for
+                .iter()
+                .map(|(addr, url)| (addr.to_string(), url.clone()))
+                .collect(),
+        },
+    });
+    let build = deployer.artifact.sha256.clone();
+    let work = {
+        let cancel = cancel.clone();
+        move |target: SshTarget, progress: rollout::Progress| {
+            let deployer = Arc::clone(&deployer);
+            let cancel = cancel.clone();
+            async move { deployer.deploy(&target, &progress, &cancel).await }
+        }
+    };
+    let results = drive(
+        targets,
+        options,
+        Some(build),
+        job.inventory,
+        cancel,
+        report,
+        work,
+    )
+    .await?;
+    Ok(summary(&results))
+}
+
+async fn run_undeploy(
+    request: UndeployRequest,
+    job: RolloutJob,
+    cancel: &CancellationToken,
+    report: &Reporter,
+) -> Result<String, JobError> {
+    let reach = SshReach::open(
+        request.ssh.over(&job.ssh),
+        report.prompter(&job.questions),
+        report,
+    )
+    .await?;
+    let targets = reach.targets(&request.hosts)?;
+    let scope = request.scope.unwrap_or(job.settings.scope);
+    let step_timeout = job.settings.step_timeout;
+    let connector = Arc::clone(&reach.connector);
+    let work = move |target: SshTarget, progress: rollout::Progress| {
+        let connector = Arc::clone(&connector);
+        async move { crate::deploy::undeploy(&connector, &target, &progress, step_timeout, scope).await }
+    };
+    let options = RolloutOptions {
+        canary: 0,
+        concurrency: reach.concurrency,
+        max_failures: None,
+    };
+    let results = drive(targets, options, None, job.inventory, cancel, report, work).await?;
+    Ok(summary(&results))
+}
+
+/// Runs the rollout, recording (on a blocking thread) and reporting each
+/// event; `build` is the sha256 pushed, `None` for undeploy.
+async fn drive<F, Fut>(
+    targets: Vec<SshTarget>,
+    options: RolloutOptions,
+    build: Option<String>,
+    inventory: Option<PathBuf>,
+    cancel: &CancellationToken,
+    report: &Reporter,
+    work: F,
+) -> Result<Vec<HostResult>, JobError>
+where
+    F: Fn(SshTarget, rollout::Progress) -> Fut + Send + Sync + 'static,
+    Fut: std::future::Future<Output = Outcome> + Send + 'static,
+{
+    let writer = match inventory {
+        Some(path) => Some(Writer::start(path, targets.clone(), build).await?),
+        None => None,
+    };
+    let total = targets.len() as u64;
+    let addrs: Vec<Option<IpAddr>> = targets.iter().map(target_addr).collect();
+    let list: Vec<(String, SshTarget)> =
+        targets.into_iter().map(|t| (t.alias.clone(), t)).collect();
+    let (event_tx, mut events) = mpsc::unbounded_channel();
+    let running = {
+        let cancel = cancel.clone();
+        tokio::spawn(async move { rollout::run(list, options, &cancel, &event_tx, work).await })
+    };
+    report.progress(0, total).await;
+    let mut done = 0;
+    while let Some(event) = events.recv().await {
+        if let Some(writer) = &writer {
+            writer.record(event.clone()).await;
+        }
+        let index = match &event {
+            Event::Start { index, .. }
+            | Event::Step { index, .. }
+            | Event::Note { index, .. }
+            | Event::Done { index, .. } => *index,
+        };
+        let is_done = matches!(event, Event::Done { .. });
+        let addr = addrs.get(index).copied().flatten();
+        report.output(JobOutput::Rollout { addr, event }).await;
+        if is_done {
+            done += 1;
+            report.progress(done, total).await;
+        }
+    }
+    let results = running
+        .await
+        .map_err(|e| JobError::stopped("rollout task", &e))?;
+    if let Some(writer) = writer {
+        writer.finish().await?;
+    }
+    report.output(JobOutput::RolloutDone(results.clone())).await;
+    Ok(results)
+}
+
+/// Keeps the inventory's deployments table in step with a rollout, on a
+/// blocking thread of its own.
+struct Writer {
+    events: mpsc::Sender<Event>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Writer {
+    async fn start(
+        path: PathBuf,
+        targets: Vec<SshTarget>,
+        build: Option<String>,
+    ) -> Result<Self, JobError> {
+        let mut inventory = blocking("inventory writer", move || {
+            Inventory::open(&path).map_err(|e| {
+                JobError::Inventory(format!(
+                    "cannot record deployments in the inventory (is --data-dir writable?): {e}"
+                ))
+            })
+        })
+        .await?;
+        let (events, mut rx) = mpsc::channel(RECORD_QUEUE);
+        let task = tokio::task::spawn_blocking(move || {
+            while let Some(event) = rx.blocking_recv() {
+                record(&mut inventory, &targets, build.as_deref(), &event);
+            }
+        });
+        Ok(Self { events, task })
+    }
+
+    async fn record(&self, event: Event) {
+        let _ = self.events.send(event).await;
+    }
+
+    async fn finish(self) -> Result<(), JobError> {
+        drop(self.events);
+        self.task
+            .await
+            .map_err(|e| JobError::stopped("inventory writer", &e))
+    }
+}
+
+/// Keeps the inventory's deployments table in step with one rollout event
+/// (`targets` in the rollout's order, `build` the sha256 pushed). Undeploy
+/// passes `None` for the build: a host it cleared is forgotten.
+fn record(inventory: &mut Inventory, targets: &[SshTarget], build: Option<&str>, event: &Event) {
+    let Some(build) = build else {
+        if let Event::Done {
+            index,
+            outcome: Outcome::Removed | Outcome::NotInstalled,
+            ..
+        } = event
+        {
+            let t = &targets[*index];
+            if let Err(e) = inventory.forget_deployment(&t.hostname, t.port) {
+                tracing::warn!("cannot update the inventory: {e}");
+            }
+        }
+        return;
+    };
+    let (index, state, step, error) = match event {
+        Event::Step { index, step, .. } => {
+            (*index, AgentState::Deploying, Some(step.as_str()), None)
+        }
+        Event::Done { index, outcome, .. } => match outcome {
+            Outcome::Deployed { .. } | Outcome::UpToDate { .. } => {
+                (*index, AgentState::Running, Some("registered"), None)
+            }
+            Outcome::Failed { step, reason, .. } => (
+                *index,
+                AgentState::Failed,
+                Some(step.as_str()),
+                Some(reason.clone()),
+            ),
+            _ => return,
+        },
+        _ => return,
+    };
+    let t = &targets[index];
+    let d = Deployment {
+        address: t.hostname.clone(),
+        port: t.port,
+        host: t.alias.clone(),
+        build: Some(build.to_string()),
+        state,
+        step: step.map(str::to_string),
+        error,
+        updated_at: 0,
+    };
+    if let Err(e) = inventory.record_deployment(&d) {
+        tracing::warn!("cannot update the inventory: {e}");
+    }
+}
+
+/// `2 deployed, 1 up to date, 1 failed, 0 skipped`, leaving out zeros.
+fn summary(results: &[HostResult]) -> String {
+    let mut counts = [0usize; 5];
+    for r in results {
+        let i = match r.outcome {
+            Outcome::Deployed { .. } => 0,
+            Outcome::UpToDate { .. } => 1,
+            Outcome::Removed | Outcome::NotInstalled => 2,
+            Outcome::Failed { .. } => 3,
+            Outcome::Skipped { .. } => 4,
+        };
+        counts[i] += 1;
+    }
+    let names = ["deployed", "up to date", "removed", "failed", "skipped"];
+    let parts: Vec<String> = counts
+        .iter()
+        .zip(names)
+        .filter(|(n, _)| **n > 0)
+        .map(|(n, name)| format!("{n} {name}"))
+        .collect();
+    if parts.is_empty() {
+        "no hosts".into()
+    } else {
+        parts.join(", ")
+    }
+}
+
+/// Deploy's side of the control plane: join tokens from its keys, the
+/// registry through its API.
+struct Enrollment {
+    keys: LocalKeys,
+    api: ControlClient,
+}
+
+impl Enroller for Enrollment {
+    fn join_token(
+        &self,
+        host: &str,
+        names: &[String],
+        ttl: Duration,
+    ) -> Result<Secret, EnrollError> {
+        Ok(Secret::new(self.keys.join_token(host, names, ttl)?))
+    }
+
+    fn agents(&self) -> BoxFuture<'_, Result<Vec<AgentRecord>, EnrollError>> {
+        Box::pin(async move { Ok(self.api.agents().await?) })
+    }
+}
