@@ -10,14 +10,17 @@
 //! progress is a set of counters the caller reads when it wants.
 
 pub mod banner;
+pub mod batch;
 mod bpf;
 pub mod checksum;
 pub mod icmp;
+pub mod ipv4;
 pub mod pacer;
 pub mod reverse_dns;
 pub mod syn;
 pub mod targets;
 pub mod tcp;
+pub mod timing;
 
 use std::collections::{HashMap, VecDeque};
 use std::net::IpAddr;

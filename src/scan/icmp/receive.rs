@@ -1,0 +1,153 @@
+//! The receiving thread: reads answers in batches from every socket,
+//! matches them to targets, reports them, and feeds their round-trip times
+//! to the adaptive timeouts. When sending is over it reads what is still
+//! queued, so an answer already in the kernel is never lost to the end.
+
+use std::net::IpAddr;
+use std::os::fd::BorrowedFd;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use super::schedule::{ECHO, SYN};
+use super::{Shared, Sockets, packet};
+use crate::model::Via;
+use crate::scan::batch::{self, RECV_BATCH, Receiver};
+use crate::scan::syn::{PortState, SynSocket};
+use crate::scan::tcp::SSH_PORT;
+use crate::scan::{Found, Port22};
+
+/// How long one wait for answers lasts before the stop flag is looked at.
+const POLL_EVERY: Duration = Duration::from_millis(5);
+/// Batches read from one socket before the others get a turn.
+const TURN: usize = 8;
+
+/// What a socket delivers.
+#[derive(Clone, Copy)]
+enum Answers {
+    Echo {
+        v6: bool,
+        /// Raw IPv4 sockets deliver the IP header; ICMPv6 and ping sockets do not.
+        ip_header: bool,
+        /// Raw sockets see everyone's echo replies: ours carry our identifier.
+        raw: bool,
+    },
+    Syn,
+}
+
+/// Reads and reports answers until `shared.stop` is set and nothing is queued.
+pub(super) fn run(shared: &Shared, sockets: &Sockets, syn: Option<&SynSocket>) {
+    let mut sources: Vec<(BorrowedFd<'_>, Answers, Receiver)> = Vec::new();
+    for s in [&sockets.v4, &sockets.v6].into_iter().flatten() {
+        let answers = Answers::Echo {
+            v6: s.v6,
+            ip_header: s.raw && !s.v6,
+            raw: s.raw,
+        };
+        sources.push((s.fd(), answers, Receiver::new()));
+    }
+    if let Some(syn) = syn {
+        sources.push((syn.fd(), Answers::Syn, Receiver::new()));
+    }
+    let fds: Vec<BorrowedFd<'_>> = sources.iter().map(|(fd, _, _)| *fd).collect();
+    let mut samples: Vec<(IpAddr, Duration)> = Vec::new();
+    loop {
+        let stopping = shared.stop.load(Ordering::Acquire);
+        let ready = if stopping {
+            vec![true; fds.len()]
+        } else {
+            batch::wait_readable(&fds, POLL_EVERY).unwrap_or_else(|e| {
+                tracing::debug!(error = %e, "poll failed");
+                std::thread::sleep(POLL_EVERY);
+                vec![false; fds.len()]
+            })
+        };
+        let mut got = 0;
+        for ((fd, answers, receiver), ready) in sources.iter_mut().zip(ready) {
+            if !ready {
+                continue;
+            }
+            for _ in 0..TURN {
+                let read = receiver.recv(*fd, |data, from| {
+                    handle(shared, syn, *answers, data, from, &mut samples);
+                });
+                let n = read.unwrap_or_else(|e| {
+                    tracing::debug!(error = %e, "receive error");
+                    0
+                });
+                got += n;
+                if n < RECV_BATCH {
+                    break;
+                }
+            }
+        }
+        if !samples.is_empty() {
+            let mut timeouts = shared.timeouts();
+            for (addr, rtt) in samples.drain(..) {
+                timeouts.observe(addr, rtt);
+            }
+        }
+        if stopping && got == 0 {
+            return;
+        }
+    }
+}
+
+fn handle(
+    shared: &Shared,
+    syn: Option<&SynSocket>,
+    answers: Answers,
+    data: &[u8],
+    from: Option<IpAddr>,
+    samples: &mut Vec<(IpAddr, Duration)>,
+) {
+    let now = shared.elapsed();
+    match answers {
+        Answers::Echo { v6, ip_header, raw } => {
+            let Some(reply) = packet::parse_reply(data, v6, ip_header) else {
+                return;
+            };
+            let index = reply.index as usize;
+            let Some(&addr) = shared.targets.get(index) else {
+                return;
+            };
+            if (raw && reply.ident != shared.ident) || from != Some(addr) {
+                return; // not ours
+            }
+            if let Some(rtt) = shared.rtt_sample(index, now) {
+                samples.push((addr, rtt));
+            }
+            if shared.answer(index, ECHO) {
+                // The payload times the very probe answered, retry or not.
+                let rtt = now.saturating_sub(Duration::from_nanos(reply.sent_ns));
+                let _ = shared.found.send(Found::alive(index, Via::Icmp, rtt));
+            }
+        }
+        Answers::Syn => {
+            let Some(reply) = syn.and_then(|s| s.parse(data, SSH_PORT)) else {
+                return;
+            };
+            let index = reply.index as usize;
+            let addr = IpAddr::V4(reply.from);
+            if shared.targets.get(index) != Some(&addr) {
+                return;
+            }
+            let rtt = shared.rtt_sample(index, now);
+            if let Some(rtt) = rtt {
+                samples.push((addr, rtt));
+            }
+            if !shared.answer(index, SYN) {
+                return;
+            }
+            let sent = Duration::from_nanos(shared.sent_ns[index].load(Ordering::Acquire));
+            let mut found = Found::alive(index, Via::Tcp(SSH_PORT), now.saturating_sub(sent));
+            found.port22 = match reply.state {
+                PortState::Open => {
+                    found.open_ports.push(SSH_PORT);
+                    Port22::Open
+                }
+                PortState::Closed => Port22::Closed,
+            };
+            let _ = shared.found.send(found);
+        }
+    }
+}
