@@ -210,6 +210,7 @@ impl IcmpProber {
             timeouts: Mutex::new(Timeouts::new(plan.timeout)),
             sender: OnceLock::new(),
             stop: AtomicBool::new(false),
+            heard_ns: AtomicU64::new(0),
             epoch: Instant::now(),
             ident: rand::random(),
             found,
@@ -268,6 +269,9 @@ struct Shared {
     sender: OnceLock<std::thread::Thread>,
     /// Set when sending is over: the receiver reads what is queued and ends.
     stop: AtomicBool,
+    /// Every answer that arrived before this time (nanoseconds since
+    /// `epoch`) has been read and recorded.
+    heard_ns: AtomicU64,
     epoch: Instant,
     ident: u16,
     found: mpsc::UnboundedSender<Found>,
@@ -301,6 +305,11 @@ impl Shared {
         }
         let sent = Duration::from_nanos(self.sent_ns[index].load(Ordering::Acquire));
         now.checked_sub(sent)
+    }
+
+    /// How far answers have been read: see [`schedule::Schedule::fill`].
+    fn heard(&self) -> Duration {
+        Duration::from_nanos(self.heard_ns.load(Ordering::Acquire))
     }
 
     fn timeouts(&self) -> std::sync::MutexGuard<'_, Timeouts> {

@@ -51,6 +51,10 @@ pub(super) fn run(shared: &Shared, sockets: &Sockets, syn: Option<&SynSocket>) {
     let fds: Vec<BorrowedFd<'_>> = sources.iter().map(|(fd, _, _)| *fd).collect();
     let mut samples: Vec<(IpAddr, Duration)> = Vec::new();
     loop {
+        // Whatever arrived before this is read by the end of this pass, if
+        // the pass empties every queue.
+        let pass_start = shared.elapsed();
+        let mut emptied = true;
         let stopping = shared.stop.load(Ordering::Acquire);
         let ready = if stopping {
             vec![true; fds.len()]
@@ -66,11 +70,12 @@ pub(super) fn run(shared: &Shared, sockets: &Sockets, syn: Option<&SynSocket>) {
             if !ready {
                 continue;
             }
+            let mut n = RECV_BATCH;
             for _ in 0..TURN {
                 let read = receiver.recv(*fd, |data, from| {
                     handle(shared, syn, *answers, data, from, &mut samples);
                 });
-                let n = read.unwrap_or_else(|e| {
+                n = read.unwrap_or_else(|e| {
                     tracing::debug!(error = %e, "receive error");
                     0
                 });
@@ -79,12 +84,18 @@ pub(super) fn run(shared: &Shared, sockets: &Sockets, syn: Option<&SynSocket>) {
                     break;
                 }
             }
+            emptied &= n < RECV_BATCH;
         }
         if !samples.is_empty() {
             let mut timeouts = shared.timeouts();
             for (addr, rtt) in samples.drain(..) {
                 timeouts.observe(addr, rtt);
             }
+        }
+        if emptied {
+            shared
+                .heard_ns
+                .fetch_max(pass_start.as_nanos() as u64, Ordering::AcqRel);
         }
         if stopping && got == 0 {
             return;

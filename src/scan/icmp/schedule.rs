@@ -69,9 +69,15 @@ impl Schedule {
     /// Adds to `out` up to `budget` probes to send at `now`: leftovers of the
     /// last batch, then retries that are due, then first probes. Targets that
     /// answered everything, or timed out on their last try, leave the schedule.
+    ///
+    /// `heard` is how far answers have been read: a target times out only
+    /// when the answers that arrived before its deadline have all been seen,
+    /// so a receiver that fell behind does not cause retries (or an early
+    /// end) while the answer waits unread in a socket queue.
     pub fn fill(
         &mut self,
         now: Duration,
+        heard: Duration,
         budget: usize,
         targets: &impl Targets,
         out: &mut Vec<Probe>,
@@ -90,7 +96,7 @@ impl Schedule {
                 self.waiting.pop_front();
                 continue;
             }
-            if now < head.sent + targets.timeout(index) {
+            if heard < head.sent + targets.timeout(index) {
                 break;
             }
             self.waiting.pop_front();
@@ -131,8 +137,9 @@ impl Schedule {
         }
     }
 
-    /// When the oldest waiting target's timeout passes, if any waits. Call
-    /// after a [`fill`](Self::fill) that found nothing to send.
+    /// When the oldest waiting target's timeout passes, if any waits (it is
+    /// due once answers up to then are heard). Call after a
+    /// [`fill`](Self::fill) that found nothing to send.
     #[must_use]
     pub fn next_due(&self, targets: &impl Targets) -> Option<Duration> {
         self.waiting
@@ -191,9 +198,10 @@ mod tests {
         }
     }
 
+    /// Fills with every answer up to `now` already read.
     fn fill(s: &mut Schedule, now: Duration, budget: usize, t: &Fake) -> Vec<Probe> {
         let mut out = Vec::new();
-        s.fill(now, budget, t, &mut out);
+        s.fill(now, now, budget, t, &mut out);
         out
     }
 
@@ -284,6 +292,22 @@ mod tests {
             fill(&mut s, 10 * MS, 3, &t),
             [p(0, ECHO), p(1, ECHO), p(2, ECHO)]
         );
+    }
+
+    #[test]
+    fn a_receiver_behind_holds_retries_back_until_it_caught_up() {
+        let t = Fake::new(&[ECHO], 20 * MS);
+        let mut s = Schedule::new(1, 1);
+        fill(&mut s, Duration::ZERO, 1, &t);
+        let mut out = Vec::new();
+        // 50 ms on, but answers were read only up to 10 ms: not due yet.
+        s.fill(50 * MS, 10 * MS, 1, &t, &mut out);
+        assert!(out.is_empty());
+        // The receiver catches up and finds the answer: no retry at all.
+        t.answer(0, ECHO);
+        s.fill(51 * MS, 51 * MS, 1, &t, &mut out);
+        assert!(out.is_empty());
+        assert!(s.finished());
     }
 
     #[test]

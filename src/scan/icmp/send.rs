@@ -19,6 +19,9 @@ use crate::scan::{ProbePlan, ScanProgress, batch, ipv4};
 
 /// The longest the thread sleeps at once, so a cancel is seen promptly.
 const MAX_IDLE: Duration = Duration::from_millis(10);
+/// How long to wait when a timeout passed but the receiver has yet to
+/// read the answers that came before it.
+const WAIT_FOR_RECEIVER: Duration = Duration::from_millis(1);
 /// Room for the longest probe: a SYN or an echo with its IPv4 header.
 const PACKET_MAX: usize = 48;
 
@@ -59,7 +62,10 @@ pub(super) fn run(
             continue;
         }
         probes.clear();
-        schedule.fill(now, budget, shared, &mut probes);
+        // Answers read up to `heard`; should the receiver stall, a deadline
+        // is still kept within one more ceiling.
+        let heard = shared.heard().max(now.saturating_sub(plan.timeout));
+        schedule.fill(now, heard, budget, shared, &mut probes);
         if !probes.is_empty() {
             out.build(shared, sockets, syn, &probes, now);
             out.send(sockets);
@@ -74,9 +80,12 @@ pub(super) fn run(
         }
         // Nothing due: sleep until the oldest waiting target's timeout, or
         // until the receiver wakes us because the last target answered.
-        let wait = schedule
-            .next_due(shared)
-            .map_or(MAX_IDLE, |due| due.saturating_sub(now));
+        let wait = match schedule.next_due(shared) {
+            Some(due) if due > now => due - now,
+            // Due, but the receiver has not read that far yet.
+            Some(_) => WAIT_FOR_RECEIVER,
+            None => MAX_IDLE,
+        };
         std::thread::park_timeout(wait.clamp(Duration::from_micros(100), MAX_IDLE));
     }
 }
