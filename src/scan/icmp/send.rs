@@ -81,7 +81,7 @@ pub(super) fn run(
         // Nothing due: sleep until the oldest waiting target's timeout, or
         // until the receiver wakes us because the last target answered.
         let wait = match schedule.next_due(shared) {
-            Some(due) if due > now => due - now,
+            Some(due) if due > now => due.saturating_sub(now),
             // Due, but the receiver has not read that far yet.
             Some(_) => WAIT_FOR_RECEIVER,
             None => MAX_IDLE,
