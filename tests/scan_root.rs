@@ -326,7 +326,7 @@ impl Routed {
     fn live(&self) -> BTreeSet<IpAddr> {
         self.net
             .hosts()
-            .filter(|a| a.octets()[3] & 15 == 0)
+            .filter(|a| a.octets()[3] % 16 == 0)
             .map(IpAddr::V4)
             .collect()
     }
