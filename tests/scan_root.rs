@@ -282,7 +282,7 @@ fn ipv6_loopback_answers_icmpv6() {
     assert!(hosts.iter().all(|h| h.via == Some(Via::Icmp)));
 }
 
-/// A range behind a veth pair, as a routed network looks to a scanner: the
+/// A range behind a link, as a routed network looks to a scanner: the
 /// `hosts` namespace answers for every address of `net` (an AnyIP local
 /// route) and nftables silently drops probes to 15 of every 16, so the
 /// addresses ending in a zero nibble are the live set.
@@ -290,22 +290,64 @@ struct Routed {
     scanner: Netns,
     hosts: Netns,
     net: ipnet::Ipv4Net,
+    /// The user-space slow link, when there is one.
+    delay_line: Option<std::process::Child>,
 }
 
 impl Routed {
+    /// The range behind a veth pair.
     fn new(tag: &str, net: &str) -> Self {
-        let scanner = Netns::new(&format!("{tag}-s"));
-        let hosts = Netns::new(&format!("{tag}-h"));
-        scanner.sh(&format!(
+        let range = Self::namespaces(tag, net);
+        range.scanner.sh(&format!(
             "ip link add fcs type veth peer name fch netns {hosts}
              ip addr add 10.99.0.1/30 dev fcs && ip link set fcs up
              ip route add {net} via 10.99.0.2",
-            hosts = hosts.name
+            hosts = range.hosts.name
         ));
-        hosts.sh(&format!(
-            "ip addr add 10.99.0.2/30 dev fch && ip link set fch up
-             ip route add local {net} dev lo"
+        range
+            .hosts
+            .sh("ip addr add 10.99.0.2/30 dev fch && ip link set fch up");
+        range
+    }
+
+    /// The range behind a slow link made in user space: two TUN devices
+    /// and tests/scan_delay_line.py holding every packet `delay_ms` ±
+    /// `jitter_ms`, as netem would on a kernel that has it.
+    fn delayed(tag: &str, net: &str, delay_ms: u32, jitter_ms: u32) -> Self {
+        require_tool("python3");
+        let mut range = Self::namespaces(tag, net);
+        let id = std::process::id() % 1_000_000;
+        let (tun_s, tun_h) = (format!("fcds{id}"), format!("fcdh{id}"));
+        let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/scan_delay_line.py");
+        let mut child = Command::new("python3")
+            .arg(script)
+            .args([&tun_s, &range.scanner.name, &tun_h, &range.hosts.name])
+            .args([delay_ms.to_string(), jitter_ms.to_string()])
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut ready = String::new();
+        std::io::BufRead::read_line(
+            &mut std::io::BufReader::new(child.stdout.take().unwrap()),
+            &mut ready,
+        )
+        .unwrap();
+        assert_eq!(ready.trim(), "ready", "the delay line did not start");
+        range.delay_line = Some(child);
+        range.scanner.sh(&format!(
+            "ip addr add 10.98.0.1/32 dev {tun_s} && ip route add {net} dev {tun_s}"
         ));
+        range
+            .hosts
+            .sh(&format!("ip route add 10.98.0.1/32 dev {tun_h}"));
+        range
+    }
+
+    fn namespaces(tag: &str, net: &str) -> Self {
+        let scanner = Netns::new(&format!("{tag}-s"));
+        let hosts = Netns::new(&format!("{tag}-h"));
+        hosts.sh(&format!("ip route add local {net} dev lo"));
         hosts.nft(&format!(
             "table inet fleetctl_test {{
                chain input {{
@@ -318,6 +360,7 @@ impl Routed {
             scanner,
             hosts,
             net: net.parse().unwrap(),
+            delay_line: None,
         }
     }
 
@@ -347,6 +390,15 @@ impl Routed {
             .map(|l| serde_json::from_str(l).unwrap())
             .collect();
         (hosts, took)
+    }
+}
+
+impl Drop for Routed {
+    fn drop(&mut self) {
+        if let Some(child) = &mut self.delay_line {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
     }
 }
 
@@ -489,4 +541,31 @@ fn rate_1000_on_a_slash_20_sends_at_most_1000_packets_per_second() {
     assert!(rate <= 1000.0, "{sent} packets in {took:?}");
     // ...and not needlessly slower either.
     assert!(rate > 800.0, "{sent} packets in {took:?}: {rate:.0}/s");
+}
+
+#[test]
+#[ignore = "needs root: network namespaces, TUN devices, python3, nftables"]
+fn a_slow_jittery_link_made_in_user_space_loses_no_live_host_at_defaults() {
+    require_root();
+    let env = Env::new();
+    // The netem test's link where the kernel lacks netem: 80 ms ± 20 ms
+    // each way, so answers take 120-200 ms and come back reordered.
+    let range = Routed::delayed("delay", "10.78.0.0/20", 80, 20);
+    let live = range.live();
+    for args in [&[][..], &["--no-banner"][..]] {
+        let (hosts, took) = range.scan(&env, args);
+        assert_exactly(
+            &hosts,
+            &live,
+            &format!("{args:?} over the delay line ({took:?})"),
+        );
+        let slowest = hosts
+            .iter()
+            .filter_map(|h| h.rtt_ms)
+            .fold(0.0_f64, f64::max);
+        assert!(
+            slowest >= 100.0,
+            "the delay was applied: slowest answer {slowest} ms"
+        );
+    }
 }

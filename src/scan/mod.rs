@@ -182,7 +182,9 @@ pub struct Job {
     pub targets: Arc<[IpAddr]>,
     pub plan: ProbePlan,
     pub cancel: CancellationToken,
-    pub found: mpsc::UnboundedSender<Found>,
+    /// Answers, in batches: one message per batch read keeps the wake-ups
+    /// of the task merging them far below one per packet.
+    pub found: mpsc::UnboundedSender<Vec<Found>>,
     pub progress: Arc<ScanProgress>,
 }
 
@@ -270,8 +272,8 @@ pub async fn run(
         }
         tokio::select! {
             found = found_rx.recv(), if probing => {
-                if let Some(found) = found {
-                    hosts.take(targets[found.index], found);
+                if let Some(batch) = found {
+                    hosts.take_all(&targets, batch);
                 } else {
                     probing = false; // the prober finished and dropped its sender
                     hosts.prober_done();
@@ -286,8 +288,8 @@ pub async fn run(
             () = cancel.cancelled() => {
                 // Report every host already seen alive rather than wait for
                 // its banner or name.
-                while let Ok(found) = found_rx.try_recv() {
-                    hosts.take(targets[found.index], found);
+                while let Ok(batch) = found_rx.try_recv() {
+                    hosts.take_all(&targets, batch);
                 }
                 hosts.prober_done();
                 for found in hosts.ready.drain(..).chain(enriching_found.into_values()) {
@@ -330,6 +332,12 @@ struct Collector {
 }
 
 impl Collector {
+    fn take_all(&mut self, targets: &[IpAddr], batch: Vec<Found>) {
+        for found in batch {
+            self.take(targets[found.index], found);
+        }
+    }
+
     fn take(&mut self, addr: IpAddr, found: Found) {
         let index = found.index;
         if self.answered[index] {

@@ -90,6 +90,7 @@ impl SynSocket {
             dst,
             ipv4::PROTO_TCP,
             TCP_HEADER_LEN,
+            ipv4::id_for(index),
         ));
         pkt[ipv4::HEADER_LEN..].copy_from_slice(&syn_packet(src, dst, self.src_port, port, seq));
         pkt

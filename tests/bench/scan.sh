@@ -42,13 +42,15 @@ DATA=$(mktemp -d)
 export FLEETCTL_DATA_DIR=$DATA FLEETCTL_CONFIG=$DATA/none.toml
 touch "$FLEETCTL_CONFIG"
 
-# Counts what the scanner sends, by destination range, in its own namespace.
+# Counts the probes the scanner sends (echo requests and SYNs, not the
+# kernel's answers, which on loopback go to 127.0.0.1) in its own namespace.
 counters() {
     ip netns exec "$1" nft -f - <<NFT
 table inet fcbench_count {
   chain output {
     type filter hook output priority 0; policy accept;
-    ip daddr $2 counter
+    ip daddr $2 icmp type echo-request counter
+    ip daddr $2 tcp flags & (syn | ack) == syn counter
   }
 }
 NFT
@@ -82,7 +84,7 @@ counters "$SCAN_NS" "$NET"
 [ -z "${SETUP_ONLY:-}" ] || { trap - EXIT; echo "namespaces $LO_NS, $SCAN_NS and $HOSTS_NS are up"; exit 0; }
 
 sent_packets() {
-    ip netns exec "$1" nft list table inet fcbench_count | awk '/counter packets/ { print $(NF-2) }'
+    ip netns exec "$1" nft list table inet fcbench_count | awk '/counter packets/ { n += $(NF-2) } END { print n }'
 }
 
 # run KEY NAME RANGE NS COMMAND...: times COMMAND (which prints one line per

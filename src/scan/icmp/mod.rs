@@ -227,11 +227,13 @@ impl IcmpProber {
         };
         let receiver = {
             let (shared, sockets, syn) = (Arc::clone(&shared), Arc::clone(&sockets), syn.clone());
-            tokio::task::spawn_blocking(move || receive::run(&shared, &sockets, syn.as_deref()))
+            thread("scan-receive", move || {
+                receive::run(&shared, &sockets, syn.as_deref());
+            })
         };
         let sender = {
             let shared = Arc::clone(&shared);
-            tokio::task::spawn_blocking(move || {
+            thread("scan-send", move || {
                 let _ = shared.sender.set(std::thread::current());
                 send::run(&shared, &sockets, syn.as_deref(), plan, &cancel, &progress);
             })
@@ -240,6 +242,23 @@ impl IcmpProber {
         shared.stop.store(true, Ordering::Release);
         let _ = receiver.await;
     }
+}
+
+/// Runs `work` on a thread of its own (named, so profiles and `top -H` say
+/// which is which); the future resolves when it returns.
+fn thread(name: &str, work: impl FnOnce() + Send + 'static) -> tokio::sync::oneshot::Receiver<()> {
+    let (done, finished) = tokio::sync::oneshot::channel();
+    let spawned = std::thread::Builder::new()
+        .name(name.to_string())
+        .spawn(move || {
+            work();
+            let _ = done.send(());
+        });
+    if let Err(e) = spawned {
+        // `done` was dropped with the closure: the receiver resolves at once.
+        tracing::error!(error = %e, "cannot start the {name} thread");
+    }
+    finished
 }
 
 /// The prober's sockets, shared by the two threads.
@@ -274,7 +293,7 @@ struct Shared {
     heard_ns: AtomicU64,
     epoch: Instant,
     ident: u16,
-    found: mpsc::UnboundedSender<Found>,
+    found: mpsc::UnboundedSender<Vec<Found>>,
 }
 
 impl Shared {

@@ -16,7 +16,13 @@ use crate::scan::syn::{PortState, SynSocket};
 use crate::scan::tcp::SSH_PORT;
 use crate::scan::{Found, Port22};
 
-/// How long one wait for answers lasts before the stop flag is looked at.
+/// While answers flow, the queues are read this often rather than the
+/// thread being woken per packet: a wake-up costs the sending core more than
+/// the packet does. The receive buffers hold far more than this much.
+const DRAIN_EVERY: Duration = Duration::from_micros(500);
+/// Passes that find nothing before the thread goes back to waiting in poll.
+const IDLE_PASSES: u32 = 4;
+/// How long one wait in poll lasts before the stop flag is looked at.
 const POLL_EVERY: Duration = Duration::from_millis(5);
 /// Batches read from one socket before the others get a turn.
 const TURN: usize = 8;
@@ -49,14 +55,14 @@ pub(super) fn run(shared: &Shared, sockets: &Sockets, syn: Option<&SynSocket>) {
         sources.push((syn.fd(), Answers::Syn, Receiver::new()));
     }
     let fds: Vec<BorrowedFd<'_>> = sources.iter().map(|(fd, _, _)| *fd).collect();
-    let mut samples: Vec<(IpAddr, Duration)> = Vec::new();
+    let mut pass = Pass::default();
+    let mut idle = IDLE_PASSES;
     loop {
         // Whatever arrived before this is read by the end of this pass, if
         // the pass empties every queue.
         let pass_start = shared.elapsed();
-        let mut emptied = true;
         let stopping = shared.stop.load(Ordering::Acquire);
-        let ready = if stopping {
+        let ready = if stopping || idle < IDLE_PASSES {
             vec![true; fds.len()]
         } else {
             batch::wait_readable(&fds, POLL_EVERY).unwrap_or_else(|e| {
@@ -66,6 +72,7 @@ pub(super) fn run(shared: &Shared, sockets: &Sockets, syn: Option<&SynSocket>) {
             })
         };
         let mut got = 0;
+        let mut emptied = true;
         for ((fd, answers, receiver), ready) in sources.iter_mut().zip(ready) {
             if !ready {
                 continue;
@@ -73,7 +80,7 @@ pub(super) fn run(shared: &Shared, sockets: &Sockets, syn: Option<&SynSocket>) {
             let mut n = RECV_BATCH;
             for _ in 0..TURN {
                 let read = receiver.recv(*fd, |data, from| {
-                    handle(shared, syn, *answers, data, from, &mut samples);
+                    handle(shared, syn, *answers, data, from, &mut pass);
                 });
                 n = read.unwrap_or_else(|e| {
                     tracing::debug!(error = %e, "receive error");
@@ -86,12 +93,7 @@ pub(super) fn run(shared: &Shared, sockets: &Sockets, syn: Option<&SynSocket>) {
             }
             emptied &= n < RECV_BATCH;
         }
-        if !samples.is_empty() {
-            let mut timeouts = shared.timeouts();
-            for (addr, rtt) in samples.drain(..) {
-                timeouts.observe(addr, rtt);
-            }
-        }
+        pass.flush(shared);
         if emptied {
             shared
                 .heard_ns
@@ -99,6 +101,31 @@ pub(super) fn run(shared: &Shared, sockets: &Sockets, syn: Option<&SynSocket>) {
         }
         if stopping && got == 0 {
             return;
+        }
+        idle = if got > 0 { 0 } else { idle.saturating_add(1) };
+        if idle < IDLE_PASSES && emptied {
+            std::thread::sleep(DRAIN_EVERY);
+        }
+    }
+}
+
+/// What one pass learned, handed over at its end in one go.
+#[derive(Default)]
+struct Pass {
+    samples: Vec<(IpAddr, Duration)>,
+    found: Vec<Found>,
+}
+
+impl Pass {
+    fn flush(&mut self, shared: &Shared) {
+        if !self.samples.is_empty() {
+            let mut timeouts = shared.timeouts();
+            for (addr, rtt) in self.samples.drain(..) {
+                timeouts.observe(addr, rtt);
+            }
+        }
+        if !self.found.is_empty() {
+            let _ = shared.found.send(std::mem::take(&mut self.found));
         }
     }
 }
@@ -109,7 +136,7 @@ fn handle(
     answers: Answers,
     data: &[u8],
     from: Option<IpAddr>,
-    samples: &mut Vec<(IpAddr, Duration)>,
+    pass: &mut Pass,
 ) {
     let now = shared.elapsed();
     match answers {
@@ -125,12 +152,12 @@ fn handle(
                 return; // not ours
             }
             if let Some(rtt) = shared.rtt_sample(index, now) {
-                samples.push((addr, rtt));
+                pass.samples.push((addr, rtt));
             }
             if shared.answer(index, ECHO) {
                 // The payload times the very probe answered, retry or not.
                 let rtt = now.saturating_sub(Duration::from_nanos(reply.sent_ns));
-                let _ = shared.found.send(Found::alive(index, Via::Icmp, rtt));
+                pass.found.push(Found::alive(index, Via::Icmp, rtt));
             }
         }
         Answers::Syn => {
@@ -144,7 +171,7 @@ fn handle(
             }
             let rtt = shared.rtt_sample(index, now);
             if let Some(rtt) = rtt {
-                samples.push((addr, rtt));
+                pass.samples.push((addr, rtt));
             }
             if !shared.answer(index, SYN) {
                 return;
@@ -158,7 +185,7 @@ fn handle(
                 }
                 PortState::Closed => Port22::Closed,
             };
-            let _ = shared.found.send(found);
+            pass.found.push(found);
         }
     }
 }

@@ -133,8 +133,13 @@ impl Outbox {
                 (IpAddr::V4(dst), ECHO) => {
                     let echo = packet::echo_request(false, shared.ident, probe.index, now_ns);
                     if header_v4 {
-                        let ip =
-                            ipv4::header(Ipv4Addr::UNSPECIFIED, dst, ipv4::PROTO_ICMP, REQUEST_LEN);
+                        let ip = ipv4::header(
+                            Ipv4Addr::UNSPECIFIED,
+                            dst,
+                            ipv4::PROTO_ICMP,
+                            REQUEST_LEN,
+                            ipv4::id_for(probe.index),
+                        );
                         buf[..ipv4::HEADER_LEN].copy_from_slice(&ip);
                         buf[ipv4::HEADER_LEN..ipv4::HEADER_LEN + REQUEST_LEN]
                             .copy_from_slice(&echo);
