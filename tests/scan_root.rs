@@ -377,10 +377,14 @@ impl Routed {
     /// `fleetctl scan -o jsonl --alive-only ARGS NET` from the scanner's side:
     /// the live hosts it printed, and how long it took.
     fn scan(&self, env: &Env, args: &[&str]) -> (Vec<HostScan>, Duration) {
+        let net = self.net.to_string();
+        self.scan_args(env, &[args, &[net.as_str()]].concat())
+    }
+
+    /// `fleetctl scan -o jsonl --alive-only ARGS` from the scanner's side.
+    fn scan_args(&self, env: &Env, args: &[&str]) -> (Vec<HostScan>, Duration) {
         let mut cmd = env.cmd();
-        cmd.args(["scan", "-o", "jsonl", "--alive-only"])
-            .args(args)
-            .arg(self.net.to_string());
+        cmd.args(["scan", "-o", "jsonl", "--alive-only"]).args(args);
         let start = Instant::now();
         let out = self.scanner.wrap(&cmd).output().unwrap();
         let took = start.elapsed();
@@ -568,4 +572,17 @@ fn a_slow_jittery_link_made_in_user_space_loses_no_live_host_at_defaults() {
             "the delay was applied: slowest answer {slowest} ms"
         );
     }
+    // Fast answers first (the scanner's own loopback) teach a timeout of
+    // milliseconds; a small slow range probed after them is retried at that
+    // pace and all its tries are out before its first answer is back, but it
+    // is given up only after the full --timeout, so none of it is lost.
+    let fast: ipnet::Ipv4Net = "127.18.0.0/22".parse().unwrap();
+    let slow: ipnet::Ipv4Net = "10.78.0.0/24".parse().unwrap();
+    let mut expected: BTreeSet<IpAddr> = fast.hosts().map(IpAddr::V4).collect();
+    expected.extend(live.iter().filter(|a| match a {
+        IpAddr::V4(a) => slow.contains(a),
+        IpAddr::V6(_) => false,
+    }));
+    let (hosts, took) = range.scan_args(&env, &["127.18.0.0/22", "10.78.0.0/24"]);
+    assert_exactly(&hosts, &expected, &format!("fast then slow ({took:?})"));
 }

@@ -4,9 +4,11 @@
 //! Every reply gives a round-trip time. Per target network (an IPv4 /24, an
 //! IPv6 /64) and over the whole scan, a smoothed RTT and its mean deviation
 //! are kept; a probe is given up after `srtt + 4 × rttvar`, clamped between
-//! [`MIN_TIMEOUT`] and the configured timeout (the ceiling). A network that
-//! has not answered yet borrows the scan's estimate; before any answer at all,
-//! the ceiling applies.
+//! [`MIN_TIMEOUT`] and the configured timeout (the ceiling). Before any
+//! answer at all, the ceiling applies. A network that has not answered yet
+//! is retried on the scan's estimate (as nmap borrows its group's), but
+//! given up only after the ceiling: a slow network probed after fast ones
+//! must not be cut off by their pace.
 
 use std::collections::HashMap;
 use std::net::IpAddr;
@@ -16,7 +18,7 @@ use std::time::Duration;
 /// scheduling hiccup of the receiving thread or a queue on the path, so one
 /// slow answer does not cost a needless retry. Answers later than this still
 /// count while the scan is listening.
-pub const MIN_TIMEOUT: Duration = Duration::from_millis(20);
+pub const MIN_TIMEOUT: Duration = Duration::from_millis(50);
 
 /// Samples past this are not round trips but confusion (a reply matched to
 /// the wrong send, a clock jump): ignored, as nmap does.
@@ -132,7 +134,21 @@ impl Timeouts {
         self.scan.get_or_insert_with(|| RttEstimate::first(rtt));
     }
 
-    /// How long to wait for an answer from `addr` now.
+    /// How long to wait after the last try to `addr` before giving up: its
+    /// network's own estimate once that network answered; until then the
+    /// configured timeout, so a slow network is not cut short by estimates
+    /// learned from fast ones.
+    #[must_use]
+    pub fn last_timeout_for(&self, addr: IpAddr) -> Duration {
+        match self.networks.get(&Network::of(addr)) {
+            Some(e) => e.timeout().clamp(self.floor, self.ceiling),
+            None => self.ceiling,
+        }
+    }
+
+    /// How long to wait for an answer from `addr` before trying again: its
+    /// network's estimate, or the whole scan's while its network has not
+    /// answered (a retry too early costs a packet, not a host).
     #[must_use]
     pub fn timeout_for(&self, addr: IpAddr) -> Duration {
         let estimate = self.networks.get(&Network::of(addr)).or(self.scan.as_ref());
@@ -173,7 +189,7 @@ mod tests {
         t.observe(host, Duration::from_micros(50));
         // One sample: the variation is assumed to be at least 5 ms.
         let first = t.timeout_for(host);
-        assert!(first >= MIN_TIMEOUT && first <= 21 * MS, "{first:?}");
+        assert_eq!(first, MIN_TIMEOUT, "{first:?}");
         for _ in 0..50 {
             t.observe(host, Duration::from_micros(50));
         }

@@ -89,57 +89,69 @@ sent_packets() {
 
 # run KEY NAME RANGE NS COMMAND...: times COMMAND (which prints one line per
 # live host) in NS; records wall time, hosts found and packets sent under KEY.
-declare -A WALL FOUND SENT
+declare -A WALLS FOUND SENT NAME RANGE
+ORDER=()
 run() {
     local key=$1 name=$2 range=$3 ns=$4; shift 4
-    local before start end
+    local before start end found
     before=$(sent_packets "$ns")
     start=$(date +%s.%N)
-    FOUND[$key]=$(ip netns exec "$ns" timeout 900 "$@" 2>/dev/null | wc -l) || true
+    found=$(ip netns exec "$ns" timeout 900 "$@" 2>/dev/null | wc -l) || true
     end=$(date +%s.%N)
-    WALL[$key]=$(echo "$end - $start" | bc)
-    SENT[$key]=$(( $(sent_packets "$ns") - before ))
-    NAME[$key]=$name RANGE[$key]=$range
-    ORDER+=("$key")
+    WALLS[$key]+=" $(echo "$end - $start" | bc)"
+    # The fewest found and most sent over the rounds: a lost host shows.
+    [ -n "${FOUND[$key]:-}" ] && [ "${FOUND[$key]}" -le "$found" ] || FOUND[$key]=$found
+    local sent=$(( $(sent_packets "$ns") - before ))
+    [ "${SENT[$key]:-0}" -ge "$sent" ] || SENT[$key]=$sent
+    if [ -z "${NAME[$key]:-}" ]; then NAME[$key]=$name RANGE[$key]=$range ORDER+=("$key"); fi
 }
-declare -A NAME RANGE
-ORDER=()
-
-ratio() { # ratio A B: A's wall time over B's, or "-"
-    [ -n "${WALL[$2]:-}" ] && [ "${WALL[$2]}" != 0 ] || { echo -; return; }
-    printf '%.2fx' "$(echo "${WALL[$1]} / ${WALL[$2]}" | bc -l)"
+median() { # median of the wall times recorded under KEY
+    tr ' ' '\n' <<<"${WALLS[$1]}" | grep . | sort -n | awk '{ v[NR] = $1 } END { print v[int((NR + 1) / 2)] }'
+}
+ratio() { # ratio A B: A's median wall time over B's, or "-"
+    [ -n "${WALLS[$2]:-}" ] || { echo -; return; }
+    printf '%.2fx' "$(echo "$(median "$1") / $(median "$2")" | bc -l)"
 }
 
+# Each round runs every tool once, so a change in the machine's load hits
+# all of them alike; the table shows each one's median over the rounds.
+ROUNDS=${ROUNDS:-3}
 LOAD_BEFORE=$(cut -d' ' -f1-3 /proc/loadavg)
 FC=("$BIN" scan -o jsonl --alive-only)
-run lo_fast "fleetctl --rate 0" "loopback" "$LO_NS" "${FC[@]}" --rate 0 127.0.0.0/16
-run lo_fast_icmp "fleetctl --rate 0 --no-banner" "loopback" "$LO_NS" "${FC[@]}" --rate 0 --no-banner 127.0.0.0/16
-run lo_default "fleetctl (defaults)" "loopback" "$LO_NS" "${FC[@]}" 127.0.0.0/16
-run lo_fping "fping -i 0" "loopback" "$LO_NS" fping -q -a -i 0 -g 127.0.0.0/16
-run lo_nmap "nmap -sn" "loopback" "$LO_NS" sh -c 'nmap -sn -n 127.0.0.0/16 -oG - | grep "Status: Up"'
-run net_fast "fleetctl --rate 0" "routed" "$SCAN_NS" "${FC[@]}" --rate 0 "$NET"
-run net_fast_icmp "fleetctl --rate 0 --no-banner" "routed" "$SCAN_NS" "${FC[@]}" --rate 0 --no-banner "$NET"
-run net_default "fleetctl (defaults)" "routed" "$SCAN_NS" "${FC[@]}" "$NET"
-run net_fping "fping -i 0" "routed" "$SCAN_NS" fping -q -a -i 0 -g "$NET"
-run net_fping_r0 "fping -i 0 -r 0" "routed" "$SCAN_NS" fping -q -a -i 0 -r 0 -g "$NET"
+for _ in $(seq "$ROUNDS"); do
+    run lo_fast "fleetctl --rate 0" "loopback" "$LO_NS" "${FC[@]}" --rate 0 127.0.0.0/16
+    run lo_fast_icmp "fleetctl --rate 0 --no-banner" "loopback" "$LO_NS" "${FC[@]}" --rate 0 --no-banner 127.0.0.0/16
+    run lo_default "fleetctl (defaults)" "loopback" "$LO_NS" "${FC[@]}" 127.0.0.0/16
+    run lo_fping "fping -i 0" "loopback" "$LO_NS" fping -q -a -i 0 -g 127.0.0.0/16
+    run lo_nmap "nmap -sn" "loopback" "$LO_NS" sh -c 'nmap -sn -n 127.0.0.0/16 -oG - | grep "Status: Up"'
+    run net_fast "fleetctl --rate 0" "routed" "$SCAN_NS" "${FC[@]}" --rate 0 "$NET"
+    run net_fast_icmp "fleetctl --rate 0 --no-banner" "routed" "$SCAN_NS" "${FC[@]}" --rate 0 --no-banner "$NET"
+    run net_default "fleetctl (defaults)" "routed" "$SCAN_NS" "${FC[@]}" "$NET"
+    run net_fping "fping -i 0" "routed" "$SCAN_NS" fping -q -a -i 0 -g "$NET"
+    run net_fping_r0 "fping -i 0 -r 0" "routed" "$SCAN_NS" fping -q -a -i 0 -r 0 -g "$NET"
+done
+# nmap takes minutes on the routed range: once, and SKIP_NMAP=1 leaves it out.
 [ -n "${SKIP_NMAP:-}" ] || run net_nmap "nmap -sn" "routed" "$SCAN_NS" sh -c "nmap -sn -n $NET -oG - | grep 'Status: Up'"
+LOAD_AFTER=$(cut -d' ' -f1-3 /proc/loadavg)
 
 echo "fleetctl $("$BIN" --version | cut -d' ' -f2) (release), $(fping -v 2>&1 | head -1), $(nmap --version | head -1);"
-echo "$(nproc) cores, kernel $(uname -r), load average before: $LOAD_BEFORE"
+echo "$(nproc) cores, kernel $(uname -r); load average before: $LOAD_BEFORE, after: $LOAD_AFTER;"
+echo "median of $ROUNDS rounds (nmap's routed run: one)"
 echo
-echo "| range | tool | wall time | live found | packets sent | vs fping -i 0 | vs nmap -sn |"
+echo "| range | tool | wall time | live found | probes sent | vs fping -i 0 | vs nmap -sn |"
 echo "|---|---|---|---|---|---|---|"
 for key in "${ORDER[@]}"; do
     base=${key%%_*}
-    printf '| %s | %s | %.2f s | %d | %d | %s | %s |\n' "${RANGE[$key]}" "${NAME[$key]}" "${WALL[$key]}" \
+    printf '| %s | %s | %.2f s | %d | %d | %s | %s |\n' "${RANGE[$key]}" "${NAME[$key]}" "$(median "$key")" \
         "${FOUND[$key]}" "${SENT[$key]}" "$(ratio "$key" "${base}_fping")" "$(ratio "$key" "${base}_nmap")"
 done
 echo
 echo "Live hosts: loopback 65534; routed 4095 (nmap also counts the network address 10.77.0.0)."
+echo "Found: the fewest over the rounds. Probes: echo requests and SYNs, the most over the rounds."
 
 verdict() { [ "$(echo "$1" | bc -l)" = 1 ] && echo met || echo "NOT met"; }
-lo_ratio=$(echo "${WALL[lo_fast]} / ${WALL[lo_fping]}" | bc -l)
-net_ratio=$(echo "${WALL[net_fast]} / ${WALL[net_fping]}" | bc -l)
+lo_ratio=$(echo "$(median lo_fast) / $(median lo_fping)" | bc -l)
+net_ratio=$(echo "$(median net_fast) / $(median net_fping)" | bc -l)
 echo
 printf 'goal: loopback /16, ICMP + port 22 at --rate 0 <= 0.5x fping -i 0: %.2fx, %d/65534 found: %s\n' \
     "$lo_ratio" "${FOUND[lo_fast]}" "$(verdict "$lo_ratio <= 0.5 && ${FOUND[lo_fast]} == 65534")"
@@ -147,6 +159,6 @@ printf 'goal: routed /16, ICMP + port 22 at --rate 0 <= 1.0x fping -i 0: %.2fx, 
     "$net_ratio" "${FOUND[net_fast]}" "$(verdict "$net_ratio <= 1 && ${FOUND[net_fast]} == 4095")"
 for key in lo_default net_default; do
     bound=$(echo "${SENT[$key]} / 100000" | bc -l)
-    printf 'defaults, %s: %d packets / 100000/s = %.2f s; wall %.2f s, so %.2f s beyond the rate bound\n' \
-        "${RANGE[$key]}" "${SENT[$key]}" "$bound" "${WALL[$key]}" "$(echo "${WALL[$key]} - $bound" | bc -l)"
+    printf 'defaults, %s: %d probes / 100000 per s = %.2f s; wall %.2f s: %.2f s beyond the rate bound\n' \
+        "${RANGE[$key]}" "${SENT[$key]}" "$bound" "$(median "$key")" "$(echo "$(median "$key") - $bound" | bc -l)"
 done

@@ -204,6 +204,7 @@ impl IcmpProber {
         let shared = Arc::new(Shared {
             wanted: targets.iter().map(wanted).collect(),
             answered: (0..targets.len()).map(|_| AtomicU8::new(0)).collect(),
+            first_sent_ns: (0..targets.len()).map(|_| AtomicU64::new(0)).collect(),
             sent_ns: (0..targets.len()).map(|_| AtomicU64::new(0)).collect(),
             rounds: (0..targets.len()).map(|_| AtomicU8::new(0)).collect(),
             unanswered: AtomicUsize::new(targets.len()),
@@ -276,10 +277,11 @@ struct Shared {
     wanted: Vec<u8>,
     /// Per target, the kinds it answered.
     answered: Vec<AtomicU8>,
-    /// When each target's last round of probes went, in nanoseconds since `epoch`.
+    /// When each target's first and last rounds of probes went, in
+    /// nanoseconds since `epoch`.
+    first_sent_ns: Vec<AtomicU64>,
     sent_ns: Vec<AtomicU64>,
-    /// Rounds sent to each target: an answer times the probe only after the
-    /// first (Karn's rule: after a retry, which probe it answers is unknown).
+    /// Rounds sent to each target.
     rounds: Vec<AtomicU8>,
     /// Targets not yet complete; at zero the sender is woken to finish.
     unanswered: AtomicUsize,
@@ -301,8 +303,13 @@ impl Shared {
         self.epoch.elapsed()
     }
 
-    /// Records an answer; returns false if this kind was already answered.
+    /// Records an answer; returns false if this kind was already answered,
+    /// or the target was never probed (then it is forged, or a stray from
+    /// another scan).
     fn answer(&self, index: usize, bit: u8) -> bool {
+        if self.rounds[index].load(Ordering::Acquire) == 0 {
+            return false;
+        }
         let before = self.answered[index].fetch_or(bit, Ordering::AcqRel);
         if before & bit != 0 {
             return false;
@@ -316,9 +323,24 @@ impl Shared {
         true
     }
 
-    /// The round-trip time of an answer from target `index`, if it can be
-    /// known (one round sent).
-    fn rtt_sample(&self, index: usize, now: Duration) -> Option<Duration> {
+    /// The round-trip time of an echo reply from target `index` that says it
+    /// answers the probe sent at `sent_ns`: believed only when that is when
+    /// its first or its last round went, so a reply can time only a probe
+    /// the target was really sent.
+    fn echo_rtt(&self, index: usize, sent_ns: u64, now: Duration) -> Option<Duration> {
+        let probed = self.rounds[index].load(Ordering::Acquire) > 0;
+        let genuine = sent_ns == self.first_sent_ns[index].load(Ordering::Acquire)
+            || sent_ns == self.sent_ns[index].load(Ordering::Acquire);
+        let genuine = probed && genuine;
+        genuine
+            .then(|| now.checked_sub(Duration::from_nanos(sent_ns)))
+            .flatten()
+    }
+
+    /// The round-trip time of a SYN answer from target `index`, when it can
+    /// be known: a SYN answer does not say which try it answers, so only
+    /// while one round was sent (Karn's rule).
+    fn syn_rtt(&self, index: usize, now: Duration) -> Option<Duration> {
         if self.rounds[index].load(Ordering::Acquire) != 1 {
             return None;
         }

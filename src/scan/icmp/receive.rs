@@ -151,7 +151,7 @@ fn handle(
             if (raw && reply.ident != shared.ident) || from != Some(addr) {
                 return; // not ours
             }
-            if let Some(rtt) = shared.rtt_sample(index, now) {
+            if let Some(rtt) = shared.echo_rtt(index, reply.sent_ns, now) {
                 pass.samples.push((addr, rtt));
             }
             if shared.answer(index, ECHO) {
@@ -169,8 +169,7 @@ fn handle(
             if shared.targets.get(index) != Some(&addr) {
                 return;
             }
-            let rtt = shared.rtt_sample(index, now);
-            if let Some(rtt) = rtt {
+            if let Some(rtt) = shared.syn_rtt(index, now) {
                 pass.samples.push((addr, rtt));
             }
             if !shared.answer(index, SYN) {

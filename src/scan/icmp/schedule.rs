@@ -27,8 +27,12 @@ pub trait Targets {
     fn wanted(&self, index: usize) -> u8;
     /// The kinds it has answered so far.
     fn answered(&self, index: usize) -> u8;
-    /// How long to wait for its answer now (adaptive, so asked each time).
+    /// How long to wait for its answer before retrying (adaptive, so asked
+    /// each time).
     fn timeout(&self, index: usize) -> Duration;
+    /// How long to wait after its last try before giving up: longer than
+    /// [`timeout`](Self::timeout) while nothing in its network has answered.
+    fn last_timeout(&self, index: usize) -> Duration;
 }
 
 /// A target probed and not yet complete.
@@ -47,9 +51,12 @@ pub struct Schedule {
     total: usize,
     retries: u32,
     next_fresh: usize,
-    /// In the order they were probed, so the head's timeout passes first
-    /// (across networks with different timeouts, nearly so).
+    /// Targets with tries left, in the order they were probed, so the
+    /// head's timeout passes first (across networks, nearly so).
     waiting: VecDeque<Waiting>,
+    /// Targets on their last try, in the order they were probed. Apart, so
+    /// a long last wait never holds back another target's retry.
+    last: VecDeque<Waiting>,
     /// Probes of a target that did not fit the last batch.
     carry: VecDeque<Probe>,
 }
@@ -62,6 +69,7 @@ impl Schedule {
             retries,
             next_fresh: 0,
             waiting: VecDeque::new(),
+            last: VecDeque::new(),
             carry: VecDeque::new(),
         }
     }
@@ -87,6 +95,14 @@ impl Schedule {
         {
             out.push(probe);
         }
+        while let Some(&head) = self.last.front() {
+            let index = head.index as usize;
+            let done = targets.wanted(index) & !targets.answered(index) == 0;
+            if !done && heard < head.sent + targets.last_timeout(index) {
+                break;
+            }
+            self.last.pop_front(); // complete, or given up: silent or port 22 filtered
+        }
         while out.len() < budget
             && let Some(&head) = self.waiting.front()
         {
@@ -100,11 +116,8 @@ impl Schedule {
                 break;
             }
             self.waiting.pop_front();
-            if head.retry >= self.retries {
-                continue; // given up: silent, or port 22 filtered
-            }
             self.emit(head.index, missing, budget, out);
-            self.waiting.push_back(Waiting {
+            self.wait(Waiting {
                 index: head.index,
                 sent: now,
                 retry: head.retry + 1,
@@ -114,11 +127,19 @@ impl Schedule {
             let index = self.next_fresh as u32;
             self.next_fresh += 1;
             self.emit(index, targets.wanted(index as usize), budget, out);
-            self.waiting.push_back(Waiting {
+            self.wait(Waiting {
                 index,
                 sent: now,
                 retry: 0,
             });
+        }
+    }
+
+    fn wait(&mut self, waiting: Waiting) {
+        if waiting.retry >= self.retries {
+            self.last.push_back(waiting);
+        } else {
+            self.waiting.push_back(waiting);
         }
     }
 
@@ -137,14 +158,20 @@ impl Schedule {
         }
     }
 
-    /// When the oldest waiting target's timeout passes, if any waits (it is
-    /// due once answers up to then are heard). Call after a
-    /// [`fill`](Self::fill) that found nothing to send.
+    /// When the next timeout passes, if any target waits (it is due once
+    /// answers up to then are heard). Call after a [`fill`](Self::fill)
+    /// that found nothing to send.
     #[must_use]
     pub fn next_due(&self, targets: &impl Targets) -> Option<Duration> {
-        self.waiting
+        let retry = self
+            .waiting
             .front()
-            .map(|w| w.sent + targets.timeout(w.index as usize))
+            .map(|w| w.sent + targets.timeout(w.index as usize));
+        let last = self
+            .last
+            .front()
+            .map(|w| w.sent + targets.last_timeout(w.index as usize));
+        retry.into_iter().chain(last).min()
     }
 
     /// Targets sent their first probe.
@@ -156,7 +183,10 @@ impl Schedule {
     /// Every target probed, and none waiting: the scan is over.
     #[must_use]
     pub fn finished(&self) -> bool {
-        self.next_fresh == self.total && self.waiting.is_empty() && self.carry.is_empty()
+        self.next_fresh == self.total
+            && self.waiting.is_empty()
+            && self.last.is_empty()
+            && self.carry.is_empty()
     }
 }
 
@@ -171,6 +201,7 @@ mod tests {
         wanted: Vec<u8>,
         answered: RefCell<Vec<u8>>,
         timeout: Duration,
+        last_timeout: Duration,
     }
 
     impl Fake {
@@ -179,6 +210,7 @@ mod tests {
                 wanted: wanted.to_vec(),
                 answered: RefCell::new(vec![0; wanted.len()]),
                 timeout,
+                last_timeout: timeout,
             }
         }
         fn answer(&self, index: usize, kind: u8) {
@@ -195,6 +227,9 @@ mod tests {
         }
         fn timeout(&self, _: usize) -> Duration {
             self.timeout
+        }
+        fn last_timeout(&self, _: usize) -> Duration {
+            self.last_timeout
         }
     }
 
@@ -292,6 +327,23 @@ mod tests {
             fill(&mut s, 10 * MS, 3, &t),
             [p(0, ECHO), p(1, ECHO), p(2, ECHO)]
         );
+    }
+
+    #[test]
+    fn a_long_last_wait_holds_back_no_other_retry() {
+        let mut t = Fake::new(&[ECHO, ECHO], 10 * MS);
+        // Target 0's network never answered: its last try waits longer.
+        t.last_timeout = 500 * MS;
+        let mut s = Schedule::new(2, 1);
+        assert_eq!(fill(&mut s, Duration::ZERO, 1, &t), [p(0, ECHO)]);
+        assert_eq!(fill(&mut s, 10 * MS, 1, &t), [p(0, ECHO)], "retried");
+        assert_eq!(fill(&mut s, 11 * MS, 1, &t), [p(1, ECHO)]);
+        assert_eq!(fill(&mut s, 21 * MS, 1, &t), [p(1, ECHO)], "not behind 0");
+        assert!(fill(&mut s, 500 * MS, 1, &t).is_empty());
+        assert!(!s.finished(), "0 waits out its last try");
+        assert_eq!(s.next_due(&t), Some(510 * MS));
+        assert!(fill(&mut s, 521 * MS, 1, &t).is_empty());
+        assert!(s.finished());
     }
 
     #[test]

@@ -4,6 +4,7 @@
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::os::fd::AsFd;
+use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
@@ -19,6 +20,9 @@ use crate::scan::{ProbePlan, ScanProgress, batch, ipv4};
 
 /// The longest the thread sleeps at once, so a cancel is seen promptly.
 const MAX_IDLE: Duration = Duration::from_millis(10);
+/// Packets per second one sending thread is given; past it (or unlimited)
+/// a second one shares the batches.
+const ONE_CORE_RATE: u32 = 100_000;
 /// How long to wait when a timeout passed but the receiver has yet to
 /// read the answers that came before it.
 const WAIT_FOR_RECEIVER: Duration = Duration::from_millis(1);
@@ -37,12 +41,16 @@ impl Targets for Shared {
     fn timeout(&self, index: usize) -> Duration {
         self.timeouts().timeout_for(self.targets[index])
     }
+
+    fn last_timeout(&self, index: usize) -> Duration {
+        self.timeouts().last_timeout_for(self.targets[index])
+    }
 }
 
 /// Sends until the schedule is finished or `cancel` fires.
 pub(super) fn run(
     shared: &Shared,
-    sockets: &Sockets,
+    sockets: &Arc<Sockets>,
     syn: Option<&SynSocket>,
     plan: ProbePlan,
     cancel: &CancellationToken,
@@ -51,7 +59,8 @@ pub(super) fn run(
     let mut schedule = Schedule::new(shared.targets.len(), plan.retries);
     let mut bucket = TokenBucket::new(plan.rate, shared.elapsed());
     let mut probes = Vec::with_capacity(MAX_BATCH);
-    let mut out = Outbox::default();
+    let mut sources = Sources::default();
+    let mut helper = Helper::start(plan.rate, sockets);
     while !cancel.is_cancelled() {
         let now = shared.elapsed();
         let budget = bucket.available(now);
@@ -67,8 +76,11 @@ pub(super) fn run(
         let heard = shared.heard().max(now.saturating_sub(plan.timeout));
         schedule.fill(now, heard, budget, shared, &mut probes);
         if !probes.is_empty() {
-            out.build(shared, sockets, syn, &probes, now);
-            out.send(sockets);
+            let out = Outbox::build(shared, sockets, syn, &mut sources, &probes, now);
+            match &mut helper {
+                Some(helper) => helper.send(out, sockets),
+                None => out.send(sockets),
+            }
             bucket.spend(probes.len());
             progress
                 .probed
@@ -90,6 +102,66 @@ pub(super) fn run(
     }
 }
 
+/// A second sending thread for when one core cannot keep up: on loopback
+/// and virtual links the kernel does a packet's whole journey, answer
+/// included, on the core that sent it, so at full speed every other batch
+/// goes out from this thread and the kernel's work is spread over two cores.
+struct Helper {
+    batches: Option<std::sync::mpsc::SyncSender<Outbox>>,
+    thread: Option<std::thread::JoinHandle<()>>,
+    /// Whose turn the next batch is.
+    theirs: bool,
+}
+
+impl Helper {
+    /// A helper when the rate asks for more than one core sends (unlimited,
+    /// or over [`ONE_CORE_RATE`]) and there is a second core.
+    fn start(rate: u32, sockets: &Arc<Sockets>) -> Option<Self> {
+        let cores = std::thread::available_parallelism().map_or(1, usize::from);
+        if cores < 2 || (rate != 0 && rate <= ONE_CORE_RATE) {
+            return None;
+        }
+        // One batch in hand at most: the rate is kept when batches are made.
+        let (batches, queue) = std::sync::mpsc::sync_channel::<Outbox>(1);
+        let sockets = Arc::clone(sockets);
+        let thread = std::thread::Builder::new()
+            .name("scan-send-2".into())
+            .spawn(move || {
+                for out in queue {
+                    out.send(&sockets);
+                }
+            })
+            .inspect_err(|e| tracing::debug!(error = %e, "one sending thread only"))
+            .ok()?;
+        Some(Self {
+            batches: Some(batches),
+            thread: Some(thread),
+            theirs: false,
+        })
+    }
+
+    fn send(&mut self, out: Outbox, sockets: &Sockets) {
+        self.theirs = !self.theirs;
+        match &self.batches {
+            Some(batches) if self.theirs => {
+                if let Err(std::sync::mpsc::SendError(out)) = batches.send(out) {
+                    out.send(sockets); // the helper is gone: send it here
+                }
+            }
+            _ => out.send(sockets),
+        }
+    }
+}
+
+impl Drop for Helper {
+    fn drop(&mut self) {
+        self.batches = None; // ends the helper's loop
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+}
+
 fn sleep(d: Duration) {
     std::thread::sleep(d.min(MAX_IDLE));
 }
@@ -101,22 +173,19 @@ struct Outbox {
     v4_dests: Vec<SocketAddr>,
     v6: Vec<([u8; PACKET_MAX], usize)>,
     v6_dests: Vec<SocketAddr>,
-    sources: Sources,
 }
 
 impl Outbox {
+    /// Builds `probes`' packets, recording when each target's round went.
     fn build(
-        &mut self,
         shared: &Shared,
         sockets: &Sockets,
         syn: Option<&SynSocket>,
+        sources: &mut Sources,
         probes: &[Probe],
         now: Duration,
-    ) {
-        self.v4.clear();
-        self.v4_dests.clear();
-        self.v6.clear();
-        self.v6_dests.clear();
+    ) -> Self {
+        let mut out = Self::default();
         let now_ns = now.as_nanos() as u64;
         let header_v4 = sockets.raw_v4.is_some();
         for probe in probes {
@@ -124,8 +193,11 @@ impl Outbox {
             if probe.first {
                 shared.sent_ns[index].store(now_ns, Ordering::Release);
                 let rounds = &shared.rounds[index];
-                let _ =
+                let before =
                     rounds.fetch_update(Ordering::AcqRel, Ordering::Acquire, |r| r.checked_add(1));
+                if before == Ok(0) {
+                    shared.first_sent_ns[index].store(now_ns, Ordering::Release);
+                }
             }
             let addr = shared.targets[index];
             let mut buf = [0u8; PACKET_MAX];
@@ -150,7 +222,7 @@ impl Outbox {
                     }
                 }
                 (IpAddr::V4(dst), _) => {
-                    let (Some(syn), Some(src)) = (syn, self.sources.for_dest(dst)) else {
+                    let (Some(syn), Some(src)) = (syn, sources.for_dest(dst)) else {
                         continue;
                     };
                     buf[..syn::PACKET_LEN].copy_from_slice(&syn.packet(
@@ -169,13 +241,14 @@ impl Outbox {
             };
             let dest = SocketAddr::new(addr, 0);
             if addr.is_ipv4() {
-                self.v4.push((buf, len));
-                self.v4_dests.push(dest);
+                out.v4.push((buf, len));
+                out.v4_dests.push(dest);
             } else {
-                self.v6.push((buf, len));
-                self.v6_dests.push(dest);
+                out.v6.push((buf, len));
+                out.v6_dests.push(dest);
             }
         }
+        out
     }
 
     fn send(&self, sockets: &Sockets) {
