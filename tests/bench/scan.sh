@@ -20,9 +20,9 @@ cd "$(dirname "$0")/../.."
 [ "$(id -u)" = 0 ] || { echo "scan.sh needs root (namespaces, raw sockets)" >&2; exit 2; }
 export PATH="$HOME/.cargo/bin:$PATH"
 
-for tool in fping nmap nft ip bc; do
+for tool in fping nmap nft ip bc /usr/bin/time; do
     command -v "$tool" >/dev/null || {
-        apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq fping nmap nftables iproute2 bc >/dev/null
+        apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq fping nmap nftables iproute2 bc time >/dev/null
         break
     }
 done
@@ -89,24 +89,27 @@ sent_packets() {
 
 # run KEY NAME RANGE NS COMMAND...: times COMMAND (which prints one line per
 # live host) in NS; records wall time, hosts found and packets sent under KEY.
-declare -A WALLS FOUND SENT NAME RANGE
+declare -A WALLS CPUS FOUND SENT NAME RANGE
 ORDER=()
 run() {
     local key=$1 name=$2 range=$3 ns=$4; shift 4
     local before start end found
     before=$(sent_packets "$ns")
     start=$(date +%s.%N)
-    found=$(ip netns exec "$ns" timeout 900 "$@" 2>/dev/null | wc -l) || true
+    found=$(ip netns exec "$ns" timeout 900 /usr/bin/time -o "$DATA/cpu" -f '%U %S' "$@" 2>/dev/null | wc -l) || true
     end=$(date +%s.%N)
     WALLS[$key]+=" $(echo "$end - $start" | bc)"
+    CPUS[$key]+=" $(tail -1 "$DATA/cpu" | awk '{ print $1 + $2 }')"
     # The fewest found and most sent over the rounds: a lost host shows.
     [ -n "${FOUND[$key]:-}" ] && [ "${FOUND[$key]}" -le "$found" ] || FOUND[$key]=$found
     local sent=$(( $(sent_packets "$ns") - before ))
-    [ "${SENT[$key]:-0}" -ge "$sent" ] || SENT[$key]=$sent
+    [ -n "${SENT[$key]:-}" ] && [ "${SENT[$key]}" -ge "$sent" ] || SENT[$key]=$sent
     if [ -z "${NAME[$key]:-}" ]; then NAME[$key]=$name RANGE[$key]=$range ORDER+=("$key"); fi
 }
-median() { # median of the wall times recorded under KEY
-    tr ' ' '\n' <<<"${WALLS[$1]}" | grep . | sort -n | awk '{ v[NR] = $1 } END { print v[int((NR + 1) / 2)] }'
+median() { # median of the wall times recorded under KEY (of CPU times with a second argument)
+    local values=${WALLS[$1]}
+    [ -z "${2:-}" ] || values=${CPUS[$1]}
+    tr ' ' '\n' <<<"$values" | grep . | sort -n | awk '{ v[NR] = $1 } END { print v[int((NR + 1) / 2)] }'
 }
 ratio() { # ratio A B: A's median wall time over B's, or "-"
     [ -n "${WALLS[$2]:-}" ] || { echo -; return; }
@@ -138,12 +141,12 @@ echo "fleetctl $("$BIN" --version | cut -d' ' -f2) (release), $(fping -v 2>&1 | 
 echo "$(nproc) cores, kernel $(uname -r); load average before: $LOAD_BEFORE, after: $LOAD_AFTER;"
 echo "median of $ROUNDS rounds (nmap's routed run: one)"
 echo
-echo "| range | tool | wall time | live found | probes sent | vs fping -i 0 | vs nmap -sn |"
-echo "|---|---|---|---|---|---|---|"
+echo "| range | tool | wall time | CPU (user+sys) | live found | probes sent | vs fping -i 0 | vs nmap -sn |"
+echo "|---|---|---|---|---|---|---|---|"
 for key in "${ORDER[@]}"; do
     base=${key%%_*}
-    printf '| %s | %s | %.2f s | %d | %d | %s | %s |\n' "${RANGE[$key]}" "${NAME[$key]}" "$(median "$key")" \
-        "${FOUND[$key]}" "${SENT[$key]}" "$(ratio "$key" "${base}_fping")" "$(ratio "$key" "${base}_nmap")"
+    printf '| %s | %s | %.2f s | %.2f s | %d | %d | %s | %s |\n' "${RANGE[$key]}" "${NAME[$key]}" "$(median "$key")" \
+        "$(median "$key" cpu)" "${FOUND[$key]}" "${SENT[$key]}" "$(ratio "$key" "${base}_fping")" "$(ratio "$key" "${base}_nmap")"
 done
 echo
 echo "Live hosts: loopback 65534; routed 4095 (nmap also counts the network address 10.77.0.0)."
@@ -157,6 +160,16 @@ printf 'goal: loopback /16, ICMP + port 22 at --rate 0 <= 0.5x fping -i 0: %.2fx
     "$lo_ratio" "${FOUND[lo_fast]}" "$(verdict "$lo_ratio <= 0.5 && ${FOUND[lo_fast]} == 65534")"
 printf 'goal: routed /16, ICMP + port 22 at --rate 0 <= 1.0x fping -i 0: %.2fx, %d/4095 found: %s\n' \
     "$net_ratio" "${FOUND[net_fast]}" "$(verdict "$net_ratio <= 1 && ${FOUND[net_fast]} == 4095")"
+# What bounds --rate 0 here is CPU: the kernel does both ends of every
+# packet's journey on these two cores (loopback, veth), so the work of a
+# scan, divided by the cores, is the least wall time it can take.
+cores=$(nproc)
+for key in lo_fast lo_fping net_fast net_fping; do
+    cpu=$(median "$key" cpu)
+    printf 'CPU floor, %s %s: %.2f s of CPU for %d probes (%.1f us each) / %d cores = %.2f s; wall %.2f s\n' \
+        "${RANGE[$key]}" "${NAME[$key]}" "$cpu" "${SENT[$key]}" "$(echo "$cpu * 1000000 / ${SENT[$key]}" | bc -l)" \
+        "$cores" "$(echo "$cpu / $cores" | bc -l)" "$(median "$key")"
+done
 for key in lo_default net_default; do
     bound=$(echo "${SENT[$key]} / 100000" | bc -l)
     printf 'defaults, %s: %d probes / 100000 per s = %.2f s; wall %.2f s: %.2f s beyond the rate bound\n' \

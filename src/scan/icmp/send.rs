@@ -61,6 +61,7 @@ pub(super) fn run(
     let mut probes = Vec::with_capacity(MAX_BATCH);
     let mut sources = Sources::default();
     let mut helper = Helper::start(plan.rate, sockets);
+    let (mut sent, mut last_sent) = (0, Duration::ZERO);
     while !cancel.is_cancelled() {
         let now = shared.elapsed();
         let budget = bucket.available(now);
@@ -82,12 +83,20 @@ pub(super) fn run(
                 None => out.send(sockets),
             }
             bucket.spend(probes.len());
+            sent += probes.len();
+            last_sent = now;
             progress
                 .probed
                 .store(schedule.started() as u64, Ordering::Relaxed);
             continue;
         }
         if schedule.finished() {
+            tracing::debug!(
+                probes = sent,
+                last_sent = ?last_sent,
+                finished = ?now,
+                "sending done"
+            );
             return;
         }
         // Nothing due: sleep until the oldest waiting target's timeout, or
