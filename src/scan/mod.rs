@@ -222,25 +222,11 @@ pub async fn run(
         found: found_tx,
         progress: Arc::clone(&progress),
     };
-    // TCP probes read banners as they go; after ICMP, connect where port 22
-    // is open (or was not probed).
-    let banner_after = match method {
-        Method::Icmp(_) => opts.banner_timeout,
-        Method::Tcp => None,
-    };
-    // With SYNs to port 22, a host's echo and SYN answers are merged before
-    // it is reported, so its port 22 is known.
-    let merge_ssh = matches!(&method, Method::Icmp(prober) if prober.probes_ssh());
-    let prober = match method {
-        Method::Icmp(prober) => tokio::spawn(prober.run(job)),
-        Method::Tcp => tokio::spawn(tcp::run(
-            job,
-            opts.ports.clone().into(),
-            opts.banner_timeout,
-            opts.max_in_flight,
-        )),
-    };
-
+    let Started {
+        prober,
+        banner_after,
+        merge_ssh,
+    } = start(method, job, &opts);
     let mut hosts = Collector {
         merge_ssh,
         answered: vec![false; targets.len()],
@@ -258,6 +244,13 @@ pub async fn run(
             && let Some(found) = hosts.ready.pop_front()
         {
             let addr = targets[found.index];
+            if !opts.resolve && !wants_banner(&found, banner_after) {
+                // Nothing to add: reported at once, without a task.
+                alive += 1;
+                progress.alive.fetch_add(1, Ordering::Relaxed);
+                let _ = out.send(host_from(addr, found));
+                continue;
+            }
             enriching_found.insert(found.index, found.clone());
             enriching.push(enrich(
                 addr,
@@ -317,6 +310,41 @@ pub async fn run(
         unknown: targets.len() - alive - silent,
         elapsed: started.elapsed(),
         interrupted,
+    }
+}
+
+/// A prober at work, and what its answers need afterwards.
+struct Started {
+    prober: tokio::task::JoinHandle<()>,
+    /// Read SSH banners after the prober, waiting this long.
+    banner_after: Option<Duration>,
+    /// Merge each host's echo and port 22 answers before reporting it.
+    merge_ssh: bool,
+}
+
+fn start(method: Method, job: Job, opts: &ScanOptions) -> Started {
+    // TCP probes read banners as they go; after ICMP, connect where port 22
+    // is open (or was not probed).
+    let banner_after = match method {
+        Method::Icmp(_) => opts.banner_timeout,
+        Method::Tcp => None,
+    };
+    // With SYNs to port 22, a host's echo and SYN answers are merged before
+    // it is reported, so its port 22 is known.
+    let merge_ssh = matches!(&method, Method::Icmp(prober) if prober.probes_ssh());
+    let prober = match method {
+        Method::Icmp(prober) => tokio::spawn(prober.run(job)),
+        Method::Tcp => tokio::spawn(tcp::run(
+            job,
+            opts.ports.clone().into(),
+            opts.banner_timeout,
+            opts.max_in_flight,
+        )),
+    };
+    Started {
+        prober,
+        banner_after,
+        merge_ssh,
     }
 }
 
@@ -394,6 +422,12 @@ fn host_from(addr: IpAddr, found: Found) -> HostScan {
     }
 }
 
+/// Whether a banner is to be read from this host: asked for, and port 22
+/// open or not probed yet.
+fn wants_banner(found: &Found, banner_timeout: Option<Duration>) -> bool {
+    banner_timeout.is_some() && matches!(found.port22, Port22::Unprobed | Port22::Open)
+}
+
 /// Adds what a second look finds: the SSH banner when the prober could not
 /// see port 22, and the reverse DNS name when asked for.
 async fn enrich(
@@ -404,7 +438,7 @@ async fn enrich(
     connect_timeout: Duration,
 ) -> (usize, HostScan) {
     let index = found.index;
-    let connect_22 = matches!(found.port22, Port22::Unprobed | Port22::Open);
+    let connect_22 = wants_banner(&found, banner_timeout);
     let banner = async {
         match banner_timeout {
             Some(t) if connect_22 => {
