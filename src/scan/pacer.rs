@@ -50,10 +50,10 @@ impl Pacer {
 pub const MAX_BATCH: usize = 128;
 
 /// Send credit that accrues at `rate` packets per second, capped at about a
-/// millisecond's worth (at least one packet, and a quarter more to absorb
+/// millisecond's worth (at least one packet, and as much again to absorb
 /// late wake-ups), so the sender can batch without ever exceeding the rate by
-/// more than about one batch in any window. Time is passed in, so it is
-/// tested without sleeping.
+/// more than two milliseconds' worth in any window. Time is passed in, so it
+/// is tested without sleeping.
 #[derive(Debug)]
 pub struct TokenBucket {
     /// Nanoseconds per packet; `None` for no limit.
@@ -87,10 +87,11 @@ impl TokenBucket {
         };
         let earned = now.saturating_sub(self.last).as_nanos() as u64;
         self.last = now.max(self.last);
-        // A quarter over capacity (at least half a packet) keeps what a late
-        // wake-up earned, so sleeping a little long does not slow the scan.
+        // Up to twice the capacity (at least one and a half packets) keeps
+        // what a late wake-up earned, so a sender that slept long, or lost
+        // its core for a moment, does not fall behind the rate.
         let full = self.capacity * interval;
-        let cap = full + (full / 4).max(interval / 2);
+        let cap = full + full.max(interval / 2);
         self.credit = self.credit.saturating_add(earned).min(cap);
         ((self.credit / interval) as usize).min(MAX_BATCH)
     }
@@ -172,8 +173,8 @@ mod tests {
                 took <= expected * 105 / 100,
                 "rate {rate}, late {late:?}: {took:?}"
             );
-            // No window of one second holds more than rate + one batch.
-            let batch = (rate as usize / 1000).max(1) * 5 / 4;
+            // No window of one second holds more than rate + 2 ms' worth.
+            let batch = (rate as usize / 1000).max(1) * 2;
             for (i, (t0, _)) in log.iter().enumerate() {
                 let in_window: usize = log[i..]
                     .iter()
@@ -193,10 +194,20 @@ mod tests {
     }
 
     #[test]
-    fn an_idle_bucket_banks_at_most_one_batch() {
+    fn an_idle_bucket_banks_at_most_two_milliseconds() {
         let mut bucket = TokenBucket::new(100_000, Duration::ZERO);
-        assert_eq!(bucket.available(Duration::from_secs(5)), 125);
-        bucket.spend(125);
+        assert_eq!(
+            bucket.available(Duration::from_secs(5)),
+            128,
+            "one full batch"
+        );
+        bucket.spend(128);
+        assert_eq!(
+            bucket.available(Duration::from_secs(5)),
+            72,
+            "and the rest of two ms"
+        );
+        bucket.spend(72);
         assert_eq!(bucket.available(Duration::from_secs(5)), 0);
         let mut unlimited = TokenBucket::new(0, Duration::ZERO);
         assert_eq!(unlimited.available(Duration::ZERO), MAX_BATCH);

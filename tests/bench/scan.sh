@@ -89,14 +89,21 @@ sent_packets() {
 
 # run KEY NAME RANGE NS COMMAND...: times COMMAND (which prints one line per
 # live host) in NS; records wall time, hosts found and packets sent under KEY.
-declare -A WALLS CPUS FOUND SENT NAME RANGE
+declare -A WALLS CPUS FOUND SENT NAME RANGE LAST_SENT FINISHED
 ORDER=()
 run() {
     local key=$1 name=$2 range=$3 ns=$4; shift 4
     local before start end found
     before=$(sent_packets "$ns")
     start=$(date +%s.%N)
-    found=$(ip netns exec "$ns" timeout 900 /usr/bin/time -o "$DATA/cpu" -f '%U %S' "$@" 2>/dev/null | wc -l) || true
+    found=$(ip netns exec "$ns" env RUST_LOG=fleetctl::scan::icmp::send=debug \
+        timeout 900 /usr/bin/time -o "$DATA/cpu" -f '%U %S' "$@" 2>"$DATA/stderr" | wc -l) || true
+    # fleetctl's own account (at debug level): when its last probe went and
+    # when sending was over.
+    local done_line
+    done_line=$(grep -a 'sending done' "$DATA/stderr" | sed 's/\x1b\[[0-9;]*m//g' | tail -1) || true
+    [ -z "$done_line" ] || LAST_SENT[$key]=$(sed -E 's/.*last_sent=([0-9.]+)(m?s).*/\1 \2/' <<<"$done_line" | awk '{ print ($2 == "ms") ? $1 / 1000 : $1 }')
+    [ -z "$done_line" ] || FINISHED[$key]=$(sed -E 's/.*finished=([0-9.]+)(m?s).*/\1 \2/' <<<"$done_line" | awk '{ print ($2 == "ms") ? $1 / 1000 : $1 }')
     end=$(date +%s.%N)
     WALLS[$key]+=" $(echo "$end - $start" | bc)"
     CPUS[$key]+=" $(tail -1 "$DATA/cpu" | awk '{ print $1 + $2 }')"
@@ -174,4 +181,6 @@ for key in lo_default net_default; do
     bound=$(echo "${SENT[$key]} / 100000" | bc -l)
     printf 'defaults, %s: %d probes / 100000 per s = %.2f s; wall %.2f s: %.2f s beyond the rate bound\n' \
         "${RANGE[$key]}" "${SENT[$key]}" "$bound" "$(median "$key")" "$(echo "$(median "$key") - $bound" | bc -l)"
+    [ -z "${FINISHED[$key]:-}" ] || printf '  (last round: last probe sent at %.2f s, sending over at %.2f s, so %.3f s of final timeout; the rest is start-up, output and the inventory, %s live hosts)\n' \
+        "${LAST_SENT[$key]}" "${FINISHED[$key]}" "$(echo "${FINISHED[$key]} - ${LAST_SENT[$key]}" | bc -l)" "${FOUND[$key]}"
 done

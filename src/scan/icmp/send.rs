@@ -22,7 +22,7 @@ use crate::scan::{ProbePlan, ScanProgress, batch, ipv4};
 const MAX_IDLE: Duration = Duration::from_millis(10);
 /// Packets per second one sending thread is given; past it (or unlimited)
 /// a second one shares the batches.
-const ONE_CORE_RATE: u32 = 100_000;
+const ONE_CORE_RATE: u32 = 50_000;
 /// How long to wait when a timeout passed but the receiver has yet to
 /// read the answers that came before it.
 const WAIT_FOR_RECEIVER: Duration = Duration::from_millis(1);
