@@ -22,8 +22,12 @@ use crate::scan::{Found, Port22};
 const DRAIN_EVERY: Duration = Duration::from_micros(500);
 /// Passes that find nothing before the thread goes back to waiting in poll.
 const IDLE_PASSES: u32 = 4;
-/// How long one wait in poll lasts before the stop flag is looked at.
-const POLL_EVERY: Duration = Duration::from_millis(5);
+/// How long one wait in poll lasts before the stop flag is looked at (and
+/// how far behind "answers read up to" may lag while nothing comes).
+const POLL_EVERY: Duration = Duration::from_millis(2);
+/// How long the last reading, once sending is over, may go on: a host that
+/// keeps answering must not keep the scan from ending.
+const FINAL_DRAIN: Duration = Duration::from_millis(100);
 /// Batches read from one socket before the others get a turn.
 const TURN: usize = 8;
 
@@ -57,11 +61,15 @@ pub(super) fn run(shared: &Shared, sockets: &Sockets, syn: Option<&SynSocket>) {
     let fds: Vec<BorrowedFd<'_>> = sources.iter().map(|(fd, _, _)| *fd).collect();
     let mut pass = Pass::default();
     let mut idle = IDLE_PASSES;
+    let mut drain_until = None;
     loop {
         // Whatever arrived before this is read by the end of this pass, if
         // the pass empties every queue.
         let pass_start = shared.elapsed();
         let stopping = shared.stop.load(Ordering::Acquire);
+        if stopping {
+            drain_until.get_or_insert(pass_start + FINAL_DRAIN);
+        }
         let ready = if stopping || idle < IDLE_PASSES {
             vec![true; fds.len()]
         } else {
@@ -99,7 +107,7 @@ pub(super) fn run(shared: &Shared, sockets: &Sockets, syn: Option<&SynSocket>) {
                 .heard_ns
                 .fetch_max(pass_start.as_nanos() as u64, Ordering::AcqRel);
         }
-        if stopping && got == 0 {
+        if stopping && (got == 0 || drain_until.is_some_and(|t| shared.elapsed() > t)) {
             return;
         }
         idle = if got > 0 { 0 } else { idle.saturating_add(1) };
