@@ -332,3 +332,62 @@ fn a_slow_jittery_link_made_in_user_space_loses_no_live_host_at_defaults() {
     let (hosts, took) = range.scan_args(&env, &["127.18.0.0/22", "10.78.0.0/24"]);
     assert_exactly(&hosts, &expected, &format!("fast then slow ({took:?})"));
 }
+
+/// Answers every echo request it sees in `ns` with replies from the probed
+/// address, over and over until killed: a hostile host flooding the scanner
+/// with answers it has every right to send.
+const FLOODER: &str = r#"
+import socket, sys
+raw = socket.socket(socket.AF_INET, socket.SOCK_RAW, socket.IPPROTO_ICMP)
+out = socket.socket(socket.AF_INET, socket.SOCK_RAW, socket.IPPROTO_RAW)
+def checksum(b):
+    s = sum(int.from_bytes(b[i:i + 2], "big") for i in range(0, len(b) - 1, 2))
+    if len(b) % 2: s += b[-1] << 8
+    while s >> 16: s = (s & 0xFFFF) + (s >> 16)
+    return (~s & 0xFFFF).to_bytes(2, "big")
+print("ready", flush=True)
+while True:
+    pkt, _ = raw.recvfrom(2048)
+    ihl = (pkt[0] & 15) * 4
+    if pkt[ihl] != 8:
+        continue
+    icmp = bytearray(pkt[ihl:])
+    icmp[0], icmp[2:4] = 0, b"\0\0"
+    icmp[2:4] = checksum(bytes(icmp))
+    src, dst = pkt[16:20], pkt[12:16]
+    ip = bytearray(pkt[:20])
+    ip[12:16], ip[16:20], ip[10:12] = src, dst, b"\0\0"
+    reply = bytes(ip) + bytes(icmp)
+    while True:
+        out.sendto(reply, (socket.inet_ntoa(dst), 0))
+"#;
+
+#[test]
+#[ignore = "needs root: raw sockets, network namespaces, a veth pair, nftables, python3"]
+fn a_host_that_keeps_answering_cannot_hold_the_scan_open() {
+    require_root();
+    require_tool("python3");
+    let env = Env::new();
+    let range = Routed::new("flood", "10.79.0.0/24");
+    let mut flooder = Command::new("ip")
+        .args(["netns", "exec", &range.hosts.name, "python3", "-c", FLOODER])
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut ready = String::new();
+    std::io::BufRead::read_line(
+        &mut std::io::BufReader::new(flooder.stdout.take().unwrap()),
+        &mut ready,
+    )
+    .unwrap();
+    assert_eq!(ready.trim(), "ready", "the flooder did not start");
+    // The first echo request it sees, it answers without end.
+    let (hosts, took) = range.scan(&env, &[]);
+    let _ = flooder.kill();
+    let _ = flooder.wait();
+    assert_exactly(&hosts, &range.live(), "under a flood of answers");
+    assert!(
+        took < Duration::from_secs(5),
+        "the scan ended although answers kept coming: {took:?}"
+    );
+}
