@@ -118,9 +118,15 @@ median() { # median of the wall times recorded under KEY (of CPU times with a se
     [ -z "${2:-}" ] || values=${CPUS[$1]}
     tr ' ' '\n' <<<"$values" | grep . | sort -n | awk '{ v[NR] = $1 } END { print v[int((NR + 1) / 2)] }'
 }
-ratio() { # ratio A B: A's median wall time over B's, or "-"
+ratio() { # ratio A B: A's median wall time over B's (as 1/N when tiny), or "-"
     [ -n "${WALLS[$2]:-}" ] || { echo -; return; }
-    printf '%.2fx' "$(echo "$(median "$1") / $(median "$2")" | bc -l)"
+    local r
+    r=$(echo "$(median "$1") / $(median "$2")" | bc -l)
+    if [ "$(echo "$r < 0.1" | bc -l)" = 1 ]; then
+        printf '1/%.0f' "$(echo "1 / $r" | bc -l)"
+    else
+        printf '%.2fx' "$r"
+    fi
 }
 
 # Each round runs every tool once, so a change in the machine's load hits
