@@ -2,9 +2,14 @@
 //!
 //! ```text
 //!  targets ──▶ prober (icmp+syn:22 | tcp) ──Found──▶ run() ──▶ enrich ──HostScan──▶ caller
-//!              one send loop,                       merge,    ssh banner,
-//!              one receive loop per socket          silent    reverse DNS
+//!              icmp: a sending and a receiving      merge,    ssh banner,
+//!              thread, batched, adaptive timeouts   silent    reverse DNS
+//!              tcp: one loop of connects
 //! ```
+//!
+//! The ICMP prober's pace: [`pacer::TokenBucket`] keeps `--rate`,
+//! [`timing::Timeouts`] learns how long to wait, [`batch`] moves many
+//! packets per system call (see [`icmp`]).
 //!
 //! Usable alone: inputs are arguments, results stream out on a channel,
 //! progress is a set of counters the caller reads when it wants.
