@@ -39,7 +39,7 @@ pub struct ScanArgs {
     /// Probe packets per second, 0 for no limit [default: 100000].
     #[arg(long)]
     rate: Option<u32>,
-    /// Wait this long for an answer: 500ms, 2s [default: 500ms].
+    /// Longest wait for an answer (ICMP adapts below it to the replies seen): 500ms, 2s [default: 500ms].
     #[arg(long, value_parser = parse_duration)]
     timeout: Option<Duration>,
     /// Extra attempts for hosts that have not answered [default: 1].

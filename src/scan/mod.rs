@@ -2,22 +2,30 @@
 //!
 //! ```text
 //!  targets ──▶ prober (icmp+syn:22 | tcp) ──Found──▶ run() ──▶ enrich ──HostScan──▶ caller
-//!              one send loop,                       merge,    ssh banner,
-//!              one receive loop per socket          silent    reverse DNS
+//!              icmp: a sending and a receiving      merge,    ssh banner,
+//!              thread, batched, adaptive timeouts   silent    reverse DNS
+//!              tcp: one loop of connects
 //! ```
+//!
+//! The ICMP prober's pace: [`pacer::TokenBucket`] keeps `--rate`,
+//! [`timing::Timeouts`] learns how long to wait, [`batch`] moves many
+//! packets per system call (see [`icmp`]).
 //!
 //! Usable alone: inputs are arguments, results stream out on a channel,
 //! progress is a set of counters the caller reads when it wants.
 
 pub mod banner;
+pub mod batch;
 mod bpf;
 pub mod checksum;
 pub mod icmp;
+pub mod ipv4;
 pub mod pacer;
 pub mod reverse_dns;
 pub mod syn;
 pub mod targets;
 pub mod tcp;
+pub mod timing;
 
 use std::collections::{HashMap, VecDeque};
 use std::net::IpAddr;
@@ -179,7 +187,9 @@ pub struct Job {
     pub targets: Arc<[IpAddr]>,
     pub plan: ProbePlan,
     pub cancel: CancellationToken,
-    pub found: mpsc::UnboundedSender<Found>,
+    /// Answers, in batches: one message per batch read keeps the wake-ups
+    /// of the task merging them far below one per packet.
+    pub found: mpsc::UnboundedSender<Vec<Found>>,
     pub progress: Arc<ScanProgress>,
 }
 
@@ -217,25 +227,11 @@ pub async fn run(
         found: found_tx,
         progress: Arc::clone(&progress),
     };
-    // TCP probes read banners as they go; after ICMP, connect where port 22
-    // is open (or was not probed).
-    let banner_after = match method {
-        Method::Icmp(_) => opts.banner_timeout,
-        Method::Tcp => None,
-    };
-    // With SYNs to port 22, a host's echo and SYN answers are merged before
-    // it is reported, so its port 22 is known.
-    let merge_ssh = matches!(&method, Method::Icmp(prober) if prober.probes_ssh());
-    let prober = match method {
-        Method::Icmp(prober) => tokio::spawn(prober.run(job)),
-        Method::Tcp => tokio::spawn(tcp::run(
-            job,
-            opts.ports.clone().into(),
-            opts.banner_timeout,
-            opts.max_in_flight,
-        )),
-    };
-
+    let Started {
+        prober,
+        banner_after,
+        merge_ssh,
+    } = start(method, job, &opts);
     let mut hosts = Collector {
         merge_ssh,
         answered: vec![false; targets.len()],
@@ -253,6 +249,13 @@ pub async fn run(
             && let Some(found) = hosts.ready.pop_front()
         {
             let addr = targets[found.index];
+            if !opts.resolve && !wants_banner(&found, banner_after) {
+                // Nothing to add: reported at once, without a task.
+                alive += 1;
+                progress.alive.fetch_add(1, Ordering::Relaxed);
+                let _ = out.send(host_from(addr, found));
+                continue;
+            }
             enriching_found.insert(found.index, found.clone());
             enriching.push(enrich(
                 addr,
@@ -267,8 +270,8 @@ pub async fn run(
         }
         tokio::select! {
             found = found_rx.recv(), if probing => {
-                if let Some(found) = found {
-                    hosts.take(targets[found.index], found);
+                if let Some(batch) = found {
+                    hosts.take_all(&targets, batch);
                 } else {
                     probing = false; // the prober finished and dropped its sender
                     hosts.prober_done();
@@ -283,8 +286,8 @@ pub async fn run(
             () = cancel.cancelled() => {
                 // Report every host already seen alive rather than wait for
                 // its banner or name.
-                while let Ok(found) = found_rx.try_recv() {
-                    hosts.take(targets[found.index], found);
+                while let Ok(batch) = found_rx.try_recv() {
+                    hosts.take_all(&targets, batch);
                 }
                 hosts.prober_done();
                 for found in hosts.ready.drain(..).chain(enriching_found.into_values()) {
@@ -315,6 +318,41 @@ pub async fn run(
     }
 }
 
+/// A prober at work, and what its answers need afterwards.
+struct Started {
+    prober: tokio::task::JoinHandle<()>,
+    /// Read SSH banners after the prober, waiting this long.
+    banner_after: Option<Duration>,
+    /// Merge each host's echo and port 22 answers before reporting it.
+    merge_ssh: bool,
+}
+
+fn start(method: Method, job: Job, opts: &ScanOptions) -> Started {
+    // TCP probes read banners as they go; after ICMP, connect where port 22
+    // is open (or was not probed).
+    let banner_after = match method {
+        Method::Icmp(_) => opts.banner_timeout,
+        Method::Tcp => None,
+    };
+    // With SYNs to port 22, a host's echo and SYN answers are merged before
+    // it is reported, so its port 22 is known.
+    let merge_ssh = matches!(&method, Method::Icmp(prober) if prober.probes_ssh());
+    let prober = match method {
+        Method::Icmp(prober) => tokio::spawn(prober.run(job)),
+        Method::Tcp => tokio::spawn(tcp::run(
+            job,
+            opts.ports.clone().into(),
+            opts.banner_timeout,
+            opts.max_in_flight,
+        )),
+    };
+    Started {
+        prober,
+        banner_after,
+        merge_ssh,
+    }
+}
+
 /// Turns prober answers into hosts ready to report. With SYNs to port 22,
 /// a host's echo and port 22 answers are merged first, so its port 22 is known.
 struct Collector {
@@ -327,6 +365,12 @@ struct Collector {
 }
 
 impl Collector {
+    fn take_all(&mut self, targets: &[IpAddr], batch: Vec<Found>) {
+        for found in batch {
+            self.take(targets[found.index], found);
+        }
+    }
+
     fn take(&mut self, addr: IpAddr, found: Found) {
         let index = found.index;
         if self.answered[index] {
@@ -383,6 +427,12 @@ fn host_from(addr: IpAddr, found: Found) -> HostScan {
     }
 }
 
+/// Whether a banner is to be read from this host: asked for, and port 22
+/// open or not probed yet.
+fn wants_banner(found: &Found, banner_timeout: Option<Duration>) -> bool {
+    banner_timeout.is_some() && matches!(found.port22, Port22::Unprobed | Port22::Open)
+}
+
 /// Adds what a second look finds: the SSH banner when the prober could not
 /// see port 22, and the reverse DNS name when asked for.
 async fn enrich(
@@ -393,7 +443,7 @@ async fn enrich(
     connect_timeout: Duration,
 ) -> (usize, HostScan) {
     let index = found.index;
-    let connect_22 = matches!(found.port22, Port22::Unprobed | Port22::Open);
+    let connect_22 = wants_banner(&found, banner_timeout);
     let banner = async {
         match banner_timeout {
             Some(t) if connect_22 => {

@@ -10,14 +10,17 @@
 
 use std::collections::HashMap;
 use std::io;
-use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::net::{IpAddr, Ipv4Addr};
+use std::os::fd::{AsFd, BorrowedFd};
 
 use socket2::{Domain, Protocol, Socket, Type};
-use tokio::net::UdpSocket;
 
 use super::checksum::internet_checksum;
+use super::ipv4;
 
 const TCP_HEADER_LEN: usize = 24; // 20 bytes and a 4-byte MSS option
+/// A SYN probe with its IPv4 header, as the raw sender sends it.
+pub const PACKET_LEN: usize = ipv4::HEADER_LEN + TCP_HEADER_LEN;
 const FLAG_SYN: u8 = 0x02;
 const FLAG_RST: u8 = 0x04;
 const FLAG_ACK: u8 = 0x10;
@@ -37,17 +40,17 @@ pub struct SynReply {
     pub state: PortState,
 }
 
-/// A raw TCP socket for SYN probes, with what replies are matched against.
+/// A raw TCP socket that receives the answers to our SYNs, and what SYNs
+/// are built from so their answers can be matched. (The SYNs themselves go
+/// out on the prober's `IPPROTO_RAW` socket, batched with the echoes.)
 #[derive(Debug)]
 pub struct SynSocket {
-    socket: UdpSocket,
+    socket: Socket,
     /// Our side's port: replies go to it; nothing on this host listens there.
     pub src_port: u16,
     /// Added to the index to make the sequence number, so replies are
     /// not confused with anyone else's traffic.
     secret: u32,
-    /// Source address per destination /24, as the routing table picks it.
-    sources: std::sync::Mutex<HashMap<u32, Ipv4Addr>>,
 }
 
 impl SynSocket {
@@ -61,63 +64,68 @@ impl SynSocket {
             }
             Err(e) => return Err(e),
         };
-        socket.set_nonblocking(true)?;
         let src_port = 40_000 + rand::random::<u16>() % 20_000;
         socket.attach_filter(&super::bpf::tcp_answers(super::tcp::SSH_PORT, src_port))?;
-        if nix::sys::socket::setsockopt(&socket, nix::sys::socket::sockopt::RcvBufForce, &(8 << 20))
-            .is_err()
-        {
-            let _ = socket.set_recv_buffer_size(8 << 20);
-        }
-        let socket = UdpSocket::from_std(std::net::UdpSocket::from(socket))?;
+        super::icmp::grow_receive_buffer(&socket);
         Ok(Some(Self {
             socket,
             src_port,
             secret: rand::random(),
-            sources: std::sync::Mutex::new(HashMap::new()),
         }))
     }
 
-    /// Sends a SYN to `dst:port` for target `index`.
-    pub async fn send(&self, dst: Ipv4Addr, port: u16, index: u32) -> io::Result<()> {
-        let src = self.source_for(dst)?;
+    /// The socket answers are read from.
+    #[must_use]
+    pub fn fd(&self) -> BorrowedFd<'_> {
+        self.socket.as_fd()
+    }
+
+    /// A SYN from `src` to `dst:port` for target `index`, with its IPv4 header.
+    #[must_use]
+    pub fn packet(&self, src: Ipv4Addr, dst: Ipv4Addr, port: u16, index: u32) -> [u8; PACKET_LEN] {
         let seq = self.secret.wrapping_add(index);
-        let pkt = syn_packet(src, dst, self.src_port, port, seq);
-        self.socket
-            .send_to(&pkt, SocketAddr::new(IpAddr::V4(dst), 0))
-            .await?;
-        Ok(())
+        let mut pkt = [0u8; PACKET_LEN];
+        pkt[..ipv4::HEADER_LEN].copy_from_slice(&ipv4::header(
+            src,
+            dst,
+            ipv4::PROTO_TCP,
+            TCP_HEADER_LEN,
+            ipv4::id_for(index),
+        ));
+        pkt[ipv4::HEADER_LEN..].copy_from_slice(&syn_packet(src, dst, self.src_port, port, seq));
+        pkt
     }
 
-    /// Waits for the next answer to one of our probes to `port`.
-    pub async fn recv(&self, port: u16, buf: &mut [u8]) -> io::Result<SynReply> {
-        loop {
-            let (len, _) = self.socket.recv_from(buf).await?;
-            if let Some(reply) = parse_reply(&buf[..len], port, self.src_port, self.secret) {
-                return Ok(reply);
-            }
-        }
+    /// Recognises an answer to one of our SYNs to `port`.
+    #[must_use]
+    pub fn parse(&self, packet: &[u8], port: u16) -> Option<SynReply> {
+        parse_reply(packet, port, self.src_port, self.secret)
     }
+}
 
-    /// The address the kernel will send from, needed for the TCP checksum.
-    /// Asked of the routing table with an unsent UDP connect, once per /24.
-    fn source_for(&self, dst: Ipv4Addr) -> io::Result<Ipv4Addr> {
+/// The source address the kernel sends from, per destination /24, as the
+/// routing table picks it: the TCP checksum covers it.
+#[derive(Debug, Default)]
+pub struct Sources(HashMap<u32, Option<Ipv4Addr>>);
+
+impl Sources {
+    /// Asked of the routing table with an unsent UDP connect, once per /24;
+    /// `None` when no route leads to `dst`.
+    pub fn for_dest(&mut self, dst: Ipv4Addr) -> Option<Ipv4Addr> {
         let key = u32::from(dst) & 0xffff_ff00;
-        let mut sources = self
-            .sources
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
-        if let Some(src) = sources.get(&key) {
-            return Ok(*src);
-        }
-        let probe = std::net::UdpSocket::bind("0.0.0.0:0")?;
-        probe.connect((dst, 9))?;
-        let src = match probe.local_addr()?.ip() {
-            IpAddr::V4(src) => src,
-            IpAddr::V6(_) => return Err(io::Error::other("no IPv4 route")),
-        };
-        sources.insert(key, src);
-        Ok(src)
+        *self.0.entry(key).or_insert_with(|| {
+            let route = || -> io::Result<Ipv4Addr> {
+                let probe = std::net::UdpSocket::bind("0.0.0.0:0")?;
+                probe.connect((dst, 9))?;
+                match probe.local_addr()?.ip() {
+                    IpAddr::V4(src) => Ok(src),
+                    IpAddr::V6(_) => Err(io::Error::other("no IPv4 route")),
+                }
+            };
+            route()
+                .inspect_err(|e| tracing::debug!(%dst, error = %e, "no source address; no SYNs"))
+                .ok()
+        })
     }
 }
 

@@ -136,7 +136,7 @@ pub async fn run(
             () = cancel.cancelled() => break,
             Some(outcome) = in_flight.next(), if !in_flight.is_empty() => {
                 if let Some(host) = outcome {
-                    let _ = found.send(host);
+                    let _ = found.send(vec![host]);
                 }
             }
             () = pacer.tick(), if can_start => {

@@ -1,38 +1,50 @@
-//! ICMP echo discovery: one sending loop and one receiving loop per address
-//! family, however many targets (the fping/masscan shape).
+//! ICMP echo discovery (and, as root, SYNs to port 22) at the machine's pace:
+//! one sending thread and one receiving thread, however many targets (the
+//! fping/masscan shape), so sending and receiving use two cores.
 //!
-//! Sockets: a raw socket when the process may open one (root or
-//! `CAP_NET_RAW`), else the kernel's unprivileged "ping" datagram socket where
-//! `net.ipv4.ping_group_range` admits our group. Each is driven through
-//! tokio's `UdpSocket`: both are datagram sockets, `sendto`/`recvfrom` are the
-//! same calls, and this keeps the crate free of `unsafe`.
+//! ```text
+//!            Schedule ─ first probes, retries when their timeout passed
+//!               │
+//!  send thread: TokenBucket (--rate) ─▶ batch of echoes + SYNs ─▶ sendmmsg
+//!                   ▲ adaptive timeouts                         ─▶ targets
+//!  recv thread: Timeouts ◀─ RTTs ◀─ match ◀─ recvmmsg ◀─ replies
+//!                                     └──── Found ────▶ scan::run
+//! ```
 //!
-//! With raw sockets the same send loop also sends a TCP SYN to port 22 of each
-//! IPv4 target (see [`super::syn`]), so one pass learns who is up and who runs
-//! SSH, and finds hosts that drop ICMP but answer on 22.
+//! Sockets: as root (or with `CAP_NET_RAW`) an `IPPROTO_RAW` socket sends
+//! IPv4 echoes and SYNs with headers of our own, so both kinds share each
+//! batch; a raw ICMP socket and a raw TCP socket, each with a BPF filter,
+//! receive the answers. Without that privilege, the kernel's unprivileged
+//! "ping" datagram socket sends and receives echoes where
+//! `net.ipv4.ping_group_range` admits our group. ICMPv6 uses one socket of
+//! either kind for both directions.
 
 pub mod packet;
+mod receive;
+pub mod schedule;
+mod send;
 
 use std::io;
-use std::net::{IpAddr, SocketAddr};
-use std::sync::Arc;
-use std::sync::atomic::{AtomicU8, AtomicU64, AtomicUsize, Ordering};
-use std::time::Duration;
+use std::net::IpAddr;
+use std::os::fd::{AsFd, BorrowedFd};
+use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, OnceLock, PoisonError};
+use std::time::{Duration, Instant};
 
+use nix::sys::socket::setsockopt;
+use nix::sys::socket::sockopt::{RcvBufForce, SndBufForce};
 use socket2::{Domain, Protocol, Socket, Type};
-use tokio::net::UdpSocket;
-use tokio::sync::{Notify, mpsc};
-use tokio::time::Instant;
-use tokio_util::sync::CancellationToken;
+use tokio::sync::mpsc;
 
-use super::pacer::Pacer;
-use super::syn::{PortState, SynSocket};
-use super::tcp::SSH_PORT;
-use super::{Found, Job, Port22, ProbePlan, ScanProgress};
-use crate::model::Via;
+use super::syn::SynSocket;
+use super::timing::Timeouts;
+use super::{Found, Job};
+use schedule::{ECHO, SYN};
 
 /// Receive buffer asked for: a /16 answering at once must not overflow it.
 const RECV_BUFFER: usize = 8 << 20;
+/// Send buffer of the raw sender, so a batch never waits for room.
+const SEND_BUFFER: usize = 4 << 20;
 
 #[derive(Debug, thiserror::Error)]
 pub enum IcmpError {
@@ -49,7 +61,7 @@ pub enum IcmpError {
 /// An open ICMP socket of one address family.
 #[derive(Debug)]
 pub struct IcmpSocket {
-    socket: UdpSocket,
+    socket: Socket,
     v6: bool,
     /// Raw sockets see every ICMP packet and we choose the identifier; ping
     /// sockets see only their own and the kernel sets the identifier.
@@ -73,21 +85,10 @@ impl IcmpSocket {
             },
             Err(e) => return Err(e.into()),
         };
-        socket.set_nonblocking(true)?;
         if raw && !v6 {
             socket.attach_filter(&super::bpf::icmp_echo_replies())?;
         }
-        // Past net.core.rmem_max only with CAP_NET_ADMIN; the plain request is the fallback.
-        if nix::sys::socket::setsockopt(
-            &socket,
-            nix::sys::socket::sockopt::RcvBufForce,
-            &RECV_BUFFER,
-        )
-        .is_err()
-        {
-            let _ = socket.set_recv_buffer_size(RECV_BUFFER);
-        }
-        let socket = UdpSocket::from_std(std::net::UdpSocket::from(socket))?;
+        grow_receive_buffer(&socket);
         Ok(Self { socket, v6, raw })
     }
 
@@ -95,6 +96,18 @@ impl IcmpSocket {
     #[must_use]
     pub fn is_raw(&self) -> bool {
         self.raw
+    }
+
+    fn fd(&self) -> BorrowedFd<'_> {
+        self.socket.as_fd()
+    }
+}
+
+/// Asks for a receive buffer a burst of answers fits in: past
+/// `net.core.rmem_max` only with `CAP_NET_ADMIN`, else as much as allowed.
+pub(super) fn grow_receive_buffer(socket: &Socket) {
+    if setsockopt(socket, RcvBufForce, &RECV_BUFFER).is_err() {
+        let _ = socket.set_recv_buffer_size(RECV_BUFFER);
     }
 }
 
@@ -105,13 +118,33 @@ fn is_permission(e: &io::Error) -> bool {
     ) || e.kind() == io::ErrorKind::PermissionDenied
 }
 
+/// An `IPPROTO_RAW` socket: IPv4 packets with headers of our own, any protocol.
+#[derive(Debug)]
+struct RawSender(Socket);
+
+impl RawSender {
+    fn open() -> io::Result<Self> {
+        let socket = Socket::new(
+            Domain::IPV4,
+            Type::RAW,
+            Some(Protocol::from(nix::libc::IPPROTO_RAW)),
+        )?;
+        if setsockopt(&socket, SndBufForce, &SEND_BUFFER).is_err() {
+            let _ = socket.set_send_buffer_size(SEND_BUFFER);
+        }
+        Ok(Self(socket))
+    }
+}
+
 /// Sockets for the address families a scan needs.
 #[derive(Debug)]
 pub struct IcmpProber {
-    v4: Option<Arc<IcmpSocket>>,
-    v6: Option<Arc<IcmpSocket>>,
+    v4: Option<IcmpSocket>,
+    v6: Option<IcmpSocket>,
+    /// Sends IPv4 echoes and SYNs when `v4` is raw.
+    raw_v4: Option<RawSender>,
     /// SYN probes to port 22, when asked for and raw sockets are permitted.
-    syn: Option<Arc<SynSocket>>,
+    syn: Option<SynSocket>,
 }
 
 impl IcmpProber {
@@ -120,21 +153,18 @@ impl IcmpProber {
     pub fn open(targets: &[IpAddr], probe_ssh: bool) -> Result<Self, IcmpError> {
         let need_v4 = targets.iter().any(IpAddr::is_ipv4);
         let need_v6 = targets.iter().any(IpAddr::is_ipv6);
-        let v4 = need_v4
-            .then(|| IcmpSocket::open(false))
-            .transpose()?
-            .map(Arc::new);
-        let syn = if probe_ssh && v4.as_ref().is_some_and(|s| s.raw) {
-            SynSocket::open()?.map(Arc::new)
+        let v4 = need_v4.then(|| IcmpSocket::open(false)).transpose()?;
+        let raw = v4.as_ref().is_some_and(|s| s.raw);
+        let raw_v4 = raw.then(RawSender::open).transpose()?;
+        let syn = if probe_ssh && raw {
+            SynSocket::open()?
         } else {
             None
         };
         Ok(Self {
             v4,
-            v6: need_v6
-                .then(|| IcmpSocket::open(true))
-                .transpose()?
-                .map(Arc::new),
+            v6: need_v6.then(|| IcmpSocket::open(true)).transpose()?,
+            raw_v4,
             syn,
         })
     }
@@ -151,10 +181,11 @@ impl IcmpProber {
         self.v4.iter().chain(&self.v6).all(|s| s.raw)
     }
 
-    /// Probes every target, retrying the silent ones, and reports each
-    /// answer on `found` (an echo reply, and a SYN answer from port 22 when
-    /// SYNs are sent). Returns once every target answered everything, or the
-    /// last probe's timeout has passed, or `cancel` fires.
+    /// Probes every target, retrying what has not answered once its adaptive
+    /// timeout passes, and reports each answer on `found` (an echo reply,
+    /// and a SYN answer from port 22 when SYNs are sent). Returns once every
+    /// target answered everything or timed out on its last try, or `cancel`
+    /// fires.
     pub async fn run(self, job: Job) {
         let Job {
             targets,
@@ -163,7 +194,7 @@ impl IcmpProber {
             found,
             progress,
         } = job;
-        let complete = |addr: &IpAddr| {
+        let wanted = |addr: &IpAddr| {
             if addr.is_ipv4() && self.syn.is_some() {
                 ECHO | SYN
             } else {
@@ -171,218 +202,158 @@ impl IcmpProber {
             }
         };
         let shared = Arc::new(Shared {
-            complete: targets.iter().map(complete).collect(),
+            wanted: targets.iter().map(wanted).collect(),
             answered: (0..targets.len()).map(|_| AtomicU8::new(0)).collect(),
+            first_sent_ns: (0..targets.len()).map(|_| AtomicU64::new(0)).collect(),
             sent_ns: (0..targets.len()).map(|_| AtomicU64::new(0)).collect(),
+            rounds: (0..targets.len()).map(|_| AtomicU8::new(0)).collect(),
             unanswered: AtomicUsize::new(targets.len()),
-            all_answered: Notify::new(),
+            timeouts: Mutex::new(Timeouts::new(plan.timeout)),
+            sender: OnceLock::new(),
+            stop: AtomicBool::new(false),
+            heard_ns: AtomicU64::new(0),
             epoch: Instant::now(),
             ident: rand::random(),
             found,
             targets,
         });
-        let stop = cancel.child_token();
-        let mut receivers: Vec<_> = [&self.v4, &self.v6]
-            .into_iter()
-            .flatten()
-            .map(|socket| {
-                tokio::spawn(receive(
-                    Arc::clone(socket),
-                    Arc::clone(&shared),
-                    stop.clone(),
-                ))
+        let (sockets, syn) = {
+            let Self {
+                v4,
+                v6,
+                raw_v4,
+                syn,
+            } = self;
+            (Arc::new(Sockets { v4, v6, raw_v4 }), syn.map(Arc::new))
+        };
+        let receiver = {
+            let (shared, sockets, syn) = (Arc::clone(&shared), Arc::clone(&sockets), syn.clone());
+            thread("scan-receive", move || {
+                receive::run(&shared, &sockets, syn.as_deref());
             })
-            .collect();
-        if let Some(syn) = &self.syn {
-            receivers.push(tokio::spawn(receive_syn(
-                Arc::clone(syn),
-                Arc::clone(&shared),
-                stop.clone(),
-            )));
-        }
-        send_all(&self, &shared, plan, &cancel, &progress).await;
-        stop.cancel();
-        for receiver in receivers {
-            let _ = receiver.await;
-        }
+        };
+        let sender = {
+            let shared = Arc::clone(&shared);
+            thread("scan-send", move || {
+                let _ = shared.sender.set(std::thread::current());
+                send::run(&shared, &sockets, syn.as_deref(), plan, &cancel, &progress);
+            })
+        };
+        let _ = sender.await;
+        shared.stop.store(true, Ordering::Release);
+        let _ = receiver.await;
     }
 }
 
-/// Bits of `Shared::answered`: which probes a target has answered.
-const ECHO: u8 = 1;
-const SYN: u8 = 2;
+/// Runs `work` on a thread of its own (named, so profiles and `top -H` say
+/// which is which); the future resolves when it returns.
+fn thread(name: &str, work: impl FnOnce() + Send + 'static) -> tokio::sync::oneshot::Receiver<()> {
+    let (done, finished) = tokio::sync::oneshot::channel();
+    let spawned = std::thread::Builder::new()
+        .name(name.to_string())
+        .spawn(move || {
+            work();
+            let _ = done.send(());
+        });
+    if let Err(e) = spawned {
+        // `done` was dropped with the closure: the receiver resolves at once.
+        tracing::error!(error = %e, "cannot start the {name} thread");
+    }
+    finished
+}
 
-/// State the sending and receiving loops share.
+/// The prober's sockets, shared by the two threads.
+#[derive(Debug)]
+struct Sockets {
+    v4: Option<IcmpSocket>,
+    v6: Option<IcmpSocket>,
+    raw_v4: Option<RawSender>,
+}
+
+/// State the sending and receiving threads share.
 struct Shared {
     targets: Arc<[IpAddr]>,
-    /// Per target, the answer bits after which there is nothing to wait for.
-    complete: Vec<u8>,
+    /// Per target, the probe kinds it is sent.
+    wanted: Vec<u8>,
+    /// Per target, the kinds it answered.
     answered: Vec<AtomicU8>,
-    /// When each target was last probed, for the RTT of SYN answers.
+    /// When each target's first and last rounds of probes went, in
+    /// nanoseconds since `epoch`.
+    first_sent_ns: Vec<AtomicU64>,
     sent_ns: Vec<AtomicU64>,
-    /// Targets not yet complete; at zero the scan ends without waiting.
+    /// Rounds sent to each target.
+    rounds: Vec<AtomicU8>,
+    /// Targets not yet complete; at zero the sender is woken to finish.
     unanswered: AtomicUsize,
-    all_answered: Notify,
+    timeouts: Mutex<Timeouts>,
+    /// The sending thread, woken when the last target answers.
+    sender: OnceLock<std::thread::Thread>,
+    /// Set when sending is over: the receiver reads what is queued and ends.
+    stop: AtomicBool,
+    /// Every answer that arrived before this time (nanoseconds since
+    /// `epoch`) has been read and recorded.
+    heard_ns: AtomicU64,
     epoch: Instant,
     ident: u16,
-    found: mpsc::UnboundedSender<Found>,
+    found: mpsc::UnboundedSender<Vec<Found>>,
 }
 
 impl Shared {
-    fn elapsed_ns(&self) -> u64 {
-        self.epoch.elapsed().as_nanos() as u64
+    fn elapsed(&self) -> Duration {
+        self.epoch.elapsed()
     }
 
-    /// Records an answer; returns false if this kind was already answered.
+    /// Records an answer; returns false if this kind was already answered,
+    /// or the target was never probed (then it is forged, or a stray from
+    /// another scan).
     fn answer(&self, index: usize, bit: u8) -> bool {
+        if self.rounds[index].load(Ordering::Acquire) == 0 {
+            return false;
+        }
         let before = self.answered[index].fetch_or(bit, Ordering::AcqRel);
         if before & bit != 0 {
             return false;
         }
-        if before | bit == self.complete[index]
+        if before | bit == self.wanted[index]
             && self.unanswered.fetch_sub(1, Ordering::AcqRel) == 1
+            && let Some(sender) = self.sender.get()
         {
-            self.all_answered.notify_one();
+            sender.unpark();
         }
         true
     }
 
-    /// Nothing at all came back from this target yet.
-    fn silent(&self, index: usize) -> bool {
-        self.answered[index].load(Ordering::Acquire) == 0
+    /// The round-trip time of an echo reply from target `index` that says it
+    /// answers the probe sent at `sent_ns`: believed only when that is when
+    /// its first or its last round went, so a reply can time only a probe
+    /// the target was really sent.
+    fn echo_rtt(&self, index: usize, sent_ns: u64, now: Duration) -> Option<Duration> {
+        let probed = self.rounds[index].load(Ordering::Acquire) > 0;
+        let genuine = sent_ns == self.first_sent_ns[index].load(Ordering::Acquire)
+            || sent_ns == self.sent_ns[index].load(Ordering::Acquire);
+        let genuine = probed && genuine;
+        genuine
+            .then(|| now.checked_sub(Duration::from_nanos(sent_ns)))
+            .flatten()
     }
-}
 
-async fn send_all(
-    prober: &IcmpProber,
-    shared: &Shared,
-    plan: ProbePlan,
-    cancel: &CancellationToken,
-    progress: &ScanProgress,
-) {
-    let n = shared.targets.len();
-    let mut pacer = Pacer::new(plan.rate);
-    // When each target was last probed, to give every retry its full timeout.
-    let mut sent_at = vec![Instant::now(); n];
-    let mut last_send = Instant::now();
-    for attempt in 0..=plan.retries {
-        for (index, &addr) in shared.targets.iter().enumerate() {
-            if !shared.silent(index) {
-                continue;
-            }
-            if attempt > 0 {
-                let due = sent_at[index] + plan.timeout;
-                // Due times rise with the index, so waiting on this one holds
-                // back no later target; only "everyone answered" cuts it short.
-                tokio::select! {
-                    () = tokio::time::sleep_until(due) => {}
-                    () = shared.all_answered.notified() => {}
-                    () = cancel.cancelled() => return,
-                }
-                if !shared.silent(index) {
-                    continue;
-                }
-            }
-            tokio::select! {
-                () = pacer.tick() => {}
-                () = cancel.cancelled() => return,
-            }
-            let socket = if addr.is_ipv4() {
-                &prober.v4
-            } else {
-                &prober.v6
-            };
-            let Some(socket) = socket else { continue };
-            let now_ns = shared.elapsed_ns();
-            shared.sent_ns[index].store(now_ns, Ordering::Relaxed);
-            let pkt = packet::echo_request(socket.v6, shared.ident, index as u32, now_ns);
-            if let Err(e) = socket.socket.send_to(&pkt, SocketAddr::new(addr, 0)).await {
-                // Unroutable, filtered or broadcast: this target just gets no answer.
-                tracing::debug!(%addr, error = %e, "echo request not sent");
-            }
-            if let (Some(syn), IpAddr::V4(v4)) = (&prober.syn, addr) {
-                // The rate counts packets, and this is a second one.
-                tokio::select! {
-                    () = pacer.tick() => {}
-                    () = cancel.cancelled() => return,
-                }
-                if let Err(e) = syn.send(v4, SSH_PORT, index as u32).await {
-                    tracing::debug!(%addr, error = %e, "SYN not sent");
-                }
-            }
-            sent_at[index] = Instant::now();
-            last_send = sent_at[index];
-            if attempt == 0 {
-                progress.probed.fetch_add(1, Ordering::Relaxed);
-            }
+    /// The round-trip time of a SYN answer from target `index`, when it can
+    /// be known: a SYN answer does not say which try it answers, so only
+    /// while one round was sent (Karn's rule).
+    fn syn_rtt(&self, index: usize, now: Duration) -> Option<Duration> {
+        if self.rounds[index].load(Ordering::Acquire) != 1 {
+            return None;
         }
+        let sent = Duration::from_nanos(self.sent_ns[index].load(Ordering::Acquire));
+        now.checked_sub(sent)
     }
-    // Late replies still count until the last probe's timeout has passed.
-    if shared.unanswered.load(Ordering::Acquire) > 0 {
-        tokio::select! {
-            () = tokio::time::sleep_until(last_send + plan.timeout) => {}
-            () = shared.all_answered.notified() => {}
-            () = cancel.cancelled() => {}
-        }
-    }
-}
 
-async fn receive(socket: Arc<IcmpSocket>, shared: Arc<Shared>, stop: CancellationToken) {
-    let mut buf = [0u8; 2048];
-    loop {
-        let (len, from) = tokio::select! {
-            received = socket.socket.recv_from(&mut buf) => match received {
-                Ok(r) => r,
-                Err(e) => {
-                    tracing::debug!(error = %e, "icmp receive error");
-                    continue;
-                }
-            },
-            () = stop.cancelled() => return,
-        };
-        // Raw IPv4 sockets deliver the IP header; ICMPv6 and ping sockets do not.
-        let has_ip_header = socket.raw && !socket.v6;
-        let Some(reply) = packet::parse_reply(&buf[..len], socket.v6, has_ip_header) else {
-            continue;
-        };
-        let index = reply.index as usize;
-        let ours = !socket.raw || reply.ident == shared.ident;
-        if !ours || shared.targets.get(index) != Some(&from.ip()) || !shared.answer(index, ECHO) {
-            continue; // not ours, or a reply to a retry
-        }
-        let rtt = Duration::from_nanos(shared.elapsed_ns().saturating_sub(reply.sent_ns));
-        let _ = shared.found.send(Found::alive(index, Via::Icmp, rtt));
+    /// How far answers have been read: see [`schedule::Schedule::fill`].
+    fn heard(&self) -> Duration {
+        Duration::from_nanos(self.heard_ns.load(Ordering::Acquire))
     }
-}
 
-async fn receive_syn(syn: Arc<SynSocket>, shared: Arc<Shared>, stop: CancellationToken) {
-    let mut buf = [0u8; 2048];
-    loop {
-        let reply = tokio::select! {
-            received = syn.recv(SSH_PORT, &mut buf) => match received {
-                Ok(reply) => reply,
-                Err(e) => {
-                    tracing::debug!(error = %e, "raw TCP receive error");
-                    continue;
-                }
-            },
-            () = stop.cancelled() => return,
-        };
-        let index = reply.index as usize;
-        if shared.targets.get(index) != Some(&IpAddr::V4(reply.from)) || !shared.answer(index, SYN)
-        {
-            continue;
-        }
-        let sent = shared.sent_ns[index].load(Ordering::Relaxed);
-        let rtt = Duration::from_nanos(shared.elapsed_ns().saturating_sub(sent));
-        let mut found = Found::alive(index, Via::Tcp(SSH_PORT), rtt);
-        found.port22 = match reply.state {
-            PortState::Open => {
-                found.open_ports.push(SSH_PORT);
-                Port22::Open
-            }
-            PortState::Closed => Port22::Closed,
-        };
-        let _ = shared.found.send(found);
+    fn timeouts(&self) -> std::sync::MutexGuard<'_, Timeouts> {
+        self.timeouts.lock().unwrap_or_else(PoisonError::into_inner)
     }
 }
