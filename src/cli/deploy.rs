@@ -77,7 +77,8 @@ pub struct DeployArgs {
     hosts: HostsArgs,
     #[command(flatten)]
     ssh: SshArgs,
-    /// The agent build to push [default: this fleetctl binary].
+    /// The agent build to push [default: fleetctl-agent beside this fleetctl
+    /// (the agent-only build), else this fleetctl binary].
     #[arg(long, value_name = "PATH")]
     agent_binary: Option<PathBuf>,
     /// The control plane URL agents register with [default: `url` (else
@@ -145,7 +146,8 @@ pub async fn run_deploy(args: DeployArgs, ctx: &Context) -> anyhow::Result<ExitC
         .collect::<anyhow::Result<Vec<_>>>()?;
     let binary = match &args.agent_binary {
         Some(path) => path.clone(),
-        None => std::env::current_exe().context("cannot tell where this fleetctl binary is")?,
+        None => crate::deploy::files::default_agent_binary()
+            .context("cannot tell where this fleetctl binary is")?,
     };
     let artifact = Artifact::load(&binary).map_err(BadInput::wrap)?;
     let url = args
@@ -185,6 +187,11 @@ pub async fn run_deploy(args: DeployArgs, ctx: &Context) -> anyhow::Result<ExitC
         },
     });
     let build = deployer.artifact.sha256.clone();
+    // Which build goes out, said once; each host's `done` event says it too.
+    eprintln!(
+        "deploy: pushing {}",
+        text::escape(&deployer.artifact.describe())
+    );
     let cancel = CancellationToken::new();
     let work = {
         let cancel = cancel.clone();
@@ -377,10 +384,8 @@ fn candidates(inventory: &Inventory) -> anyhow::Result<Vec<Candidate>> {
 
 fn print_plan(targets: &[SshTarget], artifact: &Artifact, url: &str, options: RolloutOptions) {
     println!(
-        "plan: push {} ({}, Linux {}, sha256 {}) to {} host(s); agents register with {url}",
-        artifact.path.display(),
-        human_bytes(artifact.bytes.len()),
-        artifact.elf.arch_name(),
+        "plan: push {} (sha256 {}) to {} host(s); agents register with {url}",
+        text::escape(&artifact.describe()),
         &artifact.sha256[..16],
         targets.len()
     );
@@ -412,11 +417,6 @@ fn print_plan(targets: &[SshTarget], artifact: &Artifact, url: &str, options: Ro
         );
     }
     println!("dry run: nothing was changed");
-}
-
-fn human_bytes(n: usize) -> String {
-    let mib = n as f64 / f64::from(1u32 << 20);
-    format!("{mib:.1} MiB")
 }
 
 #[cfg(test)]

@@ -137,7 +137,7 @@ async fn run_deploy(
     let artifact = tokio::task::spawn_blocking(move || {
         let binary = match binary {
             Some(path) => path,
-            None => std::env::current_exe()
+            None => crate::deploy::files::default_agent_binary()
                 .map_err(|e| format!("cannot tell where this fleetctl binary is: {e}"))?,
         };
         Artifact::load(&binary).map_err(|e| e.to_string())
@@ -166,6 +166,7 @@ async fn run_deploy(
         },
     });
     let build = deployer.artifact.sha256.clone();
+    let pushed = deployer.artifact.build.as_str();
     let work = {
         let cancel = cancel.clone();
         move |target: SshTarget, progress: rollout::Progress| {
@@ -191,7 +192,7 @@ async fn run_deploy(
         work,
     )
     .await?;
-    Ok(summary(&results))
+    Ok(format!("{} ({pushed})", summary(&results)))
 }
 
 async fn run_undeploy(
