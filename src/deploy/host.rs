@@ -221,7 +221,16 @@ impl Deployer {
         let binary = self.artifact.path.display().to_string();
         match libc::verdict(&self.artifact.libc, &host_libc, &binary) {
             Verdict::Runs => {}
-            Verdict::Refused(reason) => return fail(Step::Inspect, reason),
+            Verdict::Refused(reason) => {
+                // The inspect script made the install directories (a C
+                // library is judged here, not there): empty ones go again.
+                if let Ok((layout, _)) = layout_for(&name, &facts, self.options.scope) {
+                    let _ = host
+                        .sh(Step::Inspect, &scripts::remove_empty_dirs(&layout))
+                        .await;
+                }
+                return fail(Step::Inspect, reason);
+            }
             Verdict::Unknown => progress.note(format!(
                 "the host did not say which C library it has (no getconf or ldd): \
                  pushing a build that needs {} anyway",

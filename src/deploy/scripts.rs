@@ -220,6 +220,15 @@ pub fn discard_staged(layout: &Layout) -> String {
     s
 }
 
+/// Removes the install directories if they are empty (what inspect
+/// prepared for a build it then refused); anything in them stays.
+#[must_use]
+pub fn remove_empty_dirs(layout: &Layout) -> String {
+    let mut s = vars(layout, &[]);
+    s.push_str("rmdir \"$S\" 2>/dev/null; rmdir \"$L\" 2>/dev/null; true\n");
+    s
+}
+
 /// Prints a line for each thing of ours on the host (nothing if clean).
 #[must_use]
 pub fn present(layout: &Layout) -> String {

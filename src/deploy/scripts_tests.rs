@@ -57,6 +57,7 @@ fn scripts_are_valid_sh() {
             log_tail(&layout, systemd, 20),
             runs_build(&layout, &sha, systemd),
             remove(&layout, systemd, Some(&sha)),
+            remove_empty_dirs(&layout),
             present(&layout),
         ] {
             let out = std::process::Command::new("sh")
