@@ -1,12 +1,16 @@
 #!/usr/bin/env bash
-# Records the first-look flow of `fleetctl demo` unattended, with Debian
-# packages only (asciinema, tmux): tmux gives a terminal of a fixed size,
-# asciinema records `fleetctl demo` inside it, and the keys an operator
-# would press go in with `tmux send-keys`, each once the screen shows what
-# it waits for. Writes a .cast (asciicast v2); with svg-term (npm) on PATH,
-# also an animated SVG.
+# Records `fleetctl demo` unattended, with Debian packages only (asciinema,
+# tmux): tmux gives a terminal of a fixed size, asciinema records
+# `fleetctl demo` inside it, and the keys an operator would press go in
+# with `tmux send-keys`, each once the screen shows what it waits for.
+# Writes a .cast (asciicast v2). demo/render.sh turns it into the SVGs the
+# README shows.
 #
 #   demo/record.sh [OUT.cast]
+#
+# The first look: scan, fingerprint, deploy, live stats. With TOUR=1 it
+# goes on: a healthy host's detail, the cut-off host's detail until its
+# token has expired, then the fleet in each built-in theme.
 #
 # Environment (all optional):
 #   FLEETCTL  the binary (default: target/release/fleetctl, else target/debug/fleetctl)
@@ -14,7 +18,12 @@
 #   COLS ROWS terminal size (default 120x36) WATCH seconds of live stats (default 20)
 #   BASE      first sandbox address (default 127.42.0.10)
 #   THEME     console theme (default: default)
-#   SVG       0 to skip the SVG even when svg-term is there
+#   TOUR      1 to go on after the first look (default 0)
+#   DETAIL_HOST  a healthy host for the tour's detail (default demo-02)
+#   CUT_HOST     the host cut off from the control plane (default demo-07,
+#                which seed 7 with 12 hosts and the default roles both pick)
+#   MARKS     a file to append "NAME MILLISECONDS" to at each screen worth a
+#             still, in the cast's time (render.sh reads it)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -26,6 +35,10 @@ rows=${ROWS:-36}
 watch=${WATCH:-20}
 base=${BASE:-127.42.0.10}
 theme=${THEME:-default}
+tour=${TOUR:-0}
+detail_host=${DETAIL_HOST:-demo-02}
+cut_host=${CUT_HOST:-demo-07}
+marks=${MARKS:-/dev/null}
 bin=${FLEETCTL:-}
 if [ -z "$bin" ]; then
     for b in target/release/fleetctl target/debug/fleetctl; do
@@ -57,11 +70,13 @@ cat >"$work/run.sh" <<EOF
 export FLEETCTL_CONFIG='$work/config.toml' FLEETCTL_DATA_DIR='$work/data'
 export TERM=xterm-256color COLORTERM=truecolor LANG=C.UTF-8
 unset NO_COLOR RUST_LOG
+date +%s%3N >'$work/started'
 exec '$bin' demo --hosts $hosts --seed $seed --base $base --theme $theme
 EOF
 chmod +x "$work/run.sh"
 
-# asciinema takes the pane's size; its header records it.
+# asciinema takes the pane's size; its header records it. Its clock starts
+# just before it runs run.sh, which notes the time: marks count from there.
 tmux_ new-session -d -s rec -x "$cols" -y "$rows" \
     "asciinema rec --quiet --overwrite --cols $cols --rows $rows -c '$work/run.sh' '$out'; echo recorded >'$work/done'; sleep 2"
 
@@ -80,6 +95,27 @@ wait_for() {
     done
 }
 keys() { for k in "$@"; do tmux_ send-keys -t rec "$k"; sleep 0.4; done; }
+# Types text literally, a key at a time, as a person would.
+type_() {
+    local text=$1 i
+    for ((i = 0; i < ${#text}; i++)); do
+        tmux_ send-keys -t rec -l "${text:i:1}"
+        sleep 0.08
+    done
+}
+# Notes the time in the cast.
+mark() {
+    local now
+    now=$(date +%s%3N)
+    echo "$1 $((now - $(cat "$work/started")))" >>"$marks"
+}
+# Notes that the screen now is worth a still: the moment is in the middle
+# of three quiet seconds, so the frame nearest it is never a key's effect.
+still() {
+    sleep 1.5
+    mark "$1"
+    sleep 1.5
+}
 
 healthy=$((hosts - 3))
 wait_for "s Enter scans"
@@ -98,7 +134,36 @@ keys y
 wait_for "deploy done" 1 240
 wait_for "registered" "$healthy" 60
 keys Escape                 # every host again
+mark live
 sleep "$watch"              # live stats, and the cut-off host's token draining
+still stats
+
+if [ "$tour" = 1 ]; then
+    # A healthy host in full: states, facts, charts, its token timeline.
+    keys /
+    type_ "$detail_host"
+    keys Enter Enter
+    wait_for "timeline"
+    wait_for "renewals [1-9]" 1 90  # its first renewal, a tick on the timeline
+    sleep 4
+    still detail
+    keys Escape Escape
+    # The cut-off host: lost, its renewals failing, then expired.
+    keys /
+    type_ "$cut_host"
+    keys Enter Enter
+    wait_for "token expired" 1 150
+    wait_for "expired╳" 2 90   # named on the token and registration lanes
+    still expired
+    keys Escape Escape
+    still theme-default
+    for t in light high-contrast catppuccin-mocha; do
+        keys :
+        type_ "theme $t"
+        keys Enter
+        still "theme-$t"
+    done
+fi
 keys q
 i=0
 until [ -e "$work/done" ]; do
@@ -107,9 +172,3 @@ until [ -e "$work/done" ]; do
     sleep 0.2
 done
 echo "record.sh: wrote $out (${cols}x${rows}, $hosts hosts, seed $seed)"
-
-if [ "${SVG:-1}" != 0 ] && command -v svg-term >/dev/null; then
-    svg="${out%.cast}.svg"
-    svg-term --in "$out" --out "$svg" --window --width "$cols" --height "$rows"
-    echo "record.sh: wrote $svg"
-fi

@@ -1,7 +1,11 @@
 //! The console's stats client: reads an agent's `GET /v1/stats` over HTTPS,
-//! trusting the fleet CA only, with an operator token. One client serves
-//! every agent (connections are pooled per agent), so the engine can poll
-//! thousands of them.
+//! trusting the fleet CA only (and refusing certificates on its revocation
+//! list), with a stats token: the console's are each for one agent, so a
+//! host that keeps the token it was sent holds nothing that works anywhere
+//! else. One client serves every agent (connections are pooled per agent),
+//! so the engine can poll thousands of them.
+
+use std::sync::{Arc, RwLock};
 
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -19,12 +23,12 @@ pub enum PollError {
     /// No answer within the per-request timeout.
     #[error("no answer within {0:?}")]
     Timeout(Duration),
-    /// The agent refused the operator token (code: `token_expired`,
-    /// `bad_signature`, ...).
-    #[error("the agent refused the operator token ({code}): {reason}")]
+    /// The agent refused the stats token (code: `token_expired`,
+    /// `wrong_audience`, `token_revoked`, ...).
+    #[error("the agent refused the stats token ({code}): {reason}")]
     Unauthorized { code: String, reason: String },
-    /// The TLS handshake failed: a certificate not from the fleet CA, or
-    /// not for this address, or expired.
+    /// The TLS handshake failed: a certificate not from the fleet CA, not
+    /// for this address, expired, or revoked.
     #[error("TLS failed: {0}")]
     Tls(String),
     /// An answer that is not `AgentStats`.
@@ -32,10 +36,11 @@ pub enum PollError {
     BadResponse(String),
 }
 
-/// Polls agents' stats with one operator token.
+/// Polls agents' stats.
 #[derive(Clone)]
 pub struct StatsClient {
-    http: reqwest::Client,
+    http: Arc<RwLock<(u64, reqwest::Client)>>,
+    revocations: Option<Arc<pki::RevocationList>>,
     token: String,
     timeout: Duration,
 }
@@ -50,34 +55,88 @@ impl std::fmt::Debug for StatsClient {
 
 impl StatsClient {
     /// A client trusting only `ca_pem` (the fleet CA), sending
-    /// `operator_token`, giving each request `timeout`, connect included.
-    pub fn new(
-        ca_pem: &str,
-        operator_token: &str,
-        timeout: Duration,
-    ) -> Result<Self, pki::PkiError> {
+    /// `stats_token` (a fleet-wide one) unless told otherwise, giving each
+    /// request `timeout`, connect included.
+    pub fn new(ca_pem: &str, stats_token: &str, timeout: Duration) -> Result<Self, pki::PkiError> {
         Ok(Self {
-            http: pki::tls::http_client(ca_pem, timeout)?,
-            token: operator_token.trim().to_owned(),
+            http: Arc::new(RwLock::new((0, pki::tls::http_client(ca_pem, timeout)?))),
+            revocations: None,
+            token: stats_token.trim().to_owned(),
             timeout,
         })
     }
 
-    /// `GET https://ADDR/v1/stats`. The agent's certificate must name the
-    /// address (agents register theirs as SANs).
+    /// A client trusting the fleet CA of `revocations` and refusing the
+    /// certificates on its list, with no token of its own: each read
+    /// names its token ([`Self::fetch_with`]). When the list revokes
+    /// more, the connections it holds are dropped, so the next read of
+    /// every agent shows its certificate again.
+    pub fn with_revocations(
+        revocations: Arc<pki::RevocationList>,
+        timeout: Duration,
+    ) -> Result<Self, pki::PkiError> {
+        let generation = revocations.generation();
+        let http = pki::tls::revocation_checked_client(Arc::clone(&revocations), timeout)?;
+        Ok(Self {
+            http: Arc::new(RwLock::new((generation, http))),
+            revocations: Some(revocations),
+            token: String::new(),
+            timeout,
+        })
+    }
+
+    /// The HTTP client, a fresh one (no pooled connections) when the
+    /// revocation list changed since the last was made.
+    fn http(&self) -> reqwest::Client {
+        let current = self
+            .http
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone();
+        let Some(list) = &self.revocations else {
+            return current.1;
+        };
+        let generation = list.generation();
+        if current.0 == generation {
+            return current.1;
+        }
+        match pki::tls::revocation_checked_client(Arc::clone(list), self.timeout) {
+            Ok(fresh) => {
+                *self
+                    .http
+                    .write()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner) =
+                    (generation, fresh.clone());
+                fresh
+            }
+            Err(e) => {
+                // Cannot happen with a list that built one before; keep going.
+                tracing::warn!("cannot renew the stats client: {e}");
+                current.1
+            }
+        }
+    }
+
+    /// `GET https://ADDR/v1/stats` with this client's token. The agent's
+    /// certificate must name the address (what its join token vouched for).
     pub async fn fetch(&self, addr: SocketAddr) -> Result<AgentStats, PollError> {
+        self.fetch_with(addr, &self.token).await
+    }
+
+    /// `GET https://ADDR/v1/stats` with `token`.
+    pub async fn fetch_with(&self, addr: SocketAddr, token: &str) -> Result<AgentStats, PollError> {
         let url = format!("https://{addr}/v1/stats");
         let resp = self
-            .http
+            .http()
             .get(&url)
-            .bearer_auth(&self.token)
+            .bearer_auth(token)
             .timeout(self.timeout)
             .send()
             .await
             .map_err(|e| self.classify(&e))?;
         let status = resp.status();
         let body = resp.bytes().await.map_err(|e| self.classify(&e))?;
-        if status == reqwest::StatusCode::UNAUTHORIZED {
+        if status == reqwest::StatusCode::UNAUTHORIZED || status == reqwest::StatusCode::FORBIDDEN {
             let err: ApiError = serde_json::from_slice(&body).unwrap_or_else(|_| ApiError {
                 error: "unauthorized".into(),
                 reason: String::from_utf8_lossy(&body).into_owned(),

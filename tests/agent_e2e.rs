@@ -98,15 +98,16 @@ async fn three_agents_enroll_and_their_stats_match_proc() {
 async fn refusals_tokens_and_tls() {
     let control = Control::start("");
     let client = control.stats_client();
-    let token = control.join_token("node20.test");
+    let token = control.join_for("127.5.0.20", "node20.test");
     let agent = Agent::start(&control, "127.5.0.20", "node20.test", Some(&token));
     agent
         .wait_stats(&client, ENROLL, "registered", registered)
         .await;
     let operator = control.operator_token();
+    let stats = control.stats_token();
 
     // A used join token is refused (replayed), and deleted: it can never work.
-    let replay = Agent::start(&control, "127.5.0.21", "node20.test", Some(&token));
+    let replay = Agent::start(&control, "127.5.0.20", "node20.test", Some(&token));
     let mut replay_proc = replay.proc;
     replay_proc.wait_log("token_replayed", ENROLL);
     fleet::wait_file_gone(&replay.dir.path().join("join.token"), ENROLL);
@@ -131,23 +132,25 @@ async fn refusals_tokens_and_tls() {
         forged.fetch(agent.addr).await,
         Err(PollError::Unauthorized { .. })
     ));
-    // The join token is not an operator token.
-    let join_as_operator = StatsClient::new(
-        &control.ca_pem(),
-        &control.join_token("node20.test"),
-        Duration::from_secs(5),
-    )
-    .unwrap();
-    match join_as_operator.fetch(agent.addr).await {
-        Err(PollError::Unauthorized { code, .. }) => assert_eq!(code, "wrong_audience"),
-        other => panic!("join token accepted as operator: {other:?}"),
+    // Neither a join token nor an operator token is a stats token.
+    for (what, wrong) in [
+        ("join", control.join_token("node20.test")),
+        ("operator", operator.clone()),
+    ] {
+        let misuse = StatsClient::new(&control.ca_pem(), &wrong, Duration::from_secs(5)).unwrap();
+        match misuse.fetch(agent.addr).await {
+            Err(PollError::Unauthorized { code, .. }) => assert_eq!(code, "wrong_audience"),
+            other => panic!("a {what} token was accepted as a stats token: {other:?}"),
+        }
+        let resp = http.get(&metrics).bearer_auth(&wrong).send().await.unwrap();
+        assert_eq!(resp.status(), 403, "{what} token on /metrics");
     }
-    // /healthz is open; /metrics with a token is Prometheus text.
+    // /healthz is open; /metrics with a stats token is Prometheus text.
     let health = format!("https://{}/healthz", agent.addr);
     assert_eq!(http.get(&health).send().await.unwrap().status(), 200);
     let page = http
         .get(&metrics)
-        .bearer_auth(&operator)
+        .bearer_auth(&stats)
         .send()
         .await
         .unwrap()
@@ -163,7 +166,7 @@ async fn refusals_tokens_and_tls() {
     // A client trusting another CA cannot connect.
     let other_ca_dir = tempfile::tempdir().unwrap();
     let other_ca = fleetctl::pki::FleetCa::load_or_create(other_ca_dir.path()).unwrap();
-    let stranger = StatsClient::new(other_ca.ca_pem(), &operator, Duration::from_secs(5)).unwrap();
+    let stranger = StatsClient::new(other_ca.ca_pem(), &stats, Duration::from_secs(5)).unwrap();
     match stranger.fetch(agent.addr).await {
         Err(PollError::Tls(_)) => {}
         other => panic!("a client of another CA got {other:?}"),
@@ -183,6 +186,7 @@ async fn refusals_tokens_and_tls() {
         ("join token", token.as_str()),
         ("other join token", other.as_str()),
         ("operator token", operator.as_str()),
+        ("stats token", stats.as_str()),
         ("identity token", identity.trim()),
     ] {
         // A JWT's signature part is what makes it a credential.
@@ -202,11 +206,11 @@ async fn refusals_tokens_and_tls() {
 async fn the_stats_client_says_why_a_poll_failed() {
     let control = Control::start("");
     let client = control.stats_client();
-    let operator = control.operator_token();
+    let stats = control.stats_token();
     // A peer that accepts but never answers: a timeout, in bounded time.
     let silent = std::net::TcpListener::bind("127.5.0.28:0").unwrap();
     let impatient =
-        StatsClient::new(&control.ca_pem(), &operator, Duration::from_millis(500)).unwrap();
+        StatsClient::new(&control.ca_pem(), &stats, Duration::from_millis(500)).unwrap();
     let started = std::time::Instant::now();
     match impatient.fetch(silent.local_addr().unwrap()).await {
         Err(PollError::Timeout(_)) => {}
@@ -234,7 +238,7 @@ async fn renewal_outage_recovery_and_expiry() {
         &control,
         "127.5.0.30",
         "node30.test",
-        Some(&control.join_token("node30.test")),
+        Some(&control.join_for("127.5.0.30", "node30.test")),
     );
     let first = agent
         .wait_stats(&client, ENROLL, "registered", registered)
@@ -289,7 +293,7 @@ async fn renewal_outage_recovery_and_expiry() {
 
     // A new join token brings it back, as a new registration.
     control.restart();
-    agent.give_join_token(&control.join_token("node30.test"));
+    agent.give_join_token(&control.join_for("127.5.0.30", "node30.test"));
     let again = agent
         .wait_stats(&client, ENROLL, "re-enrollment", |s| {
             registered(s) && s.token.state == TokenState::Valid
@@ -307,7 +311,7 @@ async fn a_revoked_agent_cannot_renew_and_says_so() {
         &control,
         "127.5.0.40",
         "node40.test",
-        Some(&control.join_token("node40.test")),
+        Some(&control.join_for("127.5.0.40", "node40.test")),
     );
     let s = agent
         .wait_stats(&client, ENROLL, "registered", registered)

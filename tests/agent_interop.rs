@@ -17,7 +17,7 @@ async fn metrics_page(control: &Control, agent: &Agent) -> String {
     let http = fleetctl::pki::tls::http_client(&control.ca_pem(), Duration::from_secs(5)).unwrap();
     let resp = http
         .get(format!("https://{}/metrics", agent.addr))
-        .bearer_auth(control.operator_token())
+        .bearer_auth(control.stats_token())
         .send()
         .await
         .unwrap();
@@ -41,7 +41,7 @@ async fn promtool_accepts_the_metrics_page() {
         &control,
         "127.5.0.50",
         "node50.test",
-        Some(&control.join_token("node50.test")),
+        Some(&control.join_for("127.5.0.50", "node50.test")),
     );
     agent
         .wait_stats(&client, Duration::from_secs(20), "registered", |s| {
@@ -101,8 +101,12 @@ async fn prometheus_finds_and_scrapes_every_agent() {
     }
 
     let dir = tempfile::tempdir().unwrap();
-    let token_file = dir.path().join("operator.token");
-    std::fs::write(&token_file, control.operator_token()).unwrap();
+    // Two read-only tokens, as the README's Prometheus section has it: a
+    // stats token for scraping agents, an sd token for service discovery.
+    let token_file = dir.path().join("stats.token");
+    std::fs::write(&token_file, control.cli(&["token", "stats"]).trim()).unwrap();
+    let sd_file = dir.path().join("sd.token");
+    std::fs::write(&sd_file, control.cli(&["token", "sd"]).trim()).unwrap();
     let ca = control.ca_file();
     // `type: Bearer` is the documented default, but Prometheus 2.42 leaves
     // the scheme out of service discovery requests unless it is spelled out.
@@ -116,9 +120,10 @@ async fn prometheus_finds_and_scrapes_every_agent() {
              \x20   authorization:\n      type: Bearer\n      credentials_file: {tok}\n\
              \x20   http_sd_configs:\n      - url: {url}/v1/sd\n        refresh_interval: 1s\n\
              \x20       tls_config:\n          ca_file: {ca}\n\
-             \x20       authorization:\n          type: Bearer\n          credentials_file: {tok}\n",
+             \x20       authorization:\n          type: Bearer\n          credentials_file: {sd}\n",
             ca = ca.display(),
             tok = token_file.display(),
+            sd = sd_file.display(),
             url = control.url,
         ),
     )

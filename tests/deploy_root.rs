@@ -166,9 +166,8 @@ impl Fleet {
         let issuer = fleetctl::auth::TokenIssuer::load(&control).unwrap();
         let (token, _) = issuer
             .issue(
-                fleetctl::auth::Audience::Operator,
+                fleetctl::auth::Audience::Stats,
                 "test",
-                None,
                 Duration::from_mins(5),
             )
             .unwrap();

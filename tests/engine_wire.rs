@@ -2,7 +2,8 @@
 //! 127.9.0.1 (as the console embeds it) and real `fleetctl agent`
 //! processes on 127.9.1.x. The snapshot must show them registered, with a
 //! valid token and live CPU and memory whose history grows; a revocation
-//! from the engine shows as revoked; a killed agent becomes unreachable
+//! from the engine shows as revoked and its certificate is then refused; a
+//! killed agent becomes unreachable
 //! and is read less and less often. `fleetctl status` shows the same fleet.
 #![allow(clippy::unwrap_used)]
 
@@ -63,7 +64,11 @@ async fn start_plane() -> Plane {
 /// A `fleetctl agent` on `ip` (port 0), enrolled with a join token for `ip`.
 fn start_agent(plane: &Plane, ip: &str) -> (Proc, SocketAddr, tempfile::TempDir) {
     let dir = tempfile::tempdir().unwrap();
-    let token = plane.control.join_token(ip, None).unwrap().0;
+    let token = plane
+        .control
+        .join_token(&fleetctl::auth::JoinGrant::new(ip), None)
+        .unwrap()
+        .0;
     let token_file = dir.path().join("join.token");
     write_secret(&token_file, &token);
     let config = dir.path().join("agent.toml");
@@ -264,9 +269,12 @@ async fn the_engine_watches_real_agents_revokes_one_and_backs_off_a_dead_one() {
         backed_off.poll_failures
     );
     assert!(backed_off.stats_error.is_some());
-    // The live one is still read.
-    wait_host(&engine, ip1, "still answering", |h| {
-        h.agent == AgentState::Running
+    // The revoked one's certificate is refused from the next revocation
+    // list read on (it is on the fleet CA's CRL).
+    wait_host(&engine, ip1, "refused as revoked", |h| {
+        h.stats_error
+            .as_deref()
+            .is_some_and(|e| e.to_ascii_lowercase().contains("revoked"))
     })
     .await;
     drop(engine);

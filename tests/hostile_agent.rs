@@ -15,7 +15,7 @@ use std::time::Duration;
 use common::{Env, stderr, stdout};
 use control_support::{assert_refused, register_request};
 use fleetctl::model::control::{HeartbeatRequest, RegisterResponse};
-use fleetctl::store::registry::{NewAgent, Registry};
+use fleetctl::store::registry::{CertRow, NewAgent, Registry};
 use reqwest::StatusCode;
 
 const HOSTILE: &str = "0.1\x1b]0;PWNED\x07\x1b[2J\u{9b}1m";
@@ -69,6 +69,7 @@ fn assert_clean(what: &str, text: &str) {
 }
 
 #[tokio::test(flavor = "multi_thread")]
+#[allow(clippy::too_many_lines)] // one agent's story, register to table, in order
 async fn an_agent_version_full_of_escapes_never_reaches_the_operator() {
     let env = Env::new();
     let serve = Serve::start(&env, "127.12.1.1");
@@ -89,7 +90,9 @@ async fn an_agent_version_full_of_escapes_never_reaches_the_operator() {
     };
 
     // Registering with it: refused, and the join token is not spent.
-    let join = cli(&env, &["token", "join", "web1"]).trim().to_owned();
+    let join = cli(&env, &["token", "join", "127.12.1.10", "--name", "web1"])
+        .trim()
+        .to_owned();
     let (mut request, _) = register_request(&join, "web1", &["127.12.1.10"]);
     request.agent_version = HOSTILE.into();
     let refused = post(
@@ -136,12 +139,19 @@ async fn an_agent_version_full_of_escapes_never_reaches_the_operator() {
                 stats_port: 9100,
                 agent_version: HOSTILE.into(),
                 identity_expires_at: now + 600,
-                certificate_expires_at: now + 6000,
             },
             "jti-old1",
             now + 600,
             now,
+            || {
+                let cert = CertRow {
+                    serial: "0a".into(),
+                    not_after: now + 6000,
+                };
+                Ok::<_, std::convert::Infallible>((cert, ()))
+            },
         )
+        .unwrap()
         .unwrap();
 
     let table = cli(&env, &["agents", "--url", &serve.url]);

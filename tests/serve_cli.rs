@@ -20,6 +20,7 @@ use fleetctl::model::control::{
     AgentRecord, HeartbeatRequest, RegisterRequest, RegisterResponse, RenewRequest, RenewResponse,
     SdTargetGroup,
 };
+use fleetctl::pki::tls::ClientIdentity;
 use reqwest::StatusCode;
 
 /// A running `fleetctl serve` with RUST_LOG=debug, its stderr collected.
@@ -90,6 +91,14 @@ impl Serve {
     }
 }
 
+/// A test that fails half way leaves no `fleetctl serve` behind.
+impl Drop for Serve {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
 fn cli(env: &Env, args: &[&str]) -> String {
     let out = env.run(args);
     assert!(out.status.success(), "fleetctl {args:?}: {}", stderr(&out));
@@ -112,6 +121,31 @@ impl Api {
         Self {
             http: client(env),
             url: serve.url.clone(),
+        }
+    }
+
+    /// The same API as an agent calls it: the control plane pinned, the
+    /// agent's certificate shown.
+    fn agent(&self, env: &Env, cert_pem: &str, key_pem: &str) -> Self {
+        let control = env.data_dir().join("control");
+        let ca = std::fs::read_to_string(control.join("ca.pem")).unwrap();
+        let pin = fleetctl::pki::ControlPin::of_cert_pem(
+            &std::fs::read_to_string(control.join("control-ca.pem")).unwrap(),
+        )
+        .unwrap();
+        let identity = ClientIdentity {
+            cert_pem: cert_pem.to_owned(),
+            key_pem: key_pem.to_owned(),
+        };
+        Self {
+            http: fleetctl::pki::tls::control_client(
+                &ca,
+                pin,
+                Some(&identity),
+                Duration::from_secs(10),
+            )
+            .unwrap(),
+            url: self.url.clone(),
         }
     }
 
@@ -141,6 +175,8 @@ fn beat() -> HeartbeatRequest {
 struct FirstRun {
     tokens: Vec<String>,
     register: RegisterRequest,
+    /// The agent's certificate and key.
+    agent_cert: (String, String),
     identity: String,
     log: String,
 }
@@ -149,30 +185,33 @@ struct FirstRun {
 async fn first_run(env: &Env) -> FirstRun {
     let serve = Serve::start(env, "127.4.2.1", &["--identity-ttl", "10m"]);
     let api = Api::new(env, &serve);
-    let join = cli(env, &["token", "join", "web1"]).trim().to_owned();
+    let join = cli(env, &["token", "join", "127.4.2.10", "--name", "web1"])
+        .trim()
+        .to_owned();
     let operator = cli(env, &["token", "operator", "--ttl", "5m"]);
     let operator = operator.trim();
 
-    let (register, _) = register_request(&join, "web1", &["127.4.2.10"]);
+    let (register, key) = register_request(&join, "web1", &["127.4.2.10"]);
     let (status, body) = api.post("/v1/register", None, &register).await;
     assert_eq!(status, StatusCode::OK, "{body}");
     let reg: RegisterResponse = serde_json::from_value(body).unwrap();
     let ttl = reg.identity_expires_at - fleetctl::store::now_unix();
     assert_eq!(ttl, 600, "--identity-ttl applies");
+    let agent = api.agent(env, &reg.certificate_pem, &key.key_pem);
     let renew = RenewRequest::default();
-    let (status, body) = api
+    let (status, body) = agent
         .post("/v1/renew", Some(&reg.identity_token), &renew)
         .await;
     assert_eq!(status, StatusCode::OK, "{body}");
     let renewed: RenewResponse = serde_json::from_value(body).unwrap();
     let identity = renewed.identity_token;
-    let (status, _) = api.post("/v1/heartbeat", Some(&identity), &beat()).await;
+    let (status, _) = agent.post("/v1/heartbeat", Some(&identity), &beat()).await;
     assert_eq!(status, StatusCode::OK);
 
     // Refusals are logged with their reason, never with the token.
     let replay = api.post("/v1/register", None, &register).await;
     assert_refused(replay, StatusCode::UNAUTHORIZED, "token_replayed");
-    let misuse = api.post("/v1/heartbeat", Some(operator), &beat()).await;
+    let misuse = agent.post("/v1/heartbeat", Some(operator), &beat()).await;
     assert_refused(misuse, StatusCode::FORBIDDEN, "wrong_audience");
 
     let json = cli(env, &["agents", "-o", "json", "--url", &api.url]);
@@ -187,10 +226,11 @@ async fn first_run(env: &Env) -> FirstRun {
         "{table}"
     );
 
+    let sd_token = cli(env, &["token", "sd"]);
     let sd = api
         .http
         .get(format!("{}/v1/sd", api.url))
-        .bearer_auth(operator);
+        .bearer_auth(sd_token.trim());
     let groups: Vec<SdTargetGroup> = sd.send().await.unwrap().json().await.unwrap();
     assert_eq!(groups[0].targets, ["127.4.2.10:9100"]);
 
@@ -199,7 +239,7 @@ async fn first_run(env: &Env) -> FirstRun {
         revoked.contains(&reg.agent_id) && revoked.contains("web1"),
         "{revoked}"
     );
-    let after = api.post("/v1/heartbeat", Some(&identity), &beat()).await;
+    let after = agent.post("/v1/heartbeat", Some(&identity), &beat()).await;
     assert_refused(after, StatusCode::FORBIDDEN, "revoked");
     let out = env.run(&["revoke", "ag-nobody", "--url", &api.url]);
     assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
@@ -209,10 +249,12 @@ async fn first_run(env: &Env) -> FirstRun {
         tokens: vec![
             join,
             operator.to_owned(),
+            sd_token.trim().to_owned(),
             reg.identity_token,
             identity.clone(),
         ],
         register,
+        agent_cert: (reg.certificate_pem.clone(), key.key_pem.clone()),
         identity,
         log: serve.stop(),
     }
@@ -229,7 +271,8 @@ async fn second_run(env: &Env, first: &FirstRun) -> String {
     assert_eq!(listed[0].state, RegistrationState::Revoked);
     let replay = api.post("/v1/register", None, &first.register).await;
     assert_refused(replay, StatusCode::UNAUTHORIZED, "token_replayed");
-    let renew = api
+    let agent = api.agent(env, &first.agent_cert.0, &first.agent_cert.1);
+    let renew = agent
         .post("/v1/renew", Some(&first.identity), &RenewRequest::default())
         .await;
     assert_refused(renew, StatusCode::FORBIDDEN, "revoked");
@@ -281,28 +324,76 @@ fn token_commands_need_the_keys_and_good_input() {
     assert!(stderr(&out).contains("fleetctl serve"), "{}", stderr(&out));
     assert!(stdout(&out).is_empty());
 
-    let issuer = TokenIssuer::load_or_create(&env.data_dir().join("control")).unwrap();
+    let control = env.data_dir().join("control");
+    let ca = fleetctl::pki::FleetCa::load_or_create(&control).unwrap();
+    let issuer = TokenIssuer::load_or_create(&control).unwrap();
     let verifier = issuer.verifier();
-    let join = cli(&env, &["token", "join", "web1", "--ttl", "2m"]);
+    let join = cli(
+        &env,
+        &[
+            "token",
+            "join",
+            "web1",
+            "--ttl",
+            "2m",
+            "--name",
+            "127.4.2.21",
+        ],
+    );
     let claims = verifier.verify(join.trim(), Audience::Join).unwrap();
     assert_eq!(
         (claims.host.as_deref(), claims.exp - claims.iat),
         (Some("web1"), 120)
     );
+    assert_eq!(claims.names, ["web1", "127.4.2.21"]);
+    assert_eq!(
+        claims.control_pin,
+        Some(ca.control_pin().to_string()),
+        "the join token carries the control plane's pin"
+    );
     let default = cli(&env, &["token", "join", "127.4.2.20"]);
     let claims = verifier.verify(default.trim(), Audience::Join).unwrap();
     assert_eq!(claims.exp - claims.iat, 15 * 60, "control.join_ttl");
-    let op = cli(&env, &["token", "operator", "--name", "prometheus"]);
+    let op = cli(&env, &["token", "operator", "--name", "ci"]);
     let claims = verifier.verify(op.trim(), Audience::Operator).unwrap();
+    assert_eq!((claims.sub.as_str(), claims.exp - claims.iat), ("ci", 3600));
+    let stats = cli(&env, &["token", "stats", "--ttl", "30d"]);
+    let stats_claims = verifier.verify(stats.trim(), Audience::Stats).unwrap();
     assert_eq!(
-        (claims.sub.as_str(), claims.exp - claims.iat),
-        ("prometheus", 3600)
+        (
+            stats_claims.sub.as_str(),
+            stats_claims.exp - stats_claims.iat
+        ),
+        ("prometheus", 30 * 86_400)
     );
+    let sd = cli(&env, &["token", "sd"]);
+    verifier.verify(sd.trim(), Audience::Sd).unwrap();
+
+    // Listed (never the tokens themselves) and revocable by id.
+    let list = cli(&env, &["token", "list"]);
+    assert!(list.starts_with("ID"), "{list}");
+    assert_eq!(list.lines().count(), 4, "operator, stats, sd: {list}");
+    for token in [&op, &stats, &sd] {
+        let signature = token.trim().rsplit('.').next().unwrap();
+        assert!(!list.contains(signature), "a token in the list: {list}");
+    }
+    assert!(list.contains(&claims.jti));
+    let revoked = cli(&env, &["token", "revoke", &stats_claims.jti[..12]]);
+    assert!(revoked.contains(&stats_claims.jti), "{revoked}");
+    let json = cli(&env, &["token", "list", "-o", "json"]);
+    let records: Vec<fleetctl::model::control::TokenRecord> = serde_json::from_str(&json).unwrap();
+    let record = records.iter().find(|r| r.id == stats_claims.jti).unwrap();
+    assert!(record.revoked_at.is_some());
+    assert_eq!(record.kind, "stats");
 
     for args in [
         &["token", "join", "two words"][..],
+        &["token", "join", "web1", "--name", "not a name"],
         &["token", "join", "web1", "--ttl", "0s"],
+        &["token", "join", "web1", "--ttl", "25h"],
         &["token", "operator", "--ttl", "soon"],
+        &["token", "revoke", "zz"],
+        &["token", "revoke", "00000000"],
     ] {
         let out = env.run(args);
         assert_eq!(out.status.code(), Some(2), "{args:?}: {}", stderr(&out));

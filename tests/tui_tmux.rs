@@ -80,17 +80,30 @@ impl Tmux {
 
     /// Waits (bounded) until the screen shows `text`.
     fn wait_for(&self, text: &str) -> String {
-        let deadline = Instant::now() + Duration::from_secs(15);
+        self.wait_until(text, Duration::from_secs(15), |s| s.contains(text))
+    }
+
+    /// Waits up to `limit` until `done` holds for the screen; `what` names
+    /// it when it never does.
+    fn wait_until(&self, what: &str, limit: Duration, done: impl Fn(&str) -> bool) -> String {
+        let deadline = Instant::now() + limit;
         loop {
             let screen = self.screen();
-            if screen.contains(text) {
+            if done(&screen) {
                 return screen;
             }
             assert!(
                 Instant::now() < deadline,
-                "the screen never showed {text:?}; it shows:\n{screen}"
+                "the screen never showed {what:?}; it shows:\n{screen}"
             );
             std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    /// Types `text` one key at a time, as a person would.
+    fn type_text(&self, text: &str) {
+        for c in text.chars() {
+            self.run(&["send-keys", "-t", "t", "-l", &c.to_string()]);
         }
     }
 }
@@ -312,4 +325,155 @@ fn the_console_embeds_the_control_plane_and_shows_live_agents() {
         std::thread::sleep(Duration::from_millis(100));
     }
     drop(agents);
+}
+
+/// The lane of the timeline named `name` (`token│...`), if on screen.
+fn lane<'a>(screen: &'a str, name: &str) -> Option<&'a str> {
+    let head = format!("{name:>5}│");
+    screen
+        .lines()
+        .find_map(|l| l.find(&head).map(|at| &l[at + head.len()..]))
+}
+
+/// Processes running from `dir` (the sandbox's agents), or marked with a
+/// sandbox root inside it.
+fn running_from(dir: &Path) -> Vec<String> {
+    use std::os::unix::ffi::OsStrExt as _;
+    let prefix = dir.as_os_str().as_bytes();
+    let mut found = Vec::new();
+    for entry in std::fs::read_dir("/proc").unwrap().filter_map(Result::ok) {
+        let Some(pid) = entry
+            .file_name()
+            .to_str()
+            .and_then(|s| s.parse::<u32>().ok())
+        else {
+            continue;
+        };
+        let exe = std::fs::read_link(format!("/proc/{pid}/exe")).unwrap_or_default();
+        let environ = std::fs::read(format!("/proc/{pid}/environ")).unwrap_or_default();
+        let marked = environ.split(|&b| b == 0).any(|var| {
+            var.strip_prefix(b"FLEETCTL_SANDBOX=")
+                .is_some_and(|root| root.starts_with(prefix))
+        });
+        if exe.starts_with(dir) || marked {
+            found.push(format!("{pid} {}", exe.display()));
+        }
+    }
+    found
+}
+
+/// A `fleetctl demo` in tmux, quit with `q` however the test ends (a
+/// failed assertion too), so its agents stop before the temp dir goes.
+struct DemoInTmux {
+    tmux: Tmux,
+    dir: tempfile::TempDir,
+}
+
+impl Drop for DemoInTmux {
+    fn drop(&mut self) {
+        for key in ["Escape", "Escape", "q"] {
+            let _ = self.tmux.cmd().args(["send-keys", "-t", "t", key]).output();
+            std::thread::sleep(Duration::from_millis(150));
+        }
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while !running_from(self.dir.path()).is_empty() && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    }
+}
+
+#[test]
+#[ignore = "needs tmux (the interop suite in .ci/run runs it)"]
+fn the_demo_shows_the_cut_off_hosts_token_timeline_in_its_detail() {
+    let env = Env::new();
+    let demo = DemoInTmux {
+        tmux: Tmux::start("fleetctl-demo-timeline", 120, 36),
+        dir: tempfile::tempdir().unwrap(),
+    };
+    let (tmux, dir) = (&demo.tmux, &demo.dir);
+    // Default roles with 8 hosts: demo-03 silent, demo-05 rejects the key,
+    // demo-07 cut off from the control plane once registered.
+    let command = format!(
+        "TMPDIR={dir} XDG_RUNTIME_DIR={dir} FLEETCTL_CONFIG={} FLEETCTL_DATA_DIR={} {} \
+         demo --hosts 8 --base 127.42.8.10",
+        shell_quote(&env.config_file()),
+        shell_quote(&env.data_dir()),
+        shell_quote(Path::new(env!("CARGO_BIN_EXE_fleetctl"))),
+        dir = shell_quote(dir.path()),
+    );
+    tmux.run(&["send-keys", "-t", "t", &command, "Enter"]);
+    let minutes = |n: u64| Duration::from_secs(n * 60);
+    tmux.wait_until("the scan prompt", minutes(1), |s| {
+        s.contains("s Enter scans")
+    });
+    tmux.keys(&["s", "Enter"]);
+    tmux.wait_until("scan done", minutes(1), |s| s.contains("scan done"));
+    tmux.keys(&["*", "f"]);
+    tmux.wait_until("fingerprint done", minutes(2), |s| {
+        s.contains("fingerprint done")
+    });
+    tmux.keys(&["/"]);
+    tmux.type_text("ssh:ok");
+    tmux.keys(&["Enter", "*", "d"]);
+    tmux.wait_for("Deploy the agent to 6 hosts?");
+    tmux.keys(&["y"]);
+    tmux.wait_until("deploy done", minutes(4), |s| s.contains("deploy done"));
+    tmux.keys(&["Escape", "/"]);
+    tmux.type_text("demo-07");
+    tmux.keys(&["Enter", "Enter"]);
+
+    // Its detail: the timeline under the charts, fed by the engine.
+    let screen = tmux.wait_for("timeline");
+    assert!(screen.contains("127.42.8.16 demo-07"), "{screen}");
+    let screen = tmux.wait_until("the token issued on the timeline", minutes(1), |s| {
+        lane(s, "token").is_some_and(|l| l.contains('●'))
+    });
+    for name in ["cert", "reg", "beat"] {
+        assert!(lane(&screen, name).is_some(), "no {name} lane:\n{screen}");
+    }
+    assert!(screen.contains("-5m") && screen.contains("now"), "{screen}");
+    // Cut off once registered: the registration goes lost, and the token's
+    // renewal fails (expiring).
+    let screen = tmux.wait_until("lost, then expiring", minutes(2), |s| {
+        lane(s, "reg").is_some_and(|l| l.contains('┄'))
+            && lane(s, "token").is_some_and(|l| l.contains('┅'))
+    });
+    let (token, reg) = (
+        lane(&screen, "token").unwrap(),
+        lane(&screen, "reg").unwrap(),
+    );
+    assert!(
+        token.find('●').unwrap() < token.find('┅').unwrap(),
+        "issued, then expiring: {token}"
+    );
+    assert!(
+        reg.find('━').unwrap() < reg.find('┄').unwrap(),
+        "registered, then lost: {reg}"
+    );
+
+    // A healthy host beside it: heartbeats arriving.
+    tmux.keys(&["Escape", "Escape", "/"]);
+    tmux.type_text("demo-02");
+    tmux.keys(&["Enter", "Enter"]);
+    let screen = tmux.wait_until("demo-02's heartbeats", minutes(1), |s| {
+        s.contains("127.42.8.11 demo-02") && lane(s, "beat").is_some_and(|l| l.contains('•'))
+    });
+    assert!(
+        lane(&screen, "token").is_some_and(|l| l.contains('●') && !l.contains('┅')),
+        "{screen}"
+    );
+
+    tmux.keys(&["Escape", "Escape", "q"]);
+    // The demo ends (it prints the fleet), and the shell runs what is typed.
+    tmux.wait_until("the demo's last table", minutes(1), |s| {
+        s.contains("ADDRESS") && s.contains("8 host(s)")
+    });
+    std::thread::sleep(Duration::from_millis(300));
+    tmux.run(&["send-keys", "-t", "t", "echo shell-ok-$((6*7))", "Enter"]);
+    tmux.wait_until("the shell", minutes(1), |s| s.contains("shell-ok-42"));
+    assert_eq!(
+        running_from(dir.path()),
+        Vec::<String>::new(),
+        "left running"
+    );
 }

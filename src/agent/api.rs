@@ -1,6 +1,12 @@
 //! The stats API: `GET /v1/stats` (JSON), `GET /metrics` (Prometheus),
-//! both behind an operator token, and `GET /healthz`, open. Handlers read
+//! both behind a stats token, and `GET /healthz`, open. Handlers read
 //! the latest snapshots only; none touches /proc or waits on anything.
+//!
+//! A stats token is read-only: a fleet-wide one (`fleetctl token stats`,
+//! for Prometheus) or one for this agent alone (the console's). Operator
+//! tokens are refused here, so an agent never sees anything that works on
+//! the control plane; revoked tokens are refused once the control plane
+//! says so (with the next heartbeat).
 
 use std::sync::Arc;
 
@@ -15,7 +21,7 @@ use tokio::sync::watch;
 use super::collect::{Samples, now_ms};
 use super::metrics;
 use super::supervisor::Published;
-use crate::auth::Audience;
+use crate::auth::TokenError;
 use crate::model::control::ApiError;
 use crate::model::stats::{AgentStats, SampleInfo};
 
@@ -37,7 +43,7 @@ pub fn router(state: ApiState) -> Router {
         .with_state(state)
 }
 
-async fn stats(_: Operator, State(s): State<ApiState>) -> Json<AgentStats> {
+async fn stats(_: StatsReader, State(s): State<ApiState>) -> Json<AgentStats> {
     let sample = Arc::clone(&s.samples.borrow());
     let published = Arc::clone(&s.published.borrow());
     let now = now_ms();
@@ -60,7 +66,7 @@ async fn stats(_: Operator, State(s): State<ApiState>) -> Json<AgentStats> {
     })
 }
 
-async fn prometheus(_: Operator, State(s): State<ApiState>) -> Response {
+async fn prometheus(_: StatsReader, State(s): State<ApiState>) -> Response {
     let sample = Arc::clone(&s.samples.borrow());
     let published = Arc::clone(&s.published.borrow());
     let who = metrics::Identity {
@@ -72,11 +78,13 @@ async fn prometheus(_: Operator, State(s): State<ApiState>) -> Response {
     ([(header::CONTENT_TYPE, metrics::CONTENT_TYPE)], page).into_response()
 }
 
-/// A request carrying a valid operator token (`Authorization: Bearer`).
-/// Anything else is refused with 401 and an [`ApiError`] saying why.
-struct Operator;
+/// A request carrying a valid stats token for this agent
+/// (`Authorization: Bearer`). Anything else is refused with 401 (no or a
+/// bad token) or 403 (a token of another kind, for another agent, revoked
+/// or too long-lived) and an [`ApiError`] saying why.
+struct StatsReader;
 
-impl FromRequestParts<ApiState> for Operator {
+impl FromRequestParts<ApiState> for StatsReader {
     type Rejection = Response;
 
     async fn from_request_parts(parts: &mut Parts, s: &ApiState) -> Result<Self, Response> {
@@ -89,29 +97,37 @@ impl FromRequestParts<ApiState> for Operator {
         let Some(token) = token else {
             return Err(unauthorized(
                 "missing_token",
-                "send an operator token: Authorization: Bearer <token from `fleetctl token operator`>",
+                "send a stats token: Authorization: Bearer <token from `fleetctl token stats`>",
             ));
         };
-        let verifier = s.published.borrow().verifier.clone();
-        let Some(verifier) = verifier else {
+        let trust = s.published.borrow().trust.clone();
+        let Some(trust) = trust else {
             return Err(unauthorized(
                 "not_registered",
-                "this agent has not registered yet, so it cannot check operator tokens",
+                "this agent has not registered yet, so it cannot check tokens",
             ));
         };
-        match verifier.verify(token, Audience::Operator) {
-            Ok(_) => Ok(Self),
-            Err(e) => {
-                tracing::debug!(code = e.code(), "operator token refused");
-                Err(unauthorized(e.code(), &e.to_string()))
-            }
-        }
+        trust.check(token).map_err(|e| {
+            tracing::debug!(code = e.code(), "stats token refused");
+            let status = match e {
+                TokenError::WrongAudience | TokenError::Revoked | TokenError::TooLong => {
+                    StatusCode::FORBIDDEN
+                }
+                _ => StatusCode::UNAUTHORIZED,
+            };
+            refusal(status, e.code(), &e.to_string())
+        })?;
+        Ok(Self)
     }
 }
 
 fn unauthorized(code: &str, reason: &str) -> Response {
+    refusal(StatusCode::UNAUTHORIZED, code, reason)
+}
+
+fn refusal(status: StatusCode, code: &str, reason: &str) -> Response {
     (
-        StatusCode::UNAUTHORIZED,
+        status,
         [(header::WWW_AUTHENTICATE, "Bearer")],
         Json(ApiError {
             error: code.to_owned(),

@@ -1,5 +1,7 @@
 //! The agent's calls to the control plane: register, renew, heartbeat.
-//! Typed with the shared wire types of [`crate::model::control`].
+//! Typed with the shared wire types of [`crate::model::control`]. The
+//! control plane must show a certificate from its pinned CA; the agent
+//! shows its own certificate once it has one.
 
 use std::time::Duration;
 
@@ -40,7 +42,7 @@ impl CallError {
     }
 }
 
-/// The control plane at one URL, trusted through the fleet CA only.
+/// The control plane at one URL, trusted through its pin.
 #[derive(Debug, Clone)]
 pub struct Controller {
     base: String,
@@ -48,10 +50,17 @@ pub struct Controller {
 }
 
 impl Controller {
-    pub fn new(base: &str, ca_pem: &str) -> Result<Self, pki::PkiError> {
+    /// Calls `base`, whose certificate must chain to `ca_pem` through the
+    /// CA `pin` names, showing `identity` when given.
+    pub fn new(
+        base: &str,
+        ca_pem: &str,
+        pin: pki::ControlPin,
+        identity: Option<&pki::tls::ClientIdentity>,
+    ) -> Result<Self, pki::PkiError> {
         Ok(Self {
             base: base.trim_end_matches('/').to_owned(),
-            http: pki::tls::http_client(ca_pem, TIMEOUT)?,
+            http: pki::tls::control_client(ca_pem, pin, identity, TIMEOUT)?,
         })
     }
 

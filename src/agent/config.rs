@@ -9,7 +9,11 @@
 //! hostname = "web1"                               # optional; default: the kernel's
 //! advertise = ["10.0.0.5"]                        # optional extra addresses
 //! sample_interval = "2s"                          # optional; ms, s or m
+//! control_pin = "sha256/..."                      # the control plane's pin
 //! ```
+//! `control_pin` is what the agent checks the control plane by (see
+//! [`crate::pki::ControlPin`]); deploy writes it. Left out, the join
+//! token's pin is used (`fleetctl token join` puts it there).
 
 use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
@@ -37,6 +41,8 @@ pub struct AgentFile {
     pub advertise: Vec<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub sample_interval: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub control_pin: Option<String>,
 }
 
 /// The settings the agent runs with, checked.
@@ -51,6 +57,8 @@ pub struct AgentConfig {
     pub hostname: Option<String>,
     pub advertise: Vec<String>,
     pub sample_interval: Duration,
+    /// The control plane's pin, when the file names it.
+    pub control_pin: Option<crate::pki::ControlPin>,
 }
 
 /// A config file that cannot be used: names the file and the key.
@@ -113,7 +121,15 @@ impl AgentConfig {
                 return Err(invalid(format!("{key}: must not be empty")));
             }
         }
+        let control_pin = match &file.control_pin {
+            None => None,
+            Some(text) => Some(
+                text.parse()
+                    .map_err(|e| invalid(format!("control_pin: {e}")))?,
+            ),
+        };
         Ok(Self {
+            control_pin,
             controller,
             ca_file: file.ca_file,
             join_token_file: file.join_token_file,
@@ -177,10 +193,12 @@ mod tests {
 
     #[test]
     fn every_key_parses() {
+        let pin = crate::pki::ControlPin::of_spki_der(b"key");
         let text = format!(
-            "{MINIMAL}listen = \"127.5.0.10\"\nhostname = \"web1\"\nadvertise = [\"10.0.0.5\"]\nsample_interval = \"500ms\"\n"
+            "{MINIMAL}listen = \"127.5.0.10\"\nhostname = \"web1\"\nadvertise = [\"10.0.0.5\"]\nsample_interval = \"500ms\"\ncontrol_pin = \"{pin}\"\n"
         );
         let c = AgentConfig::parse(&text, Path::new("a.toml")).unwrap();
+        assert_eq!(c.control_pin, Some(pin));
         assert_eq!(c.listen, "127.5.0.10:9701".parse().unwrap());
         assert_eq!(c.hostname.as_deref(), Some("web1"));
         assert_eq!(c.advertise, ["10.0.0.5"]);
@@ -201,6 +219,7 @@ mod tests {
             ("hostname = \"a b\"", "hostname:"),
             ("colour = \"red\"", "unknown field `colour`"),
             ("advertise = \"10.0.0.5\"", "advertise"),
+            ("control_pin = \"sha1/abc\"", "control_pin:"),
         ] {
             let text = format!("{MINIMAL}{extra}\n");
             let err = AgentConfig::parse(&text, Path::new("/etc/f/agent.toml"))

@@ -18,6 +18,7 @@ pub mod lifecycle;
 pub mod metrics;
 mod store;
 mod supervisor;
+mod trust;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -55,7 +56,6 @@ pub async fn run(config: AgentConfig, stop: CancellationToken) -> Result<(), Age
         path: config.ca_file.clone(),
         source,
     })?;
-    let controller = client::Controller::new(&config.controller, &ca_pem)?;
     let store = store::Store::open(&config.data_dir)?;
     let saved = store.load()?;
     let listener = tokio::net::TcpListener::bind(config.listen)
@@ -73,9 +73,13 @@ pub async fn run(config: AgentConfig, stop: CancellationToken) -> Result<(), Age
         addresses.insert(0, local.ip().to_string());
     }
     let samples = collect::spawn(config.sample_interval);
+    let target = supervisor::ControlTarget {
+        url: config.controller.clone(),
+        ca_pem,
+        pin: config.control_pin,
+    };
     let (supervisor, watches) = supervisor::Supervisor::new(
-        controller,
-        &config.controller,
+        target,
         store,
         config.join_token_file.clone(),
         supervisor::Identity {

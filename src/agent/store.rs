@@ -6,7 +6,8 @@
 //!  agent.pem     its certificate from the fleet CA
 //!  ca.pem        the fleet CA as the control plane sent it
 //!  identity.jwt  its identity token (0600)
-//!  state.json    agent id, registration time, token public key, heartbeat
+//!  state.json    agent id, registration time, the control plane's pin,
+//!                the token keys and revoked tokens it last sent, heartbeat
 //!                interval, and when the identity and certificate were
 //!                obtained and expire
 //! ```
@@ -34,8 +35,12 @@ pub struct SavedState {
     pub registered_at: i64,
     /// The control plane it registered with.
     pub controller: String,
-    /// Verifies operator tokens.
-    pub token_public_key_pem: String,
+    /// The control plane's pin (`sha256/...`) it registered with.
+    #[serde(default)]
+    pub control_pin: Option<String>,
+    /// What checks stats tokens: keys, revocations, the lifetime cap.
+    #[serde(default)]
+    pub trust: crate::model::control::TrustUpdate,
     pub heartbeat_interval_secs: u64,
     /// Unix milliseconds.
     pub identity_obtained_at_ms: i64,
@@ -191,7 +196,8 @@ impl Store {
         self.save_state(state)
     }
 
-    fn save_state(&self, state: &SavedState) -> Result<(), StoreError> {
+    /// Saves the state file alone (new token keys, say).
+    pub fn save_state(&self, state: &SavedState) -> Result<(), StoreError> {
         let json = serde_json::to_vec_pretty(state).map_err(|e| StoreError::Damaged {
             path: self.path(STATE),
             reason: e.to_string(),
@@ -211,7 +217,8 @@ mod tests {
                 agent_id: "a1".into(),
                 registered_at: 100,
                 controller: "https://ctl".into(),
-                token_public_key_pem: "PUB".into(),
+                control_pin: Some("sha256/PIN".into()),
+                trust: crate::model::control::TrustUpdate::default(),
                 heartbeat_interval_secs: 10,
                 identity_obtained_at_ms: 100_000,
                 identity_expires_at_ms: 160_000,

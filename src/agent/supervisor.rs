@@ -1,6 +1,11 @@
 //! The supervisor: takes the steps the [`Lifecycle`] asks for (enroll,
 //! heartbeat, renew), feeds the outcomes back, keeps the credentials on
 //! disk and in the TLS server, and publishes the state for the stats API.
+//!
+//! It talks to the control plane only once it knows the control plane's
+//! pin (from the config, else from the join token), so a join token is
+//! never sent to anything else; and from its first certificate on, it
+//! shows that certificate on every call.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -12,16 +17,27 @@ use super::client::{CallError, Controller};
 use super::collect::now_ms;
 use super::lifecycle::{Failure, Held, JOIN_POLL_MS, Lifecycle, Outcome, Step};
 use super::store::{Saved, SavedState, Store};
-use crate::auth::TokenVerifier;
-use crate::model::control::{HeartbeatRequest, RegisterRequest, RenewRequest};
-use crate::pki::{self, tls::ReloadableCert};
+use super::trust::StatsTrust;
+use crate::model::control::{HeartbeatRequest, RegisterRequest, RenewRequest, TrustUpdate};
+use crate::pki::tls::{ClientIdentity, ReloadableCert};
+use crate::pki::{self, ControlPin};
 
 /// What the stats API reads: the registration as of the last change, and
-/// the key that checks operator tokens.
+/// what checks stats tokens (none before the first registration).
 #[derive(Debug, Clone)]
 pub struct Published {
     pub life: Lifecycle,
-    pub verifier: Option<TokenVerifier>,
+    pub trust: Option<Arc<StatsTrust>>,
+}
+
+/// Where the control plane is and how the agent knows it.
+#[derive(Debug, Clone)]
+pub struct ControlTarget {
+    pub url: String,
+    /// The fleet CA (its certificate chains to it).
+    pub ca_pem: String,
+    /// The pin the config names; the join token's is used when absent.
+    pub pin: Option<ControlPin>,
 }
 
 /// Who this agent says it is when it registers.
@@ -36,16 +52,18 @@ pub struct Identity {
 struct Creds {
     identity_token: String,
     state: SavedState,
+    /// The control plane, pinned, called with the agent's certificate.
+    controller: Controller,
 }
 
 pub struct Supervisor {
-    controller: Controller,
+    target: ControlTarget,
     store: Store,
     join_token_file: std::path::PathBuf,
     who: Identity,
     life: Lifecycle,
     creds: Option<Creds>,
-    verifier: Option<TokenVerifier>,
+    trust: Option<Arc<StatsTrust>>,
     published: watch::Sender<Arc<Published>>,
     cert: watch::Sender<Option<Arc<ReloadableCert>>>,
     /// A join token the control plane refused for good; not sent again.
@@ -64,49 +82,50 @@ pub struct Watches {
 impl Supervisor {
     /// Resumes from `saved` when there is a usable saved registration.
     pub fn new(
-        controller: Controller,
-        controller_url: &str,
+        target: ControlTarget,
         store: Store,
         join_token_file: std::path::PathBuf,
         who: Identity,
         saved: Option<Saved>,
     ) -> (Self, Watches) {
-        let mut life = Lifecycle::new(controller_url);
+        let mut life = Lifecycle::new(&target.url);
         let mut creds = None;
-        let mut verifier = None;
+        let mut trust = None;
         let mut cert = None;
         if let Some(saved) = saved {
-            match (
-                ReloadableCert::new(&saved.cert_pem, &saved.key_pem),
-                TokenVerifier::from_public_pem(&saved.state.token_public_key_pem),
-            ) {
-                (Ok(c), Ok(v)) => {
+            match resume(&target, &saved) {
+                Ok((c, controller)) => {
                     tracing::info!(agent_id = %saved.state.agent_id, "resuming the saved registration");
-                    life = Lifecycle::resumed(controller_url, saved.state.resumed());
+                    life = Lifecycle::resumed(&target.url, saved.state.resumed());
                     cert = Some(c);
-                    verifier = Some(v);
+                    // Until the first heartbeat, the keys it saved.
+                    trust = StatsTrust::from_update(&saved.state.trust, &saved.state.agent_id)
+                        .ok()
+                        .map(Arc::new);
                     creds = Some(Creds {
                         identity_token: saved.identity_token,
                         state: saved.state,
+                        controller,
                     });
                 }
-                (Err(e), _) => tracing::warn!("saved certificate unusable, enrolling again: {e}"),
-                (_, Err(e)) => tracing::warn!("saved token key unusable, enrolling again: {e}"),
+                Err(e) => {
+                    tracing::warn!("cannot resume the saved registration, enrolling again: {e}");
+                }
             }
         }
         let (published, published_rx) = watch::channel(Arc::new(Published {
             life: life.clone(),
-            verifier: verifier.clone(),
+            trust: trust.clone(),
         }));
         let (cert, cert_rx) = watch::channel(cert);
         let sup = Self {
-            controller,
+            target,
             store,
             join_token_file,
             who,
             life,
             creds,
-            verifier,
+            trust,
             published,
             cert,
             refused_join: None,
@@ -169,8 +188,36 @@ impl Supervisor {
     fn publish(&self) {
         self.published.send_replace(Arc::new(Published {
             life: self.life.clone(),
-            verifier: self.verifier.clone(),
+            trust: self.trust.clone(),
         }));
+    }
+
+    /// Takes in what the control plane says checks stats tokens; saved, so
+    /// a restart starts from it. A key set that does not parse is refused
+    /// (the old one stays).
+    fn learn(&mut self, update: &TrustUpdate) {
+        let Some(creds) = &mut self.creds else { return };
+        if creds.state.trust == *update && self.trust.is_some() {
+            return;
+        }
+        match StatsTrust::from_update(update, &creds.state.agent_id) {
+            Ok(trust) => {
+                let kids: Vec<&str> = trust.kids();
+                tracing::debug!(
+                    ?kids,
+                    revoked = trust.revoked_count(),
+                    "token keys and revocations updated"
+                );
+                self.trust = Some(Arc::new(trust));
+                creds.state.trust = update.clone();
+                if let Err(e) = self.store.save_state(&creds.state) {
+                    tracing::error!("{e}");
+                }
+            }
+            Err(e) => tracing::warn!(
+                "the control plane sent unusable token keys, keeping the old ones: {e}"
+            ),
+        }
     }
 
     /// Registers with the join token, if there is a new one. Returns false
@@ -194,6 +241,23 @@ impl Supervisor {
             }
         };
         self.waiting_said = false;
+        let Some(pin) = self.target.pin.or_else(|| join_token_pin(&token)) else {
+            self.refused_join = Some(token);
+            self.fail(
+                Failure::NoUsableJoinToken,
+                "the join token carries no control plane pin and the config names none \
+                 (control_pin): mint the token with `fleetctl token join`, which adds it"
+                    .into(),
+            );
+            return true;
+        };
+        let controller = match Controller::new(&self.target.url, &self.target.ca_pem, pin, None) {
+            Ok(c) => c,
+            Err(e) => {
+                self.fail(Failure::Transient, format!("cannot set up TLS: {e}"));
+                return true;
+            }
+        };
         let mut sans = vec![self.who.hostname.clone()];
         sans.extend(self.who.addresses.iter().cloned());
         let key = match pki::new_key_and_csr(&self.who.hostname, &sans) {
@@ -211,7 +275,7 @@ impl Supervisor {
             stats_port: self.who.stats_port,
             agent_version: env!("CARGO_PKG_VERSION").to_owned(),
         };
-        let resp = match self.controller.register(&req).await {
+        let resp = match controller.register(&req).await {
             Ok(resp) => resp,
             Err(e) => {
                 self.join_refused(&token, &e);
@@ -219,22 +283,50 @@ impl Supervisor {
             }
         };
         self.remove_join_token();
-        let verifier = match TokenVerifier::from_public_pem(&resp.token_public_key_pem) {
+        self.take_registration(resp, key, pin);
+        true
+    }
+
+    /// Takes in a registration: certificate into the TLS server, the
+    /// control plane's client showing it, credentials to disk.
+    fn take_registration(
+        &mut self,
+        resp: crate::model::control::RegisterResponse,
+        key: pki::KeyAndCsr,
+        pin: ControlPin,
+    ) {
+        let trust = match StatsTrust::from_update(&resp.trust, &resp.agent_id) {
             Ok(v) => v,
             Err(e) => {
                 self.fail(
                     Failure::Transient,
-                    format!("the control plane sent an unusable token key: {e}"),
+                    format!("the control plane sent unusable token keys: {e}"),
                 );
-                return true;
+                return;
             }
         };
+        let identity = ClientIdentity {
+            cert_pem: resp.certificate_pem.clone(),
+            key_pem: key.key_pem.clone(),
+        };
+        let controller =
+            match Controller::new(&self.target.url, &self.target.ca_pem, pin, Some(&identity)) {
+                Ok(c) => c,
+                Err(e) => {
+                    self.fail(
+                        Failure::Transient,
+                        format!("cannot use the new certificate: {e}"),
+                    );
+                    return;
+                }
+            };
         let now = now_ms();
         let state = SavedState {
             agent_id: resp.agent_id.clone(),
             registered_at: now / 1000,
             controller: self.life.controller.clone(),
-            token_public_key_pem: resp.token_public_key_pem,
+            control_pin: Some(pin.to_string()),
+            trust: resp.trust.clone(),
             heartbeat_interval_secs: resp.heartbeat_interval_secs,
             identity_obtained_at_ms: now,
             identity_expires_at_ms: resp.identity_expires_at.saturating_mul(1000),
@@ -249,7 +341,7 @@ impl Supervisor {
         };
         if let Err(e) = self.install_cert(&saved.cert_pem, &saved.key_pem) {
             self.fail(Failure::Transient, e);
-            return true;
+            return;
         }
         if let Err(e) = self.store.save(&saved, &resp.ca_pem) {
             tracing::error!("{e}");
@@ -265,10 +357,10 @@ impl Supervisor {
         self.creds = Some(Creds {
             identity_token: saved.identity_token,
             state: saved.state,
+            controller,
         });
-        self.verifier = Some(verifier);
+        self.trust = Some(Arc::new(trust));
         self.apply(outcome);
-        true
     }
 
     fn join_refused(&mut self, token: &str, e: &CallError) {
@@ -310,12 +402,13 @@ impl Supervisor {
         let req = RenewRequest {
             csr_pem: key.as_ref().map(|k| k.csr_pem.clone()),
         };
-        let resp = match self.controller.renew(&creds.identity_token, &req).await {
+        let resp = match creds.controller.renew(&creds.identity_token, &req).await {
             Ok(resp) => resp,
             Err(e) => return self.call_failed("renewing", &e),
         };
         let now = now_ms();
         let mut state = creds.state.clone();
+        let mut controller = creds.controller.clone();
         state.identity_obtained_at_ms = now;
         state.identity_expires_at_ms = resp.identity_expires_at.saturating_mul(1000);
         let mut new_cert = None;
@@ -324,6 +417,22 @@ impl Supervisor {
         {
             if let Err(e) = self.install_cert(pem, &key.key_pem) {
                 return self.fail(Failure::Transient, e);
+            }
+            // From now on, the new certificate is the one shown.
+            let identity = ClientIdentity {
+                cert_pem: pem.clone(),
+                key_pem: key.key_pem.clone(),
+            };
+            match state
+                .control_pin
+                .as_deref()
+                .and_then(|p| p.parse::<ControlPin>().ok())
+                .map(|pin| {
+                    Controller::new(&self.target.url, &self.target.ca_pem, pin, Some(&identity))
+                }) {
+                Some(Ok(c)) => controller = c,
+                Some(Err(e)) => tracing::warn!("cannot show the new certificate yet: {e}"),
+                None => tracing::warn!("no control plane pin saved; showing the old certificate"),
             }
             state.cert_obtained_at_ms = now;
             state.cert_expires_at_ms = expires.saturating_mul(1000);
@@ -345,7 +454,9 @@ impl Supervisor {
         self.creds = Some(Creds {
             identity_token: resp.identity_token,
             state,
+            controller,
         });
+        self.learn(&resp.trust);
         self.apply(Outcome::Renewed {
             identity,
             cert: new_cert,
@@ -365,9 +476,14 @@ impl Supervisor {
             agent_version: env!("CARGO_PKG_VERSION").to_owned(),
             agent_uptime_secs: self.started.elapsed().as_secs(),
         };
-        match self.controller.heartbeat(&creds.identity_token, &req).await {
+        match creds
+            .controller
+            .heartbeat(&creds.identity_token, &req)
+            .await
+        {
             Ok(resp) => {
                 tracing::debug!(state = %resp.state, "heartbeat accepted");
+                self.learn(&resp.trust);
                 self.apply(Outcome::HeartbeatAccepted {
                     state: resp.state,
                     interval_ms: secs_to_ms(resp.heartbeat_interval_secs),
@@ -399,6 +515,42 @@ impl Supervisor {
         self.cert.send_replace(Some(reloadable));
         Ok(())
     }
+}
+
+/// Rebuilds a saved registration: its certificate for the TLS server, and
+/// a client for the control plane showing it, pinned as when it enrolled.
+fn resume(
+    target: &ControlTarget,
+    saved: &Saved,
+) -> Result<(Arc<ReloadableCert>, Controller), String> {
+    let cert = ReloadableCert::new(&saved.cert_pem, &saved.key_pem)
+        .map_err(|e| format!("saved certificate unusable: {e}"))?;
+    let pin = match saved.state.control_pin.as_deref() {
+        Some(text) => text
+            .parse::<ControlPin>()
+            .map_err(|e| format!("saved control plane pin unusable: {e}"))?,
+        None => target
+            .pin
+            .ok_or("it names no control plane pin, and neither does the config")?,
+    };
+    if target.pin.is_some_and(|p| p != pin) {
+        return Err("the config pins another control plane than the one it registered with".into());
+    }
+    let identity = ClientIdentity {
+        cert_pem: saved.cert_pem.clone(),
+        key_pem: saved.key_pem.clone(),
+    };
+    let controller = Controller::new(&target.url, &target.ca_pem, pin, Some(&identity))
+        .map_err(|e| e.to_string())?;
+    Ok((cert, controller))
+}
+
+/// The control plane pin a join token carries, if any.
+fn join_token_pin(token: &str) -> Option<ControlPin> {
+    crate::auth::unverified_join_claims(token)?
+        .control_pin?
+        .parse()
+        .ok()
 }
 
 /// The join token in `path`: `None` when there is no file (yet).

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use clap::{Args, ValueEnum};
 
-use super::token::{local_ca_pem, local_issuer};
+use super::token::{local_ca_pem, local_control_pin, local_issuer};
 use super::{BadInput, Context};
 use crate::auth::Audience;
 use crate::control::client::{ClientError, ControlClient};
@@ -49,14 +49,15 @@ fn client(ctx: &Context, url: Option<&str>) -> anyhow::Result<ControlClient> {
     let dir = ctx.paths.control_dir();
     let issuer = local_issuer(&dir)?;
     let ca_pem = local_ca_pem(&dir)?;
-    let (token, _) = issuer.issue(Audience::Operator, "fleetctl-cli", None, CALL_TOKEN_TTL)?;
+    let pin = local_control_pin(&dir)?;
+    let (token, _) = issuer.issue(Audience::Operator, "fleetctl-cli", CALL_TOKEN_TTL)?;
     let url = url.map_or_else(|| ctx.config.control.client_url(), str::to_owned);
     if !url.starts_with("https://") {
         return Err(BadInput::wrap(anyhow::anyhow!(
             "--url {url:?} must start with https://"
         )));
     }
-    Ok(ControlClient::new(&url, &ca_pem, token, TIMEOUT)?)
+    Ok(ControlClient::new(&url, &ca_pem, pin, token, TIMEOUT)?)
 }
 
 pub async fn agents(args: AgentsArgs, ctx: &Context) -> anyhow::Result<ExitCode> {
@@ -145,7 +146,7 @@ fn write_table(
 }
 
 /// `12s ago`, `in 59m`: what a person reads at a glance.
-fn relative(t: i64, now: i64) -> String {
+pub(super) fn relative(t: i64, now: i64) -> String {
     let d = (t - now).unsigned_abs();
     let amount = match d {
         0..60 => format!("{d}s"),

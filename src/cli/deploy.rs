@@ -172,7 +172,8 @@ pub async fn run_deploy(args: DeployArgs, ctx: &Context) -> anyhow::Result<ExitC
     // Keys nobody serves with would mint tokens every agent is refused with.
     let issuer = super::token::local_issuer(&control_dir)?;
     let ca_pem = super::token::local_ca_pem(&control_dir)?;
-    let control = ControlPlane::new(&url, ca_pem, issuer)?;
+    let pin = super::token::local_control_pin(&control_dir)?;
+    let control = ControlPlane::new(&url, ca_pem, pin, issuer)?;
     let deployer = Arc::new(Deployer {
         connector: Arc::clone(&ssh.connector),
         artifact: Arc::new(artifact),

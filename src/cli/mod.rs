@@ -125,14 +125,15 @@ enum Command {
     /// Run the control plane: fleet CA, tokens, agent registry, HTTPS API.
     #[cfg(feature = "console")]
     Serve(serve::ServeArgs),
-    /// Mint a join or operator token with the local control plane's key (printed on stdout).
+    /// Tokens: mint join, operator, stats and sd tokens with the local control
+    /// plane's key (printed on stdout); list and revoke them; rotate the key.
     #[cfg(feature = "console")]
     #[command(subcommand)]
     Token(token::TokenCommand),
     /// List the agents the control plane knows, with their registration state.
     #[cfg(feature = "console")]
     Agents(agents::AgentsArgs),
-    /// Revoke an agent: its renewals and heartbeats are refused from now on.
+    /// Revoke an agent: its certificate, renewals and heartbeats are refused from now on.
     #[cfg(feature = "console")]
     Revoke(agents::RevokeArgs),
     /// A sandbox fleet on loopback and the console over it: scan,

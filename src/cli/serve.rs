@@ -72,6 +72,8 @@ pub fn settings(c: &ControlConfig) -> Settings {
         join_ttl: c.join_ttl,
         heartbeat_interval: c.heartbeat_interval,
         lost_after: c.lost_after,
+        max_operator_ttl: c.max_operator_ttl,
+        max_connections_per_source: c.max_connections_per_source,
     }
 }
 
@@ -93,10 +95,11 @@ pub async fn run(args: ServeArgs, ctx: &Context) -> anyhow::Result<ExitCode> {
     let started =
         control::start(listener, plane, stop_signal()).context("cannot start the control plane")?;
     eprintln!(
-        "fleetctl serve: listening on https://{} (agents use {}; CA {})",
+        "fleetctl serve: listening on https://{} (agents use {}; CA {}; pin {})",
         started.local_addr,
         started.url,
-        dir.join("ca.pem").display()
+        dir.join("ca.pem").display(),
+        started.control_pin
     );
     started
         .task

@@ -26,6 +26,12 @@ pub struct ControlConfig {
     pub join_ttl: Duration,
     #[serde(with = "duration")]
     pub operator_ttl: Duration,
+    /// The longest an operator, stats or sd token may live: longer ones are
+    /// never minted, and refused by the control plane and agents.
+    #[serde(with = "duration")]
+    pub max_operator_ttl: Duration,
+    /// Most connections from one address at once (below the 4,096 in all).
+    pub max_connections_per_source: usize,
     #[serde(with = "duration")]
     pub heartbeat_interval: Duration,
     #[serde(with = "duration")]
@@ -42,6 +48,8 @@ impl Default for ControlConfig {
             identity_ttl: Duration::from_hours(1),
             join_ttl: Duration::from_mins(15),
             operator_ttl: Duration::from_hours(1),
+            max_operator_ttl: Duration::from_hours(30 * 24),
+            max_connections_per_source: crate::pki::tls::MAX_PER_SOURCE,
             heartbeat_interval: Duration::from_secs(30),
             lost_after: Duration::from_secs(90),
         }
@@ -71,12 +79,28 @@ impl ControlConfig {
             ("identity_ttl", self.identity_ttl),
             ("join_ttl", self.join_ttl),
             ("operator_ttl", self.operator_ttl),
+            ("max_operator_ttl", self.max_operator_ttl),
             ("heartbeat_interval", self.heartbeat_interval),
             ("lost_after", self.lost_after),
         ] {
             if d.as_secs() == 0 {
                 return Err(format!("control.{name}: must be at least 1s"));
             }
+        }
+        if self.max_connections_per_source == 0
+            || self.max_connections_per_source >= crate::pki::tls::MAX_CONNECTIONS
+        {
+            return Err(format!(
+                "control.max_connections_per_source: must be between 1 and {} (below the cap on all connections)",
+                crate::pki::tls::MAX_CONNECTIONS - 1
+            ));
+        }
+        if self.operator_ttl > self.max_operator_ttl {
+            return Err(format!(
+                "control.operator_ttl: {} is longer than control.max_operator_ttl ({})",
+                super::duration::format_duration(self.operator_ttl),
+                super::duration::format_duration(self.max_operator_ttl)
+            ));
         }
         if self.lost_after < self.heartbeat_interval {
             return Err(

@@ -1,10 +1,10 @@
-//! Durations as people write them: `500ms`, `2s`, `1.5s`, `5m`.
+//! Durations as people write them: `500ms`, `2s`, `1.5s`, `5m`, `30d`.
 
 use std::time::Duration;
 
 use serde::{Deserialize, Deserializer, Serializer};
 
-/// Parses `500ms`, `2s`, `1.5s`, `5m` or `1h`. A bare number is milliseconds.
+/// Parses `500ms`, `2s`, `1.5s`, `5m`, `1h` or `30d`. A bare number is milliseconds.
 pub fn parse_duration(text: &str) -> Result<Duration, String> {
     let text = text.trim();
     let split = text
@@ -19,9 +19,10 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
         "s" => 1.0,
         "m" => 60.0,
         "h" => 3600.0,
+        "d" => 86_400.0,
         other => {
             return Err(format!(
-                "{text:?}: unknown unit {other:?} (use ms, s, m or h)"
+                "{text:?}: unknown unit {other:?} (use ms, s, m, h or d)"
             ));
         }
     };

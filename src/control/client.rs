@@ -7,7 +7,7 @@ use serde::de::DeserializeOwned;
 use crate::model::control::{
     AgentRecord, ApiError, JoinTokenRequest, JoinTokenResponse, SdTargetGroup,
 };
-use crate::pki::PkiError;
+use crate::pki::{ControlPin, PkiError};
 
 /// Why a call to the control plane failed.
 #[derive(Debug, thiserror::Error)]
@@ -38,16 +38,18 @@ impl std::fmt::Debug for ControlClient {
 }
 
 impl ControlClient {
-    /// A client for the control plane at `url` (https://host:port),
-    /// trusting only `ca_pem`, calling with `operator_token`.
+    /// A client for the control plane at `url` (https://host:port): its
+    /// certificate must chain to `ca_pem` and to the control plane CA that
+    /// `pin` names. Calls with `operator_token`.
     pub fn new(
         url: &str,
         ca_pem: &str,
+        pin: ControlPin,
         operator_token: String,
         timeout: Duration,
     ) -> Result<Self, PkiError> {
         Ok(Self {
-            http: crate::pki::tls::http_client(ca_pem, timeout)?,
+            http: crate::pki::tls::control_client(ca_pem, pin, None, timeout)?,
             url: url.trim_end_matches('/').to_owned(),
             token: operator_token,
         })
@@ -81,15 +83,18 @@ impl ControlClient {
         .await
     }
 
-    /// A join token for `host`, minted by the control plane.
+    /// A join token for `host`, vouching for `names` too, minted by the
+    /// control plane.
     pub async fn join_token(
         &self,
         host: &str,
+        names: &[String],
         ttl: Option<Duration>,
     ) -> Result<JoinTokenResponse, ClientError> {
         let request = JoinTokenRequest {
             host: host.to_owned(),
             ttl_secs: ttl.map(|t| t.as_secs()),
+            names: names.to_vec(),
         };
         self.call(
             self.http
@@ -103,6 +108,30 @@ impl ControlClient {
     pub async fn service_discovery(&self) -> Result<Vec<SdTargetGroup>, ClientError> {
         self.call(self.http.get(format!("{}/v1/sd", self.url)))
             .await
+    }
+
+    /// The fleet CA's revocation list (DER).
+    pub async fn crl(&self) -> Result<Vec<u8>, ClientError> {
+        let url = format!("{}/v1/crl", self.url);
+        let response = self
+            .http
+            .get(&url)
+            .send()
+            .await
+            .map_err(|e| ClientError::Unreachable {
+                url: self.url.clone(),
+                reason: crate::pki::tls::error_chain(&e),
+            })?;
+        let status = response.status();
+        let bytes = response
+            .bytes()
+            .await
+            .map_err(|e| ClientError::BadResponse(crate::pki::tls::error_chain(&e)))?;
+        if status.is_success() {
+            Ok(bytes.to_vec())
+        } else {
+            Err(ClientError::BadResponse(format!("/v1/crl: HTTP {status}")))
+        }
     }
 
     async fn call<T: DeserializeOwned>(

@@ -14,6 +14,7 @@ use axum::response::{IntoResponse, Response};
 use super::ControlPlane;
 use crate::auth::{Audience, Claims, TokenError};
 use crate::model::control::ApiError;
+use crate::pki::tls::PeerCertificate;
 
 /// What the request log says about a response besides method, path and status.
 #[derive(Debug, Clone, Default)]
@@ -60,6 +61,7 @@ impl ApiFailure {
             TokenError::WrongAudience => StatusCode::FORBIDDEN,
             _ => StatusCode::UNAUTHORIZED,
         };
+        tracing::debug!(code = e.code(), "token refused");
         Self::new(status, e.code(), e.to_string())
     }
 
@@ -85,14 +87,24 @@ impl IntoResponse for ApiFailure {
     }
 }
 
-/// A request with a valid identity token: `sub` is the agent id. Whether
-/// that agent is still known and not revoked is the handler's check.
+/// A request with a valid identity token (`sub` is the agent id), and the
+/// serial of the certificate the agent showed on the connection, if any.
+/// Whether that agent is still known, not revoked, and holds that
+/// certificate is the handler's check (one registry query).
 #[derive(Debug)]
-pub(super) struct AgentAuth(pub Claims);
+pub(super) struct AgentAuth {
+    pub claims: Claims,
+    pub cert_serial: Option<String>,
+}
 
-/// A request with a valid operator token.
+/// A request with a valid, unrevoked operator token.
 #[derive(Debug)]
 pub(super) struct OperatorAuth(pub Claims);
+
+/// A request with a valid, unrevoked sd (or operator) token: Prometheus
+/// reading service discovery.
+#[derive(Debug)]
+pub(super) struct SdAuth;
 
 impl FromRequestParts<Arc<ControlPlane>> for AgentAuth {
     type Rejection = ApiFailure;
@@ -101,7 +113,15 @@ impl FromRequestParts<Arc<ControlPlane>> for AgentAuth {
         parts: &mut Parts,
         plane: &Arc<ControlPlane>,
     ) -> Result<Self, Self::Rejection> {
-        bearer(parts, plane, Audience::Agent).map(Self)
+        let claims = bearer(parts, plane, &[Audience::Agent])?;
+        let cert_serial = parts
+            .extensions
+            .get::<PeerCertificate>()
+            .and_then(|c| crate::pki::cert_serial_der(&c.0));
+        Ok(Self {
+            claims,
+            cert_serial,
+        })
     }
 }
 
@@ -112,18 +132,49 @@ impl FromRequestParts<Arc<ControlPlane>> for OperatorAuth {
         parts: &mut Parts,
         plane: &Arc<ControlPlane>,
     ) -> Result<Self, Self::Rejection> {
-        bearer(parts, plane, Audience::Operator).map(Self)
+        let claims = bearer(parts, plane, &[Audience::Operator])?;
+        people_token(plane, claims).await.map(Self)
     }
 }
 
-fn bearer(parts: &Parts, plane: &ControlPlane, aud: Audience) -> Result<Claims, ApiFailure> {
+impl FromRequestParts<Arc<ControlPlane>> for SdAuth {
+    type Rejection = ApiFailure;
+
+    async fn from_request_parts(
+        parts: &mut Parts,
+        plane: &Arc<ControlPlane>,
+    ) -> Result<Self, Self::Rejection> {
+        let claims = bearer(parts, plane, &[Audience::Sd, Audience::Operator])?;
+        people_token(plane, claims).await.map(|_| Self)
+    }
+}
+
+/// A person's token (operator or sd) must live no longer than the cap and
+/// must not be revoked.
+async fn people_token(plane: &Arc<ControlPlane>, claims: Claims) -> Result<Claims, ApiFailure> {
+    if claims.lifetime() > plane.settings.max_operator_ttl {
+        return Err(ApiFailure::token(TokenError::TooLong));
+    }
+    let jti = claims.jti.clone();
+    let revoked = plane
+        .db(move |plane, reg| Ok(plane.revoked_tokens(reg)?.contains(&jti)))
+        .await
+        .map_err(|e| ApiFailure::internal(&e))?;
+    if revoked {
+        return Err(ApiFailure::token(TokenError::Revoked));
+    }
+    Ok(claims)
+}
+
+fn bearer(parts: &Parts, plane: &ControlPlane, auds: &[Audience]) -> Result<Claims, ApiFailure> {
+    let wanted: Vec<&str> = auds.iter().map(|a| a.as_str()).collect();
     let Some(value) = parts.headers.get(axum::http::header::AUTHORIZATION) else {
         return Err(ApiFailure::new(
             StatusCode::UNAUTHORIZED,
             "missing_token",
             format!(
                 "this call needs `Authorization: Bearer <token>` with a {} token",
-                aud.as_str()
+                wanted.join(" or ")
             ),
         ));
     };
@@ -140,5 +191,8 @@ fn bearer(parts: &Parts, plane: &ControlPlane, aud: Audience) -> Result<Claims, 
                 "the Authorization header must be `Bearer <token>`",
             )
         })?;
-    plane.verifier.verify(token, aud).map_err(ApiFailure::token)
+    plane
+        .verifier()
+        .verify_for(token, &wanted)
+        .map_err(ApiFailure::token)
 }

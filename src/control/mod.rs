@@ -5,26 +5,38 @@
 //! Embeddable: the console and the demo call [`start`] with a listener and
 //! a shutdown future and get back what a client needs; `fleetctl serve`
 //! calls [`run`]. Keys live in one directory (`<data_dir>/control/`):
-//! `ca.key` and `token.key` (mode 0600), `ca.pem`, and the control plane's
-//! own `server.key`/`server.pem`, issued by the CA.
+//! `ca.key`, `control-ca.key` and the token keys (mode 0600; see
+//! [`crate::auth::keys`]), `ca.pem`, `control-ca.pem`, and the control
+//! plane's own `server.key`/`server.pem`, issued by its intermediate CA.
+//! Replicas sharing the directory share the CA, the pin and the token
+//! keys; each issues its own server certificate.
 
 mod api;
 pub mod client;
 mod extract;
 mod server_cert;
 
+use std::collections::HashSet;
 use std::future::Future;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
 use tokio::net::TcpListener;
 
-use crate::auth::{Audience, AuthError, Claims, TokenIssuer, TokenVerifier};
-use crate::pki::{FleetCa, PkiError};
+use crate::auth::{Audience, AuthError, Claims, JoinGrant, TokenIssuer, TokenVerifier};
+use crate::model::control::{TokenKey, TrustUpdate};
+use crate::pki::{ControlPin, FleetCa, PkiError};
 use crate::store::StoreError;
 use crate::store::registry::Registry;
+
+/// How often the control plane looks for new token keys (a rotation by
+/// `fleetctl token rotate-key`, or by another replica).
+const KEY_CHECK: Duration = Duration::from_secs(1);
+/// A cached list of revoked tokens is read again after this at the latest
+/// (sooner whenever another process changed the database).
+const REVOKED_CACHE: Duration = Duration::from_secs(30);
 
 /// How the control plane runs; `[control]` in the config file.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -41,6 +53,11 @@ pub struct Settings {
     pub heartbeat_interval: Duration,
     /// No heartbeat for this long: the agent is lost.
     pub lost_after: Duration,
+    /// Operator, stats and sd tokens living longer than this are refused.
+    pub max_operator_ttl: Duration,
+    /// Most connections from one address at once (agents behind one NAT
+    /// address share it).
+    pub max_connections_per_source: usize,
 }
 
 impl Default for Settings {
@@ -53,6 +70,8 @@ impl Default for Settings {
             join_ttl: Duration::from_mins(15),
             heartbeat_interval: Duration::from_secs(30),
             lost_after: Duration::from_secs(90),
+            max_operator_ttl: Duration::from_hours(30 * 24),
+            max_connections_per_source: crate::pki::tls::MAX_PER_SOURCE,
         }
     }
 }
@@ -72,14 +91,31 @@ pub enum ControlError {
     BadUrl(String),
 }
 
+/// The token keys in use, reloaded when their files change.
+struct Keys {
+    issuer: Arc<TokenIssuer>,
+    verifier: Arc<TokenVerifier>,
+    stamp: Vec<Option<(u64, std::time::SystemTime)>>,
+}
+
+/// The revoked token ids, as of a database version.
+struct RevokedCache {
+    data_version: i64,
+    read_at: i64,
+    ids: Arc<HashSet<String>>,
+}
+
 /// Everything the API handlers share: keys, settings and the registry.
 pub struct ControlPlane {
     dir: PathBuf,
     settings: Settings,
     ca: FleetCa,
-    issuer: TokenIssuer,
-    verifier: TokenVerifier,
+    keys: RwLock<Keys>,
     registry: Mutex<Registry>,
+    /// The names and addresses of this control plane's own certificate:
+    /// never signed for an agent.
+    own_names: RwLock<Vec<String>>,
+    revoked: Mutex<Option<RevokedCache>>,
 }
 
 impl std::fmt::Debug for ControlPlane {
@@ -100,15 +136,18 @@ impl ControlPlane {
         settings: Settings,
     ) -> Result<Arc<Self>, ControlError> {
         let ca = FleetCa::load_or_create(dir)?;
-        let issuer = TokenIssuer::load_or_create(dir)?;
+        TokenIssuer::load_or_create(dir)?;
+        TokenIssuer::promote_if_due(dir)?;
+        let keys = load_keys(dir)?;
         let registry = Registry::open(registry_db)?;
         Ok(Arc::new(Self {
             dir: dir.to_owned(),
             settings,
-            verifier: issuer.verifier(),
             ca,
-            issuer,
+            keys: RwLock::new(keys),
             registry: Mutex::new(registry),
+            own_names: RwLock::new(Vec::new()),
+            revoked: Mutex::new(None),
         }))
     }
 
@@ -118,10 +157,10 @@ impl ControlPlane {
         self.ca.ca_pem()
     }
 
-    /// The key that verifies operator tokens (PEM); agents get it at registration.
+    /// The pin agents and the console hold for this control plane.
     #[must_use]
-    pub fn token_public_key_pem(&self) -> &str {
-        self.issuer.public_key_pem()
+    pub fn control_pin(&self) -> ControlPin {
+        self.ca.control_pin()
     }
 
     #[must_use]
@@ -129,27 +168,125 @@ impl ControlPlane {
         &self.settings
     }
 
-    /// A one-use join token bound to `host`, for the default join lifetime
-    /// unless `ttl` says otherwise. Never log the token.
+    fn keys(&self) -> std::sync::RwLockReadGuard<'_, Keys> {
+        self.keys
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// What signs tokens now.
+    #[must_use]
+    pub fn issuer(&self) -> Arc<TokenIssuer> {
+        Arc::clone(&self.keys().issuer)
+    }
+
+    fn verifier(&self) -> Arc<TokenVerifier> {
+        Arc::clone(&self.keys().verifier)
+    }
+
+    /// Every key a valid token may be signed with.
+    #[must_use]
+    pub fn token_keys(&self) -> Vec<TokenKey> {
+        self.keys().issuer.key_set().to_vec()
+    }
+
+    /// Reloads the token keys when their files changed (a rotation), and
+    /// hands signing to a published key once its time has come.
+    pub fn refresh_keys(&self) -> Result<bool, AuthError> {
+        if let Some(kid) = TokenIssuer::promote_if_due(&self.dir)? {
+            tracing::info!(kid, "now signing tokens with the rotated key");
+        }
+        // A published key takes over signing by itself when its time comes;
+        // only changed files need a reload.
+        if TokenIssuer::stamp(&self.dir) == self.keys().stamp {
+            return Ok(false);
+        }
+        let keys = load_keys(&self.dir)?;
+        let kids: Vec<String> = keys
+            .issuer
+            .key_set()
+            .iter()
+            .map(|k| k.kid.clone())
+            .collect();
+        tracing::info!(
+            signing = keys.issuer.signing_kid(),
+            ?kids,
+            "token keys reloaded"
+        );
+        *self
+            .keys
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = keys;
+        Ok(true)
+    }
+
+    /// A one-use join token for `grant` (the control plane's pin added), for
+    /// the default join lifetime unless `ttl` says otherwise. Never log it.
     pub fn join_token(
         &self,
-        host: &str,
+        grant: &JoinGrant,
         ttl: Option<Duration>,
     ) -> Result<(String, Claims), AuthError> {
         let ttl = ttl.unwrap_or(self.settings.join_ttl);
-        self.issuer.issue(Audience::Join, host, Some(host), ttl)
+        let mut grant = grant.clone();
+        grant.control_pin = Some(self.control_pin().to_string());
+        self.issuer().issue_join(&grant, ttl)
     }
 
-    /// An operator token (for the console, or a Prometheus that reads /v1/sd
-    /// and agents' /metrics). Never log the token.
+    /// An operator token (for the console, scripts and tests), not
+    /// recorded for `fleetctl token list`. Never log the token.
     pub fn operator_token(&self, name: &str, ttl: Duration) -> Result<(String, Claims), AuthError> {
-        self.issuer.issue(Audience::Operator, name, None, ttl)
+        self.issuer().issue(Audience::Operator, name, ttl)
+    }
+
+    /// The ids of revoked tokens not yet expired, read again whenever
+    /// another process (`fleetctl token revoke`) changed the database.
+    fn revoked_tokens(&self, reg: &Registry) -> Result<Arc<HashSet<String>>, StoreError> {
+        let now = unix_now();
+        let version = reg.data_version()?;
+        let mut cache = self
+            .revoked
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if let Some(c) = cache.as_ref()
+            && c.data_version == version
+            && now - c.read_at < i64::try_from(REVOKED_CACHE.as_secs()).unwrap_or(i64::MAX)
+        {
+            return Ok(Arc::clone(&c.ids));
+        }
+        let ids: Arc<HashSet<String>> = Arc::new(reg.revoked_tokens(now)?.into_iter().collect());
+        *cache = Some(RevokedCache {
+            data_version: version,
+            read_at: now,
+            ids: Arc::clone(&ids),
+        });
+        Ok(ids)
+    }
+
+    /// What agents learn with every registration, renewal and heartbeat.
+    fn trust_update(&self, reg: &Registry) -> Result<TrustUpdate, StoreError> {
+        let mut revoked: Vec<String> = self.revoked_tokens(reg)?.iter().cloned().collect();
+        revoked.sort();
+        Ok(TrustUpdate {
+            token_keys: self.token_keys(),
+            revoked_tokens: revoked,
+            max_token_ttl_secs: self.settings.max_operator_ttl.as_secs(),
+        })
+    }
+
+    /// Whether `name` is one of this control plane's own names.
+    fn is_own_name(&self, name: &str) -> bool {
+        self.own_names
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .iter()
+            .any(|own| crate::auth::same_name(own, name))
     }
 
     /// Runs `f` on the registry off the async threads.
     async fn db<T: Send + 'static>(
         self: &Arc<Self>,
-        f: impl FnOnce(&mut Registry) -> Result<T, StoreError> + Send + 'static,
+        f: impl FnOnce(&ControlPlane, &mut Registry) -> Result<T, StoreError> + Send + 'static,
     ) -> Result<T, StoreError> {
         let plane = Arc::clone(self);
         tokio::task::spawn_blocking(move || {
@@ -157,10 +294,35 @@ impl ControlPlane {
                 .registry
                 .lock()
                 .unwrap_or_else(std::sync::PoisonError::into_inner);
-            f(&mut registry)
+            f(&plane, &mut registry)
         })
         .await
         .unwrap_or_else(|e| std::panic::resume_unwind(e.into_panic()))
+    }
+}
+
+fn load_keys(dir: &Path) -> Result<Keys, AuthError> {
+    let stamp = TokenIssuer::stamp(dir);
+    let issuer = TokenIssuer::load(dir)?;
+    Ok(Keys {
+        verifier: Arc::new(issuer.verifier()),
+        issuer: Arc::new(issuer),
+        stamp,
+    })
+}
+
+/// Reloads the token keys as they change, for as long as the plane serves.
+async fn watch_keys(plane: Arc<ControlPlane>) {
+    loop {
+        tokio::time::sleep(KEY_CHECK).await;
+        let p = Arc::clone(&plane);
+        match tokio::task::spawn_blocking(move || p.refresh_keys()).await {
+            Ok(Ok(_)) => {}
+            Ok(Err(e)) => {
+                tracing::error!(error = %e, "cannot reload the token keys; still using the old ones");
+            }
+            Err(e) => tracing::error!(error = %e, "the token key check failed"),
+        }
     }
 }
 
@@ -173,6 +335,8 @@ pub struct Started {
     pub url: String,
     /// The CA to trust (its certificate chains to it).
     pub ca_pem: String,
+    /// Its pin: what clients check beyond the CA.
+    pub control_pin: ControlPin,
     /// The server; it ends (with `Ok`) once the shutdown future resolves.
     pub task: tokio::task::JoinHandle<Result<(), ControlError>>,
 }
@@ -193,11 +357,13 @@ pub fn start(
         .clone()
         .unwrap_or_else(|| local_url(local_addr));
     let ca_pem = plane.ca_pem().to_owned();
+    let control_pin = plane.control_pin();
     let task = tokio::spawn(serve(listener, plane, prepared, shutdown));
     Ok(Started {
         local_addr,
         url,
         ca_pem,
+        control_pin,
         task,
     })
 }
@@ -224,14 +390,27 @@ async fn serve(
         Arc::clone(&plane),
         prepared.clone(),
     ));
-    let tls = crate::pki::tls::server_config(Arc::clone(&prepared.cert));
+    let keys = tokio::spawn(watch_keys(Arc::clone(&plane)));
+    // Agents show their certificates (renewals, heartbeats); others need none.
+    let tls = crate::pki::tls::server_config_with_client_certs(
+        Arc::clone(&prepared.cert),
+        plane.ca_pem(),
+    )?;
     tracing::info!(
         addr = %listener.local_addr()?,
         dir = %plane.dir.display(),
+        pin = %plane.control_pin(),
         "control plane serving"
     );
-    let result = crate::pki::tls::serve_https(listener, tls, api::router(plane), shutdown).await;
+    let limits = crate::pki::tls::Limits {
+        max_per_source: plane.settings.max_connections_per_source,
+        ..crate::pki::tls::Limits::default()
+    };
+    let result =
+        crate::pki::tls::serve_https_with(listener, tls, api::router(plane), limits, shutdown)
+            .await;
     rotation.abort();
+    keys.abort();
     Ok(result?)
 }
 

@@ -69,6 +69,12 @@ pub(super) fn prepare(
     addr: SocketAddr,
 ) -> Result<Prepared, ControlError> {
     let sans = wanted_sans(addr, plane.settings.url.as_deref(), &plane.settings.names)?;
+    sans.clone_into(
+        &mut plane
+            .own_names
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner),
+    );
     let dir = &plane.dir;
     let now = unix_now();
     if let Some((cert_pem, key_pem, renew_at)) = usable(dir, &plane.ca, &sans, now) {
@@ -132,14 +138,20 @@ fn renew_point(not_before: i64, not_after: i64) -> i64 {
 }
 
 /// The stored certificate, key and renewal time, when they fit: both
-/// files readable, issued by this CA, for exactly `sans`, before 2/3 of
-/// their life.
+/// files readable, issued by this CA's control plane intermediate (and
+/// served with it), for exactly `sans`, before 2/3 of their life.
 fn usable(dir: &Path, ca: &FleetCa, sans: &[String], now: i64) -> Option<(String, String, i64)> {
     let cert_pem = std::fs::read_to_string(dir.join(CERT_FILE)).ok()?;
     let key_pem = std::fs::read_to_string(dir.join(KEY_FILE)).ok()?;
     let (_, pem) = x509_parser::pem::parse_x509_pem(cert_pem.as_bytes()).ok()?;
     let cert = pem.parse_x509().ok()?;
-    let (_, ca_pem) = x509_parser::pem::parse_x509_pem(ca.ca_pem().as_bytes()).ok()?;
+    if !cert_pem
+        .trim_end()
+        .ends_with(ca.control_ca_pem().trim_end())
+    {
+        return None;
+    }
+    let (_, ca_pem) = x509_parser::pem::parse_x509_pem(ca.control_ca_pem().as_bytes()).ok()?;
     let ca_cert = ca_pem.parse_x509().ok()?;
     cert.verify_signature(Some(ca_cert.public_key())).ok()?;
     let have: BTreeSet<String> = cert

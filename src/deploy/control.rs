@@ -1,14 +1,16 @@
 //! Deploy's view of the control plane: join tokens minted locally with its
-//! signing key, and the two checks that a deployed agent works (its
-//! `/healthz` over the fleet CA, and its entry in the registry).
+//! signing key (vouching for the address deploy connected to and the name
+//! the host reported, and carrying the control plane's pin), and the two
+//! checks that a deployed agent works (its `/healthz` over the fleet CA,
+//! and its entry in the registry).
 
 use std::time::Duration;
 
-use crate::auth::{Audience, AuthError, TokenIssuer};
+use crate::auth::{Audience, AuthError, JoinGrant, TokenIssuer};
 use crate::control::client::ControlClient;
 use crate::model::control::AgentRecord;
-use crate::pki::PkiError;
 use crate::pki::tls::http_client;
+use crate::pki::{ControlPin, PkiError};
 
 use super::Secret;
 
@@ -33,6 +35,7 @@ pub enum ControlError {
 pub struct ControlPlane {
     url: String,
     ca_pem: String,
+    pin: ControlPin,
     issuer: TokenIssuer,
     /// Talks to agents' `/healthz`.
     client: reqwest::Client,
@@ -42,15 +45,21 @@ pub struct ControlPlane {
 
 impl ControlPlane {
     /// `url` is the control plane's base URL (`https://host:port`), as
-    /// agents will reach it; `ca_pem` the fleet CA; `issuer` holds the
-    /// control plane's token signing key.
-    pub fn new(url: &str, ca_pem: String, issuer: TokenIssuer) -> Result<Self, ControlError> {
+    /// agents will reach it; `ca_pem` the fleet CA; `pin` the control
+    /// plane's pin; `issuer` holds the control plane's token signing key.
+    pub fn new(
+        url: &str,
+        ca_pem: String,
+        pin: ControlPin,
+        issuer: TokenIssuer,
+    ) -> Result<Self, ControlError> {
         let client = http_client(&ca_pem, REQUEST_TIMEOUT)?;
-        let (token, _) = issuer.issue(Audience::Operator, "fleetctl-deploy", None, OPERATOR_TTL)?;
-        let api = ControlClient::new(url, &ca_pem, token, REQUEST_TIMEOUT)?;
+        let (token, _) = issuer.issue(Audience::Operator, "fleetctl-deploy", OPERATOR_TTL)?;
+        let api = ControlClient::new(url, &ca_pem, pin, token, REQUEST_TIMEOUT)?;
         Ok(Self {
             url: url.trim_end_matches('/').to_string(),
             ca_pem,
+            pin,
             issuer,
             client,
             api,
@@ -67,11 +76,31 @@ impl ControlPlane {
         &self.ca_pem
     }
 
-    /// A fresh one-use join token bound to `host`.
-    pub fn join_token(&self, host: &str) -> Result<Secret, ControlError> {
-        let (token, _) = self
-            .issuer
-            .issue(Audience::Join, host, Some(host), JOIN_TTL)?;
+    /// The control plane's pin, for the agent's config.
+    #[must_use]
+    pub fn pin(&self) -> ControlPin {
+        self.pin
+    }
+
+    /// A fresh one-use join token bound to `host` (the address deploy
+    /// connected to), vouching for it and for `reported_name` (what the
+    /// host called itself, when that is a usable host name), in that
+    /// order: the console reads the agent at `host`.
+    pub fn join_token(
+        &self,
+        host: &str,
+        reported_name: Option<&str>,
+    ) -> Result<Secret, ControlError> {
+        let grant = JoinGrant {
+            host: host.to_owned(),
+            names: reported_name
+                .filter(|n| usable_name(n))
+                .map(str::to_owned)
+                .into_iter()
+                .collect(),
+            control_pin: Some(self.pin.to_string()),
+        };
+        let (token, _) = self.issuer.issue_join(&grant, JOIN_TTL)?;
         Ok(Secret::new(token))
     }
 
@@ -103,6 +132,17 @@ impl ControlPlane {
             Err(failed(response.status().to_string()))
         }
     }
+}
+
+/// A name a host reported that may go in its certificate: a DNS name, not
+/// an address (an address is vouched for only when deploy connected to
+/// it), and not `localhost`.
+#[must_use]
+pub fn usable_name(name: &str) -> bool {
+    name.parse::<std::net::IpAddr>().is_err()
+        && rustls_pki_types::DnsName::try_from(name).is_ok()
+        && !name.eq_ignore_ascii_case("localhost")
+        && !name.to_ascii_lowercase().ends_with(".localhost")
 }
 
 /// An address as URLs spell it (`[::1]` for IPv6).

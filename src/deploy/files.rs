@@ -189,26 +189,25 @@ struct AgentFile<'a> {
     hostname: Option<&'a str>,
     #[serde(skip_serializing_if = "Vec::is_empty")]
     advertise: Vec<&'a str>,
+    control_pin: String,
 }
 
 /// The config for an agent reached at `address`. It registers under the
 /// name the host reports (`name`, from `hostname`) when that is a valid
 /// host name, else under `address`, and always with `address` among its
 /// addresses: that is what its join token is bound to. It listens where
-/// `listen` says (`{host}` stands for `address`).
+/// `listen` says (`{host}` stands for `address`), and talks to no control
+/// plane but the one `pin` names.
 #[must_use]
 pub fn agent_config(
     layout: &Layout,
     controller: &str,
+    pin: crate::pki::ControlPin,
     address: &str,
     name: Option<&str>,
     listen: &str,
 ) -> String {
-    let name = name.filter(|n| {
-        n.parse::<std::net::IpAddr>().is_err()
-            && rustls_pki_types::DnsName::try_from(*n).is_ok()
-            && !n.eq_ignore_ascii_case("localhost")
-    });
+    let name = name.filter(|n| super::control::usable_name(n));
     let is_ip = address.parse::<std::net::IpAddr>().is_ok();
     let hostname = name.or((!is_ip).then_some(address));
     let file = AgentFile {
@@ -223,6 +222,7 @@ pub fn agent_config(
         } else {
             vec![address]
         },
+        control_pin: pin.to_string(),
     };
     format!(
         "# Written by fleetctl deploy; `fleetctl undeploy` removes it.\n{}",
@@ -277,6 +277,10 @@ mod tests {
     #[test]
     fn config_binds_the_agent_to_the_address_deployed_to() {
         let layout = Layout::new(true, "/root");
+        let pin = crate::pki::ControlPin::of_spki_der(b"control plane CA key");
+        let agent_config = |layout: &Layout, c: &str, a: &str, n: Option<&str>, l: &str| {
+            agent_config(layout, c, pin, a, n, l)
+        };
         let text = agent_config(
             &layout,
             "https://10.0.0.1:9700",
@@ -292,6 +296,7 @@ mod tests {
         data_dir = "/var/lib/fleetctl/data"
         listen = "10.0.0.5:9701"
         advertise = ["10.0.0.5"]
+        control_pin = "sha256/PomAN7RYJfAXZh++Cdsw4/2ZG9x4NG9fPkE2ecr/fJs="
         "#);
         let named = agent_config(&layout, "https://c", "web1.example", None, "0.0.0.0:9701");
         assert!(named.contains("hostname = \"web1.example\"\n"), "{named}");

@@ -287,10 +287,13 @@ impl Deployer {
     ) -> Result<Transfer, Failure> {
         let address = host.target.hostname.as_str();
         let systemd = found.systemd;
-        let token = self.control.join_token(address).map_err(|e| Failure {
-            step: Step::Configure,
-            reason: e.to_string(),
-        })?;
+        let token = self
+            .control
+            .join_token(address, found.name.as_deref())
+            .map_err(|e| Failure {
+                step: Step::Configure,
+                reason: e.to_string(),
+            })?;
         let controller = self
             .options
             .controller_for
@@ -299,6 +302,7 @@ impl Deployer {
         let config = files::agent_config(
             layout,
             controller,
+            self.control.pin(),
             address,
             found.name.as_deref(),
             &self.options.listen,

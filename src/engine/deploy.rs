@@ -145,8 +145,9 @@ async fn run_deploy(
     .await
     .map_err(|e| format!("the deploy setup stopped: {e}"))??;
     let issuer = link.issuer().await?;
-    let control =
-        ControlPlane::new(&link.url, link.ca_pem.clone(), issuer).map_err(|e| e.to_string())?;
+    let pin = link.control_pin().await?;
+    let control = ControlPlane::new(&link.url, link.ca_pem.clone(), pin, issuer)
+        .map_err(|e| e.to_string())?;
     let deployer = Arc::new(Deployer {
         connector,
         artifact: Arc::new(artifact),
@@ -326,9 +327,10 @@ async fn run_revoke(
     let (token, _) = link
         .issuer()
         .await?
-        .issue(Audience::Operator, OPERATOR, None, REVOKE_TOKEN_TTL)
+        .issue(Audience::Operator, OPERATOR, REVOKE_TOKEN_TTL)
         .map_err(|e| format!("cannot mint an operator token: {e}"))?;
-    let client = ControlClient::new(&link.url, &link.ca_pem, token, REVOKE_TIMEOUT)
+    let pin = link.control_pin().await?;
+    let client = ControlClient::new(&link.url, &link.ca_pem, pin, token, REVOKE_TIMEOUT)
         .map_err(|e| e.to_string())?;
     let total = agents.len() as u64;
     let (mut done, mut failed) = (0, 0);

@@ -23,6 +23,7 @@ mod jobs;
 pub mod poller;
 mod prompt;
 pub mod state;
+pub mod timeline;
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -40,6 +41,7 @@ use crate::ssh::{ConnectFlags, HostKeyPolicy};
 
 pub use prompt::EnginePrompter;
 pub use state::{FleetSnapshot, HISTORY_WINDOW, History, HostEvent, HostView, JobView, Sample};
+pub use timeline::{Mark, TimedMark, Timeline};
 
 /// Identifies a job for its whole life.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -282,6 +284,16 @@ impl ControlLink {
             .await
             .map_err(|e| format!("the token key reader stopped: {e}"))?
             .map_err(|e| e.to_string())
+    }
+
+    /// The control plane's pin, from its intermediate CA in the control
+    /// dir: what every call to it checks beyond the fleet CA.
+    pub async fn control_pin(&self) -> Result<crate::pki::ControlPin, String> {
+        let path = self.control_dir.join("control-ca.pem");
+        let pem = tokio::fs::read_to_string(&path)
+            .await
+            .map_err(|e| format!("cannot read the control plane CA {}: {e}", path.display()))?;
+        crate::pki::ControlPin::of_cert_pem(&pem).map_err(|e| format!("{}: {e}", path.display()))
     }
 }
 

@@ -7,8 +7,14 @@
 //!                 (an agent that fails waits interval·2ⁿ, up to max_backoff)
 //! ```
 //! Agents come from the registry and from what deploy recorded in the
-//! inventory. The operator token both clients send is minted from the
-//! control plane's signing key and replaced at 2/3 of its life.
+//! inventory. Tokens are minted from the control plane's signing key and
+//! replaced at 2/3 of their life: an operator token for the registry (it
+//! never leaves for an agent), and for each agent a stats token only that
+//! agent accepts, so a host that keeps what it was sent holds nothing that
+//! works on the control plane or on any other host. An agent read before
+//! the registry names its id waits for it. With each registry read comes
+//! the fleet CA's revocation list: a revoked agent's certificate is
+//! refused from the next read on.
 
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
@@ -26,6 +32,7 @@ use crate::auth::{Audience, TokenIssuer};
 use crate::control::client::ControlClient;
 use crate::model::AgentState;
 use crate::model::control::AgentRecord;
+use crate::pki::{ControlPin, RevocationList};
 use crate::poll::StatsClient;
 use crate::store::Inventory;
 
@@ -96,6 +103,10 @@ fn listen_port(listen: &str) -> u16 {
 
 struct Target {
     addr: SocketAddr,
+    /// Its id in the registry: what its stats token names.
+    agent_id: Option<String>,
+    /// The stats token for it, and when to replace it.
+    token: Option<(Arc<str>, Instant)>,
     backoff: Backoff,
     in_flight: bool,
     /// Listed by the registry's latest read.
@@ -104,7 +115,38 @@ struct Target {
     deployed: bool,
 }
 
-/// The clients, with the operator token they send.
+impl Target {
+    /// The stats token for this agent alone: minted when there is none, or
+    /// the one held is 2/3 through its life; none while the registry has
+    /// not named the agent.
+    fn stats_token(
+        &mut self,
+        issuer: &TokenIssuer,
+        ttl: Duration,
+        now: Instant,
+    ) -> Option<Arc<str>> {
+        let agent_id = self.agent_id.as_deref()?;
+        if let Some((token, renew_at)) = &self.token
+            && now < *renew_at
+        {
+            return Some(Arc::clone(token));
+        }
+        match issuer.issue_stats_for(agent_id, OPERATOR, ttl) {
+            Ok((token, _)) => {
+                let token: Arc<str> = Arc::from(token);
+                self.token = Some((Arc::clone(&token), now + ttl * 2 / 3));
+                Some(token)
+            }
+            Err(e) => {
+                tracing::warn!("cannot mint a stats token: {e}");
+                None
+            }
+        }
+    }
+}
+
+/// The clients: the control plane's with the operator token it sends, and
+/// the agents' (each read carries that agent's token).
 struct Clients {
     stats: StatsClient,
     control: Arc<ControlClient>,
@@ -115,6 +157,10 @@ struct Poller {
     settings: PollSettings,
     link: ControlLink,
     issuer: Arc<TokenIssuer>,
+    /// The key files as last loaded: reloaded when they change (a rotation).
+    issuer_stamp: Vec<Option<(u64, std::time::SystemTime)>>,
+    pin: ControlPin,
+    revocations: Arc<RevocationList>,
     clients: Option<Clients>,
     targets: HashMap<IpAddr, Target>,
     to_actor: mpsc::UnboundedSender<JobMsg>,
@@ -128,19 +174,28 @@ pub(super) async fn run(
     to_actor: mpsc::UnboundedSender<JobMsg>,
     cancel: CancellationToken,
 ) {
-    let issuer = match link.issuer().await {
-        Ok(issuer) => Arc::new(issuer),
+    let setup = async {
+        let issuer = link.issuer().await?;
+        let pin = link.control_pin().await?;
+        let revocations = RevocationList::new(&link.ca_pem).map_err(|e| e.to_string())?;
+        Ok::<_, String>((issuer, pin, revocations))
+    };
+    let (issuer, pin, revocations) = match setup.await {
+        Ok(setup) => setup,
         Err(e) => {
             let _ = to_actor.send(JobMsg::Registry(Err(format!(
-                "cannot mint an operator token, so agents cannot be read: {e}"
+                "cannot mint tokens, so agents cannot be read: {e}"
             ))));
             return;
         }
     };
     let mut poller = Poller {
         settings,
+        issuer_stamp: TokenIssuer::stamp(&link.control_dir),
         link,
-        issuer,
+        issuer: Arc::new(issuer),
+        pin,
+        revocations,
         clients: None,
         targets: HashMap::new(),
         to_actor,
@@ -174,10 +229,13 @@ pub(super) async fn run(
                 outstanding += poller.dispatch(&limit, &results_tx);
             }
             _ = registry_tick.tick(), if !registry_in_flight => {
+                poller.reload_issuer().await;
                 if let Some(client) = poller.control_client() {
                     registry_in_flight = true;
                     let tx = registry_tx.clone();
+                    let revocations = Arc::clone(&poller.revocations);
                     tokio::spawn(async move {
+                        refresh_revocations(&client, &revocations).await;
                         let _ = tx.send(client.agents().await.map_err(|e| e.to_string()));
                     });
                 }
@@ -202,7 +260,38 @@ pub(super) async fn run(
 
 type FetchResult = (IpAddr, Result<crate::model::AgentStats, String>);
 
+/// Reads the fleet CA's revocation list; a failed read keeps the last one
+/// (the agents' certificates still expire on their own).
+async fn refresh_revocations(client: &ControlClient, revocations: &RevocationList) {
+    match client.crl().await {
+        Ok(der) => {
+            if let Err(e) = revocations.replace(der) {
+                tracing::warn!(error = %e, "the control plane's revocation list is unusable; keeping the last one");
+            }
+        }
+        Err(e) => {
+            tracing::debug!(error = %e, "cannot read the revocation list; keeping the last one");
+        }
+    }
+}
+
 impl Poller {
+    /// Loads the signing keys again when their files changed (a rotation).
+    async fn reload_issuer(&mut self) {
+        let stamp = TokenIssuer::stamp(&self.link.control_dir);
+        if stamp == self.issuer_stamp {
+            return;
+        }
+        match self.link.issuer().await {
+            Ok(issuer) => {
+                tracing::debug!(kid = issuer.signing_kid(), "token keys reloaded");
+                self.issuer = Arc::new(issuer);
+                self.issuer_stamp = stamp;
+            }
+            Err(e) => tracing::warn!("cannot reload the token keys: {e}"),
+        }
+    }
+
     /// Fresh clients when there are none or the token is 2/3 through its life.
     fn ensure_clients(&mut self) -> Option<&Clients> {
         let now = Instant::now();
@@ -210,14 +299,18 @@ impl Poller {
             let ttl = self.link.operator_ttl;
             let made = self
                 .issuer
-                .issue(Audience::Operator, OPERATOR, None, ttl)
+                .issue(Audience::Operator, OPERATOR, ttl)
                 .map_err(|e| e.to_string())
                 .and_then(|(token, _)| {
-                    let stats = StatsClient::new(&self.link.ca_pem, &token, self.settings.timeout)
-                        .map_err(|e| e.to_string())?;
+                    let stats = StatsClient::with_revocations(
+                        Arc::clone(&self.revocations),
+                        self.settings.timeout,
+                    )
+                    .map_err(|e| e.to_string())?;
                     let control = ControlClient::new(
                         &self.link.url,
                         &self.link.ca_pem,
+                        self.pin,
                         token,
                         self.settings.timeout,
                     )
@@ -249,6 +342,7 @@ impl Poller {
         let Some(client) = self.control_client() else {
             return Err("no operator token".into());
         };
+        refresh_revocations(&client, &self.revocations).await;
         client.agents().await.map_err(|e| e.to_string())
     }
 
@@ -267,6 +361,8 @@ impl Poller {
             if let Ok(ip) = d.address.parse::<IpAddr>() {
                 self.targets.entry(ip).or_insert(Target {
                     addr: SocketAddr::new(ip, port),
+                    agent_id: None,
+                    token: None,
                     backoff: Backoff::new(now),
                     in_flight: false,
                     registered: false,
@@ -290,12 +386,19 @@ impl Poller {
                 let addr = SocketAddr::new(ip, record.stats_port);
                 let target = self.targets.entry(ip).or_insert(Target {
                     addr,
+                    agent_id: None,
+                    token: None,
                     backoff: Backoff::new(now),
                     in_flight: false,
                     registered: true,
                     deployed: false,
                 });
                 target.registered = true;
+                if target.agent_id.as_deref() != Some(record.agent_id.as_str()) {
+                    // A new registration: a new id, and a token naming it.
+                    target.agent_id = Some(record.agent_id.clone());
+                    target.token = None;
+                }
                 if target.addr != addr {
                     // It registered again on another port: read it there now.
                     target.addr = addr;
@@ -319,18 +422,26 @@ impl Poller {
             return 0;
         };
         let now = Instant::now();
+        let ttl = self.link.operator_ttl;
         let mut started = 0;
         for (ip, target) in &mut self.targets {
             if target.in_flight || !target.backoff.is_due(now) {
                 continue;
             }
+            // Not in the registry yet: no id to mint its token for.
+            let Some(token) = target.stats_token(&self.issuer, ttl, now) else {
+                continue;
+            };
             target.in_flight = true;
             started += 1;
             let (ip, addr, client) = (*ip, target.addr, client.clone());
             let (limit, results) = (Arc::clone(limit), results.clone());
             tokio::spawn(async move {
                 let _permit = limit.acquire_owned().await;
-                let result = client.fetch(addr).await.map_err(|e| e.to_string());
+                let result = client
+                    .fetch_with(addr, &token)
+                    .await
+                    .map_err(|e| e.to_string());
                 let _ = results.send((ip, result));
             });
         }
@@ -413,6 +524,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let ca = crate::pki::FleetCa::load_or_create(dir.path()).unwrap();
         let (to_actor, _from) = mpsc::unbounded_channel();
+        let issuer = TokenIssuer::load_or_create(dir.path()).unwrap();
         let mut poller = Poller {
             settings: PollSettings::default(),
             link: ControlLink {
@@ -421,7 +533,10 @@ mod tests {
                 control_dir: dir.path().to_owned(),
                 operator_ttl: Duration::from_secs(90),
             },
-            issuer: Arc::new(TokenIssuer::load_or_create(dir.path()).unwrap()),
+            issuer: Arc::new(issuer),
+            issuer_stamp: TokenIssuer::stamp(dir.path()),
+            pin: ca.control_pin(),
+            revocations: RevocationList::new(ca.ca_pem()).unwrap(),
             clients: None,
             targets: HashMap::new(),
             to_actor,
@@ -438,6 +553,43 @@ mod tests {
         tokio::time::advance(Duration::from_secs(1)).await;
         let second = poller.ensure_clients().unwrap().renew_at;
         assert_eq!(second, first + Duration::from_mins(1), "renewed at 2/3");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn each_agent_gets_its_own_stats_token_replaced_at_two_thirds() {
+        let dir = tempfile::tempdir().unwrap();
+        let issuer = TokenIssuer::load_or_create(dir.path()).unwrap();
+        let verifier = issuer.verifier();
+        let ttl = Duration::from_secs(90);
+        let target = |agent_id: Option<&str>| Target {
+            addr: "127.9.0.7:9701".parse().unwrap(),
+            agent_id: agent_id.map(str::to_owned),
+            token: None,
+            backoff: Backoff::new(Instant::now()),
+            in_flight: false,
+            registered: agent_id.is_some(),
+            deployed: true,
+        };
+        let mut unknown = target(None);
+        assert!(
+            unknown.stats_token(&issuer, ttl, Instant::now()).is_none(),
+            "no id, no token"
+        );
+        let (mut a, mut b) = (target(Some("ag-a")), target(Some("ag-b")));
+        let first = a.stats_token(&issuer, ttl, Instant::now()).unwrap();
+        let other = b.stats_token(&issuer, ttl, Instant::now()).unwrap();
+        let own = crate::auth::stats_audience_for("ag-a");
+        assert!(verifier.verify_for(&first, &[&own]).is_ok());
+        assert!(
+            verifier.verify_for(&other, &[&own]).is_err(),
+            "b's token is worthless at a"
+        );
+        tokio::time::advance(Duration::from_secs(59)).await;
+        assert_eq!(a.stats_token(&issuer, ttl, Instant::now()).unwrap(), first);
+        tokio::time::advance(Duration::from_secs(1)).await;
+        let second = a.stats_token(&issuer, ttl, Instant::now()).unwrap();
+        assert_ne!(second, first, "replaced at 2/3 of its life");
+        assert!(verifier.verify_for(&second, &[&own]).is_ok());
     }
 
     #[test]

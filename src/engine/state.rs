@@ -17,6 +17,7 @@ use crate::model::{
     AgentState, AgentStats, HostFacts, HostScan, Reach, RegistrationState, SshState, TokenState,
 };
 
+use super::timeline::{Observed, Timeline};
 use super::{JobId, JobKind};
 
 /// How much CPU and memory history each host keeps.
@@ -109,6 +110,9 @@ pub struct HostView {
     /// view wins over the agent's own).
     pub registry: Option<AgentRecord>,
     pub history: History,
+    /// Token, certificate, registration and heartbeat marks over the same
+    /// window as `history`.
+    pub timeline: Timeline,
     /// Unix seconds when the host last answered anything.
     pub last_seen: Option<i64>,
     /// Newest last.
@@ -137,6 +141,7 @@ impl HostView {
             poll_retry_in: None,
             registry: None,
             history: History::default(),
+            timeline: Timeline::default(),
             last_seen,
             events: VecDeque::new(),
         }
@@ -172,6 +177,20 @@ impl HostView {
     #[must_use]
     pub fn token_left(&self, now: i64) -> Option<i64> {
         self.token_expires_at.map(|at| at - now)
+    }
+
+    /// Brings the timeline up to date with what was just merged in.
+    pub fn note_timeline(&mut self, now: i64) {
+        self.timeline.observe(
+            Observed {
+                token: self.token,
+                registration: self.registration,
+                token_expires_at: self.token_expires_at,
+                stats: self.stats.as_deref(),
+                registry: self.registry.as_ref(),
+            },
+            now,
+        );
     }
 
     /// Records an event for the detail view, keeping the newest few.

@@ -460,3 +460,59 @@ async fn the_engine_stops_when_the_last_handle_is_dropped() {
         "the event channel closes when the actor ends"
     );
 }
+
+#[tokio::test]
+async fn the_timeline_marks_what_the_agent_reports_once_each() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = seeded_inventory(dir.path(), &["127.6.0.1"]);
+    let (engine, mut events) = spawn(config(Some(path), vec![22]));
+    job_end(&mut events, JobKind::Refresh).await;
+    let addr: IpAddr = "127.6.0.1".parse().unwrap();
+    let now = crate::store::now_unix();
+    let report = |token: TokenState, registration: RegistrationState| {
+        let mut s = stats(10.0, 30);
+        s.registration.registered_at = Some(now - 30);
+        s.registration.last_heartbeat_at = Some(now - 2);
+        s.registration.state = registration;
+        s.token.state = token;
+        s.token.last_renewal_at = Some(now - 10);
+        s
+    };
+    // The same report three times, then the renewal failing.
+    for _ in 0..3 {
+        engine.apply_stats::<String>(
+            addr,
+            Ok(report(TokenState::Valid, RegistrationState::Registered)),
+        );
+    }
+    engine.apply_stats::<String>(
+        addr,
+        Ok(report(TokenState::Expiring, RegistrationState::Lost)),
+    );
+    let mut watch = engine.watch();
+    let snap = watch
+        .wait_for(|s| {
+            s.host(addr)
+                .is_some_and(|h| h.token == TokenState::Expiring)
+        })
+        .await
+        .unwrap()
+        .clone();
+    let marks: Vec<Mark> = snap
+        .host(addr)
+        .unwrap()
+        .timeline
+        .marks()
+        .map(|m| m.mark)
+        .collect();
+    assert_eq!(
+        marks,
+        [
+            Mark::Issued,
+            Mark::TokenRenewed,
+            Mark::Heartbeat,
+            Mark::Token(TokenState::Expiring),
+            Mark::Registration(RegistrationState::Lost),
+        ]
+    );
+}

@@ -2,18 +2,23 @@
 //! server (`control`), the agent and the console.
 //!
 //! ```text
-//!  POST /v1/join-tokens          operator   JoinTokenRequest  -> JoinTokenResponse
-//!  POST /v1/register             join token RegisterRequest   -> RegisterResponse
-//!  POST /v1/renew                identity   RenewRequest      -> RenewResponse
-//!  POST /v1/heartbeat            identity   HeartbeatRequest  -> HeartbeatResponse
-//!  GET  /v1/agents               operator                     -> Vec<AgentRecord>
-//!  POST /v1/agents/{id}/revoke   operator                     -> AgentRecord
-//!  GET  /v1/sd                   operator                     -> Vec<SdTargetGroup>
-//!  GET  /healthz                 open                         -> "ok"
+//!  POST /v1/join-tokens          operator     JoinTokenRequest  -> JoinTokenResponse
+//!  POST /v1/register             join token   RegisterRequest   -> RegisterResponse
+//!  POST /v1/renew                identity+cert RenewRequest     -> RenewResponse
+//!  POST /v1/heartbeat            identity+cert HeartbeatRequest -> HeartbeatResponse
+//!  GET  /v1/agents               operator                       -> Vec<AgentRecord>
+//!  POST /v1/agents/{id}/revoke   operator                       -> AgentRecord
+//!  GET  /v1/sd                   sd, operator                   -> Vec<SdTargetGroup>
+//!  GET  /v1/crl                  open         the fleet CA's revocation list (DER)
+//!  GET  /healthz                 open                           -> "ok"
 //! ```
 //! Tokens travel as `Authorization: Bearer <jwt>`, except the join token,
-//! which is a field of the register request. Every refusal is an
-//! [`ApiError`] body with a 4xx status.
+//! which is a field of the register request. "identity+cert": the agent's
+//! identity token, on a connection where the agent shows its certificate
+//! (TLS client authentication). Stats tokens (`fleetctl token stats`, and
+//! the console's per-agent ones) are refused everywhere here: they are for
+//! agents' `/v1/stats` and `/metrics`. Every refusal is an [`ApiError`]
+//! body with a 4xx status.
 
 use std::collections::BTreeMap;
 
@@ -30,6 +35,10 @@ pub struct JoinTokenRequest {
     /// Lifetime in seconds; the control plane's default when absent.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ttl_secs: Option<u64>,
+    /// More names and addresses the issuer vouches for (after `host`): the
+    /// agent's certificate names exactly these and `host`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub names: Vec<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -42,31 +51,55 @@ pub struct JoinTokenResponse {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct RegisterRequest {
     pub join_token: String,
-    /// PEM PKCS#10 request; the key never leaves the host.
+    /// PEM PKCS#10 request; the key never leaves the host. Only its key is
+    /// used: the names come from the join token.
     pub csr_pem: String,
     pub hostname: String,
-    /// Addresses the agent can be reached at (its stats endpoint's).
+    /// Addresses the agent says it can be reached at. Informational: the
+    /// certificate, the console and service discovery use the addresses
+    /// the join token vouches for.
     pub addresses: Vec<String>,
     pub stats_port: u16,
     pub agent_version: String,
+}
+
+/// One token verification key: `kid` names it in a JWT's header.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TokenKey {
+    pub kid: String,
+    /// Ed25519 public key, SPKI PEM.
+    pub public_key_pem: String,
+}
+
+/// What an agent needs to check the tokens it is shown, sent with every
+/// registration, renewal and heartbeat: so a rotated key or a revoked
+/// token reaches every agent within one heartbeat interval.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct TrustUpdate {
+    /// Every key a valid token may be signed with.
+    pub token_keys: Vec<TokenKey>,
+    /// Ids (`jti`) of revoked tokens that have not expired yet.
+    #[serde(default)]
+    pub revoked_tokens: Vec<String>,
+    /// Stats and operator tokens living longer than this are refused.
+    pub max_token_ttl_secs: u64,
 }
 
 /// What a registered agent needs to run.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct RegisterResponse {
     pub agent_id: String,
-    /// The agent's certificate, with SANs for its hostname and addresses.
+    /// The agent's certificate, naming what its join token vouched for.
     pub certificate_pem: String,
     pub certificate_expires_at: i64,
-    /// The fleet CA: the only root the agent trusts.
+    /// The fleet CA: the root the agent's certificate chains to.
     pub ca_pem: String,
     /// The agent's identity token (JWT, audience `fleet-agent`).
     pub identity_token: String,
     pub identity_expires_at: i64,
-    /// The public key that verifies operator tokens (PEM).
-    pub token_public_key_pem: String,
     /// How often the control plane expects a heartbeat.
     pub heartbeat_interval_secs: u64,
+    pub trust: TrustUpdate,
 }
 
 /// Renews the identity token (sent as the bearer), and the certificate when
@@ -85,6 +118,7 @@ pub struct RenewResponse {
     pub certificate_pem: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub certificate_expires_at: Option<i64>,
+    pub trust: TrustUpdate,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -98,13 +132,19 @@ pub struct HeartbeatRequest {
 pub struct HeartbeatResponse {
     pub state: RegistrationState,
     pub heartbeat_interval_secs: u64,
+    pub trust: TrustUpdate,
 }
 
 /// One agent as the control plane's registry knows it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct AgentRecord {
     pub agent_id: String,
+    /// The name the agent reported (shown to people; not in its certificate
+    /// unless its join token vouched for it).
     pub hostname: String,
+    /// The names and addresses its join token vouched for, in the issuer's
+    /// order: what its certificate names, where the console reads it and
+    /// what service discovery publishes (the first address).
     pub addresses: Vec<String>,
     pub stats_port: u16,
     pub agent_version: String,
@@ -131,8 +171,25 @@ pub struct SdTargetGroup {
 /// people. Never carries a token.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ApiError {
-    /// e.g. `token_expired`, `token_replayed`, `wrong_audience`,
-    /// `bad_signature`, `wrong_host`, `unknown_agent`, `revoked`.
+    /// e.g. `token_expired`, `token_replayed`, `token_revoked`,
+    /// `wrong_audience`, `unknown_key`, `bad_signature`, `wrong_host`,
+    /// `unknown_agent`, `revoked`, `certificate_required`.
     pub error: String,
     pub reason: String,
+}
+
+/// A token minted for a person or a service (`fleetctl token operator`,
+/// `stats`, `sd`), as `fleetctl token list` shows it. Never the token itself.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TokenRecord {
+    /// The token's `jti`: what `fleetctl token revoke` takes.
+    pub id: String,
+    /// `operator`, `stats` or `sd`.
+    pub kind: String,
+    /// Who it is for (its `sub`).
+    pub name: String,
+    pub issued_at: i64,
+    pub expires_at: i64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub revoked_at: Option<i64>,
 }

@@ -1,17 +1,22 @@
-//! Certificates and TLS: the fleet CA, agent keys and CSRs, secret files,
-//! the TLS server and the one way to build an HTTPS client.
+//! Certificates and TLS: the fleet CA (a root, and an intermediate for the
+//! control plane), agent keys and CSRs, the control plane's pin, secret
+//! files, the TLS server and the ways to build an HTTPS client.
 //!
 //! Keys are ECDSA P-256 (rcgen's default on aws-lc-rs). Certificates carry
 //! the SANs the caller checked, never those a CSR asks for.
 
 mod ca;
+mod pin;
 pub mod tls;
+mod verify;
 
 use std::io::Write as _;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 
-pub use ca::FleetCa;
+pub use ca::{FleetCa, RevokedSerial};
+pub use pin::ControlPin;
+pub use verify::RevocationList;
 
 /// What can go wrong with keys, certificates and TLS setup.
 #[derive(Debug, thiserror::Error)]
@@ -56,6 +61,8 @@ pub enum PkiError {
     Generate(String),
     #[error("cannot set up TLS: {0}")]
     Tls(String),
+    #[error("{0:?} is not a control plane pin (sha256/ and 44 characters of base64)")]
+    BadPin(String),
 }
 
 /// A certificate the CA issued.
@@ -64,6 +71,8 @@ pub struct IssuedCert {
     pub pem: String,
     /// Unix seconds.
     pub not_after: i64,
+    /// Its serial number, lowercase hex: what the CRL names.
+    pub serial: String,
 }
 
 /// A fresh key pair (the key never leaves the host) and a CSR for it.
@@ -109,6 +118,17 @@ pub fn cert_not_after(cert_pem: &str) -> Result<i64, PkiError> {
         .parse_x509()
         .map_err(|e| PkiError::BadCert(e.to_string()))?;
     Ok(cert.validity().not_after.timestamp())
+}
+
+/// The serial number (lowercase hex) of a certificate in DER.
+#[must_use]
+pub fn cert_serial_der(der: &[u8]) -> Option<String> {
+    use std::fmt::Write as _;
+    let (_, cert) = x509_parser::parse_x509_certificate(der).ok()?;
+    Some(cert.raw_serial().iter().fold(String::new(), |mut s, b| {
+        let _ = write!(s, "{b:02x}");
+        s
+    }))
 }
 
 /// Writes a secret: mode 0600 from creation, atomically (a temp file in the

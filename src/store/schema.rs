@@ -83,6 +83,26 @@ const MIGRATIONS: &[&str] = &[
         updated_at INTEGER NOT NULL,
         PRIMARY KEY (address, port)
     );",
+    // Trust: the certificates the CA gave each agent (what an agent must
+    // show, and what the CRL names once revoked), kept until they expire;
+    // and the tokens minted for people (`fleetctl token operator|stats|sd`),
+    // listed and revoked by id. Agents registered before this version have
+    // no certificate on record and enroll again.
+    "CREATE TABLE agent_certs (
+        serial TEXT PRIMARY KEY,
+        agent_id TEXT NOT NULL,
+        not_after INTEGER NOT NULL,
+        revoked_at INTEGER
+    );
+    CREATE INDEX agent_certs_by_agent ON agent_certs (agent_id);
+    CREATE TABLE issued_tokens (
+        jti TEXT PRIMARY KEY,
+        kind TEXT NOT NULL,
+        name TEXT NOT NULL,
+        issued_at INTEGER NOT NULL,
+        expires_at INTEGER NOT NULL,
+        revoked_at INTEGER
+    );",
 ];
 
 pub fn migrate(conn: &Connection, path: &Path) -> Result<(), StoreError> {

@@ -243,3 +243,23 @@ fn scan_prompt_80x24() {
     }
     insta::assert_snapshot!(draw(&app).backend());
 }
+
+#[test]
+fn the_timeline_shares_the_charts_time_axis_120x36() {
+    let mut app = app(40, 120, 36, "default");
+    keys(&mut app, &[KeyCode::Enter]);
+    let terminal = draw(&app);
+    let buffer = terminal.backend().buffer();
+    let screen = terminal.backend().to_string();
+    for lane in ["token│", " cert│", "  reg│", " beat│"] {
+        assert!(screen.contains(lane), "no {lane:?} lane:\n{screen}");
+    }
+    // The lanes' axis is the charts' value axis: the same column, so a
+    // column is the same instant in each.
+    let (token_x, _) = find(buffer, "token│");
+    let (cpu_x, _) = find(buffer, "  100│");
+    assert_eq!(token_x, cpu_x, "{screen}");
+    let (now_x, _) = find(buffer, "now│");
+    let (right_border, _) = find(buffer, "┐┌ CPU");
+    assert!(now_x > right_border, "the axis runs to the right edge");
+}

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use tokio::time::Instant;
 
-use crate::engine::{FleetSnapshot, HostView, JobId, JobKind, JobView, Sample};
+use crate::engine::{FleetSnapshot, HostView, JobId, JobKind, JobView, Mark, Sample};
 use crate::model::stats::{
     CertificateStatus, CpuStats, MemoryStats, RegistrationStatus, SampleInfo, TokenStatus,
 };
@@ -149,6 +149,23 @@ pub fn host(i: u64, now: i64, at: Instant) -> HostView {
         AgentState::Running
     };
     view.stats = Some(Arc::new(stats));
+    // Registered two hours ago: the whole window registered, with a
+    // heartbeat every 10 s, a renewal, and the expired token's last minutes.
+    view.note_timeline(now);
+    let answering = if view.agent == AgentState::Running {
+        5
+    } else {
+        120
+    };
+    for back in (answering..300).step_by(10) {
+        view.timeline.record(now - back, Mark::Heartbeat);
+    }
+    if token_left < 0 {
+        view.timeline
+            .record(now - 200, Mark::Token(TokenState::Expiring));
+    } else {
+        view.timeline.record(now - 130, Mark::TokenRenewed);
+    }
     view.log(now - 7200, "agent answering");
     view.log(now - 1800, "token: renewed");
     view

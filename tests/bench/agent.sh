@@ -5,7 +5,7 @@
 #   idle     60 s, nobody scraping (the agent samples /proc every 2 s and
 #            heartbeats the control plane; node_exporter does nothing);
 #   scraped  60 s, one `curl /metrics` per second to each (the agent's over
-#            HTTPS with an operator token, a new TLS connection each time).
+#            HTTPS with a stats token, a new TLS connection each time).
 # Reports resident memory at the end of each phase (and the peak), and CPU
 # time used during the phase as % of one core, from /proc/PID/{status,stat}.
 # Ends with the three ratios against node_exporter and the targets: binary
@@ -56,7 +56,7 @@ ctl() { "$BIN" --config "$WORK/control.toml" --data-dir "$WORK/control" "$@"; }
 PIDS+=($!)
 URL=$(wait_for "$WORK/serve.log" 'https://127\.5\.0\.1:[0-9]+')
 CA=$WORK/control/control/ca.pem
-ctl token join bench-node >"$WORK/join.token"
+ctl token join 127.5.0.100 --name bench-node >"$WORK/join.token"
 cat >"$WORK/agent.toml" <<EOF
 controller = "$URL"
 ca_file = "$CA"
@@ -69,7 +69,7 @@ nice -n 10 "$AGENT_BIN" agent --config "$WORK/agent.toml" 2>"$WORK/agent.log" &
 AGENT_PID=$!
 PIDS+=($AGENT_PID)
 AGENT=$(wait_for "$WORK/agent.log" 'listening on 127\.5\.0\.100:[0-9]+' | awk '{print $3}')
-printf 'Authorization: Bearer %s\n' "$(ctl token operator)" >"$WORK/auth.header"
+printf 'Authorization: Bearer %s\n' "$(ctl token stats)" >"$WORK/auth.header"
 for _ in $(seq 100); do
     curl -sf --cacert "$CA" -H @"$WORK/auth.header" "https://$AGENT/v1/stats" >/dev/null && break
     sleep 0.1

@@ -5,7 +5,9 @@
 //! process on 127.4.3.1 (port 0) with its registry in SQLite on disk; the
 //! load generator shares the process and the cores. Each agent registers
 //! with its own join token and CSR, then keeps its own HTTPS connection
-//! (its own client, as a real agent has) and sends heartbeats:
+//! (its own client showing its own certificate, as a real agent has) and
+//! sends heartbeats. All of them connect from one address, so the control
+//! plane's per-source cap is raised above 1,000 for the run:
 //! - saturation: every agent sends its next heartbeat as soon as the
 //!   last one is answered, for a fixed time;
 //! - paced: every agent sends one heartbeat a second (1,000/s offered),
@@ -15,9 +17,10 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use fleetctl::auth::JoinGrant;
 use fleetctl::control::{self, ControlPlane, Settings};
 use fleetctl::model::control::{HeartbeatRequest, RegisterRequest, RegisterResponse};
-use fleetctl::pki;
+use fleetctl::pki::{self, ControlPin};
 
 const AGENTS: usize = 1_000;
 const RUN: Duration = Duration::from_secs(10);
@@ -47,6 +50,7 @@ async fn bench() {
     let settings = Settings {
         heartbeat_interval: Duration::from_secs(1),
         lost_after: Duration::from_mins(1),
+        max_connections_per_source: 2 * AGENTS,
         ..Settings::default()
     };
     let plane = ControlPlane::open(
@@ -64,7 +68,7 @@ async fn bench() {
     let url = Arc::new(started.url.clone());
 
     let t0 = Instant::now();
-    let agents = register_all(&plane, &url, &started.ca_pem).await;
+    let agents = register_all(&plane, &url, &started.ca_pem, started.control_pin).await;
     let register = Outcome {
         latencies: Vec::new(),
         failures: AGENTS - agents.len(),
@@ -113,21 +117,26 @@ fn row(name: &str, mut o: Outcome) {
     );
 }
 
-async fn register_all(plane: &Arc<ControlPlane>, url: &Arc<String>, ca_pem: &str) -> Vec<Agent> {
+async fn register_all(
+    plane: &Arc<ControlPlane>,
+    url: &Arc<String>,
+    ca_pem: &str,
+    pin: ControlPin,
+) -> Vec<Agent> {
     let mut tasks = tokio::task::JoinSet::new();
     // Registrations are a burst at deploy time; 64 at once is plenty.
     let gate = Arc::new(tokio::sync::Semaphore::new(64));
     for i in 0..AGENTS {
         let host = format!("node{i:04}");
-        let (join, _) = plane.join_token(&host, None).unwrap();
+        let (join, _) = plane.join_token(&JoinGrant::new(&host), None).unwrap();
         let client = pki::tls::http_client(ca_pem, TIMEOUT).unwrap();
-        let (url, gate) = (Arc::clone(url), Arc::clone(&gate));
+        let (url, gate, ca_pem) = (Arc::clone(url), Arc::clone(&gate), ca_pem.to_owned());
         tasks.spawn(async move {
             let _permit = gate.acquire().await.unwrap();
             let kc = pki::new_key_and_csr(&host, std::slice::from_ref(&host)).unwrap();
             let request = RegisterRequest {
                 join_token: join,
-                csr_pem: kc.csr_pem,
+                csr_pem: kc.csr_pem.clone(),
                 hostname: host,
                 addresses: vec![format!("127.4.{}.{}", 100 + i / 250, 1 + i % 250)],
                 stats_port: 9100,
@@ -140,6 +149,11 @@ async fn register_all(plane: &Arc<ControlPlane>, url: &Arc<String>, ca_pem: &str
                 .await
                 .ok()?;
             let reg: RegisterResponse = resp.error_for_status().ok()?.json().await.ok()?;
+            let identity = pki::tls::ClientIdentity {
+                cert_pem: reg.certificate_pem,
+                key_pem: kc.key_pem,
+            };
+            let client = pki::tls::control_client(&ca_pem, pin, Some(&identity), TIMEOUT).ok()?;
             Some(Agent {
                 client,
                 identity: reg.identity_token,

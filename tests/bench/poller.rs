@@ -25,7 +25,7 @@ use std::time::{Duration, Instant};
 use axum::Json;
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::routing::get;
-use fleetctl::auth::{Audience, TokenVerifier};
+use fleetctl::auth::{Audience, TokenVerifier, stats_audience_for};
 use fleetctl::control::{self, ControlPlane, Settings};
 use fleetctl::engine::{
     self, ControlLink, DeploySettings, EngineConfig, Event, PollSettings, SshSettings,
@@ -80,14 +80,16 @@ async fn serve_fleet(dir: &Path, n: usize) {
     .unwrap();
     let listener = tokio::net::TcpListener::bind("127.9.0.1:0").await.unwrap();
     let started = control::start(listener, Arc::clone(&plane), std::future::pending()).unwrap();
-    let verifier = Arc::new(TokenVerifier::from_public_pem(plane.token_public_key_pem()).unwrap());
+    let verifier = Arc::new(TokenVerifier::from_keys(&plane.token_keys()).unwrap());
     let client = pki::tls::http_client(&started.ca_pem, Duration::from_secs(30)).unwrap();
     let gate = Arc::new(tokio::sync::Semaphore::new(32));
     let mut tasks = tokio::task::JoinSet::new();
     for i in 0..n {
         let ip = agent_ip(i);
         let host = format!("b{i:04}.bench");
-        let (join, _) = plane.join_token(&ip.to_string(), None).unwrap();
+        let (join, _) = plane
+            .join_token(&fleetctl::auth::JoinGrant::new(&ip.to_string()), None)
+            .unwrap();
         let (client, url, gate) = (client.clone(), started.url.clone(), Arc::clone(&gate));
         let verifier = Arc::clone(&verifier);
         tasks.spawn(async move {
@@ -158,8 +160,10 @@ fn answer(
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.strip_prefix("Bearer "))
         .ok_or(StatusCode::UNAUTHORIZED)?;
+    // As an agent checks: a fleet-wide stats token, or one for this agent.
+    let own = stats_audience_for(stats.registration.agent_id.as_deref().unwrap_or_default());
     verifier
-        .verify(token.trim(), Audience::Operator)
+        .verify_for(token.trim(), &[Audience::Stats.as_str(), &own])
         .map_err(|_| StatusCode::UNAUTHORIZED)?;
     Ok(Json(stats.clone()))
 }

@@ -7,9 +7,11 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
+use fleetctl::auth::JoinGrant;
 use fleetctl::control::{self, ControlPlane, Settings};
 use fleetctl::model::control::{ApiError, RegisterRequest, RegisterResponse};
-use fleetctl::pki::{self, KeyAndCsr};
+use fleetctl::pki::tls::ClientIdentity;
+use fleetctl::pki::{self, ControlPin, KeyAndCsr};
 use reqwest::StatusCode;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
@@ -19,7 +21,9 @@ use tokio::sync::oneshot;
 pub struct Running {
     pub plane: Arc<ControlPlane>,
     pub url: String,
+    /// Trusts the fleet CA; shows no certificate (an operator, an enrolling agent).
     pub client: reqwest::Client,
+    pub pin: ControlPin,
     stop: Option<oneshot::Sender<()>>,
     task: Option<tokio::task::JoinHandle<Result<(), control::ControlError>>>,
 }
@@ -45,6 +49,7 @@ impl Running {
             plane,
             url: started.url,
             client,
+            pin: started.control_pin,
             stop: Some(tx),
             task: Some(started.task),
         }
@@ -67,8 +72,38 @@ impl Running {
             .0
     }
 
+    /// A join token for `host` vouching for `host` alone.
     pub fn join(&self, host: &str) -> String {
-        self.plane.join_token(host, None).unwrap().0
+        self.plane
+            .join_token(&JoinGrant::new(host), None)
+            .unwrap()
+            .0
+    }
+
+    /// A join token for `host` vouching for `host` and `names`.
+    pub fn join_vouching(&self, host: &str, names: &[&str]) -> String {
+        let grant = JoinGrant {
+            host: host.to_owned(),
+            names: names.iter().map(|s| (*s).to_owned()).collect(),
+            control_pin: None,
+        };
+        self.plane.join_token(&grant, None).unwrap().0
+    }
+
+    /// A client showing `cert_pem` (with its key) to the pinned control
+    /// plane: what an agent calls renew and heartbeat with.
+    pub fn agent_client(&self, cert_pem: &str, key: &KeyAndCsr) -> reqwest::Client {
+        let identity = ClientIdentity {
+            cert_pem: cert_pem.to_owned(),
+            key_pem: key.key_pem.clone(),
+        };
+        pki::tls::control_client(
+            self.plane.ca_pem(),
+            self.pin,
+            Some(&identity),
+            Duration::from_secs(10),
+        )
+        .unwrap()
     }
 
     /// POSTs `body` (with `bearer` when given); the status and the JSON answer.
@@ -78,7 +113,18 @@ impl Running {
         bearer: Option<&str>,
         body: &B,
     ) -> (StatusCode, serde_json::Value) {
-        let mut req = self.client.post(format!("{}{path}", self.url)).json(body);
+        self.post_with(&self.client, path, bearer, body).await
+    }
+
+    /// As [`Self::post`], through `client`.
+    pub async fn post_with<B: Serialize>(
+        &self,
+        client: &reqwest::Client,
+        path: &str,
+        bearer: Option<&str>,
+        body: &B,
+    ) -> (StatusCode, serde_json::Value) {
+        let mut req = client.post(format!("{}{path}", self.url)).json(body);
         if let Some(token) = bearer {
             req = req.bearer_auth(token);
         }
@@ -93,18 +139,24 @@ impl Running {
         answer(req).await
     }
 
-    /// Registers `host` with `addresses` using `join`; panics unless it works.
-    pub async fn register(
-        &self,
-        join: &str,
-        host: &str,
-        addresses: &[&str],
-    ) -> (RegisterResponse, KeyAndCsr) {
+    /// Registers `host` with `addresses` using `join`; panics unless it
+    /// works. The agent, with a client showing its certificate.
+    pub async fn register(&self, join: &str, host: &str, addresses: &[&str]) -> Enrolled {
         let (req, key) = register_request(join, host, addresses);
         let (status, body) = self.post("/v1/register", None, &req).await;
         assert_eq!(status, StatusCode::OK, "{body}");
-        (serde_json::from_value(body).unwrap(), key)
+        let reg: RegisterResponse = serde_json::from_value(body).unwrap();
+        let client = self.agent_client(&reg.certificate_pem, &key);
+        Enrolled { reg, key, client }
     }
+}
+
+/// A registered agent as the tests drive it.
+pub struct Enrolled {
+    pub reg: RegisterResponse,
+    pub key: KeyAndCsr,
+    /// Shows the agent's certificate to the control plane.
+    pub client: reqwest::Client,
 }
 
 async fn answer(req: reqwest::RequestBuilder) -> (StatusCode, serde_json::Value) {

@@ -121,11 +121,14 @@ fn fleetctl() -> Command {
     cmd
 }
 
-/// `fleetctl serve` on 127.5.0.1, port 0, with its data in a temp dir.
+/// `fleetctl serve` on 127.5.0.1 (or another address), port 0, with its
+/// data in a temp dir.
 pub struct Control {
     pub dir: tempfile::TempDir,
     pub proc: Option<Proc>,
     pub url: String,
+    /// The address it listens on.
+    pub ip: String,
     /// Logs of earlier runs (before a restart).
     pub old_logs: String,
 }
@@ -133,16 +136,22 @@ pub struct Control {
 impl Control {
     /// `settings`: more lines for the `[control]` table (lifetimes...).
     pub fn start(settings: &str) -> Self {
+        Self::start_on("127.5.0.1", settings)
+    }
+
+    /// As [`Self::start`], listening on `ip`.
+    pub fn start_on(ip: &str, settings: &str) -> Self {
         let dir = tempfile::tempdir().unwrap();
         std::fs::write(
             dir.path().join("config.toml"),
-            format!("[control]\nlisten = \"127.5.0.1:0\"\n{settings}\n"),
+            format!("[control]\nlisten = \"{ip}:0\"\n{settings}\n"),
         )
         .unwrap();
         let mut control = Self {
             dir,
             proc: None,
             url: String::new(),
+            ip: ip.to_owned(),
             old_logs: String::new(),
         };
         control.run();
@@ -162,7 +171,7 @@ impl Control {
         let mut cmd = self.cmd();
         cmd.arg("serve");
         let mut proc = Proc::spawn_command(cmd);
-        let line = proc.wait_log("https://127.5.0.1:", Duration::from_secs(20));
+        let line = proc.wait_log(&format!("https://{}:", self.ip), Duration::from_secs(20));
         let start = line.find("https://").unwrap();
         let url: String = line[start..]
             .chars()
@@ -175,7 +184,7 @@ impl Control {
             let config = self.dir.path().join("config.toml");
             let text = std::fs::read_to_string(&config)
                 .unwrap()
-                .replace("127.5.0.1:0", &format!("127.5.0.1:{port}"));
+                .replace(&format!("{}:0", self.ip), &format!("{}:{port}", self.ip));
             std::fs::write(config, text).unwrap();
         }
         self.proc = Some(proc);
@@ -213,6 +222,16 @@ impl Control {
         std::fs::read_to_string(self.ca_file()).unwrap()
     }
 
+    /// The data dir (`--data-dir`).
+    pub fn data_dir(&self) -> PathBuf {
+        self.dir.path().join("data")
+    }
+
+    /// Runs a `fleetctl` command against this control plane's data; its output.
+    pub fn run_cli(&self, args: &[&str]) -> std::process::Output {
+        self.cmd().args(args).output().unwrap()
+    }
+
     /// Runs a `fleetctl` command against this control plane; returns stdout.
     pub fn cli(&self, args: &[&str]) -> String {
         let out = self.cmd().args(args).output().unwrap();
@@ -225,21 +244,31 @@ impl Control {
         String::from_utf8(out.stdout).unwrap()
     }
 
+    /// A join token vouching for `host` alone.
     pub fn join_token(&self, host: &str) -> String {
         self.cli(&["token", "join", host]).trim().to_owned()
+    }
+
+    /// A join token bound to `ip`, vouching for `ip` (where the console
+    /// reads the agent) and `host`, as deploy mints them.
+    pub fn join_for(&self, ip: &str, host: &str) -> String {
+        self.cli(&["token", "join", ip, "--name", host])
+            .trim()
+            .to_owned()
     }
 
     pub fn operator_token(&self) -> String {
         self.cli(&["token", "operator"]).trim().to_owned()
     }
 
+    /// A fleet-wide stats token (what Prometheus scrapes with).
+    pub fn stats_token(&self) -> String {
+        self.cli(&["token", "stats"]).trim().to_owned()
+    }
+
+    /// A client reading every agent's stats with a fleet-wide stats token.
     pub fn stats_client(&self) -> StatsClient {
-        StatsClient::new(
-            &self.ca_pem(),
-            &self.operator_token(),
-            Duration::from_secs(5),
-        )
-        .unwrap()
+        StatsClient::new(&self.ca_pem(), &self.stats_token(), Duration::from_secs(5)).unwrap()
     }
 }
 
@@ -253,16 +282,12 @@ pub struct Agent {
 
 impl Agent {
     /// Enrolled agents `node{i}.test` on `127.5.0.{i}`, one per `i`, each
-    /// with a join token for its name.
+    /// with a join token for its address and name.
     pub fn enrolled(control: &Control, ids: std::ops::Range<u8>) -> Vec<Self> {
         ids.map(|i| {
             let host = format!("node{i}.test");
-            Self::start(
-                control,
-                &format!("127.5.0.{i}"),
-                &host,
-                Some(&control.join_token(&host)),
-            )
+            let ip = format!("127.5.0.{i}");
+            Self::start(control, &ip, &host, Some(&control.join_for(&ip, &host)))
         })
         .collect()
     }

@@ -294,6 +294,7 @@ async fn start_control(
         join_ttl: Duration::from_mins(5),
         heartbeat_interval: lifetimes.heartbeat,
         lost_after: lifetimes.lost_after,
+        ..control::Settings::default()
     };
     let plane = ControlPlane::open(
         &console.join("control"),

@@ -52,6 +52,7 @@ impl Actor {
                 host.stats = Some(Arc::new(*stats));
                 host.agent = AgentState::Running;
                 host.deploy_step = None;
+                host.note_timeline(now);
                 if from != AgentState::Running {
                     host.log(now, "agent answering");
                     self.emit(Event::AgentChanged {
@@ -135,6 +136,7 @@ impl Actor {
             };
         }
         host.registry = Some(record);
+        host.note_timeline(now);
         self.dirty = true;
     }
 }

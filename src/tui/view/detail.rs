@@ -1,6 +1,22 @@
-//! One host in full: its states, registration and token timeline and facts
-//! on the left; CPU and memory over the kept history and per-core bars on
-//! the right; its recent events below.
+//! One host in full: its states, registration and facts on the left; CPU
+//! and memory over the kept history, the token timeline on the same time
+//! axis, and per-core bars on the right; its recent events below.
+//!
+//! ```text
+//!  ┌ addr name ───────────┐┌ CPU ─────────────────────────────┐
+//!  │ reach ssh agent      ││  100│⣀⡠⠤⠒⠉                       │
+//!  │ registration token   │├ memory ──────────────────────────┤
+//!  │ registered heartbeat ││   50│⠤⠤⠤⠤⠤⠤⠤⠤                   │
+//!  │ facts                │├ timeline ────────────────────────┤
+//!  │                      ││token│●━━━┃━━━┃━━┅┅┅╳╳           │
+//!  │                      ││ beat│ • • • •                   │
+//!  │                      ││      -5m  ...             now   │
+//!  │                      │├ cores ───────────────────────────┤
+//!  └──────────────────────┘└──────────────────────────────────┘
+//!  ┌ host events ───────────────────────────────────────────────┐
+//! ```
+//! The charts pad their value labels to the timeline's lane names, so a
+//! column is the same instant in all three.
 
 use std::net::IpAddr;
 
@@ -12,6 +28,7 @@ use ratatui::text::{Line, Span};
 use ratatui::widgets::{Axis, Block, Chart, Dataset, GraphType, Paragraph, Wrap};
 
 use super::fleet::{agent_label, reach_urgency, registration_urgency, ssh_label};
+use super::timeline::{LABEL_WIDTH, TimelineStrip};
 use crate::engine::{FleetSnapshot, HISTORY_WINDOW, HostView};
 use crate::tui::app::App;
 use crate::tui::format::{self, Urgency};
@@ -207,14 +224,23 @@ fn charts(
         .stats
         .as_ref()
         .map_or(0, |s| s.cpu.per_core_pct.len() as u16);
-    let cores_height = if cores == 0 {
+    // The charts keep five lines each; then the timeline (its axis goes
+    // first when short of room); then the cores.
+    let timeline_height = match area.height {
+        17.. => TIMELINE_HEIGHT,
+        12.. => TIMELINE_HEIGHT - 1,
+        _ => 0,
+    };
+    let room = area.height.saturating_sub(timeline_height + 10);
+    let cores_height = if cores == 0 || room < 3 {
         0
     } else {
-        (cores + 2).min(area.height / 3)
+        (cores + 2).min(room).min(area.height / 3)
     };
-    let [cpu, mem, cores_area] = Layout::vertical([
+    let [cpu, mem, timeline_area, cores_area] = Layout::vertical([
         Constraint::Fill(1),
         Constraint::Fill(1),
+        Constraint::Length(timeline_height),
         Constraint::Length(cores_height),
     ])
     .areas(area);
@@ -250,6 +276,16 @@ fn charts(
         frame,
         mem,
     );
+    if timeline_height > 0 {
+        let block = Block::bordered()
+            .title(Span::styled(TIMELINE_TITLE, theme.title()))
+            .border_style(theme.border());
+        let window = i64::try_from(HISTORY_WINDOW.as_secs()).unwrap_or(i64::MAX);
+        frame.render_widget(
+            TimelineStrip::new(&host.timeline, theme, fleet.now_unix, window).block(block),
+            timeline_area,
+        );
+    }
     if let Some(stats) = host.stats.as_ref().filter(|_| cores_height > 0) {
         let block = Block::bordered()
             .title(Span::styled(" cores ", theme.title()))
@@ -272,6 +308,13 @@ fn charts(
         frame.render_widget(Paragraph::new(lines).block(block), cores_area);
     }
 }
+
+/// Four lanes and the minutes under them, in a border.
+const TIMELINE_HEIGHT: u16 = 7;
+/// The title doubles as the legend of the glyphs a lane shows (it fits
+/// the charts' width on a 120-column screen).
+const TIMELINE_TITLE: &str =
+    " timeline · ● issued ┃ renewed ┅ expiring ┄ lost ╳ expired ▓ revoked ";
 
 #[allow(clippy::too_many_arguments)] // one chart's worth of settings, all used once
 fn chart(
@@ -305,7 +348,9 @@ fn chart(
         .y_axis(
             Axis::default()
                 .bounds([0.0, 100.0])
-                .labels(["0", "50", "100"])
+                .labels(
+                    ["0", "50", "100"].map(|l| format!("{l:>w$}", w = usize::from(LABEL_WIDTH))),
+                )
                 .style(theme.muted()),
         );
     frame.render_widget(chart, area);

@@ -20,6 +20,7 @@ mod header;
 mod help;
 mod jobs;
 mod modal;
+mod timeline;
 
 use ratatui::Frame;
 
