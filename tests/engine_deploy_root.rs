@@ -151,7 +151,10 @@ async fn the_engine_deploys_watches_and_undeploys_real_hosts() {
 
     engine.send(EngineCommand::Deploy(DeployRequest::hosts(&ips)));
     let (outcome, prompts, steps) = run_job(&engine, &mut events, JobKind::Deploy).await;
-    assert_eq!(outcome, JobOutcome::Done("2 deployed".into()));
+    assert_eq!(
+        outcome,
+        JobOutcome::Done("2 deployed (console build)".into())
+    );
     assert_eq!(prompts.len(), 2, "one host key question per host");
     assert!(
         prompts.iter().all(|p| p.starts_with("ssh-ed25519 SHA256:")),

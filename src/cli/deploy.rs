@@ -72,7 +72,8 @@ pub struct DeployArgs {
     hosts: HostsArgs,
     #[command(flatten)]
     ssh: SshArgs,
-    /// The agent build to push [default: this fleetctl binary].
+    /// The agent build to push [default: fleetctl-agent beside this fleetctl
+    /// (the agent-only build), else this fleetctl binary].
     #[arg(long, value_name = "PATH")]
     agent_binary: Option<PathBuf>,
     /// The control plane URL agents register with [default: `url` (else
@@ -335,10 +336,8 @@ fn candidates(inventory: &Inventory) -> anyhow::Result<Vec<Candidate>> {
 fn print_plan(plan: &DeployPlan) {
     let options = plan.rollout;
     println!(
-        "plan: push {} ({}, Linux {}, sha256 {}) to {} host(s); agents register with {}",
-        plan.path.display(),
-        human_bytes(plan.bytes),
-        plan.arch,
+        "plan: push {} (sha256 {}) to {} host(s); agents register with {}",
+        text::escape(&plan.build),
         plan.sha256.get(..16).unwrap_or(&plan.sha256),
         plan.hosts.len(),
         text::escape(&plan.url)
@@ -371,11 +370,6 @@ fn print_plan(plan: &DeployPlan) {
         );
     }
     println!("dry run: nothing was changed");
-}
-
-fn human_bytes(n: usize) -> String {
-    let mib = n as f64 / f64::from(1u32 << 20);
-    format!("{mib:.1} MiB")
 }
 
 #[cfg(test)]

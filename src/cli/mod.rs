@@ -1,51 +1,92 @@
 //! Command-line front end: argument parsing, tracing, dispatch, exit codes.
+//!
+//! The agent-only build (`--no-default-features --features agent`) has one
+//! command, `agent`; every other command comes with the `console` feature.
 
 mod agent;
+#[cfg(feature = "console")]
 mod agents;
+#[cfg(feature = "console")]
 mod config_cmd;
+#[cfg(feature = "console")]
 mod console;
+#[cfg(feature = "console")]
 mod demo;
+#[cfg(feature = "console")]
 mod deploy;
+#[cfg(feature = "console")]
 mod facts_output;
+#[cfg(feature = "console")]
 mod fingerprint;
+#[cfg(feature = "console")]
+mod install;
+#[cfg(feature = "console")]
 mod job;
+#[cfg(feature = "console")]
 mod output;
+#[cfg(feature = "console")]
 mod scan;
 mod serve;
+#[cfg(feature = "console")]
 mod ssh_opts;
+#[cfg(feature = "console")]
 mod status;
+#[cfg(feature = "console")]
 mod token;
+#[cfg(feature = "console")]
 mod tui;
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
+#[cfg(feature = "console")]
 use anyhow::Context as _;
 use clap::{Parser, Subcommand};
 
+#[cfg(feature = "console")]
 use crate::config::{Config, Paths};
 
 /// Exit status for bad input, as clap uses for bad flags.
 const EXIT_USAGE: u8 = 2;
 /// Exit status after Ctrl-C, as shells report SIGINT.
+#[cfg(feature = "console")]
 pub const EXIT_INTERRUPTED: u8 = 130;
 /// Exit status when stdout's reader has gone, as shells report SIGPIPE.
 const EXIT_BROKEN_PIPE: u8 = 141;
 
 #[derive(Debug, Parser)]
-#[command(
-    name = "fleetctl",
-    version,
-    about = "Find hosts, learn what they are, and watch them.",
-    long_about = "Find hosts, learn what they are, and watch them.\n\n\
-                  With no command, opens the console (fleetctl tui)."
+#[cfg_attr(
+    feature = "console",
+    command(
+        name = "fleetctl",
+        version,
+        about = "Find hosts, learn what they are, and watch them.",
+        long_about = "Find hosts, learn what they are, and watch them.\n\n\
+                      With no command, opens the console (fleetctl tui)."
+    )
+)]
+#[cfg_attr(
+    not(feature = "console"),
+    command(
+        name = "fleetctl",
+        // Deploy tells this build from the console's by these words.
+        version = concat!(env!("CARGO_PKG_VERSION"), " (agent-only build)"),
+        about = "The fleetctl node agent (the agent-only build: `fleetctl agent --config FILE`).",
+        subcommand_required = true,
+        arg_required_else_help = true
+    )
 )]
 pub struct Cli {
     /// Config file [default: the platform config dir, ~/.config/fleetctl/config.toml on Linux].
+    #[cfg_attr(
+        not(feature = "console"),
+        arg(help = "The agent's config file (what `deploy` writes)")
+    )]
     #[arg(long, global = true, env = "FLEETCTL_CONFIG", value_name = "FILE")]
     config: Option<PathBuf>,
     /// Data directory for the inventory [default: from the config file, else
     /// the platform data dir, ~/.local/share/fleetctl on Linux].
+    #[cfg(feature = "console")]
     #[arg(long, global = true, env = "FLEETCTL_DATA_DIR", value_name = "DIR")]
     data_dir: Option<PathBuf>,
     #[command(subcommand)]
@@ -55,37 +96,55 @@ pub struct Cli {
 #[derive(Debug, Subcommand)]
 enum Command {
     /// The console: the fleet live, jobs and events (the default command).
+    #[cfg(feature = "console")]
     Tui(tui::TuiArgs),
     /// Discover live hosts in networks, ranges and lists.
+    #[cfg(feature = "console")]
     Scan(scan::ScanArgs),
     /// Learn what hosts are (OS, kernel, CPUs, memory, host key...) over SSH.
+    #[cfg(feature = "console")]
     Fingerprint(fingerprint::FingerprintArgs),
     /// Push the agent to hosts, start it, and wait until it is registered.
+    #[cfg(feature = "console")]
     Deploy(deploy::DeployArgs),
     /// Stop the agent on hosts and remove everything deploy wrote.
+    #[cfg(feature = "console")]
     Undeploy(deploy::UndeployArgs),
     /// The fleet as the console sees it, once: inventory, registry and every
     /// agent read (table, or -o json|jsonl|csv).
+    #[cfg(feature = "console")]
     Status(status::StatusArgs),
     /// Run the node agent: stats API, enrollment and renewal (what `deploy`
     /// launches on each host). Its settings come from --config FILE.
     Agent,
     /// Show where fleetctl keeps things, and its settings.
+    #[cfg(feature = "console")]
     #[command(subcommand)]
     Config(config_cmd::ConfigCommand),
     /// Run the control plane: fleet CA, tokens, agent registry, HTTPS API.
+    #[cfg(feature = "console")]
     Serve(serve::ServeArgs),
     /// Tokens: mint join, operator, stats and sd tokens with the local control
     /// plane's key (printed on stdout); list and revoke them; rotate the key.
+    #[cfg(feature = "console")]
     #[command(subcommand)]
     Token(token::TokenCommand),
     /// List the agents the control plane knows, with their registration state.
+    #[cfg(feature = "console")]
     Agents(agents::AgentsArgs),
     /// Revoke an agent: its certificate, renewals and heartbeats are refused from now on.
+    #[cfg(feature = "console")]
     Revoke(agents::RevokeArgs),
     /// A sandbox fleet on loopback and the console over it: scan,
     /// fingerprint, deploy and watch, with no setup and no root.
+    #[cfg(feature = "console")]
     Demo(demo::DemoArgs),
+    /// Print a shell completion script (bash, zsh, fish, elvish, powershell).
+    #[cfg(feature = "console")]
+    Completions(install::CompletionsArgs),
+    /// Print the manual page (roff), or write one per command into a directory.
+    #[cfg(feature = "console")]
+    Man(install::ManArgs),
 }
 
 /// An error in what the operator asked for: exit status 2, not 1.
@@ -100,13 +159,15 @@ impl BadInput {
     }
 }
 
-/// What every command gets: the settings in effect and where things live.
+/// What every console command gets: the settings in effect and where things live.
+#[cfg(feature = "console")]
 #[derive(Debug)]
 pub struct Context {
     pub config: Config,
     pub paths: Paths,
 }
 
+#[cfg(feature = "console")]
 impl Context {
     fn load(config_flag: Option<&Path>, data_dir_flag: Option<&Path>) -> anyhow::Result<Self> {
         let dirs = Paths::platform();
@@ -143,21 +204,26 @@ pub fn engine_config(
 /// Entry point of the binary.
 #[must_use]
 pub fn main() -> ExitCode {
-    let Cli {
-        config,
-        data_dir,
-        command,
-    } = Cli::parse();
-    let command = command.unwrap_or_else(|| Command::Tui(tui::TuiArgs::default()));
+    let cli = Cli::parse();
+    let Some(command) = cli.command.or_else(default_command) else {
+        // Unreachable in practice: clap insists on a command in this build.
+        eprintln!("error: the agent-only build runs one command: fleetctl agent --config FILE");
+        return ExitCode::from(EXIT_USAGE);
+    };
     // The console logs to a file: the terminal is its screen. The agent is a
     // service: what it does is worth seeing by default.
     match command {
         // The console logs to a file; the demo picks by mode.
+        #[cfg(feature = "console")]
         Command::Tui(_) | Command::Demo(_) => {}
         Command::Agent => init_tracing("info"),
+        #[cfg(feature = "console")]
         _ => init_tracing("warn"),
     }
-    let result = run(command, config.as_deref(), data_dir.as_deref());
+    #[cfg(feature = "console")]
+    let result = run(command, cli.config.as_deref(), cli.data_dir.as_deref());
+    #[cfg(not(feature = "console"))]
+    let result = run(&command, cli.config.as_deref());
     match result {
         Ok(code) => code,
         Err(err) if is_broken_pipe(&err) => {
@@ -175,6 +241,23 @@ pub fn main() -> ExitCode {
     }
 }
 
+/// What `fleetctl` alone runs: the console, where there is one.
+#[allow(clippy::unnecessary_wraps)] // None in the agent-only build
+fn default_command() -> Option<Command> {
+    #[cfg(feature = "console")]
+    return Some(Command::Tui(tui::TuiArgs::default()));
+    #[cfg(not(feature = "console"))]
+    None
+}
+
+#[cfg(not(feature = "console"))]
+fn run(command: &Command, config: Option<&Path>) -> anyhow::Result<ExitCode> {
+    match command {
+        Command::Agent => agent::run(config),
+    }
+}
+
+#[cfg(feature = "console")]
 fn run(
     command: Command,
     config: Option<&Path>,
@@ -196,9 +279,13 @@ fn run(
         Command::Agents(args) => runtime()?.block_on(agents::agents(args, &ctx()?)),
         Command::Revoke(args) => runtime()?.block_on(agents::revoke(args, &ctx()?)),
         Command::Demo(args) => demo::run(&args, &ctx()?),
+        // Neither reads the config: they describe the command line itself.
+        Command::Completions(args) => install::completions(&args),
+        Command::Man(args) => install::man(&args),
     }
 }
 
+#[cfg(feature = "console")]
 fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
     tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -209,6 +296,7 @@ fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
 /// Lifts the soft open-files limit to the hard one and returns how many
 /// sockets a command may hold open, keeping some descriptors spare: scans,
 /// the console's poller and the control plane each hold one per host.
+#[cfg(feature = "console")]
 pub(crate) fn raise_open_files_limit() -> usize {
     use nix::sys::resource::{Resource, getrlimit, setrlimit};
     let Ok((soft, hard)) = getrlimit(Resource::RLIMIT_NOFILE) else {
@@ -261,17 +349,39 @@ pub fn error_text(err: &anyhow::Error) -> String {
 /// escape codes in it would reach the operator's terminal.
 fn init_tracing(default: &str) {
     use std::io::IsTerminal as _;
-    use tracing_subscriber::EnvFilter;
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default));
+    use tracing_subscriber::layer::SubscriberExt as _;
+    use tracing_subscriber::util::SubscriberInitExt as _;
     let colour = log_colour(
         std::io::stderr().is_terminal(),
         std::env::var_os("NO_COLOR").as_deref(),
     );
-    let _ = tracing_subscriber::fmt()
-        .with_env_filter(filter)
+    let output = tracing_subscriber::fmt::layer()
         .with_writer(std::io::stderr)
-        .with_ansi(colour)
+        .with_ansi(colour);
+    let _ = tracing_subscriber::registry()
+        .with(log_filter(default))
+        .with(output)
         .try_init();
+}
+
+/// `RUST_LOG` with all of `EnvFilter`'s syntax (spans, fields).
+#[cfg(feature = "console")]
+fn log_filter(default: &str) -> tracing_subscriber::EnvFilter {
+    use tracing_subscriber::EnvFilter;
+    EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default))
+}
+
+/// `RUST_LOG` as levels per target (`debug`, `fleetctl=debug,hyper=warn`):
+/// the agent-only build leaves out `EnvFilter` and the regex engine it
+/// brings (about 0.3 MB of a binary every host runs).
+#[cfg(not(feature = "console"))]
+fn log_filter(default: &str) -> tracing_subscriber::filter::Targets {
+    use tracing_subscriber::filter::{LevelFilter, Targets};
+    std::env::var("RUST_LOG")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .or_else(|| default.parse().ok())
+        .unwrap_or_else(|| Targets::new().with_default(LevelFilter::INFO))
 }
 
 /// Whether logs may be coloured: on a terminal, unless `NO_COLOR` is set
@@ -305,6 +415,51 @@ mod tests {
         assert_eq!(error_text(&wrapped), "bad --select");
         let host = anyhow::anyhow!("web1: `sh` exited with status 1: \x1b]0;PWNED\x07");
         assert!(!error_text(&host).contains(['\x1b', '\x07']));
+    }
+
+    fn commands() -> Vec<String> {
+        use clap::CommandFactory as _;
+        Cli::command()
+            .get_subcommands()
+            .map(|c| c.get_name().to_owned())
+            .collect()
+    }
+
+    #[cfg(not(feature = "console"))]
+    #[test]
+    fn the_agent_only_build_runs_the_agent_alone() {
+        use clap::CommandFactory as _;
+        assert_eq!(commands(), ["agent"]);
+        let version = Cli::command().render_version();
+        assert!(version.ends_with(" (agent-only build)\n"), "{version}");
+        let bare = Cli::try_parse_from(["fleetctl"]).unwrap_err();
+        assert_eq!(bare.exit_code(), 2, "{bare}");
+        assert!(Cli::try_parse_from(["fleetctl", "scan", "10.0.0.0/24"]).is_err());
+    }
+
+    #[cfg(feature = "console")]
+    #[test]
+    fn the_console_build_has_every_command_and_opens_the_console_bare() {
+        use clap::CommandFactory as _;
+        let all = commands();
+        for name in [
+            "tui",
+            "scan",
+            "deploy",
+            "agent",
+            "serve",
+            "demo",
+            "completions",
+            "man",
+        ] {
+            assert!(all.iter().any(|c| c == name), "{name} not in {all:?}");
+        }
+        assert!(!Cli::command().render_version().contains("agent-only"));
+        let bare = Cli::try_parse_from(["fleetctl"]).unwrap();
+        assert!(matches!(
+            bare.command.or_else(default_command),
+            Some(Command::Tui(_))
+        ));
     }
 
     #[test]

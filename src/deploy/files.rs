@@ -11,6 +11,62 @@ use tokio::io::AsyncWriteExt as _;
 
 use super::elf::{ElfError, ElfTarget};
 use super::layout::Layout;
+use super::libc::LibcNeed;
+
+/// The file name of the agent-only build beside the console's binary, where
+/// the release workflow puts it and deploy looks for it.
+pub const AGENT_BINARY_NAME: &str = "fleetctl-agent";
+
+/// The build deploy pushes when none is named: the agent-only build beside
+/// this binary when there is one, else this binary (console and agent in one).
+pub fn default_agent_binary() -> std::io::Result<PathBuf> {
+    let exe = std::env::current_exe()?;
+    let beside = exe.with_file_name(AGENT_BINARY_NAME);
+    Ok(if beside.is_file() { beside } else { exe })
+}
+
+/// Which build of fleetctl a file is, told by what it contains.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum AgentBuild {
+    /// `--no-default-features --features agent`: the agent alone.
+    AgentOnly,
+    /// The console's build, which runs the agent too.
+    Console,
+    /// Neither: not a fleetctl build deploy knows.
+    Unknown,
+}
+
+/// Bytes every console build holds: this very constant, which it reads
+/// builds with. An agent-only build has no deploy code, so never holds it.
+const CONSOLE_MARK: &[u8] = b"fleetctl console build: deploy, scan, serve, tui";
+/// What an agent-only build's `--version` says after the version.
+const AGENT_ONLY_MARK: &[u8] = b" (agent-only build)";
+
+impl AgentBuild {
+    /// Tells the build from its bytes. The console's mark is looked for
+    /// first: a console build holds the agent's mark too (here, to look for it).
+    #[must_use]
+    pub fn of(bytes: &[u8]) -> Self {
+        if memchr::memmem::find(bytes, CONSOLE_MARK).is_some() {
+            Self::Console
+        } else if memchr::memmem::find(bytes, AGENT_ONLY_MARK).is_some() {
+            Self::AgentOnly
+        } else {
+            Self::Unknown
+        }
+    }
+
+    /// `agent-only build`, `console build`, `unknown build`.
+    #[must_use]
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::AgentOnly => "agent-only build",
+            Self::Console => "console build",
+            Self::Unknown => "unknown build",
+        }
+    }
+}
 
 /// The build to deploy, read once and shared by every host.
 #[derive(Debug)]
@@ -20,6 +76,10 @@ pub struct Artifact {
     /// Lowercase hex.
     pub sha256: String,
     pub elf: ElfTarget,
+    /// The C library it needs on the host.
+    pub libc: LibcNeed,
+    /// Agent-only or the whole console.
+    pub build: AgentBuild,
 }
 
 /// Why a build cannot be deployed.
@@ -44,12 +104,36 @@ impl Artifact {
             path: path.to_owned(),
             cause,
         })?;
+        let libc = LibcNeed::read(&bytes).map_err(|cause| ArtifactError::NotElf {
+            path: path.to_owned(),
+            cause,
+        })?;
         Ok(Self {
             path: path.to_owned(),
             sha256: sha256_hex(&bytes),
+            build: AgentBuild::of(&bytes),
             bytes,
             elf,
+            libc,
         })
+    }
+
+    /// What deploy pushes, for the operator: `the agent-only build
+    /// ./fleetctl-agent (4.1 MiB, Linux x86_64, needs glibc 2.17 or later)`.
+    #[must_use]
+    pub fn describe(&self) -> String {
+        let build = match self.build {
+            AgentBuild::AgentOnly => "the agent-only build",
+            AgentBuild::Console => "the console build (console and agent in one)",
+            AgentBuild::Unknown => "a build deploy does not know",
+        };
+        format!(
+            "{build} {} ({:.1} MiB, Linux {}, needs {})",
+            self.path.display(),
+            self.bytes.len() as f64 / f64::from(1u32 << 20),
+            self.elf.arch_name(),
+            self.libc
+        )
     }
 }
 
@@ -152,6 +236,29 @@ pub use crate::model::stats::listen_port;
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn builds_are_told_apart_by_their_marks() {
+        // This test binary holds the console's deploy code, hence its mark.
+        let exe = std::fs::read(std::env::current_exe().unwrap()).unwrap();
+        assert_eq!(AgentBuild::of(&exe), AgentBuild::Console);
+        assert_eq!(
+            AgentBuild::of(b"\x7fELF...fleetctl 0.1.0 (agent-only build)\0..."),
+            AgentBuild::AgentOnly
+        );
+        assert_eq!(AgentBuild::of(b"\x7fELF...busybox"), AgentBuild::Unknown);
+        let artifact = Artifact::load(&std::env::current_exe().unwrap()).unwrap();
+        let said = artifact.describe();
+        assert!(
+            said.starts_with("the console build (console and agent in one) /"),
+            "{said}"
+        );
+        let arch = artifact.elf.arch_name();
+        assert!(
+            said.contains(&format!("MiB, Linux {arch}, needs glibc 2.")),
+            "{said}"
+        );
+    }
 
     #[test]
     fn sha256_matches_sha256sum() {

@@ -12,6 +12,7 @@ use super::conn::{Failure, Host, NewFile, Transfer, fail, key_values, layout_for
 use super::control::ControlPlane;
 use super::files::{self, Artifact};
 use super::layout::{InstallScope, Layout, sh_quote, short};
+use super::libc::{self, Verdict};
 use super::reported::{self, ShaTool};
 use super::rollout::Progress;
 use super::{Outcome, Step, scripts};
@@ -111,7 +112,7 @@ impl Deployer {
         let sha = self.artifact.sha256.as_str();
         let address = host.target.hostname.as_str();
         progress.step(Step::Inspect);
-        let (layout, sha_tool) = self.inspect(host, found).await?;
+        let (layout, sha_tool) = self.inspect(host, found, progress).await?;
 
         if found.current.as_deref() == Some(sha) && found.running {
             if self.is_healthy_and_registered(address).await {
@@ -178,15 +179,18 @@ impl Deployer {
             build: sha.to_string(),
             replaced,
             transfer,
+            agent: self.artifact.build,
         })
     }
 
     /// Reads what the host is and what is installed; refuses a host the
-    /// build cannot run on.
+    /// build cannot run on (another machine, or a C library it cannot
+    /// start with).
     async fn inspect(
         &self,
         host: &Host<'_>,
         found: &mut Found,
+        progress: &Progress,
     ) -> Result<(Layout, ShaTool), Failure> {
         let sha = self.artifact.sha256.as_str();
         let script = scripts::inspect(sha, self.artifact.elf.uname_patterns(), self.options.scope);
@@ -212,6 +216,27 @@ impl Deployer {
             step: Step::Inspect,
             reason,
         };
+        let host_libc = reported::libc(&name, facts.get("libc").copied().unwrap_or(""))
+            .map_err(inspect_failure)?;
+        let binary = self.artifact.path.display().to_string();
+        match libc::verdict(&self.artifact.libc, &host_libc, &binary) {
+            Verdict::Runs => {}
+            Verdict::Refused(reason) => {
+                // The inspect script made the install directories (a C
+                // library is judged here, not there): empty ones go again.
+                if let Ok((layout, _)) = layout_for(&name, &facts, self.options.scope) {
+                    let _ = host
+                        .sh(Step::Inspect, &scripts::remove_empty_dirs(&layout))
+                        .await;
+                }
+                return fail(Step::Inspect, reason);
+            }
+            Verdict::Unknown => progress.note(format!(
+                "the host did not say which C library it has (no getconf or ldd): \
+                 pushing a build that needs {} anyway",
+                self.artifact.libc
+            )),
+        }
         found.sha_tool = ShaTool::parse(&name, facts.get("sha256").copied().unwrap_or(""))
             .map_err(inspect_failure)?;
         let Some(sha_tool) = found.sha_tool else {

@@ -24,6 +24,7 @@ pub mod elf;
 pub mod files;
 pub mod host;
 pub mod layout;
+pub mod libc;
 mod reported;
 pub mod rollout;
 mod scripts;
@@ -36,7 +37,7 @@ use serde::{Deserialize, Serialize};
 
 pub use conn::Transfer;
 pub use control::{ControlPlane, Enroller};
-pub use files::Artifact;
+pub use files::{AgentBuild, Artifact};
 pub use host::{DeployOptions, Deployer};
 pub use rollout::{HostResult, Progress, RolloutOptions};
 pub use undeploy::undeploy;
@@ -111,6 +112,8 @@ pub enum Outcome {
         replaced: Option<String>,
         /// How its files reached the host.
         transfer: Transfer,
+        /// Which build it is: agent-only or the console's.
+        agent: AgentBuild,
     },
     /// That build already ran and was registered: left alone.
     UpToDate { build: String },

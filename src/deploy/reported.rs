@@ -5,6 +5,8 @@
 
 use std::fmt;
 
+use super::libc::{GlibcVersion, HostLibc};
+
 /// The checksum tool the host has, as deploy runs it to verify an upload.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ShaTool {
@@ -90,6 +92,21 @@ pub fn home<'a>(host: &str, reported: &'a str) -> Result<&'a str, String> {
     }
 }
 
+/// The C library the inspect script found: `glibc X.Y[.Z]` (from
+/// `getconf GNU_LIBC_VERSION`, or `ldd --version`), `musl`, or nothing
+/// (neither tool said).
+pub fn libc(host: &str, reported: &str) -> Result<HostLibc, String> {
+    match reported {
+        "" => Ok(HostLibc::Unknown),
+        "musl" => Ok(HostLibc::Musl),
+        other => other
+            .strip_prefix("glibc ")
+            .and_then(GlibcVersion::parse)
+            .map(HostLibc::Glibc)
+            .ok_or_else(|| refused(host, "C library", reported)),
+    }
+}
+
 fn refused(host: &str, what: &str, reported: &str) -> String {
     format!(
         "{} reports its {what} as {:?}, which deploy refuses",
@@ -168,6 +185,36 @@ mod tests {
         assert_eq!(uid("h", "1000"), Ok("1000"));
         for bad in ["", "-1", "0 ", "1e3", "99999999999"] {
             assert!(uid("h", bad).is_err(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn c_libraries_are_a_glibc_version_or_musl() {
+        assert_eq!(
+            libc("h", "glibc 2.31"),
+            Ok(HostLibc::Glibc(GlibcVersion([2, 31, 0])))
+        );
+        assert_eq!(
+            libc("h", "glibc 2.3.4"),
+            Ok(HostLibc::Glibc(GlibcVersion([2, 3, 4])))
+        );
+        assert_eq!(libc("h", "musl"), Ok(HostLibc::Musl));
+        assert_eq!(libc("h", ""), Ok(HostLibc::Unknown));
+        for bad in [
+            "glibc",
+            "glibc ",
+            "glibc 2.31 ",
+            "GLIBC 2.31",
+            "glibc 2.31\nx",
+            "glibc 2.31-13+deb11u5",
+            "glibc 99999.1",
+            "uclibc",
+            "musl 1.2.3",
+            "glibc 2.\x1b[2J",
+        ] {
+            let err = libc("web1", bad).unwrap_err();
+            assert!(err.starts_with("web1 reports its C library as"), "{err}");
+            assert!(!err.contains(['\n', '\x1b']), "escaped: {err:?}");
         }
     }
 }

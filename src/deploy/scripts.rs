@@ -6,8 +6,9 @@ use super::layout::{InstallScope, Layout, UNIT, sh_quote, sh_vars};
 use std::fmt::Write as _;
 
 /// What the host is: user, name, OS, machine, service managers (the
-/// system's, usable as root; the user's own), checksum tool. Also leaves
-/// them in shell variables (`uid os arch sds sdu sha`) for what follows.
+/// system's, usable as root; the user's own), checksum tool, C library
+/// (`glibc X.Y`, `musl`, or empty when nothing said). Also leaves them in
+/// shell variables (`uid os arch sds sdu sha libc`) for what follows.
 pub const FACTS: &str = r#"uid=$(id -u)
 set -- $(uname -sm)
 os=$1 arch=$2
@@ -20,6 +21,18 @@ sha=
 if command -v sha256sum >/dev/null 2>&1; then sha=sha256sum
 elif command -v busybox >/dev/null 2>&1 && busybox sha256sum </dev/null >/dev/null 2>&1; then sha="busybox sha256sum"
 fi
+# The C library: glibc says its version to getconf; musl's ldd names it.
+libc=$(getconf GNU_LIBC_VERSION 2>/dev/null) || libc=
+case "$libc" in "glibc "*) ;; *) libc= ;; esac
+if [ -z "$libc" ]; then
+  v=$(ldd --version 2>&1 | head -n 2)
+  case "$v" in
+    *musl*) libc=musl ;;
+    *GLIBC*|*"GNU libc"*) libc="glibc $(printf '%s\n' "$v" | sed -n '1s/.*[[:space:]]//p')" ;;
+  esac
+  for f in /lib/ld-musl-*.so.1; do [ -z "$libc" ] && [ -e "$f" ] && libc=musl; done
+fi
+case "${libc#glibc }" in *[!0-9.]*|'') [ "$libc" = musl ] || libc= ;; esac
 echo "uid=$uid"
 echo "home=$HOME"
 echo "name=$(hostname 2>/dev/null || uname -n)"
@@ -28,6 +41,7 @@ echo "arch=$arch"
 echo "systemd_system=$sds"
 echo "systemd_user=$sdu"
 echo "sha256=$sha"
+echo "libc=$libc"
 "#;
 
 /// One round trip before anything is written: [`FACTS`], what is
@@ -203,6 +217,15 @@ pub fn restore_config(layout: &Layout) -> String {
 pub fn discard_staged(layout: &Layout) -> String {
     let mut s = vars(layout, &[]);
     s.push_str("rm -f \"$S\"/.*.new \"$S\"/.*.prev\n");
+    s
+}
+
+/// Removes the install directories if they are empty (what inspect
+/// prepared for a build it then refused); anything in them stays.
+#[must_use]
+pub fn remove_empty_dirs(layout: &Layout) -> String {
+    let mut s = vars(layout, &[]);
+    s.push_str("rmdir \"$S\" 2>/dev/null; rmdir \"$L\" 2>/dev/null; true\n");
     s
 }
 

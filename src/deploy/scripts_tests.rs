@@ -57,6 +57,7 @@ fn scripts_are_valid_sh() {
             log_tail(&layout, systemd, 20),
             runs_build(&layout, &sha, systemd),
             remove(&layout, systemd, Some(&sha)),
+            remove_empty_dirs(&layout),
             present(&layout),
         ] {
             let out = std::process::Command::new("sh")
@@ -304,4 +305,79 @@ fn received_files_have_their_mode_from_the_start_and_their_full_length() {
         "{out:?}"
     );
     assert!(!short.exists());
+}
+
+/// The C library line of [`FACTS`], with `getconf` and `ldd` as glibc,
+/// an old glibc without getconf, musl and a host with neither would answer.
+#[test]
+fn facts_name_the_c_library() {
+    use std::os::unix::fs::PermissionsExt as _;
+    let dir = tempfile::tempdir().unwrap();
+    let bin = dir.path().join("bin");
+    std::fs::create_dir(&bin).unwrap();
+    for tool in ["id", "uname", "hostname", "head", "sed"] {
+        let real = ["/usr/bin", "/bin"]
+            .iter()
+            .map(|d| std::path::Path::new(d).join(tool))
+            .find(|p| p.exists())
+            .unwrap();
+        std::os::unix::fs::symlink(real, bin.join(tool)).unwrap();
+    }
+    let tool = |name: &str, body: Option<&str>| {
+        let path = bin.join(name);
+        let _ = std::fs::remove_file(&path);
+        if let Some(body) = body {
+            std::fs::write(&path, format!("#!/bin/sh\n{body}\n")).unwrap();
+            std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).unwrap();
+        }
+    };
+    let libc = |path: &str| {
+        let out = std::process::Command::new("/bin/sh")
+            .args(["-c", FACTS])
+            .env_clear()
+            .env("HOME", dir.path())
+            .env("PATH", path)
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{out:?}");
+        let text = String::from_utf8_lossy(&out.stdout).into_owned();
+        text.lines()
+            .find_map(|l| l.strip_prefix("libc="))
+            .unwrap_or_else(|| panic!("no libc= line: {text}"))
+            .to_owned()
+    };
+    let only = bin.to_str().unwrap();
+
+    // This machine, as it is.
+    let getconf = std::process::Command::new("getconf")
+        .arg("GNU_LIBC_VERSION")
+        .output()
+        .unwrap();
+    let here = String::from_utf8_lossy(&getconf.stdout).trim().to_owned();
+    assert_eq!(libc(&format!("{only}:/usr/bin:/bin")), here);
+
+    tool(
+        "getconf",
+        Some("[ \"$1\" = GNU_LIBC_VERSION ] && echo 'glibc 2.17'"),
+    );
+    assert_eq!(libc(only), "glibc 2.17");
+    // No getconf: glibc's ldd says its version last on the first line.
+    tool("getconf", None);
+    tool(
+        "ldd",
+        Some("echo 'ldd (Debian GLIBC 2.31-13+deb11u5) 2.31'; echo 'Copyright (C) 2020'"),
+    );
+    assert_eq!(libc(only), "glibc 2.31");
+    // musl's ldd names itself on stderr and fails.
+    tool(
+        "ldd",
+        Some("echo 'musl libc (x86_64)' >&2; echo 'Version 1.2.4' >&2; exit 1"),
+    );
+    assert_eq!(libc(only), "musl");
+    // Neither tool: nothing said, deploy decides.
+    tool("ldd", None);
+    assert_eq!(libc(only), "");
+    // A getconf answer that is not a version is not passed on.
+    tool("getconf", Some("echo 'glibc 2.31; touch /tmp/pwned'"));
+    assert_eq!(libc(only), "");
 }

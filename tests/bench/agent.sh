@@ -1,14 +1,19 @@
 #!/usr/bin/env bash
-# Agent footprint: `fleetctl agent` against prometheus-node-exporter, one run,
-# same machine, both under `nice -n 10` as a node would run them:
+# Agent footprint: the agent deploy pushes (the portable agent-only build from
+# .ci/build-agent) against prometheus-node-exporter, one run, same machine,
+# both under `nice -n 10` as a node would run them:
 #   idle     60 s, nobody scraping (the agent samples /proc every 2 s and
 #            heartbeats the control plane; node_exporter does nothing);
 #   scraped  60 s, one `curl /metrics` per second to each (the agent's over
 #            HTTPS with a stats token, a new TLS connection each time).
 # Reports resident memory at the end of each phase (and the peak), and CPU
 # time used during the phase as % of one core, from /proc/PID/{status,stat}.
+# Ends with the three ratios against node_exporter and the targets: binary
+# size (<= 5 MB), RSS idle and scraped (<= 6 MiB), CPU under scrapes (<= 1/10).
 # Everything listens on 127.5.0.x. Needs root (as the agent runs on nodes).
 #   usage: tests/bench/agent.sh [--no-build]
+#   AGENT_BIN=PATH measures another build as the agent (e.g. the console's
+#   target/release/fleetctl, which runs the agent too).
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 [ "$(id -u)" = 0 ] || { echo "agent.sh needs root" >&2; exit 2; }
@@ -16,8 +21,13 @@ export PATH="$HOME/.cargo/bin:$PATH"
 command -v prometheus-node-exporter >/dev/null || {
     apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq prometheus-node-exporter curl >/dev/null
 }
-[ "${1:-}" = --no-build ] || cargo build --release --quiet
+if [ "${1:-}" != --no-build ]; then
+    cargo build --release --quiet          # the console: serve and tokens
+    [ -n "${AGENT_BIN:-}" ] || .ci/build-agent --no-install >/dev/null
+fi
 BIN=$PWD/target/release/fleetctl
+AGENT_BIN=${AGENT_BIN:-$PWD/target/$(rustc -vV | sed -n 's/^host: //p')/agent/fleetctl}
+for b in "$BIN" "$AGENT_BIN"; do [ -x "$b" ] || { echo "no $b: run without --no-build" >&2; exit 1; }; done
 PHASE=${PHASE_SECS:-60}
 
 umask 077
@@ -55,7 +65,7 @@ data_dir = "$WORK/agent"
 listen = "127.5.0.100:0"
 hostname = "bench-node"
 EOF
-nice -n 10 "$BIN" agent --config "$WORK/agent.toml" 2>"$WORK/agent.log" &
+nice -n 10 "$AGENT_BIN" agent --config "$WORK/agent.toml" 2>"$WORK/agent.log" &
 AGENT_PID=$!
 PIDS+=($AGENT_PID)
 AGENT=$(wait_for "$WORK/agent.log" 'listening on 127\.5\.0\.100:[0-9]+' | awk '{print $3}')
@@ -107,17 +117,35 @@ AGENT_PAGE=$(curl -sf --cacert "$CA" -H @"$WORK/auth.header" "https://$AGENT/met
 NE_PAGE=$(curl -sf "http://$NE_ADDR/metrics" | wc -c)
 
 mib() { printf '%.1f' "$(echo "scale=2; $1 / 1024" | bc)"; }
-echo "fleetctl $("$BIN" --version | cut -d' ' -f2) (release), $(prometheus-node-exporter --version 2>&1 | awk 'NR == 1 {print $1, $3}'); $(nproc) cores; ${PHASE}s per phase"
+NE_BIN=$(command -v prometheus-node-exporter)
+echo "agent: $AGENT_BIN ($("$AGENT_BIN" --version | cut -d' ' -f2-)); $(prometheus-node-exporter --version 2>&1 | awk 'NR == 1 {print $1, $3}'); $(nproc) cores; ${PHASE}s per phase"
 echo
-echo "| process | RSS idle | CPU idle | RSS scraped 1/s | CPU scraped 1/s | peak RSS | /metrics size |"
-echo "|---|---|---|---|---|---|---|"
-printf '| fleetctl agent | %s MiB | %s | %s MiB | %s | %s MiB | %s KiB |\n' \
+echo "| process | binary | RSS idle | CPU idle | RSS scraped 1/s | CPU scraped 1/s | peak RSS | /metrics size |"
+echo "|---|---|---|---|---|---|---|---|"
+mb() { printf '%.2f MB' "$(echo "scale=4; $(stat -c %s "$1") / 1000000" | bc)"; }
+printf '| fleetctl agent | %s | %s MiB | %s | %s MiB | %s | %s MiB | %s KiB |\n' "$(mb "$AGENT_BIN")" \
     "$(mib "${RESULT[idle,agent,rss]}")" "${RESULT[idle,agent,cpu]}" \
     "$(mib "${RESULT[scraped,agent,rss]}")" "${RESULT[scraped,agent,cpu]}" \
     "$(mib "$(kib "$AGENT_PID" VmHWM)")" "$((AGENT_PAGE / 1024))"
-printf '| node_exporter | %s MiB | %s | %s MiB | %s | %s MiB | %s KiB |\n' \
+printf '| node_exporter | %s | %s MiB | %s | %s MiB | %s | %s MiB | %s KiB |\n' "$(mb "$NE_BIN")" \
     "$(mib "${RESULT[idle,ne,rss]}")" "${RESULT[idle,ne,cpu]}" \
     "$(mib "${RESULT[scraped,ne,rss]}")" "${RESULT[scraped,ne,cpu]}" \
     "$(mib "$(kib "$NE_PID" VmHWM)")" "$((NE_PAGE / 1024))"
 echo
 echo "CPU: % of one core over the phase, user + system from /proc/PID/stat; one tick is 1/$HZ s."
+
+# ratio A B: A / B to three places ("n/a" when B is 0).
+ratio() { if [ "$2" = 0 ]; then echo n/a; else printf '%.3f' "$(echo "scale=6; $1 / $2" | bc)"; fi; }
+# check VALUE LIMIT: "met" when VALUE <= LIMIT.
+check() { if [ "$(echo "$1 <= $2" | bc)" = 1 ]; then echo met; else echo MISSED; fi; }
+ticks() { echo "$1" | sed -E 's/.*\(([0-9]+) ticks?\)/\1/'; }
+size_a=$(stat -c %s "$AGENT_BIN"); size_n=$(stat -c %s "$NE_BIN")
+rss_a=${RESULT[scraped,agent,rss]}; rss_n=${RESULT[scraped,ne,rss]}
+[ "${RESULT[idle,agent,rss]}" -gt "$rss_a" ] && rss_a=${RESULT[idle,agent,rss]}
+cpu_a=$(ticks "${RESULT[scraped,agent,cpu]}"); cpu_n=$(ticks "${RESULT[scraped,ne,cpu]}")
+echo
+echo "| ratio to node_exporter | agent / node_exporter | target | |"
+echo "|---|---|---|---|"
+echo "| binary size | $(ratio "$size_a" "$size_n") ($(mb "$AGENT_BIN") vs $(mb "$NE_BIN")) | <= 5 MB | $(check "$size_a" 5000000) |"
+echo "| RSS (higher of idle, scraped) | $(ratio "$rss_a" "$rss_n") ($(mib "$rss_a") vs $(mib "$rss_n") MiB) | <= 6 MiB | $(check "$rss_a" 6144) |"
+echo "| CPU under 1 scrape/s | $(ratio "$cpu_a" "$cpu_n") ($cpu_a vs $cpu_n ticks) | <= 0.100 | $(check "$cpu_a * 10" "$cpu_n") |"

@@ -376,9 +376,16 @@ fn write_ssh_config(sandbox: &Sandbox, dir: &Path) -> anyhow::Result<PathBuf> {
 }
 
 /// A stripped copy of this binary in `dir` when this one is a large debug
-/// build and `strip` is at hand; `None` (push this binary) otherwise.
+/// build and `strip` is at hand; `None` (push the agent-only build beside
+/// this binary, else this binary) otherwise.
 async fn slim_binary(dir: &Path) -> Option<PathBuf> {
     let exe = std::env::current_exe().ok()?;
+    if exe
+        .with_file_name(crate::deploy::files::AGENT_BINARY_NAME)
+        .is_file()
+    {
+        return None;
+    }
     let size = std::fs::metadata(&exe).ok()?.len();
     if size <= STRIP_ABOVE {
         return None;

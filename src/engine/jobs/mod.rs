@@ -125,10 +125,8 @@ pub enum JobOutput {
 /// What a deploy would do.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct DeployPlan {
-    /// The build pushed.
-    pub path: PathBuf,
-    pub bytes: usize,
-    pub arch: String,
+    /// The build pushed, as [`crate::deploy::Artifact::describe`] says it.
+    pub build: String,
     pub sha256: String,
     /// Where agents register.
     pub url: String,

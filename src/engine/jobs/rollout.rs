@@ -159,7 +159,7 @@ async fn run_deploy(
     let artifact = blocking("build reader", move || {
         let binary = match binary {
             Some(path) => path,
-            None => std::env::current_exe().map_err(|e| {
+            None => crate::deploy::files::default_agent_binary().map_err(|e| {
                 JobError::Failed(format!("cannot tell where this fleetctl binary is: {e}"))
             })?,
         };
@@ -179,9 +179,7 @@ async fn run_deploy(
     };
     if request.dry_run {
         let plan = DeployPlan {
-            path: artifact.path.clone(),
-            bytes: artifact.bytes.len(),
-            arch: artifact.elf.arch_name(),
+            build: artifact.describe(),
             sha256: artifact.sha256.clone(),
             url,
             rollout: options,
@@ -219,6 +217,14 @@ async fn run_deploy(
         },
     });
     let build = deployer.artifact.sha256.clone();
+    let pushed = deployer.artifact.build.as_str();
+    // Which build goes out, said once; each host's `done` event says it too.
+    report
+        .output(JobOutput::Note(format!(
+            "deploy: pushing {}",
+            deployer.artifact.describe()
+        )))
+        .await;
     let work = {
         let cancel = cancel.clone();
         move |target: SshTarget, progress: rollout::Progress| {
@@ -237,7 +243,7 @@ async fn run_deploy(
         work,
     )
     .await?;
-    Ok(summary(&results))
+    Ok(format!("{} ({pushed})", summary(&results)))
 }
 
 async fn run_undeploy(
