@@ -100,6 +100,7 @@ fn engine_config(dir: &Path, key: &Path, url: &str, ca_pem: &str) -> EngineConfi
         fingerprint_timeout: Duration::from_secs(30),
         control: Some(ControlLink {
             url: url.to_owned(),
+            replicas: Vec::new(),
             ca_pem: ca_pem.to_owned(),
             control_dir: dir.join("control"),
             operator_ttl: Duration::from_hours(1),

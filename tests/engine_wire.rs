@@ -126,6 +126,7 @@ fn engine_config(plane: &Plane) -> EngineConfig {
         fingerprint_timeout: Duration::from_secs(5),
         control: Some(ControlLink {
             url: plane.url.clone(),
+            replicas: Vec::new(),
             ca_pem: plane.ca_pem.clone(),
             control_dir: plane.dir.path().join("control"),
             operator_ttl: Duration::from_mins(1),

@@ -66,18 +66,17 @@ pub async fn control(
     if embed {
         match tokio::net::TcpListener::bind(config.listen).await {
             Ok(listener) => {
-                let plane = ControlPlane::open(
-                    &dir,
-                    &ctx.paths.inventory(),
-                    super::serve::settings(config),
-                )
-                .context("cannot start the embedded control plane")?;
+                let registry = super::serve::open_registry(config, &ctx.paths).await?;
+                let plane =
+                    ControlPlane::with_registry(&dir, registry, super::serve::settings(config))
+                        .context("cannot start the embedded control plane")?;
                 let stop = CancellationToken::new();
                 let started = control::start(listener, plane, stop.clone().cancelled_owned())
                     .context("cannot start the embedded control plane")?;
                 tracing::info!(url = %started.url, "embedded control plane serving");
                 let link = ControlLink {
                     url: started.url,
+                    replicas: config.replicas.clone(),
                     ca_pem: started.ca_pem,
                     control_dir: dir,
                     operator_ttl: config.operator_ttl,
@@ -115,6 +114,7 @@ pub async fn control(
     let ca_pem = super::token::local_ca_pem(&dir)?;
     let link = ControlLink {
         url: config.client_url(),
+        replicas: config.replicas.clone(),
         ca_pem,
         control_dir: dir,
         operator_ttl: config.operator_ttl,

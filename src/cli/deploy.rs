@@ -80,11 +80,12 @@ pub struct DeployArgs {
     /// The agent build to push [default: this fleetctl binary].
     #[arg(long, value_name = "PATH")]
     agent_binary: Option<PathBuf>,
-    /// The control plane URL agents register with [default: `url` (else
-    /// `listen`) in the config's [control] section]. It must be reachable
-    /// from the hosts.
-    #[arg(long, value_name = "URL")]
-    controller: Option<String>,
+    /// The control plane URL agents register with; repeat it for replicas
+    /// (every one is written into each agent's config) [default: `url`
+    /// (else `listen`) and `replicas` in the config's [control] section].
+    /// It must be reachable from the hosts.
+    #[arg(long = "controller", value_name = "URL")]
+    controllers: Vec<String>,
     /// Where agents listen; `{host}` stands for the address deployed to.
     #[arg(long, value_name = "ADDR:PORT", default_value = "0.0.0.0:9701")]
     agent_listen: String,
@@ -148,15 +149,17 @@ pub async fn run_deploy(args: DeployArgs, ctx: &Context) -> anyhow::Result<ExitC
         None => std::env::current_exe().context("cannot tell where this fleetctl binary is")?,
     };
     let artifact = Artifact::load(&binary).map_err(BadInput::wrap)?;
-    let url = args
-        .controller
-        .clone()
-        .unwrap_or_else(|| ctx.config.control.client_url());
-    if !url.starts_with("https://") {
+    let urls = if args.controllers.is_empty() {
+        ctx.config.control.client_urls()
+    } else {
+        args.controllers.clone()
+    };
+    if let Some(bad) = urls.iter().find(|u| !u.starts_with("https://")) {
         return Err(BadInput::wrap(anyhow::anyhow!(
-            "--controller {url:?}: agents only talk to the control plane over https://"
+            "--controller {bad:?}: agents only talk to the control plane over https://"
         )));
     }
+    let url = urls.join(" ");
     let options = RolloutOptions {
         canary: args.canary,
         concurrency: ssh.concurrency,
@@ -171,7 +174,7 @@ pub async fn run_deploy(args: DeployArgs, ctx: &Context) -> anyhow::Result<ExitC
     let issuer = super::token::local_issuer(&control_dir)?;
     let ca_pem = super::token::local_ca_pem(&control_dir)?;
     let pin = super::token::local_control_pin(&control_dir)?;
-    let control = ControlPlane::new(&url, ca_pem, pin, issuer)?;
+    let control = ControlPlane::new(&urls[0], ca_pem, pin, issuer)?.with_replicas(&urls[1..])?;
     let deployer = Arc::new(Deployer {
         connector: Arc::clone(&ssh.connector),
         artifact: Arc::new(artifact),

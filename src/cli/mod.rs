@@ -9,6 +9,7 @@ mod deploy;
 mod facts_output;
 mod fingerprint;
 mod output;
+mod registry;
 mod scan;
 mod scan_ssh;
 mod serve;
@@ -79,6 +80,9 @@ enum Command {
     /// plane's key (printed on stdout); list and revoke them; rotate the key.
     #[command(subcommand)]
     Token(token::TokenCommand),
+    /// The registry's database: bring its schema up to date (`registry migrate`).
+    #[command(subcommand)]
+    Registry(registry::RegistryCommand),
     /// List the agents the control plane knows, with their registration state.
     Agents(agents::AgentsArgs),
     /// Revoke an agent: its certificate, renewals and heartbeats are refused from now on.
@@ -171,6 +175,7 @@ fn run(
         Command::Serve(args) => runtime()?.block_on(serve::run(args, &ctx()?)),
         Command::Status(args) => runtime()?.block_on(status::run(args, &ctx()?)),
         Command::Token(cmd) => token::run(&cmd, &ctx()?),
+        Command::Registry(cmd) => runtime()?.block_on(registry::run(cmd, &ctx()?)),
         Command::Agents(args) => runtime()?.block_on(agents::agents(args, &ctx()?)),
         Command::Revoke(args) => runtime()?.block_on(agents::revoke(args, &ctx()?)),
         Command::Demo(args) => demo::run(&args, &ctx()?),

@@ -14,7 +14,9 @@ use directories::ProjectDirs;
 use serde::{Deserialize, Serialize};
 
 use crate::scan::MethodChoice;
-pub use console::{ControlChoice, EngineSettings, SshConsoleConfig, TuiConfig};
+pub use console::{
+    ControlChoice, EngineSettings, PrometheusConfig, SshConsoleConfig, StatsSourceChoice, TuiConfig,
+};
 pub use control::ControlConfig;
 pub use duration::parse_duration;
 

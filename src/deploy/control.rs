@@ -34,6 +34,8 @@ pub enum ControlError {
 /// The control plane as deploy uses it.
 pub struct ControlPlane {
     url: String,
+    /// More replicas sharing the registry: agents are told of them all.
+    replicas: Vec<String>,
     ca_pem: String,
     pin: ControlPin,
     issuer: TokenIssuer,
@@ -58,6 +60,7 @@ impl ControlPlane {
         let api = ControlClient::new(url, &ca_pem, pin, token, REQUEST_TIMEOUT)?;
         Ok(Self {
             url: url.trim_end_matches('/').to_string(),
+            replicas: Vec::new(),
             ca_pem,
             pin,
             issuer,
@@ -69,6 +72,39 @@ impl ControlPlane {
     #[must_use]
     pub fn url(&self) -> &str {
         &self.url
+    }
+
+    /// Adds the URLs of replicas sharing this control plane's registry and
+    /// keys: deployed agents fail over among them all, and so do deploy's
+    /// own registry reads.
+    pub fn with_replicas(mut self, replicas: &[String]) -> Result<Self, ControlError> {
+        if replicas.is_empty() {
+            return Ok(self);
+        }
+        self.replicas = replicas
+            .iter()
+            .map(|r| r.trim_end_matches('/').to_owned())
+            .filter(|r| *r != self.url)
+            .collect();
+        let (token, _) = self
+            .issuer
+            .issue(Audience::Operator, "fleetctl-deploy", OPERATOR_TTL)?;
+        self.api = ControlClient::with_replicas(
+            &self.urls(),
+            &self.ca_pem,
+            self.pin,
+            token,
+            REQUEST_TIMEOUT,
+        )?;
+        Ok(self)
+    }
+
+    /// Every URL agents are told: this control plane's, then the replicas'.
+    #[must_use]
+    pub fn urls(&self) -> Vec<String> {
+        std::iter::once(self.url.clone())
+            .chain(self.replicas.iter().cloned())
+            .collect()
     }
 
     #[must_use]

@@ -147,6 +147,7 @@ async fn run_deploy(
     let issuer = link.issuer().await?;
     let pin = link.control_pin().await?;
     let control = ControlPlane::new(&link.url, link.ca_pem.clone(), pin, issuer)
+        .and_then(|c| c.with_replicas(&link.replicas))
         .map_err(|e| e.to_string())?;
     let deployer = Arc::new(Deployer {
         connector,
@@ -329,8 +330,9 @@ async fn run_revoke(
         .issue(Audience::Operator, OPERATOR, REVOKE_TOKEN_TTL)
         .map_err(|e| format!("cannot mint an operator token: {e}"))?;
     let pin = link.control_pin().await?;
-    let client = ControlClient::new(&link.url, &link.ca_pem, pin, token, REVOKE_TIMEOUT)
-        .map_err(|e| e.to_string())?;
+    let client =
+        ControlClient::with_replicas(&link.urls(), &link.ca_pem, pin, token, REVOKE_TIMEOUT)
+            .map_err(|e| e.to_string())?;
     let total = agents.len() as u64;
     let (mut done, mut failed) = (0, 0);
     for (addr, agent_id) in agents {

@@ -268,6 +268,9 @@ pub struct EngineConfig {
 #[derive(Debug, Clone)]
 pub struct ControlLink {
     pub url: String,
+    /// More control planes sharing its registry and keys (replicas): calls
+    /// fail over to them, deployed agents are told of them all.
+    pub replicas: Vec<String>,
     pub ca_pem: String,
     pub control_dir: PathBuf,
     /// Lifetime of the operator tokens the engine mints (renewed at 2/3).
@@ -275,6 +278,18 @@ pub struct ControlLink {
 }
 
 impl ControlLink {
+    /// Every control plane URL: `url` first, then the replicas.
+    #[must_use]
+    pub fn urls(&self) -> Vec<String> {
+        let mut urls = vec![self.url.clone()];
+        for r in &self.replicas {
+            if !urls.contains(r) {
+                urls.push(r.clone());
+            }
+        }
+        urls
+    }
+
     /// The control plane's signing key, read off the runtime's threads.
     /// Only loaded, never created: a key the control plane does not serve
     /// with would mint tokens nobody accepts.

@@ -307,8 +307,8 @@ impl Poller {
                         self.settings.timeout,
                     )
                     .map_err(|e| e.to_string())?;
-                    let control = ControlClient::new(
-                        &self.link.url,
+                    let control = ControlClient::with_replicas(
+                        &self.link.urls(),
                         &self.link.ca_pem,
                         self.pin,
                         token,
@@ -529,6 +529,7 @@ mod tests {
             settings: PollSettings::default(),
             link: ControlLink {
                 url: "https://127.9.0.1:9".into(),
+                replicas: Vec::new(),
                 ca_pem: ca.ca_pem().to_owned(),
                 control_dir: dir.path().to_owned(),
                 operator_ttl: Duration::from_secs(90),

@@ -272,6 +272,7 @@ async fn console() {
     let setup = t0.elapsed();
     let link = ControlLink {
         url,
+        replicas: Vec::new(),
         ca_pem: std::fs::read_to_string(dir.path().join("control/ca.pem")).unwrap(),
         control_dir: dir.path().join("control"),
         operator_ttl: Duration::from_hours(1),

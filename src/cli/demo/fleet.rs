@@ -190,6 +190,7 @@ impl DemoFleet {
         };
         let link = ControlLink {
             url: started.url,
+            replicas: Vec::new(),
             ca_pem: started.ca_pem,
             control_dir: console.join("control"),
             operator_ttl: Duration::from_mins(10),
