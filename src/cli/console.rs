@@ -16,8 +16,9 @@ use anyhow::Context as _;
 use tokio_util::sync::CancellationToken;
 
 use super::Context;
-use crate::config::ControlChoice;
+use crate::config::{ControlChoice, StatsSourceChoice};
 use crate::control::{self, ControlPlane};
+use crate::engine::prometheus::{PromAuth, PromSource, StatsSource};
 use crate::engine::{ControlLink, DeploySettings, EngineConfig, PollSettings, SshSettings};
 use crate::ssh::target::{default_known_hosts, default_ssh_config};
 use crate::ssh::{ConnectFlags, LocalUser};
@@ -122,16 +123,55 @@ pub async fn control(
     Ok((Some(link), None, ControlSource::External))
 }
 
+/// Where the fleet table's stats come from: `engine.stats_source`, with
+/// `[engine.prometheus]`'s secrets and CA read from their files.
+pub fn stats_source(ctx: &Context) -> anyhow::Result<StatsSource> {
+    let engine = &ctx.config.engine;
+    let prom = &engine.prometheus;
+    let (StatsSourceChoice::Prometheus, Some(url)) = (engine.stats_source, &prom.url) else {
+        return Ok(StatsSource::Agents);
+    };
+    let read = |path: &std::path::Path, key: &str| {
+        std::fs::read_to_string(path)
+            .map(|text| text.trim_end_matches(['\r', '\n']).to_owned())
+            .with_context(|| format!("cannot read engine.prometheus.{key} {}", path.display()))
+    };
+    let auth = match (
+        &prom.bearer_token_file,
+        &prom.basic_user,
+        &prom.basic_password_file,
+    ) {
+        (Some(file), _, _) => PromAuth::Bearer(read(file, "bearer_token_file")?),
+        (None, Some(user), Some(file)) => PromAuth::Basic {
+            user: user.clone(),
+            password: read(file, "basic_password_file")?,
+        },
+        _ => PromAuth::None,
+    };
+    let ca_pem = prom
+        .ca_file
+        .as_deref()
+        .map(|file| read(file, "ca_file"))
+        .transpose()?;
+    Ok(StatsSource::Prometheus(PromSource {
+        url: url.clone(),
+        auth,
+        ca_pem,
+        selector: prom.selector.clone(),
+    }))
+}
+
 /// The engine's settings: `[scan]`, `[ssh]` and `[engine]` of the config.
 pub fn engine_config(
     ctx: &Context,
     control: Option<ControlLink>,
     max_in_flight: usize,
-) -> EngineConfig {
+) -> anyhow::Result<EngineConfig> {
+    let source = stats_source(ctx)?;
     let local = LocalUser::current();
     let ssh = &ctx.config.ssh;
     let engine = &ctx.config.engine;
-    EngineConfig {
+    Ok(EngineConfig {
         inventory: Some(ctx.paths.inventory()),
         scan: ctx.config.scan.clone(),
         max_in_flight,
@@ -161,10 +201,11 @@ pub fn engine_config(
             max_backoff: engine.poll_max_backoff,
             registry_interval: engine.registry_interval,
             agent_listen: engine.agent_listen.clone(),
+            source,
         },
         deploy: DeploySettings {
             listen: engine.agent_listen.clone(),
             ..DeploySettings::default()
         },
-    }
+    })
 }

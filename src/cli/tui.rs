@@ -48,7 +48,7 @@ pub fn run(args: &TuiArgs, ctx: &Context) -> anyhow::Result<ExitCode> {
     super::runtime()?.block_on(async move {
         let (link, embedded, source) = super::console::control(ctx).await?;
         tracing::info!(?source, "control plane");
-        let config = super::console::engine_config(ctx, link, max_in_flight);
+        let config = super::console::engine_config(ctx, link, max_in_flight)?;
         let (engine, events) = engine::spawn(config);
         let result = crate::tui::run(engine, events, app).await;
         if let Some(embedded) = embedded {

@@ -51,6 +51,8 @@ struct Actor {
     root: CancellationToken,
     /// Why the registry could not be read, while it cannot.
     registry_error: Option<String>,
+    /// The host whose detail is open, for the poller.
+    focus: watch::Sender<Option<IpAddr>>,
 }
 
 /// Serves commands until the last handle is dropped.
@@ -61,6 +63,7 @@ pub(super) async fn run(
     snapshot: watch::Sender<Arc<FleetSnapshot>>,
 ) {
     let (to_self, mut from_jobs) = mpsc::unbounded_channel();
+    let (focus, focused) = watch::channel(None);
     let mut actor = Actor {
         config,
         hosts: BTreeMap::new(),
@@ -75,6 +78,7 @@ pub(super) async fn run(
         to_self,
         root: CancellationToken::new(),
         registry_error: None,
+        focus,
     };
     actor.refresh();
     if let Some(link) = actor.config.control.clone() {
@@ -83,6 +87,7 @@ pub(super) async fn run(
             link,
             actor.config.inventory.clone(),
             actor.to_self.clone(),
+            focused,
             actor.root.child_token(),
         ));
     }
@@ -226,6 +231,9 @@ impl Actor {
                 }
             }
             Command::Stats { addr, result } => self.stats(addr, result),
+            Command::Focus { addr } => {
+                self.focus.send_replace(addr);
+            }
         }
     }
 
@@ -342,6 +350,7 @@ impl Actor {
                 }
             }
             JobMsg::Registry(result) => self.registry(result),
+            JobMsg::History { addr, points } => self.history(addr, &points),
             JobMsg::PollRound {
                 polled,
                 answering,

@@ -43,6 +43,7 @@ fn actor() -> (
         to_self,
         root: CancellationToken::new(),
         registry_error: None,
+        focus: watch::channel(None).0,
     };
     (actor, event_rx, from_jobs)
 }

@@ -21,6 +21,7 @@ mod actor;
 pub mod deploy;
 mod jobs;
 pub mod poller;
+pub mod prometheus;
 mod prompt;
 pub mod state;
 pub mod timeline;
@@ -149,6 +150,12 @@ pub enum Command {
     AnswerPrompt {
         id: PromptId,
         answer: Answer,
+    },
+    /// The host whose detail is open (or none): with Prometheus as the
+    /// stats source, its agent is still read directly, for per-core and
+    /// live values.
+    Focus {
+        addr: Option<IpAddr>,
     },
     /// One stats read of one agent (the poller's output).
     Stats {
@@ -325,6 +332,8 @@ pub struct PollSettings {
     pub registry_interval: Duration,
     /// Where deployed agents listen (for those the registry does not list).
     pub agent_listen: String,
+    /// Where the fleet table's stats come from.
+    pub source: prometheus::StatsSource,
 }
 
 impl Default for PollSettings {
@@ -337,6 +346,7 @@ impl Default for PollSettings {
             max_backoff: c.poll_max_backoff,
             registry_interval: c.registry_interval,
             agent_listen: c.agent_listen,
+            source: prometheus::StatsSource::Agents,
         }
     }
 }

@@ -15,6 +15,11 @@
 //! the registry names its id waits for it. With each registry read comes
 //! the fleet CA's revocation list: a revoked agent's certificate is
 //! refused from the next read on.
+//!
+//! With Prometheus as the stats source ([`super::prometheus`]), each poll
+//! tick sends a few PromQL queries instead of one read per agent (and a
+//! range query for the history after the first answer, or after a failed
+//! round); only the host whose detail is open is still read directly.
 
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
@@ -22,12 +27,13 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::sync::{Semaphore, mpsc};
+use tokio::sync::{Semaphore, mpsc, watch};
 use tokio::time::{Instant, MissedTickBehavior};
 use tokio_util::sync::CancellationToken;
 
 use super::jobs::JobMsg;
-use super::{ControlLink, PollSettings};
+use super::prometheus::{PromAgent, PromClient, PromError, PromPoint, StatsSource};
+use super::{ControlLink, HISTORY_WINDOW, PollSettings};
 use crate::auth::{Audience, TokenIssuer};
 use crate::control::client::ControlClient;
 use crate::model::AgentState;
@@ -164,7 +170,15 @@ struct Poller {
     clients: Option<Clients>,
     targets: HashMap<IpAddr, Target>,
     to_actor: mpsc::UnboundedSender<JobMsg>,
+    /// The host whose detail is open: read directly whatever the source.
+    focus: watch::Receiver<Option<IpAddr>>,
 }
+
+/// A round of PromQL queries: the fleet now, and its history when asked.
+type PromRound = (
+    Result<HashMap<IpAddr, PromAgent>, PromError>,
+    Option<Result<HashMap<IpAddr, Vec<PromPoint>>, PromError>>,
+);
 
 /// Runs until `cancel` fires.
 pub(super) async fn run(
@@ -172,6 +186,7 @@ pub(super) async fn run(
     link: ControlLink,
     inventory: Option<PathBuf>,
     to_actor: mpsc::UnboundedSender<JobMsg>,
+    focus: watch::Receiver<Option<IpAddr>>,
     cancel: CancellationToken,
 ) {
     let setup = async {
@@ -199,6 +214,21 @@ pub(super) async fn run(
         clients: None,
         targets: HashMap::new(),
         to_actor,
+        focus,
+    };
+    let prometheus = match &poller.settings.source {
+        StatsSource::Agents => None,
+        StatsSource::Prometheus(source) => {
+            match PromClient::new(source.clone(), poller.settings.timeout) {
+                Ok(client) => Some(Arc::new(client)),
+                Err(e) => {
+                    let _ = poller.to_actor.send(JobMsg::Registry(Err(format!(
+                        "cannot ask Prometheus for the fleet's stats: {e}"
+                    ))));
+                    return;
+                }
+            }
+        }
     };
     if let Some(path) = inventory {
         poller.add_deployed(path).await;
@@ -208,8 +238,11 @@ pub(super) async fn run(
     // The first round waits for the registry, so it covers every agent.
     let first = poller.read_registry().await;
     poller.registry(first);
+    let (prom_tx, mut prom_rx) = mpsc::unbounded_channel::<PromRound>();
+    let mut prom_in_flight = false;
+    let mut want_history = true;
     // Reads under way, and reads finished since the last round ended.
-    let mut outstanding = poller.dispatch(&limit, &results_tx);
+    let mut outstanding = poller.dispatch(&limit, &results_tx, prometheus.is_some());
     let mut reads_done = 0u64;
     if outstanding == 0 {
         poller.round_done(0);
@@ -226,7 +259,33 @@ pub(super) async fn run(
         tokio::select! {
             () = cancel.cancelled() => break,
             _ = poll_tick.tick() => {
-                outstanding += poller.dispatch(&limit, &results_tx);
+                outstanding += poller.dispatch(&limit, &results_tx, prometheus.is_some());
+                if let Some(client) = &prometheus && !prom_in_flight {
+                    prom_in_flight = true;
+                    let (client, tx) = (Arc::clone(client), prom_tx.clone());
+                    let (history, step) = (want_history, poller.settings.interval);
+                    tokio::spawn(async move {
+                        let now = crate::engine::prometheus::unix_now_f64();
+                        let fleet = client.fleet().await;
+                        let past = if history && fleet.is_ok() {
+                            Some(client.history(HISTORY_WINDOW, step, now).await)
+                        } else {
+                            None
+                        };
+                        let _ = tx.send((fleet, past));
+                    });
+                }
+            }
+            Some((fleet, history)) = prom_rx.recv() => {
+                prom_in_flight = false;
+                if let Some(history) = history {
+                    want_history = !poller.prom_history(history);
+                }
+                if fleet.is_err() {
+                    want_history = true;
+                }
+                let polled = poller.prom_fleet(fleet);
+                poller.round_done(polled);
             }
             _ = registry_tick.tick(), if !registry_in_flight => {
                 poller.reload_issuer().await;
@@ -412,12 +471,15 @@ impl Poller {
         let _ = self.to_actor.send(JobMsg::Registry(result));
     }
 
-    /// Starts a read of every due agent not already being read; returns how many.
+    /// Starts a read of every due agent not already being read (with
+    /// `focused_only`, of the host whose detail is open); returns how many.
     fn dispatch(
         &mut self,
         limit: &Arc<Semaphore>,
         results: &mpsc::UnboundedSender<FetchResult>,
+        focused_only: bool,
     ) -> u64 {
+        let focused = *self.focus.borrow();
         let Some(client) = self.ensure_clients().map(|c| c.stats.clone()) else {
             return 0;
         };
@@ -425,7 +487,10 @@ impl Poller {
         let ttl = self.link.operator_ttl;
         let mut started = 0;
         for (ip, target) in &mut self.targets {
-            if target.in_flight || !target.backoff.is_due(now) {
+            if target.in_flight
+                || !target.backoff.is_due(now)
+                || (focused_only && focused != Some(*ip))
+            {
                 continue;
             }
             // Not in the registry yet: no id to mint its token for.
@@ -475,6 +540,74 @@ impl Poller {
             failures,
             retry_in,
         });
+    }
+
+    /// Takes in a round of PromQL answers: each agent's figures go to the
+    /// actor as a stats read would (the focused host's direct read wins);
+    /// an agent Prometheus has nothing on is shown unreachable with why.
+    /// Returns how many agents it updated.
+    fn prom_fleet(&mut self, fleet: Result<HashMap<IpAddr, PromAgent>, PromError>) -> u64 {
+        let now = Instant::now();
+        let focused = *self.focus.borrow();
+        let (interval, max) = (self.settings.interval, self.settings.max_backoff);
+        let mut updated = 0;
+        for (ip, target) in &mut self.targets {
+            if focused == Some(*ip) || !(target.registered || target.deployed) {
+                continue;
+            }
+            let result = match &fleet {
+                Ok(fleet) => match fleet.get(ip) {
+                    Some(agent) => agent.to_stats(&self.link.url),
+                    None => Err(format!(
+                        "Prometheus has no series for {}:{} (is it scraped through /v1/sd?)",
+                        target.addr.ip(),
+                        target.addr.port()
+                    )),
+                },
+                Err(e) => Err(e.to_string()),
+            };
+            let (result, retry_in) = match result {
+                Ok(stats) => {
+                    target.backoff.succeeded(now);
+                    updated += 1;
+                    (Ok(Box::new(stats)), None)
+                }
+                // Prometheus is asked every interval whatever happens: the
+                // wait shown is the next round's.
+                Err(e) => {
+                    target.backoff.failed(now, interval, max);
+                    (Err(e), Some(interval))
+                }
+            };
+            let _ = self.to_actor.send(JobMsg::Stats {
+                addr: *ip,
+                result,
+                failures: target.backoff.failures(),
+                retry_in,
+            });
+        }
+        if let Err(e) = &fleet {
+            tracing::warn!("cannot read the fleet's stats from Prometheus: {e}");
+        }
+        updated
+    }
+
+    /// Takes in the history query; whether it worked.
+    fn prom_history(&self, history: Result<HashMap<IpAddr, Vec<PromPoint>>, PromError>) -> bool {
+        match history {
+            Ok(history) => {
+                for (addr, points) in history {
+                    if self.targets.contains_key(&addr) {
+                        let _ = self.to_actor.send(JobMsg::History { addr, points });
+                    }
+                }
+                true
+            }
+            Err(e) => {
+                tracing::warn!("cannot read the fleet's history from Prometheus: {e}");
+                false
+            }
+        }
     }
 
     fn round_done(&self, polled: u64) {
@@ -541,6 +674,7 @@ mod tests {
             clients: None,
             targets: HashMap::new(),
             to_actor,
+            focus: watch::channel(None).1,
         };
         let start = Instant::now();
         let first = poller.ensure_clients().unwrap().renew_at;

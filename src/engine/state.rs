@@ -55,6 +55,25 @@ impl History {
         self.samples.push_back(sample);
     }
 
+    /// Puts `older` (oldest first) before the samples already held: what
+    /// a history read from elsewhere (Prometheus) knew before this console
+    /// started. Those not older than the first sample held, or past the
+    /// window, are left out.
+    pub fn backfill(&mut self, older: impl IntoIterator<Item = Sample>) {
+        let first = self.samples.front().map(|s| s.at);
+        let newest = self.samples.back().map(|s| s.at);
+        let mut before: Vec<Sample> = older
+            .into_iter()
+            .filter(|s| first.is_none_or(|f| s.at < f))
+            .collect();
+        before.sort_by_key(|s| s.at);
+        let end = newest.or_else(|| before.last().map(|s| s.at));
+        before.retain(|s| end.is_none_or(|e| e.saturating_duration_since(s.at) <= HISTORY_WINDOW));
+        for sample in before.into_iter().rev() {
+            self.samples.push_front(sample);
+        }
+    }
+
     /// Samples, oldest first.
     #[must_use]
     pub fn iter(&self) -> impl DoubleEndedIterator<Item = &Sample> + ExactSizeIterator {

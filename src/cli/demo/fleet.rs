@@ -350,6 +350,7 @@ fn engine_config(
             max_backoff: Duration::from_secs(5),
             registry_interval: Duration::from_secs(2),
             agent_listen: AGENT_LISTEN.into(),
+            ..PollSettings::default()
         },
         deploy,
     })
