@@ -244,7 +244,11 @@ pub(super) async fn run(
     // Reads under way, and reads finished since the last round ended.
     let mut outstanding = poller.dispatch(&limit, &results_tx, prometheus.is_some());
     let mut reads_done = 0u64;
-    if outstanding == 0 {
+    if let Some(client) = &prometheus {
+        // A round ends when Prometheus answers: ask at once.
+        prom_in_flight = true;
+        spawn_prom_round(client, &prom_tx, want_history, poller.settings.interval);
+    } else if outstanding == 0 {
         poller.round_done(0);
     }
     let mut poll_tick = tokio::time::interval(poller.settings.interval);
@@ -262,18 +266,7 @@ pub(super) async fn run(
                 outstanding += poller.dispatch(&limit, &results_tx, prometheus.is_some());
                 if let Some(client) = &prometheus && !prom_in_flight {
                     prom_in_flight = true;
-                    let (client, tx) = (Arc::clone(client), prom_tx.clone());
-                    let (history, step) = (want_history, poller.settings.interval);
-                    tokio::spawn(async move {
-                        let now = crate::engine::prometheus::unix_now_f64();
-                        let fleet = client.fleet().await;
-                        let past = if history && fleet.is_ok() {
-                            Some(client.history(HISTORY_WINDOW, step, now).await)
-                        } else {
-                            None
-                        };
-                        let _ = tx.send((fleet, past));
-                    });
+                    spawn_prom_round(client, &prom_tx, want_history, poller.settings.interval);
                 }
             }
             Some((fleet, history)) = prom_rx.recv() => {
@@ -307,7 +300,7 @@ pub(super) async fn run(
                 poller.result(ip, result);
                 outstanding = outstanding.saturating_sub(1);
                 reads_done += 1;
-                if outstanding == 0 {
+                if outstanding == 0 && prometheus.is_none() {
                     // Every read dispatched so far has come back.
                     poller.round_done(reads_done);
                     reads_done = 0;
@@ -318,6 +311,27 @@ pub(super) async fn run(
 }
 
 type FetchResult = (IpAddr, Result<crate::model::AgentStats, String>);
+
+/// Asks Prometheus for the fleet now (and its history, when `history`),
+/// in the background; the answers come back on `tx`.
+fn spawn_prom_round(
+    client: &Arc<PromClient>,
+    tx: &mpsc::UnboundedSender<PromRound>,
+    history: bool,
+    step: Duration,
+) {
+    let (client, tx) = (Arc::clone(client), tx.clone());
+    tokio::spawn(async move {
+        let now = crate::engine::prometheus::unix_now_f64();
+        let fleet = client.fleet().await;
+        let past = if history && fleet.is_ok() {
+            Some(client.history(HISTORY_WINDOW, step, now).await)
+        } else {
+            None
+        };
+        let _ = tx.send((fleet, past));
+    });
+}
 
 /// Reads the fleet CA's revocation list; a failed read keeps the last one
 /// (the agents' certificates still expire on their own).
