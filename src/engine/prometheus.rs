@@ -85,8 +85,6 @@ pub struct PromAgent {
     pub cpu_pct: Option<f64>,
     pub mem_total: Option<f64>,
     pub mem_available: Option<f64>,
-    pub swap_total: Option<f64>,
-    pub swap_free: Option<f64>,
     pub load: [Option<f64>; 3],
     pub registration: Option<RegistrationState>,
     pub token: Option<TokenState>,
@@ -169,8 +167,8 @@ impl PromClient {
         );
         let gauges = format!(
             "{{{s}{sep}__name__=~\"up|node_load1|node_load5|node_load15|node_memory_MemTotal_bytes\
-             |node_memory_MemAvailable_bytes|node_memory_SwapTotal_bytes|node_memory_SwapFree_bytes\
-             |fleet_agent_token_expiry_timestamp_seconds|fleet_agent_info\"}}"
+             |node_memory_MemAvailable_bytes|fleet_agent_token_expiry_timestamp_seconds\
+             |fleet_agent_info\"}}"
         );
         let states = format!(
             "{{{s}{sep}__name__=~\"fleet_agent_registration_state|fleet_agent_token_state\"}} == 1"
@@ -259,8 +257,6 @@ impl PromClient {
                 Some("node_load15") => agent.load[2] = Some(value),
                 Some("node_memory_MemTotal_bytes") => agent.mem_total = Some(value),
                 Some("node_memory_MemAvailable_bytes") => agent.mem_available = Some(value),
-                Some("node_memory_SwapTotal_bytes") => agent.swap_total = Some(value),
-                Some("node_memory_SwapFree_bytes") => agent.swap_free = Some(value),
                 Some("fleet_agent_token_expiry_timestamp_seconds") => {
                     agent.token_expires_at = Some(value as i64);
                 }
@@ -409,8 +405,9 @@ impl PromAgent {
             memory: MemoryStats {
                 total_bytes: bytes(Some(total)),
                 available_bytes: bytes(Some(available)),
-                swap_total_bytes: bytes(self.swap_total),
-                swap_free_bytes: bytes(self.swap_free),
+                // Not in the table: the host detail reads its agent.
+                swap_total_bytes: 0,
+                swap_free_bytes: 0,
             },
             registration: RegistrationStatus {
                 state: self.registration.unwrap_or(RegistrationState::Pending),
