@@ -138,6 +138,7 @@ fn engine_config(plane: &Plane) -> EngineConfig {
             max_backoff: Duration::from_secs(4),
             registry_interval: Duration::from_millis(500),
             agent_listen: "0.0.0.0:9701".into(),
+            ..PollSettings::default()
         },
         deploy: DeploySettings::default(),
     }

@@ -100,17 +100,17 @@ impl AgentConfig {
         };
         let file: AgentFile =
             toml::from_str(text).map_err(|e| invalid(e.to_string().trim_end().to_owned()))?;
-        let listed = match &file.controller {
+        let given = match &file.controller {
             Controllers::One(url) => vec![url.clone()],
             Controllers::Many(urls) => urls.clone(),
         };
-        if listed.is_empty() {
+        if given.is_empty() {
             return Err(invalid(
                 "controller: the list is empty; name at least one control plane".into(),
             ));
         }
         let mut controllers: Vec<String> = Vec::new();
-        for url in listed {
+        for url in given {
             let trimmed = url.trim_end_matches('/').to_owned();
             if !trimmed.starts_with("https://") || trimmed.len() <= "https://".len() {
                 return Err(invalid(format!(

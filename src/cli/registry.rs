@@ -31,36 +31,33 @@ pub async fn run(cmd: RegistryCommand, ctx: &Context) -> anyhow::Result<ExitCode
             .check()
             .map_err(|e| super::BadInput::wrap(anyhow::anyhow!("--registry: {e}")))?;
     }
-    match super::serve::pg_settings(&control)? {
-        Some(pg) => {
-            let target = redacted(&pg.url);
-            let db = Backend::postgres_unmigrated(&pg)
-                .await
-                .with_context(|| format!("cannot reach the registry at {target}"))?;
-            let (before, after) = db
-                .migrate()
-                .await
-                .with_context(|| format!("cannot migrate the registry at {target}"))?;
-            if before == after {
-                println!("{target}: schema version {after}, up to date");
-            } else {
-                println!("{target}: schema version {before} -> {after}");
-            }
+    if let Some(pg) = super::serve::pg_settings(&control)? {
+        let target = redacted(&pg.url);
+        let db = Backend::postgres_unmigrated(&pg)
+            .await
+            .with_context(|| format!("cannot reach the registry at {target}"))?;
+        let (before, after) = db
+            .migrate()
+            .await
+            .with_context(|| format!("cannot migrate the registry at {target}"))?;
+        if before == after {
+            println!("{target}: schema version {after}, up to date");
+        } else {
+            println!("{target}: schema version {before} -> {after}");
         }
-        None => {
-            let path = ctx.paths.inventory();
-            // Opening migrates the SQLite file.
-            let db = Backend::sqlite(&path)
-                .with_context(|| format!("cannot open the registry {}", path.display()))?;
-            let health = db.health().await;
-            println!(
-                "{}: schema version {}, up to date",
-                path.display(),
-                health
-                    .schema_version
-                    .map_or_else(|| "?".to_owned(), |v| v.to_string())
-            );
-        }
+    } else {
+        let path = ctx.paths.inventory();
+        // Opening migrates the SQLite file.
+        let db = Backend::sqlite(&path)
+            .with_context(|| format!("cannot open the registry {}", path.display()))?;
+        let health = db.health().await;
+        println!(
+            "{}: schema version {}, up to date",
+            path.display(),
+            health
+                .schema_version
+                .map_or_else(|| "?".to_owned(), |v| v.to_string())
+        );
     }
     Ok(ExitCode::SUCCESS)
 }

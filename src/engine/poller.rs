@@ -189,46 +189,11 @@ pub(super) async fn run(
     focus: watch::Receiver<Option<IpAddr>>,
     cancel: CancellationToken,
 ) {
-    let setup = async {
-        let issuer = link.issuer().await?;
-        let pin = link.control_pin().await?;
-        let revocations = RevocationList::new(&link.ca_pem).map_err(|e| e.to_string())?;
-        Ok::<_, String>((issuer, pin, revocations))
+    let Some(mut poller) = Poller::start(settings, link, to_actor, focus).await else {
+        return;
     };
-    let (issuer, pin, revocations) = match setup.await {
-        Ok(setup) => setup,
-        Err(e) => {
-            let _ = to_actor.send(JobMsg::Registry(Err(format!(
-                "cannot mint tokens, so agents cannot be read: {e}"
-            ))));
-            return;
-        }
-    };
-    let mut poller = Poller {
-        settings,
-        issuer_stamp: TokenIssuer::stamp(&link.control_dir),
-        link,
-        issuer: Arc::new(issuer),
-        pin,
-        revocations,
-        clients: None,
-        targets: HashMap::new(),
-        to_actor,
-        focus,
-    };
-    let prometheus = match &poller.settings.source {
-        StatsSource::Agents => None,
-        StatsSource::Prometheus(source) => {
-            match PromClient::new(source.clone(), poller.settings.timeout) {
-                Ok(client) => Some(Arc::new(client)),
-                Err(e) => {
-                    let _ = poller.to_actor.send(JobMsg::Registry(Err(format!(
-                        "cannot ask Prometheus for the fleet's stats: {e}"
-                    ))));
-                    return;
-                }
-            }
-        }
+    let Ok(prometheus) = prometheus_client(&poller.settings, &poller.to_actor) else {
+        return;
     };
     if let Some(path) = inventory {
         poller.add_deployed(path).await;
@@ -277,8 +242,8 @@ pub(super) async fn run(
                 if fleet.is_err() {
                     want_history = true;
                 }
-                let polled = poller.prom_fleet(fleet);
-                poller.round_done(polled);
+                let updated = poller.prom_fleet(&fleet);
+                poller.round_done(updated);
             }
             _ = registry_tick.tick(), if !registry_in_flight => {
                 poller.reload_issuer().await;
@@ -311,6 +276,25 @@ pub(super) async fn run(
 }
 
 type FetchResult = (IpAddr, Result<crate::model::AgentStats, String>);
+
+/// The Prometheus client when it is the stats source (`Ok(None)` when
+/// agents are read directly); `Err` when it cannot be made (said to the
+/// actor).
+fn prometheus_client(
+    settings: &PollSettings,
+    to_actor: &mpsc::UnboundedSender<JobMsg>,
+) -> Result<Option<Arc<PromClient>>, ()> {
+    let StatsSource::Prometheus(source) = &settings.source else {
+        return Ok(None);
+    };
+    PromClient::new(source.clone(), settings.timeout)
+        .map(|client| Some(Arc::new(client)))
+        .map_err(|e| {
+            let _ = to_actor.send(JobMsg::Registry(Err(format!(
+                "cannot ask Prometheus for the fleet's stats: {e}"
+            ))));
+        })
+}
 
 /// Asks Prometheus for the fleet now (and its history, when `history`),
 /// in the background; the answers come back on `tx`.
@@ -349,6 +333,43 @@ async fn refresh_revocations(client: &ControlClient, revocations: &RevocationLis
 }
 
 impl Poller {
+    /// The poller with its keys loaded; `None` (said to the actor) when
+    /// the control plane's keys cannot be read.
+    async fn start(
+        settings: PollSettings,
+        link: ControlLink,
+        to_actor: mpsc::UnboundedSender<JobMsg>,
+        focus: watch::Receiver<Option<IpAddr>>,
+    ) -> Option<Self> {
+        let setup = async {
+            let issuer = link.issuer().await?;
+            let pin = link.control_pin().await?;
+            let revocations = RevocationList::new(&link.ca_pem).map_err(|e| e.to_string())?;
+            Ok::<_, String>((issuer, pin, revocations))
+        };
+        let (issuer, pin, revocations) = match setup.await {
+            Ok(setup) => setup,
+            Err(e) => {
+                let _ = to_actor.send(JobMsg::Registry(Err(format!(
+                    "cannot mint tokens, so agents cannot be read: {e}"
+                ))));
+                return None;
+            }
+        };
+        Some(Self {
+            settings,
+            issuer_stamp: TokenIssuer::stamp(&link.control_dir),
+            link,
+            issuer: Arc::new(issuer),
+            pin,
+            revocations,
+            clients: None,
+            targets: HashMap::new(),
+            to_actor,
+            focus,
+        })
+    }
+
     /// Loads the signing keys again when their files changed (a rotation).
     async fn reload_issuer(&mut self) {
         let stamp = TokenIssuer::stamp(&self.link.control_dir);
@@ -560,7 +581,7 @@ impl Poller {
     /// actor as a stats read would (the focused host's direct read wins);
     /// an agent Prometheus has nothing on is shown unreachable with why.
     /// Returns how many agents it updated.
-    fn prom_fleet(&mut self, fleet: Result<HashMap<IpAddr, PromAgent>, PromError>) -> u64 {
+    fn prom_fleet(&mut self, fleet: &Result<HashMap<IpAddr, PromAgent>, PromError>) -> u64 {
         let now = Instant::now();
         let focused = *self.focus.borrow();
         let (interval, max) = (self.settings.interval, self.settings.max_backoff);
@@ -569,7 +590,7 @@ impl Poller {
             if focused == Some(*ip) || !(target.registered || target.deployed) {
                 continue;
             }
-            let result = match &fleet {
+            let result = match fleet {
                 Ok(fleet) => match fleet.get(ip) {
                     Some(agent) => agent.to_stats(&self.link.url),
                     None => Err(format!(
@@ -600,7 +621,7 @@ impl Poller {
                 retry_in,
             });
         }
-        if let Err(e) = &fleet {
+        if let Err(e) = fleet {
             tracing::warn!("cannot read the fleet's stats from Prometheus: {e}");
         }
         updated

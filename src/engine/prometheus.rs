@@ -376,9 +376,11 @@ fn point(series: &Series) -> Option<(IpAddr, f64, i64)> {
 }
 
 impl PromAgent {
-    /// What the fleet table needs, as the agent's own stats would say it;
+    /// What the fleet table needs, as the agent's own stats would say it
+    /// (byte counts are clamped at 0 before they become integers);
     /// `None` when Prometheus has not scraped it (or it is down): the
     /// reason is the error.
+    #[allow(clippy::cast_sign_loss)]
     pub fn to_stats(&self, controller: &str) -> Result<AgentStats, String> {
         if self.up == Some(false) {
             return Err("Prometheus cannot scrape it (up == 0)".into());

@@ -24,7 +24,8 @@
 #[path = "../pg/mod.rs"]
 mod pg;
 
-use std::io::{BufRead, BufReader, Write};
+use std::fmt::Write as _;
+use std::io::{BufRead, BufReader, Write as _};
 use std::net::{IpAddr, SocketAddr};
 use std::path::Path;
 use std::process::{Command, Stdio};
@@ -480,39 +481,45 @@ fn metrics_page(stats: &AgentStats, i: usize, born: i64) -> String {
             ("user", busy * 0.7),
             ("system", busy * 0.3),
         ] {
-            page.push_str(&format!(
-                "node_cpu_seconds_total{{cpu=\"{cpu}\",mode=\"{mode}\"}} {:.2}\n",
+            let _ = writeln!(
+                page,
+                "node_cpu_seconds_total{{cpu=\"{cpu}\",mode=\"{mode}\"}} {:.2}",
                 secs * share
-            ));
+            );
         }
     }
     let m = &stats.memory;
-    page.push_str(&format!(
-        "node_load1 {}\nnode_load5 {}\nnode_load15 {}\nnode_memory_MemTotal_bytes {}\nnode_memory_MemAvailable_bytes {}\n",
+    let _ = writeln!(
+        page,
+        "node_load1 {}\nnode_load5 {}\nnode_load15 {}\nnode_memory_MemTotal_bytes {}\nnode_memory_MemAvailable_bytes {}",
         stats.cpu.load1, stats.cpu.load5, stats.cpu.load15, m.total_bytes, m.available_bytes
-    ));
-    page.push_str(&format!(
-        "fleet_agent_info{{version=\"{}\",hostname=\"{}\"}} 1\n",
+    );
+    let _ = writeln!(
+        page,
+        "fleet_agent_info{{version=\"{}\",hostname=\"{}\"}} 1",
         stats.agent_version, stats.hostname
-    ));
+    );
     for state in RegistrationState::ALL {
-        page.push_str(&format!(
-            "fleet_agent_registration_state{{state=\"{}\"}} {}\n",
+        let _ = writeln!(
+            page,
+            "fleet_agent_registration_state{{state=\"{}\"}} {}",
             state.as_str(),
             u8::from(*state == stats.registration.state)
-        ));
+        );
     }
     for state in TokenState::ALL {
-        page.push_str(&format!(
-            "fleet_agent_token_state{{state=\"{}\"}} {}\n",
+        let _ = writeln!(
+            page,
+            "fleet_agent_token_state{{state=\"{}\"}} {}",
             state.as_str(),
             u8::from(*state == stats.token.state)
-        ));
+        );
     }
-    page.push_str(&format!(
-        "fleet_agent_token_expiry_timestamp_seconds {}\n",
+    let _ = writeln!(
+        page,
+        "fleet_agent_token_expiry_timestamp_seconds {}",
         stats.token.expires_at.unwrap_or_default()
-    ));
+    );
     page
 }
 
@@ -761,7 +768,7 @@ async fn measure(
         deploy: DeploySettings::default(),
     };
     let (engine, mut events) = engine::spawn(config);
-    let deadline = Instant::now() + Duration::from_secs(240);
+    let deadline = Instant::now() + Duration::from_mins(4);
     let running = loop {
         let running = engine
             .snapshot()

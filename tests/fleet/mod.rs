@@ -330,7 +330,7 @@ impl Agent {
     /// in its token file when given.
     pub fn start(control: &Control, ip: &str, hostname: &str, join_token: Option<&str>) -> Self {
         Self::start_with(
-            &[control.url.clone()],
+            std::slice::from_ref(&control.url),
             &control.ca_file(),
             ip,
             hostname,

@@ -208,6 +208,7 @@ impl PgServer {
 
     /// Gives the directory (and what is in it) to the user the server runs as.
     fn hand_over(&self) {
+        use std::os::unix::fs::PermissionsExt as _;
         if let Some(user) = self.run_as {
             let status = Command::new("chown")
                 .args(["-R", &format!("{user}:")])
@@ -216,7 +217,6 @@ impl PgServer {
                 .unwrap();
             assert!(status.success(), "chown -R {user} failed");
         }
-        use std::os::unix::fs::PermissionsExt as _;
         std::fs::set_permissions(
             self.path("server.key"),
             std::fs::Permissions::from_mode(0o600),

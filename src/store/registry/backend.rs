@@ -166,14 +166,15 @@ impl Backend {
         .await?;
         let revoked = match fresh {
             Some(ids) => self.cache_revoked(Some(stamp), ids),
-            None => match self.cached_revoked(Some(stamp)) {
-                Some(ids) => ids,
-                // Replaced meanwhile by another call's read: read once more.
-                None => {
+            None => {
+                if let Some(ids) = self.cached_revoked(Some(stamp)) {
+                    ids
+                } else {
+                    // Replaced meanwhile by another call's read: read once more.
                     let ids = Self::on_sqlite(registry, move |reg| reg.revoked_tokens(now)).await?;
                     self.cache_revoked(Some(stamp), ids)
                 }
-            },
+            }
         };
         Ok((value, revoked))
     }

@@ -111,21 +111,18 @@ impl PgRegistry {
         let manager_config = ManagerConfig {
             recycling_method: RecyclingMethod::Fast,
         };
-        let manager = match &settings.ca_pem {
-            Some(ca_pem) => {
-                let tls = crate::pki::tls::client_config_trusting(ca_pem)
-                    .map_err(|e| StoreError::Database(format!("the database CA: {e}")))?;
-                Manager::from_config(config, tls::RustlsConnector::new(tls), manager_config)
+        let manager = if let Some(ca_pem) = &settings.ca_pem {
+            let tls = crate::pki::tls::client_config_trusting(ca_pem)
+                .map_err(|e| StoreError::Database(format!("the database CA: {e}")))?;
+            Manager::from_config(config, tls::RustlsConnector::new(tls), manager_config)
+        } else {
+            if config.get_ssl_mode() == tokio_postgres::config::SslMode::Require {
+                return Err(StoreError::Database(format!(
+                    "{target} asks for sslmode=require: name the CA that signed the \
+                     database's certificate (control.registry_ca_file)"
+                )));
             }
-            None => {
-                if config.get_ssl_mode() == tokio_postgres::config::SslMode::Require {
-                    return Err(StoreError::Database(format!(
-                        "{target} asks for sslmode=require: name the CA that signed the \
-                         database's certificate (control.registry_ca_file)"
-                    )));
-                }
-                Manager::from_config(config, tokio_postgres::NoTls, manager_config)
-            }
+            Manager::from_config(config, tokio_postgres::NoTls, manager_config)
         };
         let pool = Pool::builder(manager)
             .max_size(settings.pool_size.max(1))
