@@ -292,7 +292,7 @@ async fn a_revocation_through_one_replica_is_refused_by_the_other_within_a_heart
         .await;
     let took = revoked_at.elapsed();
     assert!(
-        took <= HEARTBEAT + Duration::from_millis(700),
+        took <= HEARTBEAT + Duration::from_secs(1),
         "the agent learned of its revocation after {took:?}"
     );
     assert!(
