@@ -32,8 +32,7 @@ use tokio::time::{Instant, MissedTickBehavior};
 use tokio_util::sync::CancellationToken;
 
 use super::jobs::JobMsg;
-use super::prometheus::{PromAgent, PromClient, PromError, PromPoint, StatsSource};
-use super::{ControlLink, HISTORY_WINDOW, PollSettings};
+use super::{ControlLink, PollSettings};
 use crate::auth::{Audience, TokenIssuer};
 use crate::control::client::ControlClient;
 use crate::model::AgentState;
@@ -174,11 +173,9 @@ struct Poller {
     focus: watch::Receiver<Option<IpAddr>>,
 }
 
-/// A round of PromQL queries: the fleet now, and its history when asked.
-type PromRound = (
-    Result<HashMap<IpAddr, PromAgent>, PromError>,
-    Option<Result<HashMap<IpAddr, Vec<PromPoint>>, PromError>>,
-);
+#[path = "poller_prom.rs"]
+mod prom;
+use prom::{PromRound, prometheus_client, spawn_prom_round};
 
 /// Runs until `cancel` fires.
 pub(super) async fn run(
@@ -276,46 +273,6 @@ pub(super) async fn run(
 }
 
 type FetchResult = (IpAddr, Result<crate::model::AgentStats, String>);
-
-/// The Prometheus client when it is the stats source (`Ok(None)` when
-/// agents are read directly); `Err` when it cannot be made (said to the
-/// actor).
-fn prometheus_client(
-    settings: &PollSettings,
-    to_actor: &mpsc::UnboundedSender<JobMsg>,
-) -> Result<Option<Arc<PromClient>>, ()> {
-    let StatsSource::Prometheus(source) = &settings.source else {
-        return Ok(None);
-    };
-    PromClient::new(source.clone(), settings.timeout)
-        .map(|client| Some(Arc::new(client)))
-        .map_err(|e| {
-            let _ = to_actor.send(JobMsg::Registry(Err(format!(
-                "cannot ask Prometheus for the fleet's stats: {e}"
-            ))));
-        })
-}
-
-/// Asks Prometheus for the fleet now (and its history, when `history`),
-/// in the background; the answers come back on `tx`.
-fn spawn_prom_round(
-    client: &Arc<PromClient>,
-    tx: &mpsc::UnboundedSender<PromRound>,
-    history: bool,
-    step: Duration,
-) {
-    let (client, tx) = (Arc::clone(client), tx.clone());
-    tokio::spawn(async move {
-        let now = crate::engine::prometheus::unix_now_f64();
-        let fleet = client.fleet().await;
-        let past = if history && fleet.is_ok() {
-            Some(client.history(HISTORY_WINDOW, step, now).await)
-        } else {
-            None
-        };
-        let _ = tx.send((fleet, past));
-    });
-}
 
 /// Reads the fleet CA's revocation list; a failed read keeps the last one
 /// (the agents' certificates still expire on their own).
@@ -577,74 +534,6 @@ impl Poller {
         });
     }
 
-    /// Takes in a round of PromQL answers: each agent's figures go to the
-    /// actor as a stats read would (the focused host's direct read wins);
-    /// an agent Prometheus has nothing on is shown unreachable with why.
-    /// Returns how many agents it updated.
-    fn prom_fleet(&mut self, fleet: &Result<HashMap<IpAddr, PromAgent>, PromError>) -> u64 {
-        let now = Instant::now();
-        let focused = *self.focus.borrow();
-        let (interval, max) = (self.settings.interval, self.settings.max_backoff);
-        let mut updated = 0;
-        for (ip, target) in &mut self.targets {
-            if focused == Some(*ip) || !(target.registered || target.deployed) {
-                continue;
-            }
-            let result = match fleet {
-                Ok(fleet) => match fleet.get(ip) {
-                    Some(agent) => agent.to_stats(&self.link.url),
-                    None => Err(format!(
-                        "Prometheus has no series for {}:{} (is it scraped through /v1/sd?)",
-                        target.addr.ip(),
-                        target.addr.port()
-                    )),
-                },
-                Err(e) => Err(e.to_string()),
-            };
-            let (result, retry_in) = match result {
-                Ok(stats) => {
-                    target.backoff.succeeded(now);
-                    updated += 1;
-                    (Ok(Box::new(stats)), None)
-                }
-                // Prometheus is asked every interval whatever happens: the
-                // wait shown is the next round's.
-                Err(e) => {
-                    target.backoff.failed(now, interval, max);
-                    (Err(e), Some(interval))
-                }
-            };
-            let _ = self.to_actor.send(JobMsg::Stats {
-                addr: *ip,
-                result,
-                failures: target.backoff.failures(),
-                retry_in,
-            });
-        }
-        if let Err(e) = fleet {
-            tracing::warn!("cannot read the fleet's stats from Prometheus: {e}");
-        }
-        updated
-    }
-
-    /// Takes in the history query; whether it worked.
-    fn prom_history(&self, history: Result<HashMap<IpAddr, Vec<PromPoint>>, PromError>) -> bool {
-        match history {
-            Ok(history) => {
-                for (addr, points) in history {
-                    if self.targets.contains_key(&addr) {
-                        let _ = self.to_actor.send(JobMsg::History { addr, points });
-                    }
-                }
-                true
-            }
-            Err(e) => {
-                tracing::warn!("cannot read the fleet's history from Prometheus: {e}");
-                false
-            }
-        }
-    }
-
     fn round_done(&self, polled: u64) {
         let answering = self
             .targets
@@ -660,125 +549,5 @@ impl Poller {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[tokio::test(start_paused = true)]
-    async fn a_silent_agent_is_read_less_and_less_often_then_at_once_when_back() {
-        let interval = Duration::from_secs(2);
-        let max = Duration::from_mins(1);
-        let start = Instant::now();
-        let mut b = Backoff::new(start);
-        assert!(b.is_due(start));
-        let waits: Vec<u64> = (0..8)
-            .map(|_| b.failed(Instant::now(), interval, max).as_secs())
-            .collect();
-        assert_eq!(waits, [2, 4, 8, 16, 32, 60, 60, 60]);
-        assert_eq!(b.failures(), 8);
-        assert!(!b.is_due(Instant::now()));
-        tokio::time::advance(Duration::from_secs(59)).await;
-        assert!(!b.is_due(Instant::now()), "still waiting out the ceiling");
-        tokio::time::advance(Duration::from_secs(1)).await;
-        assert!(b.is_due(Instant::now()));
-        b.succeeded(Instant::now());
-        assert_eq!(b.failures(), 0);
-        assert!(b.is_due(Instant::now()));
-        // A later failure starts over at the interval.
-        assert_eq!(b.failed(Instant::now(), interval, max), interval);
-    }
-
-    #[tokio::test(start_paused = true)]
-    async fn the_operator_token_is_replaced_at_two_thirds_of_its_life() {
-        let dir = tempfile::tempdir().unwrap();
-        let ca = crate::pki::FleetCa::load_or_create(dir.path()).unwrap();
-        let (to_actor, _from) = mpsc::unbounded_channel();
-        let issuer = TokenIssuer::load_or_create(dir.path()).unwrap();
-        let mut poller = Poller {
-            settings: PollSettings::default(),
-            link: ControlLink {
-                url: "https://127.9.0.1:9".into(),
-                replicas: Vec::new(),
-                ca_pem: ca.ca_pem().to_owned(),
-                control_dir: dir.path().to_owned(),
-                operator_ttl: Duration::from_secs(90),
-            },
-            issuer: Arc::new(issuer),
-            issuer_stamp: TokenIssuer::stamp(dir.path()),
-            pin: ca.control_pin(),
-            revocations: RevocationList::new(ca.ca_pem()).unwrap(),
-            clients: None,
-            targets: HashMap::new(),
-            to_actor,
-            focus: watch::channel(None).1,
-        };
-        let start = Instant::now();
-        let first = poller.ensure_clients().unwrap().renew_at;
-        assert_eq!(first, start + Duration::from_mins(1));
-        tokio::time::advance(Duration::from_secs(59)).await;
-        assert_eq!(
-            poller.ensure_clients().unwrap().renew_at,
-            first,
-            "still fresh"
-        );
-        tokio::time::advance(Duration::from_secs(1)).await;
-        let second = poller.ensure_clients().unwrap().renew_at;
-        assert_eq!(second, first + Duration::from_mins(1), "renewed at 2/3");
-    }
-
-    #[tokio::test(start_paused = true)]
-    async fn each_agent_gets_its_own_stats_token_replaced_at_two_thirds() {
-        let dir = tempfile::tempdir().unwrap();
-        let issuer = TokenIssuer::load_or_create(dir.path()).unwrap();
-        let verifier = issuer.verifier();
-        let ttl = Duration::from_secs(90);
-        let target = |agent_id: Option<&str>| Target {
-            addr: "127.9.0.7:9701".parse().unwrap(),
-            agent_id: agent_id.map(str::to_owned),
-            token: None,
-            backoff: Backoff::new(Instant::now()),
-            in_flight: false,
-            registered: agent_id.is_some(),
-            deployed: true,
-        };
-        let mut unknown = target(None);
-        assert!(
-            unknown.stats_token(&issuer, ttl, Instant::now()).is_none(),
-            "no id, no token"
-        );
-        let (mut a, mut b) = (target(Some("ag-a")), target(Some("ag-b")));
-        let first = a.stats_token(&issuer, ttl, Instant::now()).unwrap();
-        let other = b.stats_token(&issuer, ttl, Instant::now()).unwrap();
-        let own = crate::auth::stats_audience_for("ag-a");
-        assert!(verifier.verify_for(&first, &[&own]).is_ok());
-        assert!(
-            verifier.verify_for(&other, &[&own]).is_err(),
-            "b's token is worthless at a"
-        );
-        tokio::time::advance(Duration::from_secs(59)).await;
-        assert_eq!(a.stats_token(&issuer, ttl, Instant::now()).unwrap(), first);
-        tokio::time::advance(Duration::from_secs(1)).await;
-        let second = a.stats_token(&issuer, ttl, Instant::now()).unwrap();
-        assert_ne!(second, first, "replaced at 2/3 of its life");
-        assert!(verifier.verify_for(&second, &[&own]).is_ok());
-    }
-
-    #[test]
-    fn the_primary_address_is_the_first_usable_one() {
-        let record = AgentRecord {
-            agent_id: "ag-1".into(),
-            hostname: "web1".into(),
-            addresses: vec!["web1.local".into(), "0.0.0.0".into(), "127.9.0.7".into()],
-            stats_port: 9701,
-            agent_version: "0".into(),
-            state: crate::model::RegistrationState::Registered,
-            registered_at: 0,
-            last_heartbeat_at: None,
-            identity_expires_at: 0,
-            certificate_expires_at: 0,
-            revoked_at: None,
-        };
-        assert_eq!(primary_addr(&record), Some("127.9.0.7".parse().unwrap()));
-        assert_eq!(listen_port("0.0.0.0:9801"), 9801);
-        assert_eq!(listen_port("{host}"), 9701);
-    }
-}
+#[path = "poller_tests.rs"]
+mod tests;
