@@ -10,8 +10,11 @@ mod tokens;
 
 use std::time::Duration;
 
-use deadpool_postgres::{Manager, ManagerConfig, Object, Pool, RecyclingMethod, Runtime};
+use deadpool_postgres::{
+    GenericClient, Manager, ManagerConfig, Object, Pool, RecyclingMethod, Runtime,
+};
 use tokio_postgres::Row;
+use tokio_postgres::types::ToSql;
 
 use super::{CertRow, NewAgent, Refusal, Registration, RenewOutcome, registration_state};
 use crate::model::control::AgentRecord;
@@ -167,23 +170,24 @@ impl PgRegistry {
     ) -> Result<Result<Registration<T>, E>, StoreError> {
         let mut client = self.client().await?;
         let tx = client.transaction().await.map_err(|e| pg_error(&e))?;
-        tx.execute(
+        exec(
+            &tx,
             "DELETE FROM used_join_tokens WHERE expires_at < $1",
             &[&now],
         )
         .await
         .map_err(|e| pg_error(&e))?;
-        tx.execute("DELETE FROM agent_certs WHERE not_after < $1", &[&now])
+        exec(&tx, "DELETE FROM agent_certs WHERE not_after < $1", &[&now])
             .await
             .map_err(|e| pg_error(&e))?;
-        let fresh = tx
-            .execute(
-                "INSERT INTO used_join_tokens (jti, used_at, expires_at, agent_id)
+        let fresh = exec(
+            &tx,
+            "INSERT INTO used_join_tokens (jti, used_at, expires_at, agent_id)
                  VALUES ($1, $2, $3, $4) ON CONFLICT (jti) DO NOTHING",
-                &[&jti, &now, &jti_expires_at, &agent.agent_id],
-            )
-            .await
-            .map_err(|e| pg_error(&e))?;
+            &[&jti, &now, &jti_expires_at, &agent.agent_id],
+        )
+        .await
+        .map_err(|e| pg_error(&e))?;
         if fresh == 0 {
             return Ok(Ok(Registration::Replayed));
         }
@@ -192,16 +196,17 @@ impl PgRegistry {
             // Dropping the transaction rolls the token's use back.
             Err(e) => return Ok(Err(e)),
         };
-        let replaced: Option<String> = tx
-            .query_opt(
-                "DELETE FROM agents WHERE bound_host = $1 RETURNING agent_id",
-                &[&agent.bound_host],
-            )
-            .await
-            .map_err(|e| pg_error(&e))?
-            .map(|row| row.get(0));
+        let replaced: Option<String> = query_opt(
+            &tx,
+            "DELETE FROM agents WHERE bound_host = $1 RETURNING agent_id",
+            &[&agent.bound_host],
+        )
+        .await
+        .map_err(|e| pg_error(&e))?
+        .map(|row| row.get(0));
         if let Some(old) = &replaced {
-            tx.execute(
+            exec(
+                &tx,
                 "UPDATE agent_certs SET revoked_at = $2 WHERE agent_id = $1 AND revoked_at IS NULL",
                 &[old, &now],
             )
@@ -209,7 +214,8 @@ impl PgRegistry {
             .map_err(|e| pg_error(&e))?;
         }
         let port = i32::from(agent.stats_port);
-        tx.execute(
+        exec(
+            &tx,
             "INSERT INTO agents (agent_id, bound_host, hostname, addresses, stats_port,
                                  agent_version, registered_at, identity_expires_at,
                                  certificate_expires_at)
@@ -228,7 +234,8 @@ impl PgRegistry {
         )
         .await
         .map_err(|e| pg_error(&e))?;
-        tx.execute(
+        exec(
+            &tx,
             "INSERT INTO agent_certs (serial, agent_id, not_after) VALUES ($1, $2, $3)",
             &[&cert.serial, &agent.agent_id, &cert.not_after],
         )
@@ -315,19 +322,19 @@ impl PgRegistry {
     ) -> Result<RenewOutcome<T, E>, StoreError> {
         let mut client = self.client().await?;
         let tx = client.transaction().await.map_err(|e| pg_error(&e))?;
-        let addresses: Option<String> = tx
-            .query_opt(
-                &format!(
-                    "SELECT addresses FROM agents
+        let addresses: Option<String> = query_opt(
+            &tx,
+            &format!(
+                "SELECT addresses FROM agents
                      WHERE agent_id = $1 AND revoked_at IS NULL AND {}
                      FOR UPDATE",
-                    holds_cert("$1", "$2", "$3")
-                ),
-                &[&agent_id, &now, &cert_serial],
-            )
-            .await
-            .map_err(|e| pg_error(&e))?
-            .map(|row| row.get(0));
+                holds_cert("$1", "$2", "$3")
+            ),
+            &[&agent_id, &now, &cert_serial],
+        )
+        .await
+        .map_err(|e| pg_error(&e))?
+        .map(|row| row.get(0));
         let Some(addresses) = addresses else {
             drop(tx);
             return Ok(RenewOutcome::Refused(refusal(&client, agent_id).await?));
@@ -338,7 +345,8 @@ impl PgRegistry {
             Ok(None) => (None, None),
             Err(e) => return Ok(RenewOutcome::SignFailed(e)),
         };
-        tx.execute(
+        exec(
+            &tx,
             "UPDATE agents SET identity_expires_at = $2,
                     certificate_expires_at = coalesce($3, certificate_expires_at)
              WHERE agent_id = $1",
@@ -351,7 +359,8 @@ impl PgRegistry {
         .await
         .map_err(|e| pg_error(&e))?;
         if let Some(cert) = &cert {
-            tx.execute(
+            exec(
+                &tx,
                 "INSERT INTO agent_certs (serial, agent_id, not_after) VALUES ($1, $2, $3)",
                 &[&cert.serial, &agent_id, &cert.not_after],
             )
@@ -370,13 +379,15 @@ impl PgRegistry {
     ) -> Result<Option<AgentRecord>, StoreError> {
         let mut client = self.client().await?;
         let tx = client.transaction().await.map_err(|e| pg_error(&e))?;
-        tx.execute(
+        exec(
+            &tx,
             "UPDATE agents SET revoked_at = coalesce(revoked_at, $2) WHERE agent_id = $1",
             &[&agent_id, &now],
         )
         .await
         .map_err(|e| pg_error(&e))?;
-        tx.execute(
+        exec(
+            &tx,
             "UPDATE agent_certs SET revoked_at = $2 WHERE agent_id = $1 AND revoked_at IS NULL",
             &[&agent_id, &now],
         )
@@ -399,6 +410,27 @@ impl PgRegistry {
             .map_err(|e| pg_error(&e))?;
         Ok(rows.iter().map(|r| (r.get(0), r.get(1))).collect())
     }
+}
+
+/// Runs `sql` as a statement prepared once per connection (a round trip
+/// less than an unnamed one, every time after the first).
+async fn exec(
+    client: &impl GenericClient,
+    sql: &str,
+    params: &[&(dyn ToSql + Sync)],
+) -> Result<u64, tokio_postgres::Error> {
+    let statement = client.prepare_cached(sql).await?;
+    client.execute(&statement, params).await
+}
+
+/// As [`exec`], for a query answering at most one row.
+async fn query_opt(
+    client: &impl GenericClient,
+    sql: &str,
+    params: &[&(dyn ToSql + Sync)],
+) -> Result<Option<Row>, tokio_postgres::Error> {
+    let statement = client.prepare_cached(sql).await?;
+    client.query_opt(&statement, params).await
 }
 
 /// "The connection showed a live certificate of this agent's", with the

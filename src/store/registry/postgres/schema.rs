@@ -45,6 +45,8 @@ const MIGRATIONS: &[&str] = &[
         revoked_at BIGINT
     );
     CREATE INDEX agent_certs_by_agent ON agent_certs (agent_id);
+    CREATE INDEX agent_certs_by_expiry ON agent_certs (not_after);
+    CREATE INDEX used_join_tokens_by_expiry ON used_join_tokens (expires_at);
     CREATE TABLE issued_tokens (
         jti TEXT PRIMARY KEY,
         kind TEXT NOT NULL,
