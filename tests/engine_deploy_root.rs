@@ -102,6 +102,7 @@ fn engine_config(dir: &Path, key: &Path, url: &str) -> EngineConfig {
         },
         control: Some(ControlLink {
             url: url.to_owned(),
+            replicas: Vec::new(),
             control_dir: dir.join("control"),
             operator_ttl: Duration::from_hours(1),
         }),

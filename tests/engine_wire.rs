@@ -125,6 +125,7 @@ fn engine_config(plane: &Plane) -> EngineConfig {
         },
         control: Some(ControlLink {
             url: plane.url.clone(),
+            replicas: Vec::new(),
             control_dir: plane.dir.path().join("control"),
             operator_ttl: Duration::from_mins(1),
         }),
@@ -135,6 +136,7 @@ fn engine_config(plane: &Plane) -> EngineConfig {
             max_backoff: Duration::from_secs(4),
             registry_interval: Duration::from_millis(500),
             agent_listen: "0.0.0.0:9701".into(),
+            ..PollSettings::default()
         }),
         deploy: DeploySettings::default(),
         questions: Questions::Events,

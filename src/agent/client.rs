@@ -2,7 +2,14 @@
 //! Typed with the shared wire types of [`crate::model::control`]. The
 //! control plane must show a certificate from its pinned CA; the agent
 //! shows its own certificate once it has one.
+//!
+//! An agent may know several control planes (replicas sharing one
+//! registry, under one pin): each call goes first to the one that answered
+//! last, then to the others in turn when it gets no answer or a 5xx; a
+//! refusal is an answer. When none answers, the supervisor backs off.
 
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use serde::Serialize;
@@ -42,26 +49,51 @@ impl CallError {
     }
 }
 
-/// The control plane at one URL, trusted through its pin.
+impl CallError {
+    /// Whether another control plane might answer.
+    fn worth_another(&self) -> bool {
+        matches!(self, Self::Unreachable(_) | Self::BadResponse(_))
+    }
+}
+
+/// The control plane at one or more URLs (replicas), trusted through its pin.
 #[derive(Debug, Clone)]
 pub struct Controller {
-    base: String,
+    bases: Arc<[String]>,
+    /// Which base answered last; shared by every client the agent makes
+    /// (a new one comes with each certificate).
+    preferred: Arc<AtomicUsize>,
     http: reqwest::Client,
 }
 
 impl Controller {
-    /// Calls `base`, whose certificate must chain to `ca_pem` through the
-    /// CA `pin` names, showing `identity` when given.
+    /// Calls `bases` (at least one), whose certificates must chain to
+    /// `ca_pem` through the CA `pin` names, showing `identity` when given;
+    /// `preferred` is where the last answer came from.
     pub fn new(
-        base: &str,
+        bases: &[String],
+        preferred: Arc<AtomicUsize>,
         ca_pem: &str,
         pin: pki::ControlPin,
         identity: Option<&pki::tls::ClientIdentity>,
     ) -> Result<Self, pki::PkiError> {
+        if bases.is_empty() {
+            return Err(pki::PkiError::Tls("no control plane URL".into()));
+        }
         Ok(Self {
-            base: base.trim_end_matches('/').to_owned(),
+            bases: bases
+                .iter()
+                .map(|b| b.trim_end_matches('/').to_owned())
+                .collect(),
+            preferred,
             http: pki::tls::control_client(ca_pem, pin, identity, TIMEOUT)?,
         })
+    }
+
+    /// The control plane that answered last.
+    #[must_use]
+    pub fn current(&self) -> &str {
+        &self.bases[self.preferred.load(Ordering::Relaxed) % self.bases.len()]
     }
 
     pub async fn register(&self, req: &RegisterRequest) -> Result<RegisterResponse, CallError> {
@@ -84,13 +116,45 @@ impl Controller {
         self.post("/v1/heartbeat", Some(identity), req).await
     }
 
+    /// Posts to the preferred control plane, then to each other one while
+    /// the failure is worth another.
     async fn post<B: Serialize, R: DeserializeOwned>(
         &self,
         path: &str,
         bearer: Option<&str>,
         body: &B,
     ) -> Result<R, CallError> {
-        let mut req = self.http.post(format!("{}{path}", self.base)).json(body);
+        let first = self.preferred.load(Ordering::Relaxed);
+        let mut last = None;
+        for i in 0..self.bases.len() {
+            let index = (first + i) % self.bases.len();
+            match self.post_to(&self.bases[index], path, bearer, body).await {
+                Err(e) if e.worth_another() => {
+                    if self.bases.len() > 1 {
+                        tracing::info!(
+                            controller = self.bases[index],
+                            "{e}; trying another control plane"
+                        );
+                    }
+                    last = Some(e);
+                }
+                answered => {
+                    self.preferred.store(index, Ordering::Relaxed);
+                    return answered;
+                }
+            }
+        }
+        Err(last.unwrap_or_else(|| CallError::Unreachable("no control plane URL".into())))
+    }
+
+    async fn post_to<B: Serialize, R: DeserializeOwned>(
+        &self,
+        base: &str,
+        path: &str,
+        bearer: Option<&str>,
+        body: &B,
+    ) -> Result<R, CallError> {
+        let mut req = self.http.post(format!("{base}{path}")).json(body);
         if let Some(token) = bearer {
             req = req.bearer_auth(token);
         }

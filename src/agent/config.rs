@@ -1,7 +1,7 @@
 //! The agent's config file (TOML), written by `fleetctl deploy` on each host:
 //!
 //! ```toml
-//! controller = "https://10.0.0.1:9700"           # the control plane
+//! controller = "https://10.0.0.1:9700"           # the control plane, or a list of replicas
 //! ca_file = "/etc/fleetctl/ca.pem"                # the fleet CA: the only root trusted
 //! join_token_file = "/etc/fleetctl/join.token"    # 0600; deleted once used
 //! data_dir = "/var/lib/fleetctl"                  # key, certificate, identity, state
@@ -29,7 +29,7 @@ const DEFAULT_INTERVAL: Duration = Duration::from_secs(2);
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct AgentFile {
-    pub controller: String,
+    pub controller: Controllers,
     pub ca_file: PathBuf,
     pub join_token_file: PathBuf,
     pub data_dir: PathBuf,
@@ -45,11 +45,21 @@ pub struct AgentFile {
     pub control_pin: Option<String>,
 }
 
+/// `controller`: one control plane's URL, or a list of replicas sharing
+/// one registry (the agent fails over among them).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum Controllers {
+    One(String),
+    Many(Vec<String>),
+}
+
 /// The settings the agent runs with, checked.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct AgentConfig {
-    /// The control plane's base URL, `https://...`, without a trailing slash.
-    pub controller: String,
+    /// The control planes' base URLs, `https://...`, without a trailing
+    /// slash: one, or every replica's.
+    pub controllers: Vec<String>,
     pub ca_file: PathBuf,
     pub join_token_file: PathBuf,
     pub data_dir: PathBuf,
@@ -90,12 +100,26 @@ impl AgentConfig {
         };
         let file: AgentFile =
             toml::from_str(text).map_err(|e| invalid(e.to_string().trim_end().to_owned()))?;
-        let controller = file.controller.trim_end_matches('/').to_owned();
-        if !controller.starts_with("https://") || controller.len() <= "https://".len() {
-            return Err(invalid(format!(
-                "controller: {:?} is not an https:// URL (the control plane only speaks TLS)",
-                file.controller
-            )));
+        let given = match &file.controller {
+            Controllers::One(url) => vec![url.clone()],
+            Controllers::Many(urls) => urls.clone(),
+        };
+        if given.is_empty() {
+            return Err(invalid(
+                "controller: the list is empty; name at least one control plane".into(),
+            ));
+        }
+        let mut controllers: Vec<String> = Vec::new();
+        for url in given {
+            let trimmed = url.trim_end_matches('/').to_owned();
+            if !trimmed.starts_with("https://") || trimmed.len() <= "https://".len() {
+                return Err(invalid(format!(
+                    "controller: {url:?} is not an https:// URL (the control plane only speaks TLS)"
+                )));
+            }
+            if !controllers.contains(&trimmed) {
+                controllers.push(trimmed);
+            }
         }
         let listen = match &file.listen {
             None => SocketAddr::new(IpAddr::from([0, 0, 0, 0]), DEFAULT_PORT),
@@ -130,7 +154,7 @@ impl AgentConfig {
         };
         Ok(Self {
             control_pin,
-            controller,
+            controllers,
             ca_file: file.ca_file,
             join_token_file: file.join_token_file,
             data_dir: file.data_dir,
@@ -185,10 +209,37 @@ mod tests {
     #[test]
     fn defaults_fill_what_is_left_out() {
         let c = AgentConfig::parse(MINIMAL, Path::new("a.toml")).unwrap();
-        assert_eq!(c.controller, "https://ctl.example:9700");
+        assert_eq!(c.controllers, ["https://ctl.example:9700"]);
         assert_eq!(c.listen, "0.0.0.0:9701".parse().unwrap());
         assert_eq!(c.sample_interval, Duration::from_secs(2));
         assert_eq!(c.hostname, None);
+    }
+
+    #[test]
+    fn controller_takes_one_url_or_every_replicas() {
+        let text = MINIMAL.replace(
+            "controller = \"https://ctl.example:9700/\"",
+            "controller = [\"https://a.example:8443\", \"https://b.example:8443/\", \"https://a.example:8443\"]",
+        );
+        let c = AgentConfig::parse(&text, Path::new("a.toml")).unwrap();
+        assert_eq!(
+            c.controllers,
+            ["https://a.example:8443", "https://b.example:8443"],
+            "in order, each once"
+        );
+        for (list, needle) in [
+            ("[]", "list is empty"),
+            ("[\"https://a\", \"http://b\"]", "\"http://b\""),
+        ] {
+            let text = MINIMAL.replace(
+                "controller = \"https://ctl.example:9700/\"",
+                &format!("controller = {list}"),
+            );
+            let err = AgentConfig::parse(&text, Path::new("a.toml"))
+                .unwrap_err()
+                .to_string();
+            assert!(err.contains("controller:") && err.contains(needle), "{err}");
+        }
     }
 
     #[test]

@@ -74,7 +74,8 @@ pub async fn run(config: AgentConfig, stop: CancellationToken) -> Result<(), Age
     }
     let samples = collect::spawn(config.sample_interval);
     let target = supervisor::ControlTarget {
-        url: config.controller.clone(),
+        urls: config.controllers.clone(),
+        preferred: Arc::default(),
         ca_pem,
         pin: config.control_pin,
     };

@@ -33,11 +33,36 @@ pub struct Published {
 /// Where the control plane is and how the agent knows it.
 #[derive(Debug, Clone)]
 pub struct ControlTarget {
-    pub url: String,
+    /// Every replica's URL (at least one), in the config's order.
+    pub urls: Vec<String>,
+    /// Which of them answered last: tried first.
+    pub preferred: Arc<std::sync::atomic::AtomicUsize>,
     /// The fleet CA (its certificate chains to it).
     pub ca_pem: String,
     /// The pin the config names; the join token's is used when absent.
     pub pin: Option<ControlPin>,
+}
+
+impl ControlTarget {
+    /// A client for the control plane (any replica), pinned, showing `identity`.
+    fn controller(
+        &self,
+        pin: ControlPin,
+        identity: Option<&ClientIdentity>,
+    ) -> Result<Controller, pki::PkiError> {
+        Controller::new(
+            &self.urls,
+            Arc::clone(&self.preferred),
+            &self.ca_pem,
+            pin,
+            identity,
+        )
+    }
+
+    /// The first URL: what the agent shows until one has answered.
+    fn first_url(&self) -> &str {
+        self.urls.first().map_or("", String::as_str)
+    }
 }
 
 /// Who this agent says it is when it registers.
@@ -88,7 +113,7 @@ impl Supervisor {
         who: Identity,
         saved: Option<Saved>,
     ) -> (Self, Watches) {
-        let mut life = Lifecycle::new(&target.url);
+        let mut life = Lifecycle::new(target.first_url());
         let mut creds = None;
         let mut trust = None;
         let mut cert = None;
@@ -96,7 +121,7 @@ impl Supervisor {
             match resume(&target, &saved) {
                 Ok((c, controller)) => {
                     tracing::info!(agent_id = %saved.state.agent_id, "resuming the saved registration");
-                    life = Lifecycle::resumed(&target.url, saved.state.resumed());
+                    life = Lifecycle::resumed(target.first_url(), saved.state.resumed());
                     cert = Some(c);
                     // Until the first heartbeat, the keys it saved.
                     trust = StatsTrust::from_update(&saved.state.trust, &saved.state.agent_id)
@@ -172,6 +197,13 @@ impl Supervisor {
             }
             Step::Renew { certificate } => self.renew(certificate).await,
             Step::Heartbeat => self.heartbeat().await,
+        }
+        // Shown as the agent's control plane: the replica that answered last.
+        if let Some(creds) = &self.creds {
+            creds
+                .controller
+                .current()
+                .clone_into(&mut self.life.controller);
         }
         self.publish();
     }
@@ -251,7 +283,7 @@ impl Supervisor {
             );
             return true;
         };
-        let controller = match Controller::new(&self.target.url, &self.target.ca_pem, pin, None) {
+        let controller = match self.target.controller(pin, None) {
             Ok(c) => c,
             Err(e) => {
                 self.fail(Failure::Transient, format!("cannot set up TLS: {e}"));
@@ -309,17 +341,16 @@ impl Supervisor {
             cert_pem: resp.certificate_pem.clone(),
             key_pem: key.key_pem.clone(),
         };
-        let controller =
-            match Controller::new(&self.target.url, &self.target.ca_pem, pin, Some(&identity)) {
-                Ok(c) => c,
-                Err(e) => {
-                    self.fail(
-                        Failure::Transient,
-                        format!("cannot use the new certificate: {e}"),
-                    );
-                    return;
-                }
-            };
+        let controller = match self.target.controller(pin, Some(&identity)) {
+            Ok(c) => c,
+            Err(e) => {
+                self.fail(
+                    Failure::Transient,
+                    format!("cannot use the new certificate: {e}"),
+                );
+                return;
+            }
+        };
         let now = now_ms();
         let state = SavedState {
             agent_id: resp.agent_id.clone(),
@@ -427,9 +458,8 @@ impl Supervisor {
                 .control_pin
                 .as_deref()
                 .and_then(|p| p.parse::<ControlPin>().ok())
-                .map(|pin| {
-                    Controller::new(&self.target.url, &self.target.ca_pem, pin, Some(&identity))
-                }) {
+                .map(|pin| self.target.controller(pin, Some(&identity)))
+            {
                 Some(Ok(c)) => controller = c,
                 Some(Err(e)) => tracing::warn!("cannot show the new certificate yet: {e}"),
                 None => tracing::warn!("no control plane pin saved; showing the old certificate"),
@@ -540,7 +570,8 @@ fn resume(
         cert_pem: saved.cert_pem.clone(),
         key_pem: saved.key_pem.clone(),
     };
-    let controller = Controller::new(&target.url, &target.ca_pem, pin, Some(&identity))
+    let controller = target
+        .controller(pin, Some(&identity))
         .map_err(|e| e.to_string())?;
     Ok((cert, controller))
 }

@@ -34,37 +34,45 @@ pub struct AgentsArgs {
     /// Output format.
     #[arg(short, long, value_enum, default_value_t = AgentsFormat::Table)]
     output: AgentsFormat,
-    /// The control plane's URL [default: control.url, else https://<control.listen>].
-    #[arg(long)]
-    url: Option<String>,
+    /// The control plane's URL; repeat it for replicas, which are tried in
+    /// turn [default: control.url (else https://<control.listen>) and control.replicas].
+    #[arg(long = "url", value_name = "URL")]
+    urls: Vec<String>,
 }
 
 #[derive(Debug, Args)]
 pub struct RevokeArgs {
     /// The agent to revoke (`fleetctl agents` lists ids).
     agent_id: String,
-    /// The control plane's URL [default: control.url, else https://<control.listen>].
-    #[arg(long)]
-    url: Option<String>,
+    /// The control plane's URL; repeat it for replicas, which are tried in
+    /// turn [default: control.url (else https://<control.listen>) and control.replicas].
+    #[arg(long = "url", value_name = "URL")]
+    urls: Vec<String>,
 }
 
-fn client(ctx: &Context, url: Option<&str>) -> anyhow::Result<ControlClient> {
+fn client(ctx: &Context, urls: &[String]) -> anyhow::Result<ControlClient> {
     let dir = ctx.paths.control_dir();
     let issuer = local_issuer(&dir)?;
     let ca_pem = local_ca_pem(&dir)?;
     let pin = local_control_pin(&dir)?;
     let (token, _) = issuer.issue(Audience::Operator, "fleetctl-cli", CALL_TOKEN_TTL)?;
-    let url = url.map_or_else(|| ctx.config.control.client_url(), str::to_owned);
-    if !url.starts_with("https://") {
+    let urls = if urls.is_empty() {
+        ctx.config.control.client_urls()
+    } else {
+        urls.to_vec()
+    };
+    if let Some(url) = urls.iter().find(|u| !u.starts_with("https://")) {
         return Err(BadInput::wrap(anyhow::anyhow!(
             "--url {url:?} must start with https://"
         )));
     }
-    Ok(ControlClient::new(&url, &ca_pem, pin, token, TIMEOUT)?)
+    Ok(ControlClient::with_replicas(
+        &urls, &ca_pem, pin, token, TIMEOUT,
+    )?)
 }
 
 pub async fn agents(args: AgentsArgs, ctx: &Context) -> anyhow::Result<ExitCode> {
-    let agents = client(ctx, args.url.as_deref())?.agents().await?;
+    let agents = client(ctx, &args.urls)?.agents().await?;
     let mut out = std::io::stdout().lock();
     match args.output {
         AgentsFormat::Json => {
@@ -77,15 +85,13 @@ pub async fn agents(args: AgentsArgs, ctx: &Context) -> anyhow::Result<ExitCode>
 
 /// Revokes one agent through the engine's revoke job (the console's `r`).
 pub async fn revoke(args: RevokeArgs, ctx: &Context) -> anyhow::Result<ExitCode> {
-    if let Some(url) = &args.url
-        && !url.starts_with("https://")
-    {
+    if let Some(url) = args.urls.iter().find(|u| !u.starts_with("https://")) {
         return Err(BadInput::wrap(anyhow::anyhow!(
             "--url {url:?} must start with https://"
         )));
     }
-    let link = super::console::link(ctx, args.url);
-    let config = super::console::engine_config(ctx, FrontEnd::Headless, Some(link), 64);
+    let link = super::console::link(ctx, args.urls);
+    let config = super::console::engine_config(ctx, FrontEnd::Headless, Some(link), 64)?;
     let request = RevokeRequest {
         hosts: Vec::new(),
         agents: vec![args.agent_id],

@@ -17,8 +17,9 @@ use anyhow::Context as _;
 use tokio_util::sync::CancellationToken;
 
 use super::Context;
-use crate::config::ControlChoice;
+use crate::config::{ControlChoice, StatsSourceChoice};
 use crate::control::{self, ControlPlane};
+use crate::engine::prometheus::{PromAuth, PromSource, StatsSource};
 use crate::engine::{
     ControlLink, DeploySettings, EngineConfig, PollSettings, Questions, SshSettings,
 };
@@ -68,18 +69,17 @@ pub async fn control(
     if embed {
         match tokio::net::TcpListener::bind(config.listen).await {
             Ok(listener) => {
-                let plane = ControlPlane::open(
-                    &dir,
-                    &ctx.paths.inventory(),
-                    super::serve::settings(config),
-                )
-                .context("cannot start the embedded control plane")?;
+                let registry = super::serve::open_registry(config, &ctx.paths).await?;
+                let plane =
+                    ControlPlane::with_registry(&dir, registry, super::serve::settings(config))
+                        .context("cannot start the embedded control plane")?;
                 let stop = CancellationToken::new();
                 let started = control::start(listener, plane, stop.clone().cancelled_owned())
                     .context("cannot start the embedded control plane")?;
                 tracing::info!(url = %started.url, "embedded control plane serving");
                 let link = ControlLink {
                     url: started.url,
+                    replicas: config.replicas.clone(),
                     control_dir: dir,
                     operator_ttl: config.operator_ttl,
                 };
@@ -115,14 +115,22 @@ pub async fn control(
     }
     // Read now, so a missing CA is said at start rather than by every job.
     super::token::local_ca_pem(&dir)?;
-    Ok((Some(link(ctx, None)), None, ControlSource::External))
+    Ok((Some(link(ctx, Vec::new())), None, ControlSource::External))
 }
 
-/// The control plane whose keys are in the data dir, at `url` (else
-/// `control.url`, else its listen address).
-pub fn link(ctx: &Context, url: Option<String>) -> ControlLink {
+/// The control plane whose keys are in the data dir, at `urls` (the first,
+/// then its replicas), else `control.url` (else its listen address) and
+/// `control.replicas`.
+pub fn link(ctx: &Context, urls: Vec<String>) -> ControlLink {
+    let mut urls = if urls.is_empty() {
+        ctx.config.control.client_urls()
+    } else {
+        urls
+    };
+    let url = urls.remove(0);
     ControlLink {
-        url: url.unwrap_or_else(|| ctx.config.control.client_url()),
+        url,
+        replicas: urls,
         control_dir: ctx.paths.control_dir(),
         operator_ttl: ctx.config.control.operator_ttl,
     }
@@ -139,6 +147,44 @@ pub enum FrontEnd {
     Headless,
 }
 
+/// Where the fleet table's stats come from: `engine.stats_source`, with
+/// `[engine.prometheus]`'s secrets and CA read from their files.
+pub fn stats_source(ctx: &Context) -> anyhow::Result<StatsSource> {
+    let engine = &ctx.config.engine;
+    let prom = &engine.prometheus;
+    let (StatsSourceChoice::Prometheus, Some(url)) = (engine.stats_source, &prom.url) else {
+        return Ok(StatsSource::Agents);
+    };
+    let read = |path: &std::path::Path, key: &str| {
+        std::fs::read_to_string(path)
+            .map(|text| text.trim_end_matches(['\r', '\n']).to_owned())
+            .with_context(|| format!("cannot read engine.prometheus.{key} {}", path.display()))
+    };
+    let auth = match (
+        &prom.bearer_token_file,
+        &prom.basic_user,
+        &prom.basic_password_file,
+    ) {
+        (Some(file), _, _) => PromAuth::Bearer(read(file, "bearer_token_file")?),
+        (None, Some(user), Some(file)) => PromAuth::Basic {
+            user: user.clone(),
+            password: read(file, "basic_password_file")?,
+        },
+        _ => PromAuth::None,
+    };
+    let ca_pem = prom
+        .ca_file
+        .as_deref()
+        .map(|file| read(file, "ca_file"))
+        .transpose()?;
+    Ok(StatsSource::Prometheus(PromSource {
+        url: url.clone(),
+        auth,
+        ca_pem,
+        selector: prom.selector.clone(),
+    }))
+}
+
 /// The engine's settings: `[scan]`, `[ssh]` and `[engine]` of the config,
 /// the one place they are read for every front end.
 pub fn engine_config(
@@ -146,11 +192,17 @@ pub fn engine_config(
     front: FrontEnd,
     control: Option<ControlLink>,
     max_in_flight: usize,
-) -> EngineConfig {
+) -> anyhow::Result<EngineConfig> {
     let console = front == FrontEnd::Console;
+    // Only the console polls; a headless job never reads Prometheus.
+    let source = if console {
+        stats_source(ctx)?
+    } else {
+        StatsSource::Agents
+    };
     let ssh = &ctx.config.ssh;
     let engine = &ctx.config.engine;
-    EngineConfig {
+    Ok(EngineConfig {
         inventory: Some(ctx.paths.inventory()),
         keep_fleet: console,
         scan: ctx.config.scan.clone(),
@@ -180,6 +232,7 @@ pub fn engine_config(
             max_backoff: engine.poll_max_backoff,
             registry_interval: engine.registry_interval,
             agent_listen: engine.agent_listen.clone(),
+            source,
         }),
         deploy: DeploySettings {
             listen: engine.agent_listen.clone(),
@@ -190,5 +243,5 @@ pub fn engine_config(
         } else {
             Questions::Ask(std::sync::Arc::new(TerminalPrompt))
         },
-    }
+    })
 }

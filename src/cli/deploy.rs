@@ -76,11 +76,12 @@ pub struct DeployArgs {
     /// (the agent-only build), else this fleetctl binary].
     #[arg(long, value_name = "PATH")]
     agent_binary: Option<PathBuf>,
-    /// The control plane URL agents register with [default: `url` (else
-    /// `listen`) in the config's [control] section]. It must be reachable
-    /// from the hosts.
-    #[arg(long, value_name = "URL")]
-    controller: Option<String>,
+    /// The control plane URL agents register with; repeat it for replicas
+    /// (every one is written into each agent's config) [default: `url`
+    /// (else `listen`) and `replicas` in the config's [control] section].
+    /// It must be reachable from the hosts.
+    #[arg(long = "controller", value_name = "URL")]
+    controllers: Vec<String>,
     /// Where agents listen; `{host}` stands for the address deployed to
     /// [default: the config's engine.agent_listen, 0.0.0.0:9701].
     #[arg(long, value_name = "ADDR:PORT")]
@@ -139,7 +140,7 @@ pub async fn run_deploy(args: DeployArgs, ctx: &Context) -> anyhow::Result<ExitC
         hosts,
         ssh: args.ssh.request(args.port),
         agent_binary: args.agent_binary,
-        controller: args.controller,
+        controllers: args.controllers,
         listen: args.agent_listen,
         scope: args.scope.map(InstallScope::from),
         canary: args.canary,
@@ -148,8 +149,8 @@ pub async fn run_deploy(args: DeployArgs, ctx: &Context) -> anyhow::Result<ExitC
         wait_timeout: args.wait_timeout,
         dry_run: args.dry_run,
     };
-    let link = console::link(ctx, None);
-    let config = engine_config(ctx, FrontEnd::Headless, Some(link), 64);
+    let link = console::link(ctx, Vec::new());
+    let config = engine_config(ctx, FrontEnd::Headless, Some(link), 64)?;
     let mut view = RolloutView::new(args.jsonl, request.hosts.len());
     let ended = job::run(config, Command::Deploy(request), &mut view).await?;
     ended.check()?;
@@ -163,7 +164,7 @@ pub async fn run_undeploy(args: UndeployArgs, ctx: &Context) -> anyhow::Result<E
         ssh: args.ssh.request(args.port),
         scope: args.scope.map(InstallScope::from),
     };
-    let config = engine_config(ctx, FrontEnd::Headless, None, 64);
+    let config = engine_config(ctx, FrontEnd::Headless, None, 64)?;
     let mut view = RolloutView::new(args.jsonl, request.hosts.len());
     let ended = job::run(config, Command::Undeploy(request), &mut view).await?;
     ended.check()?;

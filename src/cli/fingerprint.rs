@@ -44,7 +44,7 @@ pub async fn run(args: FingerprintArgs, ctx: &Context) -> anyhow::Result<ExitCod
         hosts: args.hosts,
         ssh,
     };
-    let config = engine_config(ctx, FrontEnd::Headless, None, 64);
+    let config = engine_config(ctx, FrontEnd::Headless, None, 64)?;
     let mut view = FingerprintView {
         format: args.output,
         out: std::io::stdout().lock(),

@@ -25,6 +25,8 @@ mod job;
 #[cfg(feature = "console")]
 mod output;
 #[cfg(feature = "console")]
+mod registry;
+#[cfg(feature = "console")]
 mod scan;
 mod serve;
 #[cfg(feature = "console")]
@@ -129,6 +131,10 @@ enum Command {
     #[cfg(feature = "console")]
     #[command(subcommand)]
     Token(token::TokenCommand),
+    /// The registry's database: bring its schema up to date (`registry migrate`).
+    #[cfg(feature = "console")]
+    #[command(subcommand)]
+    Registry(registry::RegistryCommand),
     /// List the agents the control plane knows, with their registration state.
     #[cfg(feature = "console")]
     Agents(agents::AgentsArgs),
@@ -193,12 +199,7 @@ pub fn engine_config(
     } else {
         console::FrontEnd::Headless
     };
-    Ok(console::engine_config(
-        &ctx,
-        front,
-        None,
-        raise_open_files_limit(),
-    ))
+    console::engine_config(&ctx, front, None, raise_open_files_limit())
 }
 
 /// Entry point of the binary.
@@ -276,6 +277,7 @@ fn run(
         Command::Serve(args) => runtime()?.block_on(serve::run(args, &ctx()?)),
         Command::Status(args) => runtime()?.block_on(status::run(args, &ctx()?)),
         Command::Token(cmd) => token::run(&cmd, &ctx()?),
+        Command::Registry(cmd) => runtime()?.block_on(registry::run(cmd, &ctx()?)),
         Command::Agents(args) => runtime()?.block_on(agents::agents(args, &ctx()?)),
         Command::Revoke(args) => runtime()?.block_on(agents::revoke(args, &ctx()?)),
         Command::Demo(args) => demo::run(&args, &ctx()?),

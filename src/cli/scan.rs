@@ -117,7 +117,7 @@ pub async fn run(args: ScanArgs, ctx: &Context) -> anyhow::Result<ExitCode> {
         FrontEnd::Headless,
         None,
         super::raise_open_files_limit(),
-    );
+    )?;
     let mut view = ScanView {
         format: args.output,
         alive_only: args.alive_only,

@@ -8,8 +8,10 @@ use anyhow::Context as _;
 use clap::Args;
 
 use super::{BadInput, Context};
-use crate::config::{ControlConfig, parse_duration};
+use crate::config::{ControlConfig, Paths, parse_duration};
 use crate::control::{self, ControlPlane, Settings};
+use crate::store::registry::Backend;
+use crate::store::registry::postgres::{POOL_SIZE, PgSettings, redacted};
 
 #[derive(Debug, Args)]
 pub struct ServeArgs {
@@ -37,6 +39,10 @@ pub struct ServeArgs {
     /// No heartbeat for this long and an agent is lost [default: 90s].
     #[arg(long, value_parser = parse_duration)]
     lost_after: Option<Duration>,
+    /// Where the registry lives: `sqlite` or a `postgres://` URL shared by
+    /// replicas [default: control.registry, sqlite].
+    #[arg(long, value_name = "sqlite|postgres://...")]
+    registry: Option<String>,
 }
 
 impl ServeArgs {
@@ -55,6 +61,9 @@ impl ServeArgs {
         c.join_ttl = self.join_ttl.unwrap_or(c.join_ttl);
         c.heartbeat_interval = self.heartbeat_interval.unwrap_or(c.heartbeat_interval);
         c.lost_after = self.lost_after.unwrap_or(c.lost_after);
+        if let Some(registry) = &self.registry {
+            c.registry.clone_from(registry);
+        }
         c.check()
             .map_err(|e| BadInput::wrap(anyhow::anyhow!("{}", e.replace("control.", "--"))))?;
         Ok(c)
@@ -82,7 +91,9 @@ pub async fn run(args: ServeArgs, ctx: &Context) -> anyhow::Result<ExitCode> {
     // Each agent keeps a connection open for its heartbeats and renewals.
     super::raise_open_files_limit();
     let dir = ctx.paths.control_dir();
-    let plane = ControlPlane::open(&dir, &ctx.paths.inventory(), settings(&config))
+    let registry = open_registry(&config, &ctx.paths).await?;
+    let backend = registry.name();
+    let plane = ControlPlane::with_registry(&dir, registry, settings(&config))
         .context("cannot start the control plane")?;
     let listener = tokio::net::TcpListener::bind(config.listen)
         .await
@@ -95,11 +106,15 @@ pub async fn run(args: ServeArgs, ctx: &Context) -> anyhow::Result<ExitCode> {
     let started =
         control::start(listener, plane, stop_signal()).context("cannot start the control plane")?;
     eprintln!(
-        "fleetctl serve: listening on https://{} (agents use {}; CA {}; pin {})",
+        "fleetctl serve: listening on https://{} (agents use {}; CA {}; pin {}; registry {})",
         started.local_addr,
         started.url,
         dir.join("ca.pem").display(),
-        started.control_pin
+        started.control_pin,
+        match config.postgres_url() {
+            Some(url) => redacted(url),
+            None => format!("{backend} {}", ctx.paths.inventory().display()),
+        }
     );
     started
         .task
@@ -108,6 +123,46 @@ pub async fn run(args: ServeArgs, ctx: &Context) -> anyhow::Result<ExitCode> {
         .context("the control plane failed")?;
     eprintln!("fleetctl serve: stopped");
     Ok(ExitCode::SUCCESS)
+}
+
+/// How to reach the PostgreSQL registry `control` names, if it names one:
+/// its CA and password read from their files.
+pub fn pg_settings(control: &ControlConfig) -> anyhow::Result<Option<PgSettings>> {
+    let Some(url) = control.postgres_url() else {
+        return Ok(None);
+    };
+    let read = |path: &std::path::Path, what: &str| {
+        std::fs::read_to_string(path)
+            .with_context(|| format!("cannot read {what} {}", path.display()))
+    };
+    let ca_pem = control
+        .registry_ca_file
+        .as_deref()
+        .map(|p| read(p, "control.registry_ca_file"))
+        .transpose()?;
+    let password = control
+        .registry_password_file
+        .as_deref()
+        .map(|p| read(p, "control.registry_password_file"))
+        .transpose()?
+        .map(|p| p.trim_end_matches(['\r', '\n']).to_owned());
+    Ok(Some(PgSettings {
+        url: url.to_owned(),
+        ca_pem,
+        password,
+        pool_size: POOL_SIZE,
+    }))
+}
+
+/// The registry `control.registry` names: the SQLite inventory in the data
+/// dir, or the shared PostgreSQL database (its schema brought up to date).
+pub async fn open_registry(control: &ControlConfig, paths: &Paths) -> anyhow::Result<Backend> {
+    match pg_settings(control)? {
+        Some(pg) => Backend::postgres(&pg)
+            .await
+            .with_context(|| format!("cannot open the registry at {}", redacted(&pg.url))),
+        None => Backend::sqlite(&paths.inventory()).context("cannot open the registry"),
+    }
 }
 
 /// Resolves on Ctrl-C or SIGTERM.

@@ -106,7 +106,7 @@ fn round1(v: f64) -> f64 {
 pub async fn run(args: StatusArgs, ctx: &Context) -> anyhow::Result<ExitCode> {
     let (link, embedded, _) = super::console::control(ctx).await?;
     let polling = link.is_some();
-    let config = super::console::engine_config(ctx, super::console::FrontEnd::Console, link, 64);
+    let config = super::console::engine_config(ctx, super::console::FrontEnd::Console, link, 64)?;
     let (engine, mut events) = engine::spawn(config);
     let (mut loaded, mut polled) = (false, !polling);
     let waited = tokio::time::timeout(args.wait, async {

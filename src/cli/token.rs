@@ -17,7 +17,7 @@ use crate::config::parse_duration;
 use crate::model::control::TokenRecord;
 use crate::model::time::now_unix;
 use crate::pki::ControlPin;
-use crate::store::registry::Registry;
+use crate::store::registry::Backend;
 
 /// The longest a join token may live, as the API's cap.
 const MAX_JOIN_TTL: Duration = Duration::from_hours(24);
@@ -192,8 +192,23 @@ fn print_token(token: &str) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn registry(ctx: &Context) -> anyhow::Result<Registry> {
-    Registry::open(&ctx.paths.inventory()).context("cannot open the registry of issued tokens")
+/// Runs `f` on the registry of issued tokens (SQLite or PostgreSQL, as
+/// `control.registry` says), on a runtime of its own: the token commands
+/// are otherwise synchronous.
+fn with_registry<T>(
+    ctx: &Context,
+    f: impl AsyncFnOnce(&Backend) -> anyhow::Result<T>,
+) -> anyhow::Result<T> {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")?;
+    runtime.block_on(async {
+        let registry = super::serve::open_registry(&ctx.config.control, &ctx.paths)
+            .await
+            .context("cannot open the registry of issued tokens")?;
+        f(&registry).await
+    })
 }
 
 /// Mints and records an operator, stats or sd token.
@@ -218,14 +233,15 @@ fn person(ctx: &Context, aud: Audience, t: &PersonToken, default_name: &str) -> 
     let issuer = local_issuer(&ctx.paths.control_dir())?;
     let (token, claims) = issuer.issue(aud, name, ttl)?;
     // Recorded before it is shown: a token nobody can list could not be revoked.
-    registry(ctx)?.record_token(&TokenRecord {
+    let record = TokenRecord {
         id: claims.jti.clone(),
         kind: kind_of(aud).to_owned(),
         name: name.to_owned(),
         issued_at: claims.iat,
         expires_at: claims.exp,
         revoked_at: None,
-    })?;
+    };
+    with_registry(ctx, async |r| Ok(r.record_token(record).await?))?;
     print_token(&token)?;
     tracing::info!(
         kind = kind_of(aud),
@@ -249,7 +265,7 @@ fn kind_of(aud: Audience) -> &'static str {
 
 fn list(ctx: &Context, all: bool, output: ListFormat) -> anyhow::Result<()> {
     let now = now_unix();
-    let tokens = registry(ctx)?.tokens(now, all)?;
+    let tokens = with_registry(ctx, async |r| Ok(r.tokens(now, all).await?))?;
     let mut out = std::io::stdout().lock();
     match output {
         ListFormat::Json => {
@@ -314,7 +330,10 @@ fn revoke(ctx: &Context, id: &str) -> anyhow::Result<()> {
             "{id:?} is not a token id (at least 4 hex digits; `fleetctl token list` shows them)"
         )));
     }
-    match registry(ctx)?.revoke_token(&id.to_ascii_lowercase(), now_unix())? {
+    let wanted = id.to_ascii_lowercase();
+    match with_registry(ctx, async |r| {
+        Ok(r.revoke_token(wanted, now_unix()).await?)
+    })? {
         Ok(token) => {
             println!(
                 "revoked {} token {} ({}); the control plane refuses it now, agents within one heartbeat interval",

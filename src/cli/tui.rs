@@ -53,7 +53,7 @@ pub fn run(args: &TuiArgs, ctx: &Context) -> anyhow::Result<ExitCode> {
             super::console::FrontEnd::Console,
             link,
             max_in_flight,
-        );
+        )?;
         let (engine, events) = engine::spawn(config);
         let result = crate::tui::run(engine, events, app).await;
         if let Some(embedded) = embedded {

@@ -71,6 +71,46 @@ pub struct EngineSettings {
     pub agent_listen: String,
     /// Which control plane the console uses.
     pub control: ControlChoice,
+    /// Where the fleet table's stats come from.
+    pub stats_source: StatsSourceChoice,
+    /// The Prometheus to read them from, with `stats_source = "prometheus"`.
+    pub prometheus: PrometheusConfig,
+}
+
+/// `engine.stats_source`: read every agent (the default), or ask Prometheus.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum StatsSourceChoice {
+    /// The console reads every agent's `/v1/stats` itself.
+    #[default]
+    Agents,
+    /// A few PromQL queries per interval to `[engine.prometheus]`, whatever
+    /// the fleet's size; the host detail still reads its agent.
+    Prometheus,
+}
+
+/// `[engine.prometheus]`: the Prometheus (or Thanos, Mimir: the same HTTP
+/// API) that scrapes the agents.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct PrometheusConfig {
+    /// Its base URL, `https://prometheus.example:9090` (a path prefix is kept).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub url: Option<String>,
+    /// A bearer token, in a file (mode 0600).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub bearer_token_file: Option<PathBuf>,
+    /// Basic authentication: the user, and the password in a file.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub basic_user: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub basic_password_file: Option<PathBuf>,
+    /// The CA (PEM) its certificate chains to, for https.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ca_file: Option<PathBuf>,
+    /// Label matchers picking the agents' series, as in the README's
+    /// scrape config: `job="fleet"`.
+    pub selector: String,
 }
 
 /// `engine.control`: embed the control plane in the console, or use one
@@ -101,6 +141,11 @@ impl Default for EngineSettings {
             registry_interval: poll.registry_interval,
             agent_listen: poll.agent_listen,
             control: ControlChoice::Auto,
+            stats_source: StatsSourceChoice::Agents,
+            prometheus: PrometheusConfig {
+                selector: "job=\"fleet\"".into(),
+                ..PrometheusConfig::default()
+            },
         }
     }
 }
@@ -121,6 +166,35 @@ impl EngineSettings {
         }
         if self.poll_max_backoff < self.poll_interval {
             return Err("engine.poll_max_backoff: must be at least poll_interval".into());
+        }
+        let prom = &self.prometheus;
+        if self.stats_source == StatsSourceChoice::Prometheus && prom.url.is_none() {
+            return Err(
+                "engine.prometheus.url: stats_source = \"prometheus\" needs the Prometheus URL"
+                    .into(),
+            );
+        }
+        if let Some(url) = &prom.url
+            && !(url.starts_with("https://") || url.starts_with("http://"))
+        {
+            return Err(format!(
+                "engine.prometheus.url: {url:?} must start with https:// (or http:// on loopback)"
+            ));
+        }
+        if prom.bearer_token_file.is_some() && prom.basic_user.is_some() {
+            return Err(
+                "engine.prometheus: bearer_token_file and basic_user are two ways to log in; pick one"
+                    .into(),
+            );
+        }
+        if prom.basic_user.is_some() != prom.basic_password_file.is_some() {
+            return Err("engine.prometheus: basic_user and basic_password_file go together".into());
+        }
+        if prom.selector.contains(['{', '}']) {
+            return Err(
+                "engine.prometheus.selector: label matchers without braces, e.g. job=\"fleet\""
+                    .into(),
+            );
         }
         Ok(())
     }

@@ -1,6 +1,7 @@
 //! `[control]`: the control plane's settings.
 
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
@@ -18,6 +19,21 @@ pub struct ControlConfig {
     pub url: Option<String>,
     /// More names and addresses for the control plane's certificate.
     pub names: Vec<String>,
+    /// The URLs of the other `fleetctl serve` replicas sharing this one's
+    /// registry and keys: agents (deploy writes them all), the CLI and the
+    /// console fail over among `url` and these.
+    pub replicas: Vec<String>,
+    /// Where the registry lives: `sqlite` (the inventory file in the data
+    /// dir: one control plane) or a `postgres://` URL (shared by replicas).
+    pub registry: String,
+    /// The CA (PEM) that signed the PostgreSQL server's certificate: TLS to
+    /// the database, checked against it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub registry_ca_file: Option<PathBuf>,
+    /// A file holding the database password (mode 0600), so neither the
+    /// URL nor the config file carries it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub registry_password_file: Option<PathBuf>,
     #[serde(with = "duration")]
     pub cert_ttl: Duration,
     #[serde(with = "duration")]
@@ -46,6 +62,10 @@ impl Default for ControlConfig {
             listen: SocketAddr::from(([127, 0, 0, 1], 8443)),
             url: plane.url,
             names: plane.names,
+            replicas: Vec::new(),
+            registry: "sqlite".into(),
+            registry_ca_file: None,
+            registry_password_file: None,
             cert_ttl: plane.cert_ttl,
             identity_ttl: plane.identity_ttl,
             join_ttl: plane.join_ttl,
@@ -69,12 +89,46 @@ impl ControlConfig {
         )
     }
 
+    /// Every control plane a client may call: [`Self::client_url`] first,
+    /// then the replicas, each once.
+    #[must_use]
+    pub fn client_urls(&self) -> Vec<String> {
+        let mut urls = vec![self.client_url()];
+        for replica in &self.replicas {
+            let replica = replica.trim_end_matches('/').to_owned();
+            if !urls.contains(&replica) {
+                urls.push(replica);
+            }
+        }
+        urls
+    }
+
+    /// The PostgreSQL URL when the registry lives there.
+    #[must_use]
+    pub fn postgres_url(&self) -> Option<&str> {
+        let r = self.registry.as_str();
+        (r.starts_with("postgres://") || r.starts_with("postgresql://")).then_some(r)
+    }
+
     /// Whether the settings make sense together; the message names the key.
     pub fn check(&self) -> Result<(), String> {
         if let Some(url) = &self.url
             && !url.starts_with("https://")
         {
             return Err(format!("control.url: {url:?} must start with https://"));
+        }
+        for url in &self.replicas {
+            if !url.starts_with("https://") {
+                return Err(format!(
+                    "control.replicas: {url:?} must start with https://"
+                ));
+            }
+        }
+        if self.registry != "sqlite" && self.postgres_url().is_none() {
+            return Err(
+                "control.registry: must be \"sqlite\" or a postgres:// URL (postgres://user@host:5432/fleet)"
+                    .into(),
+            );
         }
         for (name, d) in [
             ("cert_ttl", self.cert_ttl),

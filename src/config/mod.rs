@@ -13,7 +13,9 @@ use serde::{Deserialize, Serialize};
 
 pub use crate::engine::ScanConfig;
 use crate::model::duration;
-pub use console::{ControlChoice, EngineSettings, SshConsoleConfig, TuiConfig};
+pub use console::{
+    ControlChoice, EngineSettings, PrometheusConfig, SshConsoleConfig, StatsSourceChoice, TuiConfig,
+};
 pub use control::ControlConfig;
 pub use duration::parse_duration;
 
@@ -223,6 +225,14 @@ mod tests {
             ("[control]\nlost_after = \"1s\"", "heartbeat_interval"),
             ("[control]\njoin_ttl = \"0s\"", "join_ttl"),
             ("[control]\nlisten = \"nowhere\"", "invalid socket address"),
+            (
+                "[control]\nregistry = \"mysql://db/fleet\"",
+                "control.registry",
+            ),
+            (
+                "[control]\nreplicas = [\"http://b:8443\"]",
+                "control.replicas",
+            ),
         ] {
             let err = Config::parse(text, path).unwrap_err().to_string();
             assert!(err.contains("/etc/fleetctl.toml"), "{err}");
@@ -255,6 +265,18 @@ mod tests {
             ),
             ("[ssh]\nconcurrency = 0\n", "ssh.concurrency"),
             ("[engine]\ncontrol = \"maybe\"\n", "control"),
+            (
+                "[engine]\nstats_source = \"prometheus\"\n",
+                "engine.prometheus.url",
+            ),
+            (
+                "[engine.prometheus]\nurl = \"http://p:9090\"\nbearer_token_file = \"t\"\nbasic_user = \"u\"\nbasic_password_file = \"p\"\n",
+                "engine.prometheus",
+            ),
+            (
+                "[engine.prometheus]\nselector = \"{job=\\\"fleet\\\"}\"\n",
+                "engine.prometheus.selector",
+            ),
         ] {
             let err = Config::parse(text, path).unwrap_err().to_string();
             assert!(err.contains(key) && err.contains("c.toml"), "{text}: {err}");

@@ -155,11 +155,12 @@ async fn people_token(plane: &Arc<ControlPlane>, claims: Claims) -> Result<Claim
     if claims.lifetime() > plane.settings.max_operator_ttl {
         return Err(ApiFailure::token(TokenError::TooLong));
     }
-    let jti = claims.jti.clone();
     let revoked = plane
-        .db(move |plane, reg| Ok(plane.revoked_tokens(reg)?.contains(&jti)))
+        .registry
+        .revoked_tokens(crate::model::time::now_unix())
         .await
-        .map_err(|e| ApiFailure::internal(&e))?;
+        .map_err(|e| ApiFailure::internal(&e))?
+        .contains(&claims.jti);
     if revoked {
         return Err(ApiFailure::token(TokenError::Revoked));
     }

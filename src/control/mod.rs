@@ -17,11 +17,10 @@ mod extract;
 pub mod keys;
 mod server_cert;
 
-use std::collections::HashSet;
 use std::future::Future;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex, RwLock};
+use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
 use tokio::net::TcpListener;
@@ -31,16 +30,13 @@ use crate::model::control::{TokenKey, TrustUpdate};
 use crate::model::time::now_unix;
 use crate::pki::{ControlPin, FleetCa, PkiError};
 use crate::store::StoreError;
-use crate::store::registry::Registry;
+use crate::store::registry::{Backend, Revoked};
 
 pub use keys::{KeysError, LocalKeys};
 
 /// How often the control plane looks for new token keys (a rotation by
 /// `fleetctl token rotate-key`, or by another replica).
 const KEY_CHECK: Duration = Duration::from_secs(1);
-/// A cached list of revoked tokens is read again after this at the latest
-/// (sooner whenever another process changed the database).
-const REVOKED_CACHE: Duration = Duration::from_secs(30);
 
 /// How the control plane runs; `[control]` in the config file.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -102,24 +98,16 @@ struct Keys {
     stamp: Vec<Option<(u64, std::time::SystemTime)>>,
 }
 
-/// The revoked token ids, as of a database version.
-struct RevokedCache {
-    data_version: i64,
-    read_at: i64,
-    ids: Arc<HashSet<String>>,
-}
-
 /// Everything the API handlers share: keys, settings and the registry.
 pub struct ControlPlane {
     dir: PathBuf,
     settings: Settings,
     ca: FleetCa,
     keys: RwLock<Keys>,
-    registry: Mutex<Registry>,
+    registry: Backend,
     /// The names and addresses of this control plane's own certificate:
     /// never signed for an agent.
     own_names: RwLock<Vec<String>>,
-    revoked: Mutex<Option<RevokedCache>>,
 }
 
 impl std::fmt::Debug for ControlPlane {
@@ -133,26 +121,40 @@ impl std::fmt::Debug for ControlPlane {
 
 impl ControlPlane {
     /// Loads (creating on first start) the CA and the token key in `dir`,
-    /// and opens the registry in the database at `registry_db`.
+    /// and opens the registry in the SQLite database at `registry_db`.
     pub fn open(
         dir: &Path,
         registry_db: &Path,
+        settings: Settings,
+    ) -> Result<Arc<Self>, ControlError> {
+        Self::with_registry(dir, Backend::sqlite(registry_db)?, settings)
+    }
+
+    /// As [`Self::open`], with a registry already opened (PostgreSQL, for
+    /// replicas sharing it).
+    pub fn with_registry(
+        dir: &Path,
+        registry: Backend,
         settings: Settings,
     ) -> Result<Arc<Self>, ControlError> {
         let ca = FleetCa::load_or_create(dir)?;
         TokenIssuer::load_or_create(dir)?;
         TokenIssuer::promote_if_due(dir)?;
         let keys = load_keys(dir)?;
-        let registry = Registry::open(registry_db)?;
         Ok(Arc::new(Self {
             dir: dir.to_owned(),
             settings,
             ca,
             keys: RwLock::new(keys),
-            registry: Mutex::new(registry),
+            registry,
             own_names: RwLock::new(Vec::new()),
-            revoked: Mutex::new(None),
         }))
+    }
+
+    /// The registry this control plane keeps its agents in.
+    #[must_use]
+    pub fn registry(&self) -> &Backend {
+        &self.registry
     }
 
     /// The fleet CA certificate (PEM): the root clients trust.
@@ -243,39 +245,15 @@ impl ControlPlane {
         self.issuer().issue(Audience::Operator, name, ttl)
     }
 
-    /// The ids of revoked tokens not yet expired, read again whenever
-    /// another process (`fleetctl token revoke`) changed the database.
-    fn revoked_tokens(&self, reg: &Registry) -> Result<Arc<HashSet<String>>, StoreError> {
-        let now = now_unix();
-        let version = reg.data_version()?;
-        let mut cache = self
-            .revoked
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
-        if let Some(c) = cache.as_ref()
-            && c.data_version == version
-            && now - c.read_at < i64::try_from(REVOKED_CACHE.as_secs()).unwrap_or(i64::MAX)
-        {
-            return Ok(Arc::clone(&c.ids));
-        }
-        let ids: Arc<HashSet<String>> = Arc::new(reg.revoked_tokens(now)?.into_iter().collect());
-        *cache = Some(RevokedCache {
-            data_version: version,
-            read_at: now,
-            ids: Arc::clone(&ids),
-        });
-        Ok(ids)
-    }
-
     /// What agents learn with every registration, renewal and heartbeat.
-    fn trust_update(&self, reg: &Registry) -> Result<TrustUpdate, StoreError> {
-        let mut revoked: Vec<String> = self.revoked_tokens(reg)?.iter().cloned().collect();
+    fn trust_update(&self, revoked: &Revoked) -> TrustUpdate {
+        let mut revoked: Vec<String> = revoked.iter().cloned().collect();
         revoked.sort();
-        Ok(TrustUpdate {
+        TrustUpdate {
             token_keys: self.token_keys(),
             revoked_tokens: revoked,
             max_token_ttl_secs: self.settings.max_operator_ttl.as_secs(),
-        })
+        }
     }
 
     /// Whether `name` is one of this control plane's own names.
@@ -285,23 +263,6 @@ impl ControlPlane {
             .unwrap_or_else(std::sync::PoisonError::into_inner)
             .iter()
             .any(|own| crate::auth::same_name(own, name))
-    }
-
-    /// Runs `f` on the registry off the async threads.
-    async fn db<T: Send + 'static>(
-        self: &Arc<Self>,
-        f: impl FnOnce(&ControlPlane, &mut Registry) -> Result<T, StoreError> + Send + 'static,
-    ) -> Result<T, StoreError> {
-        let plane = Arc::clone(self);
-        tokio::task::spawn_blocking(move || {
-            let mut registry = plane
-                .registry
-                .lock()
-                .unwrap_or_else(std::sync::PoisonError::into_inner);
-            f(&plane, &mut registry)
-        })
-        .await
-        .unwrap_or_else(|e| std::panic::resume_unwind(e.into_panic()))
     }
 }
 

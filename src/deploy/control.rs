@@ -53,6 +53,8 @@ pub enum ControlError {
 /// The control plane as deploy uses it.
 pub struct ControlPlane {
     url: String,
+    /// More replicas sharing the registry: agents are told of them all.
+    replicas: Vec<String>,
     ca_pem: String,
     pin: ControlPin,
     enroller: Box<dyn Enroller>,
@@ -73,6 +75,7 @@ impl ControlPlane {
         let client = http_client(&ca_pem, REQUEST_TIMEOUT)?;
         Ok(Self {
             url: url.trim_end_matches('/').to_string(),
+            replicas: Vec::new(),
             ca_pem,
             pin,
             enroller,
@@ -83,6 +86,27 @@ impl ControlPlane {
     #[must_use]
     pub fn url(&self) -> &str {
         &self.url
+    }
+
+    /// Adds the URLs of replicas sharing this control plane's registry and
+    /// keys: deployed agents fail over among them all (the [`Enroller`]
+    /// fails over on its own).
+    #[must_use]
+    pub fn with_replicas(mut self, replicas: &[String]) -> Self {
+        self.replicas = replicas
+            .iter()
+            .map(|r| r.trim_end_matches('/').to_owned())
+            .filter(|r| *r != self.url)
+            .collect();
+        self
+    }
+
+    /// Every URL agents are told: this control plane's, then the replicas'.
+    #[must_use]
+    pub fn urls(&self) -> Vec<String> {
+        std::iter::once(self.url.clone())
+            .chain(self.replicas.iter().cloned())
+            .collect()
     }
 
     #[must_use]

@@ -180,7 +180,7 @@ pub async fn write_file(
 /// The agent's config file (the format `fleetctl agent --config` reads).
 #[derive(Debug, Serialize)]
 struct AgentFile<'a> {
-    controller: &'a str,
+    controller: Controller<'a>,
     ca_file: String,
     join_token_file: String,
     data_dir: String,
@@ -192,6 +192,14 @@ struct AgentFile<'a> {
     control_pin: String,
 }
 
+/// One control plane's URL, or every replica's.
+#[derive(Debug, Serialize)]
+#[serde(untagged)]
+enum Controller<'a> {
+    One(&'a str),
+    Replicas(&'a [String]),
+}
+
 /// The config for an agent reached at `address`. It registers under the
 /// name the host reports (`name`, from `hostname`) when that is a valid
 /// host name, else under `address`, and always with `address` among its
@@ -201,7 +209,7 @@ struct AgentFile<'a> {
 #[must_use]
 pub fn agent_config(
     layout: &Layout,
-    controller: &str,
+    controllers: &[String],
     pin: crate::pki::ControlPin,
     address: &str,
     name: Option<&str>,
@@ -211,7 +219,10 @@ pub fn agent_config(
     let is_ip = address.parse::<std::net::IpAddr>().is_ok();
     let hostname = name.or((!is_ip).then_some(address));
     let file = AgentFile {
-        controller,
+        controller: match controllers {
+            [one] => Controller::One(one),
+            all => Controller::Replicas(all),
+        },
         ca_file: layout.ca(),
         join_token_file: layout.join_token(),
         data_dir: layout.data_dir(),
@@ -273,7 +284,7 @@ mod tests {
         let layout = Layout::new(true, "/root");
         let pin = crate::pki::ControlPin::of_spki_der(b"control plane CA key");
         let agent_config = |layout: &Layout, c: &str, a: &str, n: Option<&str>, l: &str| {
-            agent_config(layout, c, pin, a, n, l)
+            agent_config(layout, &[c.to_owned()], pin, a, n, l)
         };
         let text = agent_config(
             &layout,
@@ -313,5 +324,32 @@ mod tests {
         }
         let v6 = agent_config(&layout, "https://c", "fd00::5", None, "{host}:9701");
         assert!(v6.contains("listen = \"[fd00::5]:9701\""), "{v6}");
+    }
+
+    #[test]
+    fn every_replica_is_written_and_the_agent_reads_them_back() {
+        let layout = Layout::new(true, "/root");
+        let pin = crate::pki::ControlPin::of_spki_der(b"control plane CA key");
+        let replicas = [
+            "https://10.0.0.1:8443".to_owned(),
+            "https://10.0.0.2:8443".to_owned(),
+        ];
+        let text = agent_config(&layout, &replicas, pin, "10.0.0.5", None, "{host}:9701");
+        assert!(
+            text.contains("controller = [\"https://10.0.0.1:8443\", \"https://10.0.0.2:8443\"]"),
+            "{text}"
+        );
+        let read =
+            crate::agent::AgentConfig::parse(&text, std::path::Path::new("agent.toml")).unwrap();
+        assert_eq!(read.controllers, replicas);
+    }
+
+    #[test]
+    fn listen_ports() {
+        assert_eq!(listen_port("0.0.0.0:9801"), 9801);
+        assert_eq!(listen_port("{host}:9701"), 9701);
+        assert_eq!(listen_port("[::1]:9702"), 9702);
+        assert_eq!(listen_port("10.0.0.1"), 9701);
+        assert_eq!(listen_port("::1"), 9701);
     }
 }

@@ -294,14 +294,14 @@ impl Deployer {
                 step: Step::Configure,
                 reason: e.to_string(),
             })?;
-        let controller = self
+        let controllers = self
             .options
             .controller_for
             .get(address)
-            .map_or(self.control.url(), String::as_str);
+            .map_or_else(|| self.control.urls(), |url| vec![url.clone()]);
         let config = files::agent_config(
             layout,
-            controller,
+            &controllers,
             self.control.pin(),
             address,
             found.name.as_deref(),

@@ -62,6 +62,8 @@ struct Actor {
     root: CancellationToken,
     /// Why the registry could not be read, while it cannot.
     registry_error: Option<String>,
+    /// The host whose detail is open, for the poller.
+    focus: watch::Sender<Option<IpAddr>>,
 }
 
 /// Serves commands until the last handle is dropped.
@@ -72,6 +74,7 @@ pub(super) async fn run(
     events: mpsc::Sender<Event>,
     snapshot: watch::Sender<Arc<FleetSnapshot>>,
 ) {
+    let (focus, focused) = watch::channel(None);
     let mut actor = Actor {
         config,
         hosts: BTreeMap::new(),
@@ -86,6 +89,7 @@ pub(super) async fn run(
         to_self,
         root: CancellationToken::new(),
         registry_error: None,
+        focus,
     };
     if actor.config.keep_fleet {
         actor.refresh();
@@ -97,6 +101,7 @@ pub(super) async fn run(
             link,
             actor.config.inventory.clone(),
             actor.to_self.clone(),
+            focused,
             actor.root.child_token(),
         ));
     }
@@ -268,6 +273,9 @@ impl Actor {
                     let _ = reply.send(answer);
                 }
             }
+            Command::Focus { addr } => {
+                self.focus.send_replace(addr);
+            }
         }
     }
 
@@ -381,6 +389,7 @@ impl Actor {
                 }
             }
             JobMsg::Registry(result) => self.registry(result),
+            JobMsg::History { addr, points } => self.history(addr, &points),
             JobMsg::PollRound {
                 polled,
                 answering,

@@ -40,6 +40,7 @@ fn actor() -> (Actor, mpsc::Receiver<JobMsg>) {
         to_self,
         root: CancellationToken::new(),
         registry_error: None,
+        focus: watch::channel(None).0,
     };
     (actor, from_jobs)
 }

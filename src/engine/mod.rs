@@ -25,6 +25,7 @@
 mod actor;
 mod jobs;
 pub mod poller;
+pub mod prometheus;
 mod prompt;
 mod settings;
 pub mod state;
@@ -156,6 +157,12 @@ pub enum Command {
     AnswerPrompt {
         id: PromptId,
         answer: Answer,
+    },
+    /// The host whose detail is open (or none): with Prometheus as the
+    /// stats source, its agent is still read directly, for per-core and
+    /// live values.
+    Focus {
+        addr: Option<IpAddr>,
     },
 }
 

@@ -15,6 +15,11 @@
 //! the registry names its id waits for it. With each registry read comes
 //! the fleet CA's revocation list: a revoked agent's certificate is
 //! refused from the next read on.
+//!
+//! With Prometheus as the stats source ([`super::prometheus`]), each poll
+//! tick sends a few PromQL queries instead of one read per agent (and a
+//! range query for the history after the first answer, or after a failed
+//! round); only the host whose detail is open is still read directly.
 
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
@@ -22,7 +27,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::sync::{Semaphore, mpsc};
+use tokio::sync::{Semaphore, mpsc, watch};
 use tokio::time::{Instant, MissedTickBehavior};
 use tokio_util::sync::CancellationToken;
 
@@ -161,7 +166,13 @@ struct Poller {
     clients: Option<Clients>,
     targets: HashMap<IpAddr, Target>,
     to_actor: mpsc::Sender<JobMsg>,
+    /// The host whose detail is open: read directly whatever the source.
+    focus: watch::Receiver<Option<IpAddr>>,
 }
+
+#[path = "poller_prom.rs"]
+mod prom;
+use prom::{PromRound, prometheus_client, spawn_prom_round};
 
 /// Runs until `cancel` fires.
 pub(super) async fn run(
@@ -169,30 +180,14 @@ pub(super) async fn run(
     link: ControlLink,
     inventory: Option<PathBuf>,
     to_actor: mpsc::Sender<JobMsg>,
+    focus: watch::Receiver<Option<IpAddr>>,
     cancel: CancellationToken,
 ) {
-    let setup = async {
-        let keys = link.keys().await?;
-        let revocations =
-            RevocationList::new(keys.ca_pem()).map_err(|e| JobError::Control(e.to_string()))?;
-        Ok::<_, JobError>((keys, revocations))
+    let Some(mut poller) = Poller::start(settings, link, to_actor, focus).await else {
+        return;
     };
-    let (keys, revocations) = match setup.await {
-        Ok(setup) => setup,
-        Err(e) => {
-            let _ = to_actor.send(JobMsg::Registry(Err(e.into()))).await;
-            return;
-        }
-    };
-    let mut poller = Poller {
-        settings,
-        keys_stamp: LocalKeys::stamp(&link.control_dir),
-        link,
-        keys: Arc::new(keys),
-        revocations,
-        clients: None,
-        targets: HashMap::new(),
-        to_actor,
+    let Ok(prometheus) = prometheus_client(&poller.settings, &poller.to_actor).await else {
+        return;
     };
     if let Some(path) = inventory {
         poller.add_deployed(path).await;
@@ -204,10 +199,20 @@ pub(super) async fn run(
     // The first round waits for the registry, so it covers every agent.
     let first = poller.read_registry().await;
     poller.registry(first).await;
+    // One Prometheus round at a time: room for its answer is all it needs.
+    let (prom_tx, mut prom_rx) = mpsc::channel::<PromRound>(1);
+    let mut prom_in_flight = false;
+    let mut want_history = true;
     // Reads under way, and reads finished since the last round ended.
-    let mut outstanding = poller.dispatch(&limit, &results_tx).await;
+    let mut outstanding = poller
+        .dispatch(&limit, &results_tx, prometheus.is_some())
+        .await;
     let mut reads_done = 0u64;
-    if outstanding == 0 {
+    if let Some(client) = &prometheus {
+        // A round ends when Prometheus answers: ask at once.
+        prom_in_flight = true;
+        spawn_prom_round(client, &prom_tx, want_history, poller.settings.interval);
+    } else if outstanding == 0 {
         poller.round_done(0).await;
     }
     let mut poll_tick = tokio::time::interval(poller.settings.interval);
@@ -223,7 +228,24 @@ pub(super) async fn run(
         tokio::select! {
             () = cancel.cancelled() => break,
             _ = poll_tick.tick() => {
-                outstanding += poller.dispatch(&limit, &results_tx).await;
+                outstanding += poller
+                    .dispatch(&limit, &results_tx, prometheus.is_some())
+                    .await;
+                if let Some(client) = &prometheus && !prom_in_flight {
+                    prom_in_flight = true;
+                    spawn_prom_round(client, &prom_tx, want_history, poller.settings.interval);
+                }
+            }
+            Some((fleet, history)) = prom_rx.recv() => {
+                prom_in_flight = false;
+                if let Some(history) = history {
+                    want_history = !poller.prom_history(history).await;
+                }
+                if fleet.is_err() {
+                    want_history = true;
+                }
+                let updated = poller.prom_fleet(&fleet).await;
+                poller.round_done(updated).await;
             }
             _ = registry_tick.tick(), if !registry_in_flight => {
                 poller.reload_keys().await;
@@ -245,7 +267,7 @@ pub(super) async fn run(
                 poller.result(ip, result).await;
                 outstanding = outstanding.saturating_sub(1);
                 reads_done += 1;
-                if outstanding == 0 {
+                if outstanding == 0 && prometheus.is_none() {
                     // Every read dispatched so far has come back.
                     poller.round_done(reads_done).await;
                     reads_done = 0;
@@ -273,6 +295,40 @@ async fn refresh_revocations(client: &ControlClient, revocations: &RevocationLis
 }
 
 impl Poller {
+    /// The poller with its keys loaded; `None` (said to the actor) when
+    /// the control plane's keys cannot be read.
+    async fn start(
+        settings: PollSettings,
+        link: ControlLink,
+        to_actor: mpsc::Sender<JobMsg>,
+        focus: watch::Receiver<Option<IpAddr>>,
+    ) -> Option<Self> {
+        let setup = async {
+            let keys = link.keys().await?;
+            let revocations =
+                RevocationList::new(keys.ca_pem()).map_err(|e| JobError::Control(e.to_string()))?;
+            Ok::<_, JobError>((keys, revocations))
+        };
+        let (keys, revocations) = match setup.await {
+            Ok(setup) => setup,
+            Err(e) => {
+                let _ = to_actor.send(JobMsg::Registry(Err(e.into()))).await;
+                return None;
+            }
+        };
+        Some(Self {
+            settings,
+            keys_stamp: LocalKeys::stamp(&link.control_dir),
+            link,
+            keys: Arc::new(keys),
+            revocations,
+            clients: None,
+            targets: HashMap::new(),
+            to_actor,
+            focus,
+        })
+    }
+
     /// Loads the keys again when their files changed (a rotation).
     async fn reload_keys(&mut self) {
         let stamp = LocalKeys::stamp(&self.link.control_dir);
@@ -304,8 +360,8 @@ impl Poller {
                         self.settings.timeout,
                     )
                     .map_err(|e| e.to_string())?;
-                    let control = ControlClient::new(
-                        &self.link.url,
+                    let control = ControlClient::with_replicas(
+                        &self.link.urls(),
                         self.keys.ca_pem(),
                         self.keys.pin(),
                         token,
@@ -408,12 +464,15 @@ impl Poller {
         let _ = self.to_actor.send(JobMsg::Registry(result)).await;
     }
 
-    /// Starts a read of every due agent not already being read; returns how many.
+    /// Starts a read of every due agent not already being read (with
+    /// `focused_only`, of the host whose detail is open); returns how many.
     async fn dispatch(
         &mut self,
         limit: &Arc<Semaphore>,
         results: &mpsc::Sender<FetchResult>,
+        focused_only: bool,
     ) -> u64 {
+        let focused = *self.focus.borrow();
         let client = match self.ensure_clients() {
             Ok(clients) => clients.stats.clone(),
             Err(e) => {
@@ -425,7 +484,10 @@ impl Poller {
         let ttl = self.link.operator_ttl;
         let mut started = 0;
         for (ip, target) in &mut self.targets {
-            if target.in_flight || !target.backoff.is_due(now) {
+            if target.in_flight
+                || !target.backoff.is_due(now)
+                || (focused_only && focused != Some(*ip))
+            {
                 continue;
             }
             // Not in the registry yet: no id to mint its token for.
@@ -495,122 +557,5 @@ impl Poller {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[tokio::test(start_paused = true)]
-    async fn a_silent_agent_is_read_less_and_less_often_then_at_once_when_back() {
-        let interval = Duration::from_secs(2);
-        let max = Duration::from_mins(1);
-        let start = Instant::now();
-        let mut b = Backoff::new(start);
-        assert!(b.is_due(start));
-        let waits: Vec<u64> = (0..8)
-            .map(|_| b.failed(Instant::now(), interval, max).as_secs())
-            .collect();
-        assert_eq!(waits, [2, 4, 8, 16, 32, 60, 60, 60]);
-        assert_eq!(b.failures(), 8);
-        assert!(!b.is_due(Instant::now()));
-        tokio::time::advance(Duration::from_secs(59)).await;
-        assert!(!b.is_due(Instant::now()), "still waiting out the ceiling");
-        tokio::time::advance(Duration::from_secs(1)).await;
-        assert!(b.is_due(Instant::now()));
-        b.succeeded(Instant::now());
-        assert_eq!(b.failures(), 0);
-        assert!(b.is_due(Instant::now()));
-        // A later failure starts over at the interval.
-        assert_eq!(b.failed(Instant::now(), interval, max), interval);
-    }
-
-    #[tokio::test(start_paused = true)]
-    async fn the_operator_token_is_replaced_at_two_thirds_of_its_life() {
-        let dir = tempfile::tempdir().unwrap();
-        let ca = crate::pki::FleetCa::load_or_create(dir.path()).unwrap();
-        let (to_actor, _from) = mpsc::channel(16);
-        crate::auth::TokenIssuer::load_or_create(dir.path()).unwrap();
-        let keys = LocalKeys::load(dir.path()).unwrap();
-        let mut poller = Poller {
-            settings: PollSettings::default(),
-            link: ControlLink {
-                url: "https://127.9.0.1:9".into(),
-                control_dir: dir.path().to_owned(),
-                operator_ttl: Duration::from_secs(90),
-            },
-            keys: Arc::new(keys),
-            keys_stamp: LocalKeys::stamp(dir.path()),
-            revocations: RevocationList::new(ca.ca_pem()).unwrap(),
-            clients: None,
-            targets: HashMap::new(),
-            to_actor,
-        };
-        let start = Instant::now();
-        let first = poller.ensure_clients().unwrap().renew_at;
-        assert_eq!(first, start + Duration::from_mins(1));
-        tokio::time::advance(Duration::from_secs(59)).await;
-        assert_eq!(
-            poller.ensure_clients().unwrap().renew_at,
-            first,
-            "still fresh"
-        );
-        tokio::time::advance(Duration::from_secs(1)).await;
-        let second = poller.ensure_clients().unwrap().renew_at;
-        assert_eq!(second, first + Duration::from_mins(1), "renewed at 2/3");
-    }
-
-    #[tokio::test(start_paused = true)]
-    async fn each_agent_gets_its_own_stats_token_replaced_at_two_thirds() {
-        let dir = tempfile::tempdir().unwrap();
-        crate::pki::FleetCa::load_or_create(dir.path()).unwrap();
-        let issuer = crate::auth::TokenIssuer::load_or_create(dir.path()).unwrap();
-        let verifier = issuer.verifier();
-        let keys = LocalKeys::load(dir.path()).unwrap();
-        let ttl = Duration::from_secs(90);
-        let target = |agent_id: Option<&str>| Target {
-            addr: "127.9.0.7:9701".parse().unwrap(),
-            agent_id: agent_id.map(str::to_owned),
-            token: None,
-            backoff: Backoff::new(Instant::now()),
-            in_flight: false,
-            registered: agent_id.is_some(),
-            deployed: true,
-        };
-        let mut unknown = target(None);
-        assert!(
-            unknown.stats_token(&keys, ttl, Instant::now()).is_none(),
-            "no id, no token"
-        );
-        let (mut a, mut b) = (target(Some("ag-a")), target(Some("ag-b")));
-        let first = a.stats_token(&keys, ttl, Instant::now()).unwrap();
-        let other = b.stats_token(&keys, ttl, Instant::now()).unwrap();
-        let own = crate::auth::stats_audience_for("ag-a");
-        assert!(verifier.verify_for(&first, &[&own]).is_ok());
-        assert!(
-            verifier.verify_for(&other, &[&own]).is_err(),
-            "b's token is worthless at a"
-        );
-        tokio::time::advance(Duration::from_secs(59)).await;
-        assert_eq!(a.stats_token(&keys, ttl, Instant::now()).unwrap(), first);
-        tokio::time::advance(Duration::from_secs(1)).await;
-        let second = a.stats_token(&keys, ttl, Instant::now()).unwrap();
-        assert_ne!(second, first, "replaced at 2/3 of its life");
-        assert!(verifier.verify_for(&second, &[&own]).is_ok());
-    }
-
-    #[test]
-    fn the_primary_address_is_the_first_usable_one() {
-        let record = AgentRecord {
-            agent_id: "ag-1".into(),
-            hostname: "web1".into(),
-            addresses: vec!["web1.local".into(), "0.0.0.0".into(), "127.9.0.7".into()],
-            stats_port: 9701,
-            agent_version: "0".into(),
-            state: crate::model::RegistrationState::Registered,
-            registered_at: 0,
-            last_heartbeat_at: None,
-            identity_expires_at: 0,
-            certificate_expires_at: 0,
-            revoked_at: None,
-        };
-        assert_eq!(primary_addr(&record), Some("127.9.0.7".parse().unwrap()));
-    }
-}
+#[path = "poller_tests.rs"]
+mod tests;

@@ -103,6 +103,9 @@ pub struct SshSettings {
 #[derive(Debug, Clone)]
 pub struct ControlLink {
     pub url: String,
+    /// More control planes sharing its registry and keys (replicas): calls
+    /// fail over to them, deployed agents are told of them all.
+    pub replicas: Vec<String>,
     pub control_dir: PathBuf,
     /// Lifetime of the operator and stats tokens the engine mints
     /// (renewed at 2/3).
@@ -110,6 +113,18 @@ pub struct ControlLink {
 }
 
 impl ControlLink {
+    /// Every control plane URL: `url` first, then the replicas.
+    #[must_use]
+    pub fn urls(&self) -> Vec<String> {
+        let mut urls = vec![self.url.clone()];
+        for r in &self.replicas {
+            if !urls.contains(r) {
+                urls.push(r.clone());
+            }
+        }
+        urls
+    }
+
     /// The control plane's keys, read off the runtime's threads.
     pub(crate) async fn keys(&self) -> Result<LocalKeys, JobError> {
         let dir = self.control_dir.clone();
@@ -133,6 +148,8 @@ pub struct PollSettings {
     pub registry_interval: Duration,
     /// Where deployed agents listen (for those the registry does not list).
     pub agent_listen: String,
+    /// Where the fleet table's stats come from.
+    pub source: super::prometheus::StatsSource,
 }
 
 impl Default for PollSettings {
@@ -144,6 +161,7 @@ impl Default for PollSettings {
             max_backoff: Duration::from_mins(1),
             registry_interval: Duration::from_secs(5),
             agent_listen: default_agent_listen(),
+            source: super::prometheus::StatsSource::Agents,
         }
     }
 }

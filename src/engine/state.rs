@@ -55,6 +55,25 @@ impl History {
         self.samples.push_back(sample);
     }
 
+    /// Puts `older` (oldest first) before the samples already held: what
+    /// a history read from elsewhere (Prometheus) knew before this console
+    /// started. Those not older than the first sample held, or past the
+    /// window, are left out.
+    pub fn backfill(&mut self, older: impl IntoIterator<Item = Sample>) {
+        let first = self.samples.front().map(|s| s.at);
+        let newest = self.samples.back().map(|s| s.at);
+        let mut before: Vec<Sample> = older
+            .into_iter()
+            .filter(|s| first.is_none_or(|f| s.at < f))
+            .collect();
+        before.sort_by_key(|s| s.at);
+        let end = newest.or_else(|| before.last().map(|s| s.at));
+        before.retain(|s| end.is_none_or(|e| e.saturating_duration_since(s.at) <= HISTORY_WINDOW));
+        for sample in before.into_iter().rev() {
+            self.samples.push_front(sample);
+        }
+    }
+
     /// Samples, oldest first.
     #[must_use]
     pub fn iter(&self) -> impl DoubleEndedIterator<Item = &Sample> + ExactSizeIterator {
@@ -287,5 +306,34 @@ mod tests {
         }
         assert_eq!(host.events.len(), HOST_EVENTS);
         assert_eq!(host.events.front().unwrap().text, "e10");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn history_from_elsewhere_goes_before_what_was_read() {
+        let sample = |at: Instant, cpu: f32| Sample {
+            at,
+            cpu_pct: cpu,
+            mem_pct: 50.0,
+        };
+        let start = Instant::now();
+        tokio::time::advance(Duration::from_mins(10)).await;
+        let now = Instant::now();
+        let mut history = History::default();
+        history.push(sample(now, 9.0));
+        history.backfill([
+            sample(now - Duration::from_secs(2), 2.0),
+            sample(start, 0.0),
+            sample(now - Duration::from_secs(4), 1.0),
+            sample(now + Duration::from_secs(1), 99.0),
+        ]);
+        let cpu: Vec<f32> = history.iter().map(|s| s.cpu_pct).collect();
+        assert_eq!(
+            cpu,
+            [1.0, 2.0, 9.0],
+            "oldest first; past the window and newer than what was read left out"
+        );
+        let mut empty = History::default();
+        empty.backfill([sample(now - Duration::from_secs(2), 2.0), sample(now, 3.0)]);
+        assert_eq!(empty.len(), 2);
     }
 }

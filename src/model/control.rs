@@ -10,7 +10,7 @@
 //!  POST /v1/agents/{id}/revoke   operator                       -> AgentRecord
 //!  GET  /v1/sd                   sd, operator                   -> Vec<SdTargetGroup>
 //!  GET  /v1/crl                  open         the fleet CA's revocation list (DER)
-//!  GET  /healthz                 open                           -> "ok"
+//!  GET  /healthz                 open                           -> Health
 //! ```
 //! Tokens travel as `Authorization: Bearer <jwt>`, except the join token,
 //! which is a field of the register request. "identity+cert": the agent's
@@ -192,4 +192,25 @@ pub struct TokenRecord {
     pub expires_at: i64,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub revoked_at: Option<i64>,
+}
+
+/// `GET /healthz`: whether this control plane can serve, and the state of
+/// its registry (503 when the registry cannot be reached).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Health {
+    /// `ok`, or `unavailable` when the registry cannot be reached.
+    pub status: String,
+    pub registry: RegistryHealth,
+}
+
+/// The registry as one control plane sees it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RegistryHealth {
+    /// `sqlite` (embedded) or `postgres` (shared by replicas).
+    pub backend: String,
+    /// `ok` or `unavailable`.
+    pub state: String,
+    /// The schema version the registry is at, when it answered.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub schema_version: Option<u32>,
 }

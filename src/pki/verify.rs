@@ -33,7 +33,7 @@ impl std::fmt::Debug for NotTheControlPlane {
     }
 }
 
-fn roots_of(pem: &str) -> Result<Arc<RootCertStore>, PkiError> {
+pub(super) fn roots_of(pem: &str) -> Result<Arc<RootCertStore>, PkiError> {
     use rustls_pki_types::pem::PemObject as _;
     let mut roots = RootCertStore::empty();
     for cert in CertificateDer::pem_slice_iter(pem.as_bytes()) {

@@ -40,6 +40,14 @@ pub enum StoreError {
         found: u32,
         known: u32,
     },
+    #[error(
+        "the registry database has schema version {found}, newer than this fleetctl knows ({known}); use a newer fleetctl"
+    )]
+    DatabaseTooNew { found: u32, known: u32 },
+    /// The registry's PostgreSQL database: unreachable, refused, or a
+    /// statement failed (the text says which).
+    #[error("registry database: {0}")]
+    Database(String),
     #[error("cannot encode a value for the inventory: {0}")]
     Encode(String),
     #[error("inventory query failed: {0}")]

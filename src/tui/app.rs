@@ -119,6 +119,15 @@ pub struct App {
 }
 
 impl App {
+    /// The host whose detail is open.
+    #[must_use]
+    pub fn detail_host(&self) -> Option<IpAddr> {
+        match self.view {
+            View::Detail(addr) => Some(addr),
+            _ => None,
+        }
+    }
+
     #[must_use]
     pub fn new(themes: ThemeSet, theme: Theme) -> Self {
         Self {
@@ -254,8 +263,21 @@ impl App {
     }
 }
 
-/// Applies one message; returns what the engine should do.
+/// Applies one message; returns what the engine should do. Whenever the
+/// host whose detail is open changes, the engine is told (with Prometheus
+/// as the stats source it still reads that one agent directly).
 pub fn update(app: &mut App, msg: Msg) -> Vec<Command> {
+    let focused = app.detail_host();
+    let mut commands = apply(app, msg);
+    if app.detail_host() != focused {
+        commands.push(Command::Focus {
+            addr: app.detail_host(),
+        });
+    }
+    commands
+}
+
+fn apply(app: &mut App, msg: Msg) -> Vec<Command> {
     match msg {
         Msg::Key(key) => keys::key(app, key),
         Msg::Mouse(mouse) => {

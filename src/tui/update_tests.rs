@@ -220,14 +220,20 @@ fn the_command_line() {
 fn detail_help_log_and_quit() {
     let mut app = app(10);
     press(&mut app, KeyCode::Char('j'));
-    press(&mut app, KeyCode::Enter);
+    let sent = press(&mut app, KeyCode::Enter);
     assert_eq!(app.view, View::Detail(addr(1)));
-    press(&mut app, KeyCode::Char('j'));
+    assert!(
+        matches!(&sent[..], [Command::Focus { addr: Some(a) }] if *a == addr(1)),
+        "the engine is told which agent to read directly: {sent:?}"
+    );
+    let sent = press(&mut app, KeyCode::Char('j'));
     assert_eq!(app.view, View::Detail(addr(2)), "j walks the hosts");
+    assert!(matches!(&sent[..], [Command::Focus { addr: Some(a) }] if *a == addr(2)));
     let sent = press(&mut app, KeyCode::Char('f'));
     assert!(matches!(&sent[..], [Command::Fingerprint(r)] if r.hosts == [addr(2).to_string()]));
-    press(&mut app, KeyCode::Esc);
+    let sent = press(&mut app, KeyCode::Esc);
     assert_eq!(app.view, View::Fleet);
+    assert!(matches!(&sent[..], [Command::Focus { addr: None }]));
     press(&mut app, KeyCode::Char('?'));
     assert!(app.help);
     press(&mut app, KeyCode::Char('q'));

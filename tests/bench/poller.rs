@@ -272,6 +272,7 @@ async fn console() {
     let setup = t0.elapsed();
     let link = ControlLink {
         url,
+        replicas: Vec::new(),
         control_dir: dir.path().join("control"),
         operator_ttl: Duration::from_hours(1),
     };

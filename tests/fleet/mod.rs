@@ -121,6 +121,18 @@ fn fleetctl() -> Command {
     cmd
 }
 
+/// What replicas share of `<data_dir>/control/` (README, "More than one
+/// control plane"): never `server.key`/`server.pem`, each has its own.
+pub const SHARED_CONTROL_FILES: [&str; 7] = [
+    "ca.key",
+    "ca.pem",
+    "control-ca.key",
+    "control-ca.pem",
+    "token.key",
+    "token.next.key",
+    "token-keys.json",
+];
+
 /// `fleetctl serve` on 127.5.0.1 (or another address), port 0, with its
 /// data in a temp dir.
 pub struct Control {
@@ -141,7 +153,29 @@ impl Control {
 
     /// As [`Self::start`], listening on `ip`.
     pub fn start_on(ip: &str, settings: &str) -> Self {
+        Self::start_sharing(ip, settings, None)
+    }
+
+    /// A replica of `first`: its own data dir and server certificate, with
+    /// the files replicas share copied from `first`'s control dir before it
+    /// starts (the fleet CA, the control plane's intermediate, the token
+    /// keys), as the README tells operators to.
+    pub fn start_replica(ip: &str, settings: &str, first: &Control) -> Self {
+        Self::start_sharing(ip, settings, Some(first))
+    }
+
+    fn start_sharing(ip: &str, settings: &str, keys_from: Option<&Control>) -> Self {
         let dir = tempfile::tempdir().unwrap();
+        if let Some(first) = keys_from {
+            let from = first.data_dir().join("control");
+            let to = dir.path().join("data/control");
+            std::fs::create_dir_all(&to).unwrap();
+            for name in SHARED_CONTROL_FILES {
+                if from.join(name).exists() {
+                    std::fs::copy(from.join(name), to.join(name)).unwrap();
+                }
+            }
+        }
         std::fs::write(
             dir.path().join("config.toml"),
             format!("[control]\nlisten = \"{ip}:0\"\n{settings}\n"),
@@ -295,16 +329,35 @@ impl Agent {
     /// Starts an agent on `ip` (port 0) named `hostname`, with `join_token`
     /// in its token file when given.
     pub fn start(control: &Control, ip: &str, hostname: &str, join_token: Option<&str>) -> Self {
+        Self::start_with(
+            std::slice::from_ref(&control.url),
+            &control.ca_file(),
+            ip,
+            hostname,
+            join_token,
+        )
+    }
+
+    /// As [`Self::start`], told of every control plane in `controllers`
+    /// (replicas, in the order it tries them first), trusting `ca_file`.
+    pub fn start_with(
+        controllers: &[String],
+        ca_file: &Path,
+        ip: &str,
+        hostname: &str,
+        join_token: Option<&str>,
+    ) -> Self {
         let dir = tempfile::tempdir().unwrap();
         let config = dir.path().join("agent.toml");
+        let controllers: Vec<String> = controllers.iter().map(|c| format!("\"{c}\"")).collect();
         std::fs::write(
             &config,
             format!(
-                "controller = \"{}\"\nca_file = \"{}\"\njoin_token_file = \"{}\"\n\
+                "controller = [{}]\nca_file = \"{}\"\njoin_token_file = \"{}\"\n\
                  data_dir = \"{}\"\nlisten = \"{ip}:0\"\nhostname = \"{hostname}\"\n\
                  sample_interval = \"500ms\"\n",
-                control.url,
-                control.ca_file().display(),
+                controllers.join(", "),
+                ca_file.display(),
                 dir.path().join("join.token").display(),
                 dir.path().join("data").display(),
             ),

@@ -197,6 +197,7 @@ impl DemoFleet {
         };
         let link = ControlLink {
             url: started.url,
+            replicas: Vec::new(),
             control_dir: console.join("control"),
             operator_ttl: Duration::from_mins(10),
         };
@@ -356,6 +357,7 @@ fn engine_config(
             max_backoff: Duration::from_secs(5),
             registry_interval: Duration::from_secs(2),
             agent_listen: agent_listen(),
+            ..PollSettings::default()
         }),
         deploy,
         questions: Questions::Events,

@@ -19,7 +19,7 @@ use crate::model::control::{
 };
 use crate::model::time::now_unix;
 use crate::pki::FleetCa;
-use crate::store::registry::{CertRow, NewAgent, Registration};
+use crate::store::registry::{CertRow, NewAgent, Registration, RenewOutcome};
 
 /// What a join token vouches for, less the control plane's own names:
 /// what the agent's certificate will name, in the issuer's order.
@@ -133,30 +133,29 @@ pub(super) async fn register(
         agent_version: request.agent_version.clone(),
         identity_expires_at: identity.exp,
     };
-    let (jti, jti_exp) = (claims.jti.clone(), claims.exp);
     let csr = request.csr_pem.clone();
-    let outcome = plane
-        .db(move |plane, reg| {
-            let outcome = reg.register(&new, &jti, jti_exp, now_unix(), || {
-                let cert = plane.ca.sign_csr(&csr, &vouched, settings.cert_ttl)?;
-                let row = CertRow {
-                    serial: cert.serial.clone(),
-                    not_after: cert.not_after,
-                };
-                Ok::<_, crate::pki::PkiError>((row, cert))
-            })?;
-            Ok((outcome, plane.trust_update(reg)?))
+    let signer = Arc::clone(&plane);
+    let (outcome, revoked) = plane
+        .registry
+        .register(new, claims.jti.clone(), claims.exp, now_unix(), move || {
+            let cert = signer.ca.sign_csr(&csr, &vouched, settings.cert_ttl)?;
+            let row = CertRow {
+                serial: cert.serial.clone(),
+                not_after: cert.not_after,
+            };
+            Ok::<_, crate::pki::PkiError>((row, cert))
         })
         .await
         .map_err(|e| store_failure(&e))?;
+    let trust = plane.trust_update(&revoked);
     match outcome {
-        (Err(e), _) => Err(signing_failed(&e)),
-        (Ok(Registration::Replayed), _) => Err(ApiFailure::new(
+        Err(e) => Err(signing_failed(&e)),
+        Ok(Registration::Replayed) => Err(ApiFailure::new(
             StatusCode::UNAUTHORIZED,
             "token_replayed",
             "this join token was already used; ask for a new one",
         )),
-        (Ok(Registration::Stored { replaced, signed }), trust) => {
+        Ok(Registration::Stored { replaced, signed }) => {
             tracing::info!(
                 agent = agent_id,
                 hostname = request.hostname,
@@ -195,40 +194,37 @@ pub(super) async fn renew(
         .issuer()
         .issue(Audience::Agent, &agent_id, settings.identity_ttl)
         .map_err(|e| ApiFailure::internal(&e))?;
-    let (id, serial) = (agent_id.clone(), auth.cert_serial);
-    let outcome = plane
-        .db(move |plane, reg| {
-            let now = now_unix();
-            if let Err(refusal) = reg.check(&id, serial.as_deref(), now)? {
-                return Ok(Err(refusal));
-            }
+    let signer = Arc::clone(&plane);
+    let csr = request.csr_pem;
+    let (outcome, revoked) = plane
+        .registry
+        .renew(
+            agent_id.clone(),
+            auth.cert_serial,
+            identity.exp,
+            now_unix(),
             // The names come from the registry (what the join token vouched
             // for), never from the CSR.
-            let cert = match (&request.csr_pem, reg.get(&id, now, settings.lost_after)?) {
-                (Some(csr), Some(record)) => {
-                    match plane.ca.sign_csr(csr, &record.addresses, settings.cert_ttl) {
-                        Ok(cert) => Some(cert),
-                        Err(e) => return Ok(Ok(Err(e))),
-                    }
+            move |names: &[String]| match &csr {
+                Some(csr) => {
+                    let cert = signer.ca.sign_csr(csr, names, settings.cert_ttl)?;
+                    let row = CertRow {
+                        serial: cert.serial.clone(),
+                        not_after: cert.not_after,
+                    };
+                    Ok(Some((row, cert)))
                 }
-                _ => None,
-            };
-            let row = cert.as_ref().map(|c| CertRow {
-                serial: c.serial.clone(),
-                not_after: c.not_after,
-            });
-            if let Err(refusal) =
-                reg.renew(&id, serial.as_deref(), identity.exp, row.as_ref(), now)?
-            {
-                return Ok(Err(refusal));
-            }
-            Ok(Ok(Ok((cert, plane.trust_update(reg)?))))
-        })
+                None => Ok(None),
+            },
+        )
         .await
         .map_err(|e| store_failure(&e))?;
-    let (cert, trust) = outcome
-        .map_err(|r| refused(r, &agent_id))?
-        .map_err(|e| signing_failed(&e).for_agent(&agent_id))?;
+    let cert = match outcome {
+        RenewOutcome::Renewed { signed } => signed,
+        RenewOutcome::Refused(refusal) => return Err(refused(refusal, &agent_id)),
+        RenewOutcome::SignFailed(e) => return Err(signing_failed(&e).for_agent(&agent_id)),
+    };
+    let trust = plane.trust_update(&revoked);
     Ok(done(
         Some(&agent_id),
         RenewResponse {
@@ -250,17 +246,18 @@ pub(super) async fn heartbeat(
     crate::model::text::check_agent_version(&request.agent_version)
         .map_err(ApiFailure::bad_request)?;
     let agent_id = auth.claims.sub;
-    let (id, serial) = (agent_id.clone(), auth.cert_serial);
-    let trust = plane
-        .db(move |plane, reg| {
-            match reg.heartbeat(&id, serial.as_deref(), &request.agent_version, now_unix())? {
-                Ok(()) => Ok(Ok(plane.trust_update(reg)?)),
-                Err(refusal) => Ok(Err(refusal)),
-            }
-        })
+    let revoked = plane
+        .registry
+        .heartbeat(
+            agent_id.clone(),
+            auth.cert_serial,
+            request.agent_version,
+            now_unix(),
+        )
         .await
         .map_err(|e| store_failure(&e))?
         .map_err(|r| refused(r, &agent_id))?;
+    let trust = plane.trust_update(&revoked);
     Ok(done(
         Some(&agent_id),
         HeartbeatResponse {

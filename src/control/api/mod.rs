@@ -21,7 +21,9 @@ use super::ControlPlane;
 use super::extract::{ApiFailure, LogNote, OperatorAuth, SdAuth};
 use crate::auth::JoinGrant;
 use crate::model::RegistrationState;
-use crate::model::control::{AgentRecord, JoinTokenRequest, JoinTokenResponse, SdTargetGroup};
+use crate::model::control::{
+    AgentRecord, Health, JoinTokenRequest, JoinTokenResponse, SdTargetGroup,
+};
 use crate::model::time::now_unix;
 use crate::pki::RevokedSerial;
 use crate::store::registry::Refusal;
@@ -55,7 +57,7 @@ pub(super) fn router(plane: Arc<ControlPlane>) -> Router {
         .route("/v1/agents/{id}/revoke", post(revoke))
         .route("/v1/sd", get(service_discovery))
         .route("/v1/crl", get(revocation_list))
-        .route("/healthz", get(|| async { "ok" }))
+        .route("/healthz", get(health))
         .fallback(|| async {
             ApiFailure::new(StatusCode::NOT_FOUND, "not_found", "no such endpoint")
         })
@@ -187,7 +189,8 @@ async fn list_agents(
 ) -> Reply<Vec<AgentRecord>> {
     let lost_after = plane.settings.lost_after;
     let agents = plane
-        .db(move |_, reg| reg.list(now_unix(), lost_after))
+        .registry
+        .list(now_unix(), lost_after)
         .await
         .map_err(|e| store_failure(&e))?;
     Ok(done(None, agents))
@@ -199,9 +202,9 @@ async fn revoke(
     Path(agent_id): Path<String>,
 ) -> Reply<AgentRecord> {
     let lost_after = plane.settings.lost_after;
-    let id = agent_id.clone();
     let record = plane
-        .db(move |_, reg| reg.revoke(&id, now_unix(), lost_after))
+        .registry
+        .revoke(agent_id.clone(), now_unix(), lost_after)
         .await
         .map_err(|e| store_failure(&e))?;
     let Some(record) = record else {
@@ -220,6 +223,25 @@ async fn revoke(
     Ok(done(Some(&record.agent_id.clone()), record))
 }
 
+/// Open, like any health check: whether this control plane can serve, and
+/// its registry's state (backend, reachable, schema version); 503 when
+/// the registry does not answer, so a load balancer sends agents to a
+/// replica that can.
+async fn health(State(plane): State<Arc<ControlPlane>>) -> Response {
+    let registry = plane.registry.health().await;
+    let ok = registry.state == "ok";
+    let body = Health {
+        status: if ok { "ok" } else { "unavailable" }.to_owned(),
+        registry,
+    };
+    let status = if ok {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
+    (status, Json(body)).into_response()
+}
+
 /// Prometheus HTTP service discovery: one group per agent that is
 /// registered or lost (a lost agent may still be up; Prometheus says so).
 /// Takes an sd token (read-only, good for nothing else), or an operator's.
@@ -231,7 +253,8 @@ async fn service_discovery(
 ) -> Reply<Vec<SdTargetGroup>> {
     let lost_after = plane.settings.lost_after;
     let agents = plane
-        .db(move |_, reg| reg.list(now_unix(), lost_after))
+        .registry
+        .list(now_unix(), lost_after)
         .await
         .map_err(|e| store_failure(&e))?;
     Ok(done(None, sd_groups(&agents)))
@@ -241,19 +264,16 @@ async fn service_discovery(
 /// it is signed by the CA, so nobody can forge one, and it says nothing
 /// but serial numbers. The console reads it while it polls agents.
 async fn revocation_list(State(plane): State<Arc<ControlPlane>>) -> Response {
-    let crl = plane
-        .db(move |plane, reg| {
-            let now = now_unix();
-            let revoked: Vec<RevokedSerial> = reg
-                .revoked_certs(now)?
-                .into_iter()
-                .map(|(serial, revoked_at)| RevokedSerial { serial, revoked_at })
-                .collect();
-            Ok(plane
-                .ca
-                .crl(&revoked, u64::try_from(now).unwrap_or(0), CRL_VALIDITY))
-        })
-        .await;
+    let now = now_unix();
+    let crl = plane.registry.revoked_certs(now).await.map(|revoked| {
+        let revoked: Vec<RevokedSerial> = revoked
+            .into_iter()
+            .map(|(serial, revoked_at)| RevokedSerial { serial, revoked_at })
+            .collect();
+        plane
+            .ca
+            .crl(&revoked, u64::try_from(now).unwrap_or(0), CRL_VALIDITY)
+    });
     match crl {
         Ok(Ok(der)) => (
             [(axum::http::header::CONTENT_TYPE, "application/pkix-crl")],

@@ -81,6 +81,31 @@ impl Actor {
         }
     }
 
+    /// CPU and memory history from Prometheus, before what this console read.
+    pub(super) fn history(
+        &mut self,
+        addr: IpAddr,
+        points: &[crate::engine::prometheus::PromPoint],
+    ) {
+        let Some(host) = self.hosts.get_mut(&addr) else {
+            return;
+        };
+        let now = Instant::now();
+        let now_unix = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0.0, |d| d.as_secs_f64());
+        let samples = points.iter().filter_map(|p| {
+            let ago = std::time::Duration::try_from_secs_f64(now_unix - p.at).ok()?;
+            Some(Sample {
+                at: now.checked_sub(ago)?,
+                cpu_pct: p.cpu_pct? as f32,
+                mem_pct: p.mem_pct? as f32,
+            })
+        });
+        Arc::make_mut(host).history.backfill(samples);
+        self.dirty = true;
+    }
+
     /// A registry read: each agent's registration, as the control plane sees it.
     pub(super) fn registry(&mut self, result: Result<Vec<AgentRecord>, WatchError>) {
         let records = match result {

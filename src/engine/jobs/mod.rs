@@ -211,6 +211,12 @@ pub(super) enum JobMsg {
     },
     /// A read of the control plane's registry.
     Registry(Result<Vec<AgentRecord>, WatchError>),
+    /// CPU and memory history of one host from Prometheus (the range
+    /// query), oldest first.
+    History {
+        addr: IpAddr,
+        points: Vec<super::prometheus::PromPoint>,
+    },
     PollRound {
         polled: u64,
         answering: u64,

@@ -43,8 +43,9 @@ pub struct DeployRequest {
     pub ssh: SshRequest,
     /// The build to push [default: the settings', else this binary].
     pub agent_binary: Option<PathBuf>,
-    /// The URL agents register with [default: the engine's control plane's].
-    pub controller: Option<String>,
+    /// The URLs agents register with, the first then its replicas
+    /// [default: the engine's control plane's].
+    pub controllers: Vec<String>,
     /// The agents' `listen`; `{host}` stands for the address deployed to.
     pub listen: Option<String>,
     pub scope: Option<InstallScope>,
@@ -166,12 +167,17 @@ async fn run_deploy(
         Artifact::load(&binary).map_err(|e| JobError::BadRequest(e.to_string()))
     })
     .await?;
-    let url = request.controller.clone().unwrap_or(link.url.clone());
-    if !url.starts_with("https://") {
+    let urls = if request.controllers.is_empty() {
+        link.urls()
+    } else {
+        request.controllers.clone()
+    };
+    if let Some(bad) = urls.iter().find(|u| !u.starts_with("https://")) {
         return Err(JobError::BadRequest(format!(
-            "the control plane URL {url:?}: agents only talk to the control plane over https://"
+            "the control plane URL {bad:?}: agents only talk to the control plane over https://"
         )));
     }
+    let url = urls[0].clone();
     let options = RolloutOptions {
         canary: request.canary,
         concurrency: reach.concurrency,
@@ -181,7 +187,7 @@ async fn run_deploy(
         let plan = DeployPlan {
             build: artifact.describe(),
             sha256: artifact.sha256.clone(),
-            url,
+            url: urls.join(" "),
             rollout: options,
             hosts: targets
                 .iter()
@@ -194,11 +200,12 @@ async fn run_deploy(
     // Keys nobody serves with would mint tokens every agent is refused with.
     let keys = link.keys().await?;
     let token = keys.operator_token(OPERATOR, OPERATOR_TTL)?;
-    let api = ControlClient::new(&url, keys.ca_pem(), keys.pin(), token, REQUEST_TIMEOUT)
+    let api = ControlClient::with_replicas(&urls, keys.ca_pem(), keys.pin(), token, REQUEST_TIMEOUT)
         .map_err(|e| JobError::Control(e.to_string()))?;
     let (ca_pem, pin) = (keys.ca_pem().to_owned(), keys.pin());
     let control = ControlPlane::new(&url, ca_pem, pin, Box::new(Enrollment { keys, api }))
-        .map_err(|e| JobError::Control(e.to_string()))?;
+        .map_err(|e| JobError::Control(e.to_string()))?
+        .with_replicas(&urls[1..]);
     let deployer = Arc::new(Deployer {
         connector: Arc::clone(&reach.connector),
         artifact: Arc::new(artifact),

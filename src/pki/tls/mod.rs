@@ -237,6 +237,19 @@ pub fn control_client(
     )
 }
 
+/// A plain TLS client configuration trusting only the certificates in
+/// `ca_pem` (no pin, no ALPN): for servers that are not fleetctl's own,
+/// such as the registry's PostgreSQL server.
+pub fn client_config_trusting(ca_pem: &str) -> Result<rustls::ClientConfig, PkiError> {
+    let roots = super::verify::roots_of(ca_pem)?;
+    let verifier = rustls::client::WebPkiServerVerifier::builder_with_provider(roots, provider())
+        .build()
+        .map_err(|e| PkiError::Tls(format!("cannot check certificates: {e}")))?;
+    let mut config = with_verifier(verifier, None)?;
+    config.alpn_protocols.clear();
+    Ok(config)
+}
+
 /// A client for agents' endpoints that refuses certificates on `list`
 /// (the console's stats client; the list is replaced as it changes).
 pub fn revocation_checked_client(

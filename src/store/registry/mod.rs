@@ -9,9 +9,13 @@ use rusqlite::{Connection, OptionalExtension, params};
 
 use super::{StoreError, open_db};
 
+mod backend;
+pub mod postgres;
 mod tokens;
+
 use crate::model::RegistrationState;
 use crate::model::control::AgentRecord;
+pub use backend::{Backend, Revoked};
 
 /// An agent's state from its stored times, at `now`: revoked, else expired
 /// (its identity ran out without renewal), else lost (no heartbeat, nor
@@ -71,6 +75,15 @@ pub enum Registration<T> {
     Replayed,
 }
 
+/// What a renewal did: renewed (with what the signing step made, when it
+/// signed), refused, or stopped by the signing step (nothing changed).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RenewOutcome<T, E> {
+    Renewed { signed: Option<T> },
+    Refused(Refusal),
+    SignFailed(E),
+}
+
 /// Why an agent's renewal or heartbeat was not recorded.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Refusal {
@@ -110,6 +123,13 @@ impl Registry {
         Ok(self
             .conn
             .pragma_query_value(None, "data_version", |row| row.get(0))?)
+    }
+
+    /// The schema version (`PRAGMA user_version`).
+    pub fn schema_version(&mut self) -> Result<u32, StoreError> {
+        Ok(self
+            .conn
+            .pragma_query_value(None, "user_version", |row| row.get(0))?)
     }
 
     /// Stores a registration made with the join token `jti`, in one
@@ -260,6 +280,44 @@ impl Registry {
         }
         tx.commit()?;
         Ok(Ok(()))
+    }
+
+    /// A renewal as the control plane makes it: the agent must show a live
+    /// certificate of its own; then `sign` gets the names on record (what
+    /// its join token vouched for, never what a CSR asks) and may make a
+    /// certificate; then the new identity (and certificate) are stored.
+    pub fn renew_signed<T, E>(
+        &mut self,
+        agent_id: &str,
+        cert_serial: Option<&str>,
+        identity_expires_at: i64,
+        now: i64,
+        sign: impl FnOnce(&[String]) -> Result<Option<(CertRow, T)>, E>,
+    ) -> Result<RenewOutcome<T, E>, StoreError> {
+        if let Err(refusal) = self.check(agent_id, cert_serial, now)? {
+            return Ok(RenewOutcome::Refused(refusal));
+        }
+        let names = self
+            .get(agent_id, now, Duration::MAX)?
+            .map(|record| record.addresses)
+            .unwrap_or_default();
+        let (cert, signed) = match sign(&names) {
+            Ok(Some((cert, signed))) => (Some(cert), Some(signed)),
+            Ok(None) => (None, None),
+            Err(e) => return Ok(RenewOutcome::SignFailed(e)),
+        };
+        Ok(
+            match self.renew(
+                agent_id,
+                cert_serial,
+                identity_expires_at,
+                cert.as_ref(),
+                now,
+            )? {
+                Ok(()) => RenewOutcome::Renewed { signed },
+                Err(refusal) => RenewOutcome::Refused(refusal),
+            },
+        )
     }
 
     /// Whether `cert_serial` is a live certificate of `agent_id`'s, and the
