@@ -63,6 +63,12 @@ const ADDITIONS: &[(&str, &str, &str)] = &[
         "the token keys are written as the CA's keys are, through pki::write_private (0600 \
          from creation, never readable by others)",
     ),
+    (
+        "store",
+        "pki",
+        "the registry's connection to PostgreSQL is TLS: pki builds the rustls client config \
+         trusting the database's CA, with the one crypto backend every other TLS client uses",
+    ),
 ];
 
 /// One import a layer may not make.

@@ -100,7 +100,7 @@ async fn agents_fail_over_when_a_replica_dies_and_none_is_lost() {
     assert_eq!(before.len(), 6);
 
     // Replica 0 dies without a word (SIGKILL).
-    let killed_at = fleetctl::store::now_unix();
+    let killed_at = fleetctl::model::time::now_unix();
     drop(cps[0].proc.take());
 
     // Over an identity lifetime and more: every agent renews (and

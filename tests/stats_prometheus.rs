@@ -20,7 +20,7 @@ use fleet::{Agent, Control, Proc};
 use fleetctl::engine::prometheus::{PromAuth, PromSource, StatsSource};
 use fleetctl::engine::{
     self, Command as EngineCommand, ControlLink, DeploySettings, EngineConfig, EngineHandle,
-    PollSettings, SshSettings,
+    PollSettings, Questions, SshSettings,
 };
 use fleetctl::model::{AgentState, RegistrationState};
 
@@ -29,24 +29,26 @@ const AGENTS: u8 = 4;
 fn engine_with(link: &ControlLink, source: StatsSource) -> EngineHandle {
     let config = EngineConfig {
         inventory: None,
-        scan: fleetctl::config::ScanConfig::default(),
+        keep_fleet: true,
+        scan: fleetctl::engine::ScanConfig::default(),
         max_in_flight: 64,
         ssh: SshSettings {
-            known_hosts: "/nonexistent".into(),
-            ssh_config: "/nonexistent".into(),
+            known_hosts: Some("/nonexistent".into()),
+            ssh_config: Some("/nonexistent".into()),
             policy: fleetctl::ssh::HostKeyPolicy::Strict,
             flags: fleetctl::ssh::ConnectFlags::default(),
+            concurrency: 1,
+            timeout: Duration::from_secs(1),
         },
-        fingerprint_concurrency: 1,
-        fingerprint_timeout: Duration::from_secs(1),
         control: Some(link.clone()),
-        poll: PollSettings {
+        poll: Some(PollSettings {
             interval: Duration::from_secs(1),
             registry_interval: Duration::from_secs(1),
             source,
             ..PollSettings::default()
-        },
+        }),
         deploy: DeploySettings::default(),
+        questions: Questions::Events,
     };
     engine::spawn(config).0
 }
@@ -162,7 +164,6 @@ async fn prometheus_as_the_stats_source_shows_what_the_agents_say() {
     let link = ControlLink {
         url: control.url.clone(),
         replicas: Vec::new(),
-        ca_pem: control.ca_pem(),
         control_dir: control.data_dir().join("control"),
         operator_ttl: Duration::from_mins(10),
     };

@@ -27,7 +27,6 @@ use tokio::net::TcpListener;
 
 use crate::auth::{Audience, AuthError, Claims, JoinGrant, TokenIssuer, TokenVerifier};
 use crate::model::control::{TokenKey, TrustUpdate};
-use crate::model::time::now_unix;
 use crate::pki::{ControlPin, FleetCa, PkiError};
 use crate::store::StoreError;
 use crate::store::registry::{Backend, Revoked};

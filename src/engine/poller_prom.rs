@@ -98,7 +98,7 @@ impl Poller {
                 // wait shown is the next round's.
                 Err(e) => {
                     target.backoff.failed(now, interval, max);
-                    (Err(e), Some(interval))
+                    (Err(crate::poll::PollError::Unreachable(e)), Some(interval))
                 }
             };
             let _ = self.to_actor.send(JobMsg::Stats {

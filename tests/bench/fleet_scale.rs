@@ -381,7 +381,7 @@ async fn serve_fleet(dir: &Path, n: usize) {
     let verifier = Arc::new(TokenVerifier::from_keys(&plane.token_keys()).unwrap());
     let client = pki::tls::http_client(&started.ca_pem, TIMEOUT).unwrap();
     let gate = Arc::new(tokio::sync::Semaphore::new(32));
-    let born = fleetctl::store::now_unix();
+    let born = fleetctl::model::time::now_unix();
     let mut tasks = tokio::task::JoinSet::new();
     for i in 0..n {
         let ip = agent_ip(18, i);
@@ -483,7 +483,7 @@ fn check(
 /// The families the console's queries read, in the agent's names, with
 /// CPU counters that advance (a 2-CPU host, `i % 50` % busy).
 fn metrics_page(stats: &AgentStats, i: usize, born: i64) -> String {
-    let secs = (fleetctl::store::now_unix() - born).max(1) as f64 + 1000.0;
+    let secs = (fleetctl::model::time::now_unix() - born).max(1) as f64 + 1000.0;
     let busy = (i % 50) as f64 / 100.0;
     let mut page = String::with_capacity(2048);
     page.push_str("# TYPE node_cpu_seconds_total counter\n");
