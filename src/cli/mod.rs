@@ -28,6 +28,7 @@ mod output;
 mod registry;
 #[cfg(feature = "console")]
 mod scan;
+#[cfg(feature = "console")]
 mod serve;
 #[cfg(feature = "console")]
 mod ssh_opts;
@@ -188,6 +189,7 @@ impl Context {
 /// The engine's settings as `fleetctl` starts it with this config file and
 /// data dir: for the console (`console`), else for a headless job. No
 /// control plane is started. What tests drive the console's engine with.
+#[cfg(feature = "console")]
 pub fn engine_config(
     config_file: &Path,
     data_dir: &Path,

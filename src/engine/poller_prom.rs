@@ -32,7 +32,8 @@ pub(super) async fn prometheus_client(
     match PromClient::new(source.clone(), settings.timeout) {
         Ok(client) => Ok(Some(Arc::new(client))),
         Err(e) => {
-            let error = JobError::Failed(format!("cannot ask Prometheus for the fleet's stats: {e}"));
+            let error =
+                JobError::Failed(format!("cannot ask Prometheus for the fleet's stats: {e}"));
             let _ = to_actor.send(JobMsg::Registry(Err(error.into()))).await;
             Err(())
         }
@@ -101,13 +102,15 @@ impl Poller {
                     (Err(crate::poll::PollError::Unreachable(e)), Some(interval))
                 }
             };
-            let _ = self.to_actor.send(JobMsg::Stats {
-                addr: *ip,
-                result,
-                failures: target.backoff.failures(),
-                retry_in,
-            })
-            .await;
+            let _ = self
+                .to_actor
+                .send(JobMsg::Stats {
+                    addr: *ip,
+                    result,
+                    failures: target.backoff.failures(),
+                    retry_in,
+                })
+                .await;
         }
         if let Err(e) = fleet {
             tracing::warn!("cannot read the fleet's stats from Prometheus: {e}");

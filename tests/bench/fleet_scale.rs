@@ -38,7 +38,7 @@ use fleetctl::auth::{Audience, JoinGrant, TokenVerifier, stats_audience_for};
 use fleetctl::control::{self, ControlPlane, Settings};
 use fleetctl::engine::prometheus::{PromAuth, PromSource, StatsSource};
 use fleetctl::engine::{
-    self, ControlLink, DeploySettings, EngineConfig, Event, PollSettings, SshSettings,
+    self, ControlLink, DeploySettings, EngineConfig, Event, PollSettings, Questions, SshSettings,
 };
 use fleetctl::model::control::{HeartbeatRequest, RegisterRequest, RegisterResponse};
 use fleetctl::model::stats::{
@@ -647,7 +647,6 @@ async fn console() {
     let link = ControlLink {
         url: url.clone(),
         replicas: Vec::new(),
-        ca_pem: std::fs::read_to_string(dir.path().join("control/ca.pem")).unwrap(),
         control_dir: dir.path().join("control"),
         operator_ttl: Duration::from_hours(1),
     };
@@ -760,25 +759,27 @@ async fn measure(
 ) -> ConsoleRow {
     let config = EngineConfig {
         inventory: None,
-        scan: fleetctl::config::ScanConfig::default(),
+        keep_fleet: true,
+        scan: fleetctl::engine::ScanConfig::default(),
         max_in_flight: 64,
         ssh: SshSettings {
-            known_hosts: "/nonexistent".into(),
-            ssh_config: "/nonexistent".into(),
+            known_hosts: Some("/nonexistent".into()),
+            ssh_config: Some("/nonexistent".into()),
             policy: fleetctl::ssh::HostKeyPolicy::Strict,
             flags: fleetctl::ssh::ConnectFlags::default(),
+            concurrency: 1,
+            timeout: Duration::from_secs(1),
         },
-        fingerprint_concurrency: 1,
-        fingerprint_timeout: Duration::from_secs(1),
         control: Some(link.clone()),
-        poll: PollSettings {
+        poll: Some(PollSettings {
             interval: Duration::from_secs(2),
             timeout: Duration::from_secs(10),
             max_backoff: Duration::from_secs(10),
             source,
             ..PollSettings::default()
-        },
+        }),
         deploy: DeploySettings::default(),
+        questions: Questions::Events,
     };
     let (engine, mut events) = engine::spawn(config);
     let deadline = Instant::now() + Duration::from_mins(4);

@@ -52,8 +52,9 @@ async fn revoke(
 ) -> Result<String, JobError> {
     let keys = link.keys().await?;
     let token = keys.operator_token(OPERATOR, TOKEN_TTL)?;
-    let client = ControlClient::with_replicas(&link.urls(), keys.ca_pem(), keys.pin(), token, TIMEOUT)
-        .map_err(|e| JobError::Control(e.to_string()))?;
+    let client =
+        ControlClient::with_replicas(&link.urls(), keys.ca_pem(), keys.pin(), token, TIMEOUT)
+            .map_err(|e| JobError::Control(e.to_string()))?;
     let total = agents.len() as u64;
     let (mut done, mut failed) = (0, 0);
     for (addr, agent_id) in agents {

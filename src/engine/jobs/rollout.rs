@@ -156,28 +156,8 @@ async fn run_deploy(
     )
     .await?;
     let targets = reach.targets(&request.hosts)?;
-    let binary = settings.agent_binary.clone();
-    let artifact = blocking("build reader", move || {
-        let binary = match binary {
-            Some(path) => path,
-            None => crate::deploy::files::default_agent_binary().map_err(|e| {
-                JobError::Failed(format!("cannot tell where this fleetctl binary is: {e}"))
-            })?,
-        };
-        Artifact::load(&binary).map_err(|e| JobError::BadRequest(e.to_string()))
-    })
-    .await?;
-    let urls = if request.controllers.is_empty() {
-        link.urls()
-    } else {
-        request.controllers.clone()
-    };
-    if let Some(bad) = urls.iter().find(|u| !u.starts_with("https://")) {
-        return Err(JobError::BadRequest(format!(
-            "the control plane URL {bad:?}: agents only talk to the control plane over https://"
-        )));
-    }
-    let url = urls[0].clone();
+    let artifact = load_artifact(settings.agent_binary.clone()).await?;
+    let urls = control_urls(&request, &link)?;
     let options = RolloutOptions {
         canary: request.canary,
         concurrency: reach.concurrency,
@@ -197,15 +177,7 @@ async fn run_deploy(
         report.output(JobOutput::DeployPlan(Box::new(plan))).await;
         return Ok("dry run: nothing was changed".into());
     }
-    // Keys nobody serves with would mint tokens every agent is refused with.
-    let keys = link.keys().await?;
-    let token = keys.operator_token(OPERATOR, OPERATOR_TTL)?;
-    let api = ControlClient::with_replicas(&urls, keys.ca_pem(), keys.pin(), token, REQUEST_TIMEOUT)
-        .map_err(|e| JobError::Control(e.to_string()))?;
-    let (ca_pem, pin) = (keys.ca_pem().to_owned(), keys.pin());
-    let control = ControlPlane::new(&url, ca_pem, pin, Box::new(Enrollment { keys, api }))
-        .map_err(|e| JobError::Control(e.to_string()))?
-        .with_replicas(&urls[1..]);
+    let control = enrolling_control(&link, &urls).await?;
     let deployer = Arc::new(Deployer {
         connector: Arc::clone(&reach.connector),
         artifact: Arc::new(artifact),
@@ -251,6 +223,53 @@ async fn run_deploy(
     )
     .await?;
     Ok(format!("{} ({pushed})", summary(&results)))
+}
+
+/// The build to push: `binary`, else the agent-only build beside this
+/// fleetctl, else this fleetctl.
+async fn load_artifact(binary: Option<PathBuf>) -> Result<Artifact, JobError> {
+    blocking("build reader", move || {
+        let binary = match binary {
+            Some(path) => path,
+            None => crate::deploy::files::default_agent_binary().map_err(|e| {
+                JobError::Failed(format!("cannot tell where this fleetctl binary is: {e}"))
+            })?,
+        };
+        Artifact::load(&binary).map_err(|e| JobError::BadRequest(e.to_string()))
+    })
+    .await
+}
+
+/// The control planes agents are told of, the first then its replicas:
+/// the request's, else the engine's.
+fn control_urls(request: &DeployRequest, link: &ControlLink) -> Result<Vec<String>, JobError> {
+    let urls = if request.controllers.is_empty() {
+        link.urls()
+    } else {
+        request.controllers.clone()
+    };
+    if let Some(bad) = urls.iter().find(|u| !u.starts_with("https://")) {
+        return Err(JobError::BadRequest(format!(
+            "the control plane URL {bad:?}: agents only talk to the control plane over https://"
+        )));
+    }
+    Ok(urls)
+}
+
+/// Deploy's view of the control planes at `urls`, enrolling with the
+/// local keys. Keys nobody serves with would mint tokens every agent is
+/// refused with, so they are only loaded, never made.
+async fn enrolling_control(link: &ControlLink, urls: &[String]) -> Result<ControlPlane, JobError> {
+    let keys = link.keys().await?;
+    let token = keys.operator_token(OPERATOR, OPERATOR_TTL)?;
+    let api = ControlClient::with_replicas(urls, keys.ca_pem(), keys.pin(), token, REQUEST_TIMEOUT)
+        .map_err(|e| JobError::Control(e.to_string()))?;
+    let (ca_pem, pin) = (keys.ca_pem().to_owned(), keys.pin());
+    Ok(
+        ControlPlane::new(&urls[0], ca_pem, pin, Box::new(Enrollment { keys, api }))
+            .map_err(|e| JobError::Control(e.to_string()))?
+            .with_replicas(&urls[1..]),
+    )
 }
 
 async fn run_undeploy(
