@@ -10,6 +10,7 @@ mod facts_output;
 mod fingerprint;
 mod job;
 mod output;
+mod run;
 mod scan;
 mod serve;
 mod ssh_opts;
@@ -64,6 +65,9 @@ enum Command {
     Deploy(deploy::DeployArgs),
     /// Stop the agent on hosts and remove everything deploy wrote.
     Undeploy(deploy::UndeployArgs),
+    /// Run a command on hosts over SSH; the output grouped by identical
+    /// result, outliers first (or -o json|jsonl).
+    Run(run::RunArgs),
     /// The fleet as the console sees it, once: inventory, registry and every
     /// agent read (table, or -o json|jsonl|csv).
     Status(status::StatusArgs),
@@ -190,6 +194,7 @@ fn run(
         Command::Fingerprint(args) => runtime()?.block_on(fingerprint::run(args, &ctx()?)),
         Command::Deploy(args) => runtime()?.block_on(deploy::run_deploy(args, &ctx()?)),
         Command::Undeploy(args) => runtime()?.block_on(deploy::run_undeploy(args, &ctx()?)),
+        Command::Run(args) => runtime()?.block_on(run::run(args, &ctx()?)),
         Command::Serve(args) => runtime()?.block_on(serve::run(args, &ctx()?)),
         Command::Status(args) => runtime()?.block_on(status::run(args, &ctx()?)),
         Command::Token(cmd) => token::run(&cmd, &ctx()?),

@@ -12,6 +12,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::jobs::fingerprint::{self, FingerprintJob};
 use super::jobs::rollout::{self, RolloutJob};
+use super::jobs::run::{self as run_job, RunJob};
 use super::jobs::scan::{self, ScanJob};
 use super::jobs::{JobMsg, JobOutput, Reporter, hosts_label, inventory, revoke};
 use super::poller;
@@ -255,6 +256,17 @@ impl Actor {
                     cancel,
                     report,
                 ));
+            }
+            Command::Run(request) => {
+                let label = format!("{} on {}", request.command, hosts_label(&request.hosts));
+                let total = request.hosts.len() as u64;
+                let (report, cancel) = self.start_job(JobKind::Run, label, total);
+                let job = RunJob {
+                    ssh: self.config.ssh.clone(),
+                    inventory: self.config.inventory.clone(),
+                    questions: self.config.questions.clone(),
+                };
+                tokio::spawn(run_job::run(request, job, cancel, report));
             }
             Command::Revoke(request) => self.revoke(request),
             Command::Refresh => self.refresh(),

@@ -42,6 +42,7 @@ use crate::model::{AgentState, HostScan, SshState};
 pub use jobs::fingerprint::FingerprintRequest;
 pub use jobs::revoke::RevokeRequest;
 pub use jobs::rollout::{DeployRequest, UndeployRequest};
+pub use jobs::run::RunRequest;
 pub use jobs::scan::{SSH_PORT, ScanRequest, ScanSettings};
 pub use jobs::{DeployPlan, JobError, JobOutput, SshRequest};
 pub use poller::WatchError;
@@ -77,6 +78,7 @@ pub enum JobKind {
     Deploy,
     Undeploy,
     Revoke,
+    Run,
     Refresh,
 }
 
@@ -89,6 +91,7 @@ impl JobKind {
             JobKind::Deploy => "deploy",
             JobKind::Undeploy => "undeploy",
             JobKind::Revoke => "revoke",
+            JobKind::Run => "run",
             JobKind::Refresh => "refresh",
         }
     }
@@ -150,6 +153,8 @@ pub enum Command {
     Undeploy(UndeployRequest),
     /// Revoke agents' identities at the control plane.
     Revoke(RevokeRequest),
+    /// Run a command on these hosts over SSH.
+    Run(RunRequest),
     /// Reread the inventory.
     Refresh,
     CancelJob(JobId),

@@ -11,6 +11,7 @@ mod auth;
 pub mod client;
 pub mod config;
 pub mod error;
+pub mod exec;
 pub mod host_keys;
 pub mod known_hosts;
 pub mod prompt;

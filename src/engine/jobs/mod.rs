@@ -1,5 +1,5 @@
 //! The jobs the engine runs, each once: scan, fingerprint, deploy,
-//! undeploy, revoke (and reading the inventory). The console and the
+//! undeploy, revoke, run (and reading the inventory). The console and the
 //! headless commands both send a request ([`super::Command`]); the job lays
 //! it over the engine's settings, drives the capability modules, and
 //! reports to the actor, which keeps the fleet and tells front ends
@@ -13,6 +13,7 @@ pub mod fingerprint;
 pub mod inventory;
 pub mod revoke;
 pub mod rollout;
+pub mod run;
 pub mod scan;
 
 use std::net::IpAddr;
@@ -29,6 +30,7 @@ use super::{Answer, JobId, JobOutcome, PromptKind, Questions, SshSettings};
 use crate::control::KeysError;
 use crate::deploy::{Event as RolloutEvent, HostResult, RolloutOptions};
 use crate::model::control::AgentRecord;
+use crate::model::run::RunResult;
 use crate::model::{AgentStats, Fingerprint, HostScan};
 use crate::poll::PollError;
 use crate::scan::ScanSummary;
@@ -114,6 +116,11 @@ pub enum JobOutput {
     },
     /// Every host's result, in the order the hosts were given.
     RolloutDone(Vec<HostResult>),
+    /// One host's run of a command, as it finished.
+    Ran(Box<RunResult>),
+    /// A run is over: every started host has reported; `not_started`
+    /// hosts were kept from starting by a cancel (Ctrl-C).
+    RunDone { not_started: usize },
     /// An agent revoked (the registry's record after it), or why not.
     Revoked {
         addr: Option<IpAddr>,
