@@ -9,6 +9,7 @@
 
 mod common;
 
+use std::fmt::Write as _;
 use std::path::PathBuf;
 use std::process::Output;
 use std::time::{Duration, Instant};
@@ -44,18 +45,20 @@ impl Fleet {
             if !behave.is_empty() {
                 host.sh_ok(&format!("echo {behave} >/var/lib/behave"));
             }
-            config.push_str(&format!(
+            let _ = write!(
+                config,
                 "Host {name}\n HostName {ip}\n Port {HOST_SSH_PORT}\n"
-            ));
+            );
             if is_known {
-                known.push_str(&format!("[{ip}]:{HOST_SSH_PORT} {}", host.sshd.host_key()));
+                let _ = write!(known, "[{ip}]:{HOST_SSH_PORT} {}", host.sshd.host_key());
             }
             hosts.push(host);
         }
-        config.push_str(&format!(
+        let _ = write!(
+            config,
             "Host *\n User root\n IdentityFile {}\n IdentitiesOnly yes\n",
             key.display()
-        ));
+        );
         let config_path = dir.join("ssh_config");
         std::fs::write(&config_path, config).unwrap();
         let known_hosts = dir.join("known_hosts");
@@ -175,6 +178,50 @@ fn groups_outliers_first_with_folded_hosts_summary_json_and_exit_status() {
         .collect();
     assert_eq!(lines.len(), 3);
     assert!(lines.iter().all(|l| l["exit"] == 0));
+
+    check_audit_trail(&fleet);
+}
+
+/// The three runs above are in the audit trail, newest first: who, what,
+/// where and how each ended; per host, that host's outcome.
+fn check_audit_trail(fleet: &Fleet) {
+    let out = fleet.env.run(&["history"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let table = stdout(&out);
+    let rows: Vec<&str> = table.lines().collect();
+    assert_eq!(rows.len(), 4, "{table}");
+    assert!(rows[0].starts_with("ID  WHEN"), "{table}");
+    let cells = |row: &str| -> Vec<String> {
+        row.split("  ")
+            .map(str::trim)
+            .filter(|c| !c.is_empty())
+            .map(String::from)
+            .collect()
+    };
+    assert_eq!(
+        cells(rows[1])[2..],
+        ["root", "db1,web[01-02]", "3 hosts: 3 ok", COMMAND],
+        "{table}"
+    );
+    for row in &rows[2..] {
+        assert_eq!(
+            cells(row)[2..],
+            [
+                "root",
+                "db1,web[01-05,07-08]",
+                "8 hosts: 5 ok, 1 exit 3, 1 timeout, 1 host key unknown",
+                COMMAND
+            ],
+            "{table}"
+        );
+    }
+    let out = fleet.env.run(&["history", "web07", "-o", "json"]);
+    let runs: Vec<serde_json::Value> = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(runs.len(), 2, "the two runs that included web07");
+    assert_eq!(runs[0]["results"][0]["error_class"], "timeout");
+    assert_eq!(runs[0]["command"], COMMAND);
+    assert_eq!(runs[0]["local_user"], "root");
+    assert!(runs[0]["finished_at"].as_i64().unwrap() >= runs[0]["started_at"].as_i64().unwrap());
 }
 
 /// Max RSS of the children this process has waited for, in KiB.
@@ -273,7 +320,7 @@ fn ctrl_c_starts_no_new_host_and_reports_what_ran() {
         .stderr(std::process::Stdio::piped())
         .spawn()
         .unwrap();
-    std::thread::sleep(Duration::from_millis(1000));
+    std::thread::sleep(Duration::from_secs(1));
     nix::sys::signal::kill(
         nix::unistd::Pid::from_raw(i32::try_from(child.id()).unwrap()),
         nix::sys::signal::Signal::SIGINT,

@@ -8,6 +8,7 @@ mod demo;
 mod deploy;
 mod facts_output;
 mod fingerprint;
+mod history;
 mod job;
 mod output;
 mod run;
@@ -68,6 +69,9 @@ enum Command {
     /// Run a command on hosts over SSH; the output grouped by identical
     /// result, outliers first (or -o json|jsonl).
     Run(run::RunArgs),
+    /// The audit trail: every command run on hosts, who ran it from here,
+    /// when, and how it ended (newest first).
+    History(history::HistoryArgs),
     /// The fleet as the console sees it, once: inventory, registry and every
     /// agent read (table, or -o json|jsonl|csv).
     Status(status::StatusArgs),
@@ -195,6 +199,7 @@ fn run(
         Command::Deploy(args) => runtime()?.block_on(deploy::run_deploy(args, &ctx()?)),
         Command::Undeploy(args) => runtime()?.block_on(deploy::run_undeploy(args, &ctx()?)),
         Command::Run(args) => runtime()?.block_on(run::run(args, &ctx()?)),
+        Command::History(args) => runtime()?.block_on(history::run(args, &ctx()?)),
         Command::Serve(args) => runtime()?.block_on(serve::run(args, &ctx()?)),
         Command::Status(args) => runtime()?.block_on(status::run(args, &ctx()?)),
         Command::Token(cmd) => token::run(&cmd, &ctx()?),

@@ -26,6 +26,7 @@ use crate::store::StoredHost;
 
 mod agents;
 mod merge;
+mod runs;
 mod scans;
 
 /// Messages handled before a snapshot is published, at most: a flood of
@@ -63,6 +64,8 @@ struct Actor {
     root: CancellationToken,
     /// Why the registry could not be read, while it cannot.
     registry_error: Option<String>,
+    /// The command of each run job under way, for host events.
+    run_commands: HashMap<JobId, String>,
 }
 
 /// Serves commands until the last handle is dropped.
@@ -87,6 +90,7 @@ pub(super) async fn run(
         to_self,
         root: CancellationToken::new(),
         registry_error: None,
+        run_commands: HashMap::new(),
     };
     if actor.config.keep_fleet {
         actor.refresh();
@@ -261,6 +265,7 @@ impl Actor {
                 let label = format!("{} on {}", request.command, hosts_label(&request.hosts));
                 let total = request.hosts.len() as u64;
                 let (report, cancel) = self.start_job(JobKind::Run, label, total);
+                self.run_commands.insert(report.id, request.command.clone());
                 let job = RunJob {
                     ssh: self.config.ssh.clone(),
                     inventory: self.config.inventory.clone(),
@@ -339,6 +344,7 @@ impl Actor {
     }
 
     fn end_job(&mut self, id: JobId, outcome: JobOutcome) {
+        self.run_commands.remove(&id);
         let kind = self
             .jobs
             .remove(&id)
@@ -374,10 +380,12 @@ impl Actor {
                 hosts,
                 facts,
                 deployments,
+                runs,
             } => {
                 self.inventory(hosts);
                 self.stored_facts(facts);
                 self.deployments(deployments);
+                self.past_runs(&runs);
             }
             JobMsg::Stats {
                 addr,
@@ -416,6 +424,7 @@ impl Actor {
         match &output {
             JobOutput::Scanned { host, .. } => self.scanned(host.clone()),
             JobOutput::Fingerprinted(result) => self.fingerprinted((**result).clone()),
+            JobOutput::Ran(result) => self.ran(id, result),
             JobOutput::Rollout {
                 addr: Some(addr),
                 event,

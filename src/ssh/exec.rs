@@ -158,26 +158,23 @@ pub async fn run_one(connector: &Connector, target: &SshTarget, opts: &ExecOptio
         error_class: None,
         error: None,
     };
-    match outcome {
-        Err(e) => {
-            result.error_class = Some(RunFailure::from(e.kind()));
-            result.error = Some(e.to_string());
-            // A host that timed out has no exit status worth grouping by.
-            result.exit = None;
-        }
-        Ok(()) => {
-            if let Some(signal) = capture.signal {
-                result.error = Some(format!("{}: killed by signal {signal}", target.display()));
-            } else if result.exit.is_none() {
-                result.error = Some(format!(
-                    "{}: ended without an exit status",
-                    target.display()
-                ));
-            }
-            if opts.sudo {
-                classify_sudo(&mut result, target);
-            }
-        }
+    if let Err(e) = outcome {
+        result.error_class = Some(RunFailure::from(e.kind()));
+        result.error = Some(e.to_string());
+        // A host that timed out has no exit status worth grouping by.
+        result.exit = None;
+        return result;
+    }
+    if let Some(signal) = capture.signal {
+        result.error = Some(format!("{}: killed by signal {signal}", target.display()));
+    } else if result.exit.is_none() {
+        result.error = Some(format!(
+            "{}: ended without an exit status",
+            target.display()
+        ));
+    }
+    if opts.sudo {
+        classify_sudo(&mut result, target);
     }
     result
 }

@@ -37,7 +37,7 @@ use crate::scan::ScanSummary;
 use crate::ssh::config::{SshConfig, parse_jumps};
 use crate::ssh::target::default_ssh_config;
 use crate::ssh::{ConnectFlags, Connector, HostKeyPolicy, LocalUser, Prompter, SshTarget};
-use crate::store::{Deployment, StoredFacts, StoredHost};
+use crate::store::{Deployment, RunRecord, StoredFacts, StoredHost};
 
 /// Why a job failed as a whole (single hosts failing are their own outputs).
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -209,6 +209,8 @@ pub(super) enum JobMsg {
         hosts: Vec<StoredHost>,
         facts: Vec<StoredFacts>,
         deployments: Vec<Deployment>,
+        /// The newest runs of the audit trail, newest first.
+        runs: Vec<RunRecord>,
     },
     /// One stats read (from the poller): `failures` in a row, and when the
     /// next read comes after a failure.

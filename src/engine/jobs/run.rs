@@ -7,10 +7,12 @@ use std::sync::Arc;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
-use super::{JobError, JobOutput, Reporter, SshReach, SshRequest};
+use super::{JobError, JobOutput, Reporter, SshReach, SshRequest, blocking};
 use crate::engine::{Questions, SshSettings};
+use crate::model::hostlist;
 use crate::model::run::{RunResult, summary};
 use crate::ssh::exec::{self, DEFAULT_MAX_OUTPUT, ExecOptions};
+use crate::store::Inventory;
 
 /// A command to run, where, and how.
 #[derive(Debug, Clone, Default, PartialEq)]
@@ -60,6 +62,11 @@ async fn run_command(
     let settings = request.ssh.over(&job.ssh);
     let reach = SshReach::open(settings, report.prompter(&job.questions), report).await?;
     let targets = reach.targets(&request.hosts)?;
+    // The audit trail first: a run that cannot be recorded does not start.
+    let mut audit = match job.inventory {
+        Some(path) => Some(begin(path, &request).await?),
+        None => None,
+    };
     let total = targets.len() as u64;
     let options = ExecOptions {
         command: request.command.clone(),
@@ -87,5 +94,49 @@ async fn run_command(
         .await
         .map_err(|e| JobError::stopped("run task", &e))?;
     report.output(JobOutput::RunDone { not_started }).await;
-    Ok(summary(&results, not_started))
+    let line = summary(&results, not_started);
+    if let Some((mut inventory, id)) = audit.take() {
+        let recorded = line.clone();
+        blocking("inventory writer", move || {
+            inventory
+                .finish_run(id, &recorded, &results)
+                .map_err(|e| JobError::Inventory(format!("ran, but the end is not recorded: {e}")))
+        })
+        .await?;
+    }
+    Ok(line)
+}
+
+/// Who runs this, for the audit trail: the name of the process's user id
+/// (not `$USER`, which anyone can set), and whom sudo came from.
+fn audit_user() -> String {
+    let uid = nix::unistd::getuid();
+    let name = nix::unistd::User::from_uid(uid)
+        .ok()
+        .flatten()
+        .map_or_else(|| format!("uid {uid}"), |u| u.name);
+    match std::env::var("SUDO_USER") {
+        Ok(from) if !from.is_empty() && from != name => format!("{name} (sudo from {from})"),
+        _ => name,
+    }
+}
+
+/// Opens the inventory and records the run's start: who, what, where.
+async fn begin(path: PathBuf, request: &RunRequest) -> Result<(Inventory, i64), JobError> {
+    let (command, sudo) = (request.command.clone(), request.sudo);
+    let hosts = hostlist::fold(&request.hosts);
+    blocking("inventory writer", move || {
+        let cannot = |e: crate::store::StoreError| {
+            JobError::Inventory(format!(
+                "cannot record the run in the inventory, so it was not started (is --data-dir writable?): {e}"
+            ))
+        };
+        let mut inventory = Inventory::open(&path).map_err(cannot)?;
+        let user = audit_user();
+        let id = inventory
+            .begin_run(&user, &command, sudo, &hosts)
+            .map_err(cannot)?;
+        Ok((inventory, id))
+    })
+    .await
 }
