@@ -10,10 +10,12 @@ mod facts_output;
 mod fingerprint;
 mod history;
 mod job;
+mod logs;
 mod output;
 mod run;
 mod scan;
 mod serve;
+mod shell;
 mod ssh_opts;
 mod status;
 mod token;
@@ -69,6 +71,10 @@ enum Command {
     /// Run a command on hosts over SSH; the output grouped by identical
     /// result, outliers first (or -o json|jsonl).
     Run(run::RunArgs),
+    /// An interactive shell on a host, reached as every job reaches it.
+    Shell(shell::ShellArgs),
+    /// The agent's log on a host (its systemd journal, else its log file).
+    Logs(logs::LogsArgs),
     /// The audit trail: every command run on hosts, who ran it from here,
     /// when, and how it ended (newest first).
     History(history::HistoryArgs),
@@ -199,6 +205,8 @@ fn run(
         Command::Deploy(args) => runtime()?.block_on(deploy::run_deploy(args, &ctx()?)),
         Command::Undeploy(args) => runtime()?.block_on(deploy::run_undeploy(args, &ctx()?)),
         Command::Run(args) => runtime()?.block_on(run::run(args, &ctx()?)),
+        Command::Shell(args) => runtime()?.block_on(shell::run(args, &ctx()?)),
+        Command::Logs(args) => runtime()?.block_on(logs::run(args, &ctx()?)),
         Command::History(args) => runtime()?.block_on(history::run(args, &ctx()?)),
         Command::Serve(args) => runtime()?.block_on(serve::run(args, &ctx()?)),
         Command::Status(args) => runtime()?.block_on(status::run(args, &ctx()?)),

@@ -24,6 +24,7 @@ pub mod elf;
 pub mod files;
 pub mod host;
 pub mod layout;
+pub mod logs;
 mod reported;
 pub mod rollout;
 mod scripts;

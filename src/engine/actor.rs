@@ -11,6 +11,7 @@ use tokio::time::{Instant, MissedTickBehavior};
 use tokio_util::sync::CancellationToken;
 
 use super::jobs::fingerprint::{self, FingerprintJob};
+use super::jobs::logs::{self as logs_job, LogsJob};
 use super::jobs::rollout::{self, RolloutJob};
 use super::jobs::run::{self as run_job, RunJob};
 use super::jobs::scan::{self, ScanJob};
@@ -272,6 +273,15 @@ impl Actor {
                     questions: self.config.questions.clone(),
                 };
                 tokio::spawn(run_job::run(request, job, cancel, report));
+            }
+            Command::Logs(request) => {
+                let label = format!("agent log of {}", request.host);
+                let (report, cancel) = self.start_job(JobKind::Logs, label, 0);
+                let job = LogsJob {
+                    ssh: self.config.ssh.clone(),
+                    questions: self.config.questions.clone(),
+                };
+                tokio::spawn(logs_job::run(request, job, cancel, report));
             }
             Command::Revoke(request) => self.revoke(request),
             Command::Refresh => self.refresh(),

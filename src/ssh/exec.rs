@@ -238,6 +238,56 @@ pub async fn run_all(
     waiting.count()
 }
 
+/// How a streamed command ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Streamed {
+    pub exit: Option<u32>,
+    /// What it wrote to stderr, up to 64 KiB.
+    pub stderr: Vec<u8>,
+}
+
+/// Runs `command` and sends its stdout to `out` as it arrives; stderr is
+/// kept (capped) for the caller to say why it failed. Ends when the
+/// command does, or when `out` is closed.
+pub async fn stream(
+    session: &Session,
+    command: &str,
+    out: mpsc::Sender<Vec<u8>>,
+) -> Result<Streamed, SshError> {
+    const STDERR_CAP: usize = 64 << 10;
+    let protocol = |e: russh::Error| SshError::Protocol {
+        host: session.host.clone(),
+        reason: format!("running the command: {e}"),
+    };
+    let mut channel = session
+        .handle
+        .channel_open_session()
+        .await
+        .map_err(protocol)?;
+    channel.exec(true, command).await.map_err(protocol)?;
+    let _ = channel.eof().await;
+    let mut ended = Streamed {
+        exit: None,
+        stderr: Vec::new(),
+    };
+    while let Some(msg) = channel.wait().await {
+        match msg {
+            // The reader has gone: stop reading.
+            ChannelMsg::Data { data } if out.send(data.to_vec()).await.is_err() => break,
+            ChannelMsg::ExtendedData { data, ext: 1 } => {
+                let room = STDERR_CAP.saturating_sub(ended.stderr.len());
+                ended
+                    .stderr
+                    .extend_from_slice(&data[..room.min(data.len())]);
+            }
+            ChannelMsg::ExitStatus { exit_status } => ended.exit = Some(exit_status),
+            ChannelMsg::Close => break,
+            _ => {}
+        }
+    }
+    Ok(ended)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -16,6 +16,7 @@ pub mod host_keys;
 pub mod known_hosts;
 pub mod prompt;
 mod sftp;
+pub mod shell;
 pub mod target;
 mod verify;
 

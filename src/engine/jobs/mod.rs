@@ -11,10 +11,12 @@
 
 pub mod fingerprint;
 pub mod inventory;
+pub mod logs;
 pub mod revoke;
 pub mod rollout;
 pub mod run;
 pub mod scan;
+pub mod session;
 
 use std::net::IpAddr;
 use std::path::PathBuf;
@@ -121,6 +123,8 @@ pub enum JobOutput {
     /// A run is over: every started host has reported; `not_started`
     /// hosts were kept from starting by a cancel (Ctrl-C).
     RunDone { not_started: usize },
+    /// Lines of an agent's log, as received (escape before showing).
+    LogLines { host: String, lines: Vec<String> },
     /// An agent revoked (the registry's record after it), or why not.
     Revoked {
         addr: Option<IpAddr>,
@@ -314,6 +318,19 @@ impl SshReach {
         prompter: Arc<dyn Prompter>,
         report: &Reporter,
     ) -> Result<Self, JobError> {
+        let (reach, warnings) = Self::load(settings, prompter).await?;
+        for warning in warnings {
+            report.output(JobOutput::Note(warning)).await;
+        }
+        Ok(reach)
+    }
+
+    /// As [`SshReach::open`], with what the config holds that is not
+    /// followed returned rather than reported.
+    pub async fn load(
+        settings: SshSettings,
+        prompter: Arc<dyn Prompter>,
+    ) -> Result<(Self, Vec<String>), JobError> {
         // A bad jump host is the asker's mistake, said before any host is tried.
         if let Some(spec) = &settings.flags.jump {
             parse_jumps(spec).map_err(|e| JobError::BadRequest(format!("-J {spec}: {e}")))?;
@@ -343,10 +360,7 @@ impl SshReach {
         })
         .await
         .map_err(|e| JobError::stopped("SSH setup", &e))??;
-        for warning in warnings {
-            report.output(JobOutput::Note(warning)).await;
-        }
-        Ok(reach)
+        Ok((reach, warnings))
     }
 
     /// Resolves `host` (a name, address or ssh_config alias, optionally
