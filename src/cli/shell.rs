@@ -84,6 +84,16 @@ fn exit_code(host: &str, end: &ShellEnd) -> ExitCode {
     }
 }
 
+/// How the shell ended, in words.
+#[must_use]
+pub fn describe(end: &ShellEnd) -> String {
+    match end {
+        ShellEnd::Exited(status) => format!("exited {status}"),
+        ShellEnd::Signalled(signal) => format!("killed by {signal}"),
+        ShellEnd::Closed => "the connection closed".into(),
+    }
+}
+
 /// Leaves raw mode however the shell ends (an error, a panic unwinding).
 struct RawMode;
 
