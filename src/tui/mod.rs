@@ -149,7 +149,10 @@ async fn event_loop(
             let _ = crossterm::event::poll(Duration::ZERO);
             app.status = Some(match &shell {
                 Some(open) => suspended(terminal, open(addr)).await?,
-                None => (app::Level::Error, "no shell here".into()),
+                None => (
+                    app::Level::Error,
+                    "no shell here: the demo's hosts run commands, not terminals".into(),
+                ),
             });
             input = EventStream::new();
             dirty = true;
