@@ -37,6 +37,12 @@ pub struct ShellArgs {
 }
 
 pub async fn run(args: ShellArgs, ctx: &Context) -> anyhow::Result<ExitCode> {
+    use std::io::IsTerminal as _;
+    if !std::io::stdin().is_terminal() || !std::io::stdout().is_terminal() {
+        return Err(BadInput::wrap(anyhow::anyhow!(
+            "fleetctl shell needs a terminal; to run a command, use `fleetctl run HOST -- COMMAND`"
+        )));
+    }
     let config = engine_config(ctx, FrontEnd::Headless, None, 16);
     let mut ssh = config.ssh;
     // Someone is at this terminal: an unknown host key is asked about,
