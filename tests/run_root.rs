@@ -337,3 +337,44 @@ fn ctrl_c_starts_no_new_host_and_reports_what_ran() {
     );
     assert!(stderr(&out).contains("interrupted: no new host starts"));
 }
+
+#[test]
+#[ignore = "needs root, sshd and namespaces (openssh-server, util-linux), installed by .ci/run"]
+fn all_and_select_take_the_hosts_from_the_inventory() {
+    let fleet = Fleet::start(&[("inv1", 51, "", true), ("inv2", 52, "", true)]);
+    let port = HOST_SSH_PORT.to_string();
+    let out = fleet.env.run(&[
+        "scan",
+        "127.14.0.51-53",
+        "-m",
+        "tcp",
+        "--ports",
+        &port,
+        "--no-banner",
+    ]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    // The scan knows them by address (.53 too: loopback refuses, so it is
+    // up), reached on the port given.
+    let out = fleet.run(&["--all", "-p", &port, "--", "hostname"]);
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    assert_eq!(
+        stdout(&out),
+        "---- 127.14.0.51 (1) ok\ninv1\n---- 127.14.0.52 (1) ok\ninv2\n\
+         ---- 127.14.0.53 (1) unreachable\n\
+         127.14.0.53 (127.14.0.53:2222): cannot connect: Connection refused (os error 111)\n\
+         # 3 hosts: 2 ok, 1 unreachable\n"
+    );
+    let out = fleet.run(&[
+        "--select",
+        "addr=127.14.0.52",
+        "-p",
+        &port,
+        "--",
+        "hostname",
+    ]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert_eq!(
+        stdout(&out),
+        "---- 127.14.0.52 (1) ok\ninv2\n# 1 host: 1 ok\n"
+    );
+}
