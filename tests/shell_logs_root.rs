@@ -125,6 +125,25 @@ fn a_shell_through_a_real_terminal_gives_the_terminal_back_as_it_was() {
     // The local shell reads lines again (cooked mode, echo on).
     tmux.line("echo \"local $((2*3))\"");
     tmux.wait_line("local 6");
+
+    // The connection dropping (the session's sshd killed) ends the shell
+    // the same way: the terminal back as it was, exit 255.
+    let again = dir.join("stty.again");
+    tmux.line(&format!(
+        "{}; echo \"dropped: $?\"; stty -g >{}",
+        fleet.command_line("shell", ""),
+        quote(&again)
+    ));
+    tmux.line("echo \"second $((3*3))\"");
+    tmux.wait_line("second 9");
+    tmux.line("kill -9 $PPID");
+    let screen = tmux.wait_line("dropped: 255");
+    assert!(screen.contains("connection to shell1 closed"), "{screen}");
+    tmux.wait_until("stty -g written", Duration::from_secs(5), |_| {
+        again.exists()
+    });
+    std::thread::sleep(Duration::from_millis(200));
+    assert_eq!(std::fs::read_to_string(&again).unwrap(), before);
 }
 
 #[test]
