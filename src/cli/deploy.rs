@@ -173,7 +173,7 @@ pub async fn run_undeploy(args: UndeployArgs, ctx: &Context) -> anyhow::Result<E
 
 /// The hosts named, or those `--all` / `--select` pick from the inventory
 /// (read on a blocking thread).
-async fn pick(args: &HostsArgs, ctx: &Context) -> anyhow::Result<Vec<String>> {
+pub(super) async fn pick(args: &HostsArgs, ctx: &Context) -> anyhow::Result<Vec<String>> {
     if !args.all && args.select.is_none() {
         return Ok(args.hosts.clone());
     }

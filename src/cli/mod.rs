@@ -19,17 +19,25 @@ mod facts_output;
 #[cfg(feature = "console")]
 mod fingerprint;
 #[cfg(feature = "console")]
+mod history;
+#[cfg(feature = "console")]
 mod install;
 #[cfg(feature = "console")]
 mod job;
+#[cfg(feature = "console")]
+mod logs;
 #[cfg(feature = "console")]
 mod output;
 #[cfg(feature = "console")]
 mod registry;
 #[cfg(feature = "console")]
+mod run;
+#[cfg(feature = "console")]
 mod scan;
 #[cfg(feature = "console")]
 mod serve;
+#[cfg(feature = "console")]
+mod shell;
 #[cfg(feature = "console")]
 mod ssh_opts;
 #[cfg(feature = "console")]
@@ -113,6 +121,20 @@ enum Command {
     /// Stop the agent on hosts and remove everything deploy wrote.
     #[cfg(feature = "console")]
     Undeploy(deploy::UndeployArgs),
+    /// Run a command on hosts over SSH; the output grouped by identical
+    /// result, outliers first (or -o json|jsonl).
+    #[cfg(feature = "console")]
+    Run(run::RunArgs),
+    /// An interactive shell on a host, reached as every job reaches it.
+    #[cfg(feature = "console")]
+    Shell(shell::ShellArgs),
+    /// The agent's log on a host (its systemd journal, else its log file).
+    #[cfg(feature = "console")]
+    Logs(logs::LogsArgs),
+    /// The audit trail: every command run on hosts, who ran it from here,
+    /// when, and how it ended (newest first).
+    #[cfg(feature = "console")]
+    History(history::HistoryArgs),
     /// The fleet as the console sees it, once: inventory, registry and every
     /// agent read (table, or -o json|jsonl|csv).
     #[cfg(feature = "console")]
@@ -276,6 +298,10 @@ fn run(
         Command::Fingerprint(args) => runtime()?.block_on(fingerprint::run(args, &ctx()?)),
         Command::Deploy(args) => runtime()?.block_on(deploy::run_deploy(args, &ctx()?)),
         Command::Undeploy(args) => runtime()?.block_on(deploy::run_undeploy(args, &ctx()?)),
+        Command::Run(args) => runtime()?.block_on(run::run(args, &ctx()?)),
+        Command::Shell(args) => runtime()?.block_on(shell::run(args, &ctx()?)),
+        Command::Logs(args) => runtime()?.block_on(logs::run(args, &ctx()?)),
+        Command::History(args) => runtime()?.block_on(history::run(args, &ctx()?)),
         Command::Serve(args) => runtime()?.block_on(serve::run(args, &ctx()?)),
         Command::Status(args) => runtime()?.block_on(status::run(args, &ctx()?)),
         Command::Token(cmd) => token::run(&cmd, &ctx()?),

@@ -44,7 +44,9 @@ pub fn run(args: &TuiArgs, ctx: &Context) -> anyhow::Result<ExitCode> {
     tracing::info!(theme = %theme.name, "console starting");
 
     let max_in_flight = super::raise_open_files_limit();
-    let app = App::new(themes, theme);
+    let mut app = App::new(themes, theme);
+    let history_file = ctx.paths.data_dir.join(HISTORY_FILE);
+    app.runs.history = read_history(&history_file);
     super::runtime()?.block_on(async move {
         let (link, embedded, source) = super::console::control(ctx).await?;
         tracing::info!(?source, "control plane");
@@ -54,14 +56,57 @@ pub fn run(args: &TuiArgs, ctx: &Context) -> anyhow::Result<ExitCode> {
             link,
             max_in_flight,
         )?;
+        let shell = shell_opener(config.ssh.clone());
         let (engine, events) = engine::spawn(config);
-        let result = crate::tui::run(engine, events, app).await;
+        let result = crate::tui::run(engine, events, app, Some(shell)).await;
         if let Some(embedded) = embedded {
             embedded.stop().await;
         }
-        result.context("the console failed")
+        let app = result.context("the console failed")?;
+        write_history(&history_file, &app.runs.history)
     })?;
     Ok(ExitCode::SUCCESS)
+}
+
+/// The run prompt's history, one command a line, in the data dir.
+const HISTORY_FILE: &str = "run_history";
+
+fn read_history(path: &Path) -> Vec<String> {
+    std::fs::read_to_string(path)
+        .map(|text| text.lines().map(str::to_string).collect())
+        .unwrap_or_default()
+}
+
+/// Written owner-only: commands can hold what others should not read.
+fn write_history(path: &Path, history: &[String]) -> anyhow::Result<()> {
+    use std::io::Write as _;
+    use std::os::unix::fs::OpenOptionsExt as _;
+    let mut file = std::fs::OpenOptions::new()
+        .create(true)
+        .write(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(path)
+        .with_context(|| format!("cannot save the run history to {}", path.display()))?;
+    for command in history.iter().filter(|c| !c.contains('\n')) {
+        writeln!(file, "{command}")?;
+    }
+    Ok(())
+}
+
+/// `S` in the console: the same shell as `fleetctl shell`, with the
+/// console's SSH settings (an unknown host key is asked on the terminal).
+fn shell_opener(ssh: engine::SshSettings) -> crate::tui::OpenShell {
+    std::sync::Arc::new(move |addr| {
+        let ssh = ssh.clone();
+        Box::pin(async move {
+            let host = addr.to_string();
+            match super::shell::open(&ssh, &engine::SshRequest::default(), &host).await {
+                Ok(end) => Ok(format!("shell on {host}: {}", super::shell::describe(&end))),
+                Err(e) => Err(format!("shell on {host}: {}", super::error_text(&e))),
+            }
+        })
+    })
 }
 
 /// Logs go to `file` (`tui.log`) in the log dir through a non-blocking

@@ -25,6 +25,7 @@ pub mod files;
 pub mod host;
 pub mod layout;
 pub mod libc;
+pub mod logs;
 mod reported;
 pub mod rollout;
 mod scripts;

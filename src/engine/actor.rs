@@ -11,7 +11,9 @@ use tokio::time::{Instant, MissedTickBehavior};
 use tokio_util::sync::CancellationToken;
 
 use super::jobs::fingerprint::{self, FingerprintJob};
+use super::jobs::logs::{self as logs_job, LogsJob};
 use super::jobs::rollout::{self, RolloutJob};
+use super::jobs::run::{self as run_job, RunJob};
 use super::jobs::scan::{self, ScanJob};
 use super::jobs::{JobMsg, JobOutput, Reporter, hosts_label, inventory, revoke};
 use super::poller;
@@ -25,6 +27,7 @@ use crate::store::StoredHost;
 
 mod agents;
 mod merge;
+mod runs;
 mod scans;
 
 /// Messages handled before a snapshot is published, at most: a flood of
@@ -64,6 +67,8 @@ struct Actor {
     registry_error: Option<String>,
     /// The host whose detail is open, for the poller.
     focus: watch::Sender<Option<IpAddr>>,
+    /// The command of each run job under way, for host events.
+    run_commands: HashMap<JobId, String>,
 }
 
 /// Serves commands until the last handle is dropped.
@@ -90,6 +95,7 @@ pub(super) async fn run(
         root: CancellationToken::new(),
         registry_error: None,
         focus,
+        run_commands: HashMap::new(),
     };
     if actor.config.keep_fleet {
         actor.refresh();
@@ -261,6 +267,27 @@ impl Actor {
                     report,
                 ));
             }
+            Command::Run(request) => {
+                let label = format!("{} on {}", request.command, hosts_label(&request.hosts));
+                let total = request.hosts.len() as u64;
+                let (report, cancel) = self.start_job(JobKind::Run, label, total);
+                self.run_commands.insert(report.id, request.command.clone());
+                let job = RunJob {
+                    ssh: self.config.ssh.clone(),
+                    inventory: self.config.inventory.clone(),
+                    questions: self.config.questions.clone(),
+                };
+                tokio::spawn(run_job::run(request, job, cancel, report));
+            }
+            Command::Logs(request) => {
+                let label = format!("agent log of {}", request.host);
+                let (report, cancel) = self.start_job(JobKind::Logs, label, 0);
+                let job = LogsJob {
+                    ssh: self.config.ssh.clone(),
+                    questions: self.config.questions.clone(),
+                };
+                tokio::spawn(logs_job::run(request, job, cancel, report));
+            }
             Command::Revoke(request) => self.revoke(request),
             Command::Refresh => self.refresh(),
             Command::CancelJob(id) => {
@@ -335,6 +362,7 @@ impl Actor {
     }
 
     fn end_job(&mut self, id: JobId, outcome: JobOutcome) {
+        self.run_commands.remove(&id);
         let kind = self
             .jobs
             .remove(&id)
@@ -370,10 +398,12 @@ impl Actor {
                 hosts,
                 facts,
                 deployments,
+                runs,
             } => {
                 self.inventory(hosts);
                 self.stored_facts(facts);
                 self.deployments(deployments);
+                self.past_runs(&runs);
             }
             JobMsg::Stats {
                 addr,
@@ -413,6 +443,7 @@ impl Actor {
         match &output {
             JobOutput::Scanned { host, .. } => self.scanned(host.clone()),
             JobOutput::Fingerprinted(result) => self.fingerprinted((**result).clone()),
+            JobOutput::Ran(result) => self.ran(id, result),
             JobOutput::Rollout {
                 addr: Some(addr),
                 event,

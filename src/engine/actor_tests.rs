@@ -41,6 +41,7 @@ fn actor() -> (Actor, mpsc::Receiver<JobMsg>) {
         root: CancellationToken::new(),
         registry_error: None,
         focus: watch::channel(None).0,
+        run_commands: HashMap::new(),
     };
     (actor, from_jobs)
 }
@@ -142,4 +143,59 @@ fn secrets_do_not_show_in_debug_output() {
         answer: Answer::Secret(Secret("hunter2".into())),
     };
     assert!(!format!("{command:?}").contains("hunter2"));
+}
+
+#[test]
+fn runs_show_in_each_host_s_events_past_and_present() {
+    use crate::model::run::{RunFailure, RunResult};
+    use crate::store::{RunHost, RunRecord};
+    let (mut actor, _from_jobs) = actor();
+    let addr = IpAddr::from([10, 0, 0, 7]);
+    let scan = crate::model::HostScan::new(addr, crate::model::Reach::Alive);
+    actor
+        .hosts
+        .insert(addr, Arc::new(HostView::from_scan(scan, None)));
+    actor.past_runs(&[RunRecord {
+        id: 4,
+        started_at: 1_000,
+        finished_at: Some(1_001),
+        local_user: "alice".into(),
+        command: "uptime\x1b]0;x\x07".into(),
+        sudo: false,
+        hosts: "10.0.0.[6-7]".into(),
+        summary: Some("2 hosts: 1 ok, 1 timeout".into()),
+        results: vec![RunHost {
+            host: "10.0.0.7".into(),
+            address: "10.0.0.7".into(),
+            exit: None,
+            error_class: Some(RunFailure::Timeout),
+        }],
+    }]);
+    let id = JobId(9);
+    actor.run_commands.insert(id, "uname -sm".into());
+    actor.ran(
+        id,
+        &RunResult {
+            host: "web7".into(),
+            address: "10.0.0.7".into(),
+            exit: Some(3),
+            stdout: String::new(),
+            stderr: String::new(),
+            dropped: 0,
+            duration: 0.1,
+            error_class: None,
+            error: None,
+        },
+    );
+    let events: Vec<(i64, String)> = actor.hosts[&addr]
+        .events
+        .iter()
+        .map(|e| (e.at, e.text.clone()))
+        .collect();
+    assert_eq!(
+        events[0],
+        (1_000, "alice ran `uptime\\x1b]0;x\\x07`: timeout".into())
+    );
+    assert_eq!(events[1].1, "ran `uname -sm`: exit 3");
+    assert_eq!(events.len(), 2);
 }

@@ -41,9 +41,12 @@ use tokio::sync::{mpsc, watch};
 use crate::model::{AgentState, HostScan, SshState};
 
 pub use jobs::fingerprint::FingerprintRequest;
+pub use jobs::logs::LogsRequest;
 pub use jobs::revoke::RevokeRequest;
 pub use jobs::rollout::{DeployRequest, UndeployRequest};
+pub use jobs::run::RunRequest;
 pub use jobs::scan::{SSH_PORT, ScanRequest, ScanSettings};
+pub use jobs::session::connect;
 pub use jobs::{DeployPlan, JobError, JobOutput, SshRequest};
 pub use poller::WatchError;
 pub use prompt::EnginePrompter;
@@ -78,6 +81,8 @@ pub enum JobKind {
     Deploy,
     Undeploy,
     Revoke,
+    Run,
+    Logs,
     Refresh,
 }
 
@@ -90,6 +95,8 @@ impl JobKind {
             JobKind::Deploy => "deploy",
             JobKind::Undeploy => "undeploy",
             JobKind::Revoke => "revoke",
+            JobKind::Run => "run",
+            JobKind::Logs => "logs",
             JobKind::Refresh => "refresh",
         }
     }
@@ -151,6 +158,10 @@ pub enum Command {
     Undeploy(UndeployRequest),
     /// Revoke agents' identities at the control plane.
     Revoke(RevokeRequest),
+    /// Run a command on these hosts over SSH.
+    Run(RunRequest),
+    /// Read (and follow) a host's agent log.
+    Logs(LogsRequest),
     /// Reread the inventory.
     Refresh,
     CancelJob(JobId),

@@ -4,6 +4,8 @@
 pub mod control;
 pub mod duration;
 pub mod facts;
+pub mod hostlist;
+pub mod run;
 pub mod scan;
 pub mod state;
 pub mod stats;

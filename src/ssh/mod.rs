@@ -11,10 +11,12 @@ mod auth;
 pub mod client;
 pub mod config;
 pub mod error;
+pub mod exec;
 pub mod host_keys;
 pub mod known_hosts;
 pub mod prompt;
 mod sftp;
+pub mod shell;
 pub mod target;
 mod verify;
 

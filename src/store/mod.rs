@@ -4,10 +4,12 @@
 mod deployments;
 mod facts;
 pub mod registry;
+mod runs;
 mod schema;
 
 pub use deployments::Deployment;
 pub use facts::StoredFacts;
+pub use runs::{RunHost, RunRecord};
 
 use crate::model::time::now_unix;
 use std::net::IpAddr;

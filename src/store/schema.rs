@@ -103,6 +103,29 @@ const MIGRATIONS: &[&str] = &[
         expires_at INTEGER NOT NULL,
         revoked_at INTEGER
     );",
+    // The audit trail: every command run on hosts (`fleetctl run`, the
+    // console's `!`), who ran it from here and when, and how each host
+    // ended. Recorded before the first host starts (finished_at NULL
+    // until it ends), so a run cut short still leaves its trace. Output
+    // is not kept: it may be large, or secret.
+    "CREATE TABLE runs (
+        id INTEGER PRIMARY KEY,
+        started_at INTEGER NOT NULL,
+        finished_at INTEGER,
+        local_user TEXT NOT NULL,
+        command TEXT NOT NULL,
+        sudo INTEGER NOT NULL,
+        hosts TEXT NOT NULL,
+        summary TEXT
+    );
+    CREATE TABLE run_hosts (
+        run INTEGER NOT NULL REFERENCES runs (id),
+        host TEXT NOT NULL,
+        address TEXT NOT NULL,
+        exit INTEGER,
+        error_class TEXT
+    );
+    CREATE INDEX run_hosts_by_address ON run_hosts (address);",
 ];
 
 pub fn migrate(conn: &Connection, path: &Path) -> Result<(), StoreError> {

@@ -12,8 +12,10 @@ use crate::engine::{
 };
 use crate::model::{AgentState, Reach};
 
+use super::agent_log;
 use super::keys;
 use super::layout::Areas;
+use super::runs::{self, Runs};
 use super::table::{self, Filter, Sort};
 use super::theme::{Theme, ThemeSet};
 
@@ -27,6 +29,8 @@ pub enum View {
     Detail(IpAddr),
     /// Jobs and the event log, full screen.
     Log,
+    /// The last command run: its results grouped.
+    Run,
 }
 
 /// A line being typed.
@@ -44,6 +48,8 @@ pub enum InputKind {
     Command,
     /// `s`: targets to scan.
     Scan,
+    /// `!`: a command to run on the targets.
+    Run,
 }
 
 /// A job waiting for a yes before it is sent.
@@ -51,6 +57,8 @@ pub enum InputKind {
 pub struct Confirm {
     pub kind: JobKind,
     pub hosts: Vec<IpAddr>,
+    /// What a run runs.
+    pub command: Option<String>,
 }
 
 /// How an event log line reads.
@@ -116,6 +124,13 @@ pub struct App {
     pub quit: bool,
     /// What the scan prompt (`s`) starts with, e.g. the demo's range.
     pub scan_suggestion: Option<String>,
+    /// The run prompt's history and the last run's results.
+    pub runs: Runs,
+    /// `S` was pressed: the front end suspends the screen and opens a
+    /// shell on this host, then puts the screen back.
+    pub shell: Option<IpAddr>,
+    /// The agent's log followed in the host detail (`L`).
+    pub log_pane: Option<agent_log::LogPane>,
 }
 
 impl App {
@@ -155,6 +170,9 @@ impl App {
             size: (80, 24),
             quit: false,
             scan_suggestion: None,
+            runs: Runs::default(),
+            shell: None,
+            log_pane: None,
         }
     }
 
@@ -357,9 +375,15 @@ fn engine_event(app: &mut App, event: Event) {
             app.log(Error, format!("{prefix}{message}"));
         }
         Event::JobStarted { id, kind, label } => {
+            match kind {
+                JobKind::Run => runs::started(app, id),
+                JobKind::Logs => agent_log::started(app, id),
+                _ => {}
+            }
             app.log(Info, format!("{id} {} started: {label}", kind.as_str()));
         }
         Event::JobEnded { id, kind, outcome } => {
+            agent_log::ended(app, id, &outcome);
             let (level, text) = match outcome {
                 JobOutcome::Done(summary) => (Ok, format!("done: {summary}")),
                 JobOutcome::Failed(error) => (Error, format!("failed: {error}")),
@@ -389,6 +413,14 @@ fn engine_event(app: &mut App, event: Event) {
             id,
             output: JobOutput::Note(note),
         } => app.log(Info, format!("{id} note: {note}")),
+        Event::Output {
+            id,
+            output: output @ (JobOutput::Ran(_) | JobOutput::RunDone { .. }),
+        } => runs::output(app, id, &output),
+        Event::Output {
+            id,
+            output: output @ JobOutput::LogLines { .. },
+        } => agent_log::output(app, id, &output),
         // The fleet snapshot shows the rest of what jobs produce.
         Event::HostFound { .. }
         | Event::JobProgress { .. }

@@ -9,7 +9,9 @@ use crate::engine::{
     ScanRequest, Secret, UndeployRequest,
 };
 
+use super::agent_log;
 use super::app::{App, Confirm, Input, InputKind, Level, View};
+use super::runs;
 use super::table::Column;
 
 /// Handles one key press.
@@ -73,11 +75,17 @@ fn prompt_key(app: &mut App, key: KeyEvent) -> Vec<Command> {
 fn confirm_key(app: &mut App, key: KeyEvent) -> Vec<Command> {
     match key.code {
         KeyCode::Char('y' | 'Y') | KeyCode::Enter => {
-            let Some(Confirm { kind, hosts }) = app.confirm.take() else {
+            let Some(Confirm {
+                kind,
+                hosts,
+                command,
+            }) = app.confirm.take()
+            else {
                 return Vec::new();
             };
             app.marked.clear();
             match kind {
+                JobKind::Run => runs::start(app, &hosts, command.unwrap_or_default()),
                 JobKind::Deploy => vec![Command::Deploy(DeployRequest::hosts(&hosts))],
                 JobKind::Undeploy => vec![Command::Undeploy(UndeployRequest::hosts(&hosts))],
                 JobKind::Revoke => vec![Command::Revoke(RevokeRequest::hosts(&hosts))],
@@ -112,7 +120,15 @@ fn input_key(app: &mut App, key: KeyEvent) -> Vec<Command> {
                 InputKind::Filter => Vec::new(),
                 InputKind::Command => command_line(app, &text),
                 InputKind::Scan => scan(app, text.trim()),
+                InputKind::Run => {
+                    runs::ask(app, &text);
+                    Vec::new()
+                }
             }
+        }
+        KeyCode::Up | KeyCode::Down if kind == InputKind::Run => {
+            runs::browse(app, key.code == KeyCode::Up);
+            Vec::new()
         }
         KeyCode::Backspace => {
             input.text.pop();
@@ -182,7 +198,11 @@ fn ask_confirm(app: &mut App, kind: JobKind) {
     if hosts.is_empty() {
         app.status = Some((Level::Error, "no host selected".into()));
     } else {
-        app.confirm = Some(Confirm { kind, hosts });
+        app.confirm = Some(Confirm {
+            kind,
+            hosts,
+            command: None,
+        });
     }
 }
 
@@ -205,6 +225,10 @@ pub const COMMANDS: &[(&str, &str)] = &[
     (":fingerprint", "learn what the selected hosts are"),
     (":deploy / :undeploy", "agent on/off the selected hosts"),
     (":revoke", "revoke the selected agents"),
+    (
+        ":run CMD",
+        "run a command on the selected hosts (as !), asked first",
+    ),
     (":filter TEXT", "same as /"),
     (
         ":sort COLUMN",
@@ -259,6 +283,10 @@ fn command_line(app: &mut App, line: &str) -> Vec<Command> {
         }
         "cancel" => cancel(app, rest),
         "refresh" => vec![Command::Refresh],
+        "run" => {
+            runs::ask(app, rest);
+            Vec::new()
+        }
         other => {
             app.status = Some((
                 Level::Error,
@@ -312,8 +340,49 @@ fn cancel(app: &mut App, id: &str) -> Vec<Command> {
     }
 }
 
+/// The keys that act on hosts directly: `!` and the results view, `S`,
+/// `L`; `None` for the rest.
+fn act_key(app: &mut App, key: KeyEvent) -> Option<Vec<Command>> {
+    match (app.view, key.code) {
+        (
+            View::Run,
+            KeyCode::Char('j' | 'k' | 'D')
+            | KeyCode::Down
+            | KeyCode::Up
+            | KeyCode::Enter
+            | KeyCode::Esc
+            | KeyCode::Backspace
+            | KeyCode::PageDown
+            | KeyCode::PageUp,
+        ) => runs::key(app, key),
+        (_, KeyCode::Char('!')) => {
+            app.input = Some(Input {
+                kind: InputKind::Run,
+                text: String::new(),
+            });
+            app.runs.browsing = None;
+        }
+        (_, KeyCode::Char('R')) if app.runs.results.is_some() => app.view = View::Run,
+        (View::Fleet | View::Detail(_), KeyCode::Char('S')) => {
+            app.shell = match app.view {
+                View::Detail(addr) => Some(addr),
+                _ => app.selected_addr(),
+            };
+        }
+        (View::Detail(addr), KeyCode::Char('L')) => return Some(agent_log::toggle(app, addr)),
+        (View::Detail(_), KeyCode::PageUp | KeyCode::PageDown) => {
+            agent_log::scroll(app, key.code == KeyCode::PageUp);
+        }
+        _ => return None,
+    }
+    Some(Vec::new())
+}
+
 fn view_key(app: &mut App, key: KeyEvent) -> Vec<Command> {
     app.status = None;
+    if let Some(commands) = act_key(app, key) {
+        return commands;
+    }
     let page = app.areas().table_rows().max(1).cast_signed();
     match (app.view, key.code) {
         (_, KeyCode::Char('q')) => app.quit = true,
@@ -341,10 +410,15 @@ fn view_key(app: &mut App, key: KeyEvent) -> Vec<Command> {
         (View::Log, KeyCode::Char('k') | KeyCode::Up) => {
             app.log_scroll = (app.log_scroll + 1).min(app.log.len().saturating_sub(1));
         }
-        (View::Log | View::Detail(_), KeyCode::Esc | KeyCode::Backspace)
-        | (View::Log, KeyCode::Char('l')) => app.view = View::Fleet,
-        (View::Detail(_), KeyCode::Char('j') | KeyCode::Down) => detail_step(app, 1),
-        (View::Detail(_), KeyCode::Char('k') | KeyCode::Up) => detail_step(app, -1),
+        (View::Detail(_), KeyCode::Esc | KeyCode::Backspace) => {
+            app.view = View::Fleet;
+            return agent_log::close(app).unwrap_or_default();
+        }
+        (View::Log, KeyCode::Esc | KeyCode::Backspace | KeyCode::Char('l')) => {
+            app.view = View::Fleet;
+        }
+        (View::Detail(_), KeyCode::Char('j') | KeyCode::Down) => return detail_step(app, 1),
+        (View::Detail(_), KeyCode::Char('k') | KeyCode::Up) => return detail_step(app, -1),
         (View::Fleet, KeyCode::Char('j') | KeyCode::Down) => app.move_by(1),
         (View::Fleet, KeyCode::Char('k') | KeyCode::Up) => app.move_by(-1),
         (View::Fleet, KeyCode::PageDown) => app.move_by(page),
@@ -403,10 +477,19 @@ fn view_key(app: &mut App, key: KeyEvent) -> Vec<Command> {
     Vec::new()
 }
 
-/// In the detail view, `j`/`k` walk the table's hosts.
-fn detail_step(app: &mut App, delta: isize) {
+/// In the detail view, `j`/`k` walk the table's hosts; the log pane of
+/// the host left closes.
+fn detail_step(app: &mut App, delta: isize) -> Vec<Command> {
     app.move_by(delta);
     if let Some(addr) = app.selected_addr() {
         app.view = View::Detail(addr);
     }
+    if app
+        .log_pane
+        .as_ref()
+        .is_some_and(|p| Some(p.addr) != app.selected_addr())
+    {
+        return agent_log::close(app).unwrap_or_default();
+    }
+    Vec::new()
 }

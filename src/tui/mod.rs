@@ -12,20 +12,26 @@
 //!
 //! The screen's layout is drawn in [`view`]'s module doc.
 
+pub mod agent_log;
 pub mod app;
 pub mod format;
 mod keys;
 pub mod layout;
+pub mod runs;
 pub mod sample;
 pub mod table;
 pub mod theme;
 pub mod view;
 
+use std::future::Future;
 use std::io;
+use std::net::IpAddr;
+use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 
 use crossterm::event::{DisableMouseCapture, EnableMouseCapture, Event as TermEvent, EventStream};
+use crossterm::terminal::{EnterAlternateScreen, LeaveAlternateScreen};
 use futures_util::StreamExt;
 
 use crate::engine::EngineHandle;
@@ -37,9 +43,22 @@ const EVENT_BATCH: usize = 4096;
 /// changed, so a burst of events costs one frame.
 const FRAME: Duration = Duration::from_millis(16);
 
-/// Runs the console until the operator quits. The terminal is restored on
-/// return and on panic.
-pub async fn run(engine: EngineHandle, events: crate::engine::Events, app: App) -> io::Result<()> {
+/// Opens an interactive shell on a host on this terminal, the console's
+/// screen put away meanwhile; says how it ended, or why it could not open.
+/// The front end provides it (the console reaches no host itself).
+pub type OpenShell = Arc<
+    dyn Fn(IpAddr) -> Pin<Box<dyn Future<Output = Result<String, String>> + Send>> + Send + Sync,
+>;
+
+/// Runs the console until the operator quits; returns the app as it ended
+/// (the front end keeps the run prompt's history). The terminal is
+/// restored on return and on panic.
+pub async fn run(
+    engine: EngineHandle,
+    events: crate::engine::Events,
+    app: App,
+    shell: Option<OpenShell>,
+) -> io::Result<App> {
     let mut terminal = ratatui::init();
     // ratatui's hook restores the screen; mouse capture is ours to undo.
     let restore = std::panic::take_hook();
@@ -48,7 +67,7 @@ pub async fn run(engine: EngineHandle, events: crate::engine::Events, app: App) 
         restore(info);
     }));
     let result = match crossterm::execute!(io::stdout(), EnableMouseCapture) {
-        Ok(()) => event_loop(&mut terminal, engine, events, app).await,
+        Ok(()) => event_loop(&mut terminal, engine, events, app, shell).await,
         Err(e) => Err(e),
     };
     let _ = crossterm::execute!(io::stdout(), DisableMouseCapture);
@@ -61,7 +80,8 @@ async fn event_loop(
     engine: EngineHandle,
     mut events: crate::engine::Events,
     mut app: App,
-) -> io::Result<()> {
+    shell: Option<OpenShell>,
+) -> io::Result<App> {
     let mut input = EventStream::new();
     let mut snapshots = engine.watch();
     let mut tick = tokio::time::interval(FRAME);
@@ -121,11 +141,52 @@ async fn event_loop(
                 engine.send(command);
             }
         }
+        if let Some(addr) = app.shell.take() {
+            // crossterm's reader must stop: it would take the shell's keys.
+            drop(input);
+            // Dropping it wakes crossterm's poller; a wake left unread would
+            // end the next read (the cursor query in `clear`) at once.
+            let _ = crossterm::event::poll(Duration::ZERO);
+            app.status = Some(match &shell {
+                Some(open) => suspended(terminal, open(addr)).await?,
+                None => (
+                    app::Level::Error,
+                    "no shell here: the demo's hosts run commands, not terminals".into(),
+                ),
+            });
+            input = EventStream::new();
+            dirty = true;
+        }
     }
-    Ok(())
+    Ok(app)
+}
+
+/// Puts the screen away (alternate screen, raw mode, mouse), runs `shell`
+/// on the plain terminal, and puts everything back as it was.
+async fn suspended(
+    terminal: &mut ratatui::DefaultTerminal,
+    shell: impl Future<Output = Result<String, String>>,
+) -> io::Result<(app::Level, String)> {
+    crossterm::execute!(
+        io::stdout(),
+        DisableMouseCapture,
+        LeaveAlternateScreen,
+        crossterm::cursor::Show
+    )?;
+    crossterm::terminal::disable_raw_mode()?;
+    let ended = shell.await;
+    crossterm::terminal::enable_raw_mode()?;
+    crossterm::execute!(io::stdout(), EnterAlternateScreen, EnableMouseCapture)?;
+    terminal.clear()?;
+    Ok(match ended {
+        Ok(how) => (app::Level::Info, how),
+        Err(why) => (app::Level::Error, why),
+    })
 }
 
 #[cfg(test)]
 mod render_tests;
+#[cfg(test)]
+mod run_tests;
 #[cfg(test)]
 mod update_tests;

@@ -3,6 +3,7 @@
 #![allow(dead_code, clippy::unwrap_used)]
 
 pub mod host;
+pub mod tmux;
 
 use std::io::{BufRead, BufReader};
 use std::net::{IpAddr, SocketAddr};

@@ -182,7 +182,7 @@ async fn run_console(fleet: &DemoFleet, mut app: App) -> anyhow::Result<ExitCode
     ));
     let watcher = engine.clone();
     let result = tokio::select! {
-        r = crate::tui::run(engine, events, app) => r.context("the console failed").map(|()| {
+        r = crate::tui::run(engine, events, app, None) => r.context("the console failed").map(|_| {
             // What the console last showed stays on the terminal.
             print!("{}", table(&watcher.snapshot()));
             println!("demo: stopping every agent and removing the sandbox fleet");

@@ -7,6 +7,9 @@ use tokio_util::sync::CancellationToken;
 use super::{JobError, JobMsg, Reporter, blocking};
 use crate::store::Inventory;
 
+/// Runs of the audit trail read back into host events, at most.
+const PAST_RUNS: usize = 200;
+
 /// Reads hosts, facts and deployments, and hands them to the actor.
 pub(in crate::engine) async fn load(path: PathBuf, report: Reporter) {
     let read = blocking("inventory reader", move || {
@@ -16,19 +19,21 @@ pub(in crate::engine) async fn load(path: PathBuf, report: Reporter) {
                 inventory.hosts()?,
                 inventory.all_facts()?,
                 inventory.deployments()?,
+                inventory.runs(None, PAST_RUNS)?,
             ))
         };
         read().map_err(|e| JobError::Inventory(e.to_string()))
     })
     .await;
     let result = match read {
-        Ok((hosts, facts, deployments)) => {
+        Ok((hosts, facts, deployments, runs)) => {
             let summary = format!("{} hosts from the inventory", hosts.len());
             report
                 .send(JobMsg::Inventory {
                     hosts,
                     facts,
                     deployments,
+                    runs,
                 })
                 .await;
             Ok(summary)

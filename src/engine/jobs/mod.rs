@@ -1,5 +1,5 @@
 //! The jobs the engine runs, each once: scan, fingerprint, deploy,
-//! undeploy, revoke (and reading the inventory). The console and the
+//! undeploy, revoke, run (and reading the inventory). The console and the
 //! headless commands both send a request ([`super::Command`]); the job lays
 //! it over the engine's settings, drives the capability modules, and
 //! reports to the actor, which keeps the fleet and tells front ends
@@ -11,9 +11,12 @@
 
 pub mod fingerprint;
 pub mod inventory;
+pub mod logs;
 pub mod revoke;
 pub mod rollout;
+pub mod run;
 pub mod scan;
+pub mod session;
 
 use std::net::IpAddr;
 use std::path::PathBuf;
@@ -29,13 +32,14 @@ use super::{Answer, JobId, JobOutcome, PromptKind, Questions, SshSettings};
 use crate::control::KeysError;
 use crate::deploy::{Event as RolloutEvent, HostResult, RolloutOptions};
 use crate::model::control::AgentRecord;
+use crate::model::run::RunResult;
 use crate::model::{AgentStats, Fingerprint, HostScan};
 use crate::poll::PollError;
 use crate::scan::ScanSummary;
 use crate::ssh::config::{SshConfig, parse_jumps};
 use crate::ssh::target::default_ssh_config;
 use crate::ssh::{ConnectFlags, Connector, HostKeyPolicy, LocalUser, Prompter, SshTarget};
-use crate::store::{Deployment, StoredFacts, StoredHost};
+use crate::store::{Deployment, RunRecord, StoredFacts, StoredHost};
 
 /// Why a job failed as a whole (single hosts failing are their own outputs).
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -114,6 +118,13 @@ pub enum JobOutput {
     },
     /// Every host's result, in the order the hosts were given.
     RolloutDone(Vec<HostResult>),
+    /// One host's run of a command, as it finished.
+    Ran(Box<RunResult>),
+    /// A run is over: every started host has reported; `not_started`
+    /// hosts were kept from starting by a cancel (Ctrl-C).
+    RunDone { not_started: usize },
+    /// Lines of an agent's log, as received (escape before showing).
+    LogLines { host: String, lines: Vec<String> },
     /// An agent revoked (the registry's record after it), or why not.
     Revoked {
         addr: Option<IpAddr>,
@@ -200,6 +211,8 @@ pub(super) enum JobMsg {
         hosts: Vec<StoredHost>,
         facts: Vec<StoredFacts>,
         deployments: Vec<Deployment>,
+        /// The newest runs of the audit trail, newest first.
+        runs: Vec<RunRecord>,
     },
     /// One stats read (from the poller): `failures` in a row, and when the
     /// next read comes after a failure.
@@ -309,6 +322,19 @@ impl SshReach {
         prompter: Arc<dyn Prompter>,
         report: &Reporter,
     ) -> Result<Self, JobError> {
+        let (reach, warnings) = Self::load(settings, prompter).await?;
+        for warning in warnings {
+            report.output(JobOutput::Note(warning)).await;
+        }
+        Ok(reach)
+    }
+
+    /// As [`SshReach::open`], with what the config holds that is not
+    /// followed returned rather than reported.
+    pub async fn load(
+        settings: SshSettings,
+        prompter: Arc<dyn Prompter>,
+    ) -> Result<(Self, Vec<String>), JobError> {
         // A bad jump host is the asker's mistake, said before any host is tried.
         if let Some(spec) = &settings.flags.jump {
             parse_jumps(spec).map_err(|e| JobError::BadRequest(format!("-J {spec}: {e}")))?;
@@ -338,10 +364,7 @@ impl SshReach {
         })
         .await
         .map_err(|e| JobError::stopped("SSH setup", &e))??;
-        for warning in warnings {
-            report.output(JobOutput::Note(warning)).await;
-        }
-        Ok(reach)
+        Ok((reach, warnings))
     }
 
     /// Resolves `host` (a name, address or ssh_config alias, optionally

@@ -30,6 +30,7 @@ use ratatui::widgets::{Axis, Block, Chart, Dataset, GraphType, Paragraph, Wrap};
 use super::fleet::{agent_label, reach_urgency, registration_urgency, ssh_label};
 use super::timeline::{LABEL_WIDTH, TimelineStrip};
 use crate::engine::{FleetSnapshot, HISTORY_WINDOW, HostView};
+use crate::tui::agent_log::LogPane;
 use crate::tui::app::App;
 use crate::tui::format::{self, Urgency};
 use crate::tui::theme::Theme;
@@ -53,7 +54,12 @@ pub fn render(app: &App, fleet: &FleetSnapshot, addr: IpAddr, frame: &mut Frame<
         );
         return;
     };
-    let events_height = (area.height / 4).clamp(3, 8);
+    let pane = app.log_pane.as_ref().filter(|p| p.addr == addr);
+    let events_height = if pane.is_some() {
+        area.height / 2
+    } else {
+        (area.height / 4).clamp(3, 8)
+    };
     let [top, events_area] =
         Layout::vertical([Constraint::Min(6), Constraint::Length(events_height)]).areas(area);
     let info_width = (top.width * 2 / 5).clamp(36, 60);
@@ -61,7 +67,43 @@ pub fn render(app: &App, fleet: &FleetSnapshot, addr: IpAddr, frame: &mut Frame<
         Layout::horizontal([Constraint::Length(info_width), Constraint::Min(20)]).areas(top);
     info(theme, host, fleet.now_unix, frame, info_area);
     charts(theme, host, fleet, frame, charts_area);
-    events(theme, host, fleet.now_unix, frame, events_area);
+    match pane {
+        Some(pane) => agent_log(theme, pane, frame, events_area),
+        None => events(theme, host, fleet.now_unix, frame, events_area),
+    }
+}
+
+/// The agent's log, newest at the bottom, as far back as scrolled.
+fn agent_log(theme: &Theme, pane: &LogPane, frame: &mut Frame<'_>, area: Rect) {
+    let state = match (&pane.ended, pane.job) {
+        (Some(why), _) => format!(" · {why}"),
+        (None, None) => " · connecting".into(),
+        (None, Some(_)) if pane.scroll > 0 => format!(" · {} lines back", pane.scroll),
+        (None, Some(_)) => " · following".into(),
+    };
+    let block = Block::bordered()
+        .title(Span::styled(
+            format!(
+                " agent log{} · L closes · PgUp/PgDn ",
+                crate::model::text::escape(&state)
+            ),
+            theme.title(),
+        ))
+        .border_style(theme.border());
+    let height = usize::from(block.inner(area).height);
+    let end = pane.lines.len().saturating_sub(pane.scroll);
+    let start = end.saturating_sub(height);
+    let lines: Vec<Line<'_>> = pane
+        .lines
+        .range(start..end)
+        .map(|l| {
+            Line::from(Span::styled(
+                crate::model::text::escape(l).into_owned(),
+                theme.text(),
+            ))
+        })
+        .collect();
+    frame.render_widget(Paragraph::new(lines).block(block), area);
 }
 
 fn field<'a>(theme: &Theme, name: &'a str, value: String, style: Style) -> Line<'a> {

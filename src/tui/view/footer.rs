@@ -20,13 +20,22 @@ const FLEET_KEYS: &[(&str, &str)] = &[
     ("q", "quit"),
 ];
 const DETAIL_KEYS: &[(&str, &str)] = &[
-    ("j/k", "next/prev"),
-    ("f", "fingerprint"),
+    ("j/k", "next"),
+    ("f", "fprint"),
     ("d", "deploy"),
     ("u", "undeploy"),
     ("r", "revoke"),
+    ("L", "log"),
+    ("S", "shell"),
     ("esc", "back"),
     ("?", "help"),
+];
+const RUN_KEYS: &[(&str, &str)] = &[
+    ("j/k", "move"),
+    ("⏎", "output"),
+    ("D", "diff two groups"),
+    ("!", "run again"),
+    ("esc", "back"),
     ("q", "quit"),
 ];
 const LOG_KEYS: &[(&str, &str)] = &[
@@ -40,10 +49,10 @@ const LOG_KEYS: &[(&str, &str)] = &[
 pub fn render(app: &App, frame: &mut Frame<'_>, area: Rect) {
     let theme = &app.theme;
     let line = if let Some(input) = app.input.as_ref().filter(|i| i.kind != InputKind::Scan) {
-        let prefix = if input.kind == InputKind::Filter {
-            "/"
-        } else {
-            ":"
+        let prefix = match input.kind {
+            InputKind::Filter => "/",
+            InputKind::Run => "! ",
+            InputKind::Command | InputKind::Scan => ":",
         };
         Line::from(vec![
             Span::styled(prefix, theme.accent()),
@@ -63,6 +72,7 @@ pub fn render(app: &App, frame: &mut Frame<'_>, area: Rect) {
             View::Fleet => FLEET_KEYS,
             View::Detail(_) => DETAIL_KEYS,
             View::Log => LOG_KEYS,
+            View::Run => RUN_KEYS,
         };
         let mut spans = Vec::new();
         for (key, what) in keys {

@@ -20,6 +20,7 @@ mod header;
 mod help;
 mod jobs;
 mod modal;
+mod runs;
 mod timeline;
 
 use ratatui::Frame;
@@ -37,6 +38,7 @@ pub fn view(app: &App, fleet: &FleetSnapshot, frame: &mut Frame<'_>) {
         View::Detail(addr) => detail::render(app, fleet, addr, frame, areas.body),
         // Full screen: the pane's lines too.
         View::Log => jobs::render(app, fleet, frame, areas.body.union(areas.pane)),
+        View::Run => runs::render(app, frame, areas.body),
     }
     if app.view != View::Log && areas.pane.height > 0 {
         jobs::render(app, fleet, frame, areas.pane);

@@ -7,6 +7,7 @@ use ratatui::text::{Line, Span};
 use ratatui::widgets::{Block, Clear, Paragraph, Wrap};
 
 use crate::engine::{JobKind, Prompt, PromptKind};
+use crate::model::text;
 use crate::tui::app::{App, Confirm};
 use crate::tui::layout::centered;
 
@@ -41,6 +42,15 @@ pub fn confirm(app: &App, confirm: &Confirm, frame: &mut Frame<'_>, screen: Rect
         format!("{verb} {n} host{}?", if n == 1 { "" } else { "s" }),
         theme.text(),
     ))];
+    if let Some(command) = &confirm.command {
+        lines.insert(
+            0,
+            Line::from(vec![
+                Span::styled("$ ", theme.muted()),
+                Span::styled(text::escape(command).into_owned(), theme.warn()),
+            ]),
+        );
+    }
     for addr in confirm.hosts.iter().take(LISTED) {
         let name = app
             .fleet
