@@ -29,7 +29,14 @@ fn bad_input_says_what_is_wrong_and_exits_2() {
             vec!["deploy", "h1", "--controller", "https://127.7.0.1:1"],
             "no token signing key",
         ),
-        (vec!["undeploy", "--select", "agent"], "is not FIELD=VALUE"),
+        (
+            vec!["undeploy", "--select", "web:&"],
+            "nothing after its operator",
+        ),
+        (
+            vec!["fingerprint", "--select", "~web["],
+            "not a regular expression",
+        ),
     ] {
         let out = env.run(&args);
         assert_eq!(out.status.code(), Some(2), "{args:?}: {}", stderr(&out));

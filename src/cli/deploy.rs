@@ -7,20 +7,18 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
-use anyhow::Context as _;
 use clap::Args;
 
 use super::console::{self, FrontEnd, engine_config};
+use super::hosts::{HostsArgs, pick};
 use super::job::{self, Show};
 use super::ssh_opts::SshArgs;
-use super::{BadInput, Context, EXIT_INTERRUPTED};
+use super::{Context, EXIT_INTERRUPTED};
 use crate::config::parse_duration;
 use crate::deploy::layout::InstallScope;
-use crate::deploy::select::{Candidate, Selector};
 use crate::deploy::{HostResult, Outcome};
 use crate::engine::{Command, DeployPlan, DeployRequest, JobOutput, UndeployRequest};
-use crate::model::{AgentState, text};
-use crate::store::Inventory;
+use crate::model::text;
 
 mod progress;
 
@@ -45,22 +43,6 @@ impl From<ScopeArg> for InstallScope {
             ScopeArg::System => InstallScope::System,
         }
     }
-}
-
-/// Which hosts: named, every one in the inventory, or a selection of it.
-#[derive(Debug, Args)]
-pub struct HostsArgs {
-    /// Hosts: names, addresses or ~/.ssh/config aliases, optionally user@host.
-    #[arg(value_name = "HOST", required_unless_present_any = ["all", "select"])]
-    hosts: Vec<String>,
-    /// Every host in the inventory.
-    #[arg(long, conflicts_with_all = ["hosts", "select"])]
-    all: bool,
-    /// Inventory hosts matching EXPR: FIELD=VALUE[|VALUE...] terms joined by
-    /// commas; fields addr (also a network), name, os, arch, agent, reach;
-    /// `*` wildcards; `!=` negates. E.g. `os=debian,agent=none|failed`.
-    #[arg(long, value_name = "EXPR", conflicts_with = "hosts")]
-    select: Option<String>,
 }
 
 #[derive(Debug, Args)]
@@ -169,26 +151,6 @@ pub async fn run_undeploy(args: UndeployArgs, ctx: &Context) -> anyhow::Result<E
     view.end(ended.interrupted)
 }
 
-/// The hosts named, or those `--all` / `--select` pick from the inventory
-/// (read on a blocking thread).
-async fn pick(args: &HostsArgs, ctx: &Context) -> anyhow::Result<Vec<String>> {
-    if !args.all && args.select.is_none() {
-        return Ok(args.hosts.clone());
-    }
-    let (path, select, all) = (ctx.paths.inventory(), args.select.clone(), args.all);
-    tokio::task::spawn_blocking(move || {
-        let inventory = Inventory::open(&path)?;
-        let args = HostsArgs {
-            hosts: Vec::new(),
-            all,
-            select,
-        };
-        pick_hosts(&args, &inventory)
-    })
-    .await
-    .context("the inventory reader stopped")?
-}
-
 /// A rollout as it goes: live per-host lines on a terminal, JSON lines
 /// otherwise (started at the first host: a dry run prints its plan alone).
 struct RolloutView {
@@ -259,79 +221,6 @@ impl Show for RolloutView {
     }
 }
 
-/// The hosts named, or those `--all` / `--select` pick from the inventory.
-fn pick_hosts(args: &HostsArgs, inventory: &Inventory) -> anyhow::Result<Vec<String>> {
-    if !args.all && args.select.is_none() {
-        return Ok(args.hosts.clone());
-    }
-    let selector = args
-        .select
-        .as_deref()
-        .map(Selector::parse)
-        .transpose()
-        .map_err(BadInput::wrap)?;
-    let candidates = candidates(inventory)?;
-    let hosts: Vec<String> = candidates
-        .iter()
-        .filter(|c| selector.as_ref().is_none_or(|s| s.matches(c)))
-        .map(|c| c.name.clone().unwrap_or_else(|| c.addr.clone()))
-        .collect();
-    if hosts.is_empty() {
-        return Err(BadInput::wrap(anyhow::anyhow!(
-            "no host in the inventory matches (it knows {} host(s); `fleetctl scan` and `fleetctl fingerprint` add them)",
-            candidates.len()
-        )));
-    }
-    Ok(hosts)
-}
-
-/// Every host the inventory knows, with what `--select` can look at.
-fn candidates(inventory: &Inventory) -> anyhow::Result<Vec<Candidate>> {
-    let mut by_addr = std::collections::BTreeMap::<String, Candidate>::new();
-    for h in inventory.hosts()? {
-        let addr = h.scan.addr.to_string();
-        by_addr.insert(
-            addr.clone(),
-            Candidate {
-                addr,
-                name: h.scan.name.clone(),
-                reach: Some(h.scan.reach.as_str().to_string()),
-                agent: AgentState::None.as_str().to_string(),
-                ..Candidate::default()
-            },
-        );
-    }
-    for f in inventory.all_facts()? {
-        let c = by_addr
-            .entry(f.address.clone())
-            .or_insert_with(|| Candidate {
-                addr: f.address.clone(),
-                agent: AgentState::None.as_str().to_string(),
-                ..Candidate::default()
-            });
-        if f.host != f.address {
-            c.name = Some(f.host.clone());
-        }
-        if let Some(facts) = &f.facts {
-            c.os.clone_from(&facts.os_id);
-            c.arch.clone_from(&facts.arch);
-        }
-    }
-    for d in inventory.deployments()? {
-        let c = by_addr
-            .entry(d.address.clone())
-            .or_insert_with(|| Candidate {
-                addr: d.address.clone(),
-                ..Candidate::default()
-            });
-        c.agent = d.state.as_str().to_string();
-        if d.host != d.address {
-            c.name = Some(d.host.clone());
-        }
-    }
-    Ok(by_addr.into_values().collect())
-}
-
 fn print_plan(plan: &DeployPlan) {
     let options = plan.rollout;
     println!(
@@ -376,43 +265,4 @@ fn print_plan(plan: &DeployPlan) {
 fn human_bytes(n: usize) -> String {
     let mib = n as f64 / f64::from(1u32 << 20);
     format!("{mib:.1} MiB")
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::store::Deployment;
-
-    #[test]
-    fn candidates_merge_scan_facts_and_deployments() {
-        let mut inv = Inventory::open_in_memory().unwrap();
-        inv.record_deployment(&Deployment {
-            address: "127.7.0.10".into(),
-            port: 22,
-            host: "web1".into(),
-            build: None,
-            state: AgentState::Failed,
-            step: Some("upload".into()),
-            error: None,
-            updated_at: 1,
-        })
-        .unwrap();
-        let all = candidates(&inv).unwrap();
-        assert_eq!(all.len(), 1);
-        assert_eq!(all[0].name.as_deref(), Some("web1"));
-        assert_eq!(all[0].agent, "failed");
-        let args = HostsArgs {
-            hosts: vec![],
-            all: false,
-            select: Some("agent=failed".into()),
-        };
-        assert_eq!(pick_hosts(&args, &inv).unwrap(), ["web1"]);
-        let none = HostsArgs {
-            hosts: vec![],
-            all: false,
-            select: Some("agent=running".into()),
-        };
-        let err = pick_hosts(&none, &inv).unwrap_err();
-        assert!(err.downcast_ref::<BadInput>().is_some());
-    }
 }

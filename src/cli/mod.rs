@@ -8,12 +8,14 @@ mod demo;
 mod deploy;
 mod facts_output;
 mod fingerprint;
+mod hosts;
 mod job;
 mod output;
 mod scan;
 mod serve;
 mod ssh_opts;
 mod status;
+mod tag;
 mod token;
 mod tui;
 
@@ -64,6 +66,11 @@ enum Command {
     Deploy(deploy::DeployArgs),
     /// Stop the agent on hosts and remove everything deploy wrote.
     Undeploy(deploy::UndeployArgs),
+    /// Put tags on inventory hosts: `fleetctl tag HOST... key=value...`
+    /// (or `--select PATTERN key=value...`).
+    Tag(tag::TagArgs),
+    /// Take tags off inventory hosts: `fleetctl untag HOST... key...`.
+    Untag(tag::UntagArgs),
     /// The fleet as the console sees it, once: inventory, registry and every
     /// agent read (table, or -o json|jsonl|csv).
     Status(status::StatusArgs),
@@ -192,6 +199,8 @@ fn run(
         Command::Undeploy(args) => runtime()?.block_on(deploy::run_undeploy(args, &ctx()?)),
         Command::Serve(args) => runtime()?.block_on(serve::run(args, &ctx()?)),
         Command::Status(args) => runtime()?.block_on(status::run(args, &ctx()?)),
+        Command::Tag(args) => tag::tag(&args, &ctx()?),
+        Command::Untag(args) => tag::untag(&args, &ctx()?),
         Command::Token(cmd) => token::run(&cmd, &ctx()?),
         Command::Agents(args) => runtime()?.block_on(agents::agents(args, &ctx()?)),
         Command::Revoke(args) => runtime()?.block_on(agents::revoke(args, &ctx()?)),

@@ -27,7 +27,6 @@ pub mod layout;
 mod reported;
 pub mod rollout;
 mod scripts;
-pub mod select;
 mod undeploy;
 
 use std::fmt;

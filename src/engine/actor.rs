@@ -362,10 +362,12 @@ impl Actor {
                 hosts,
                 facts,
                 deployments,
+                tags,
             } => {
                 self.inventory(hosts);
                 self.stored_facts(facts);
                 self.deployments(deployments);
+                self.tags(tags);
             }
             JobMsg::Stats {
                 addr,

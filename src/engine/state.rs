@@ -13,6 +13,7 @@ use std::time::Duration;
 use tokio::time::Instant;
 
 use crate::model::control::AgentRecord;
+use crate::model::tags::Tags;
 use crate::model::{
     AgentState, AgentStats, HostFacts, HostScan, Reach, RegistrationState, SshState, TokenState,
 };
@@ -117,6 +118,8 @@ pub struct HostView {
     pub last_seen: Option<i64>,
     /// Newest last.
     pub events: VecDeque<HostEvent>,
+    /// The operator's tags (`fleetctl tag`), from the inventory.
+    pub tags: Tags,
 }
 
 impl HostView {
@@ -144,6 +147,7 @@ impl HostView {
             timeline: Timeline::default(),
             last_seen,
             events: VecDeque::new(),
+            tags: Tags::new(),
         }
     }
 

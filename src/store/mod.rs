@@ -5,9 +5,11 @@ mod deployments;
 mod facts;
 pub mod registry;
 mod schema;
+mod tags;
 
 pub use deployments::Deployment;
 pub use facts::StoredFacts;
+pub use tags::HostAccess;
 
 use crate::model::time::now_unix;
 use std::net::IpAddr;

@@ -103,6 +103,20 @@ const MIGRATIONS: &[&str] = &[
         expires_at INTEGER NOT NULL,
         revoked_at INTEGER
     );",
+    // Tags operators put on hosts (`fleetctl tag`), one row per key; and how
+    // to reach a host over SSH when a file said so (`fleetctl inventory
+    // import`: Ansible's ansible_port and ansible_user).
+    "CREATE TABLE host_tags (
+        address TEXT NOT NULL,
+        key TEXT NOT NULL,
+        value TEXT NOT NULL,
+        PRIMARY KEY (address, key)
+    );
+    CREATE TABLE host_access (
+        address TEXT PRIMARY KEY,
+        port INTEGER,
+        user TEXT
+    );",
 ];
 
 pub fn migrate(conn: &Connection, path: &Path) -> Result<(), StoreError> {

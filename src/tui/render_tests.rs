@@ -263,3 +263,26 @@ fn the_timeline_shares_the_charts_time_axis_120x36() {
     let (right_border, _) = find(buffer, "┐┌ CPU");
     assert!(now_x > right_border, "the axis runs to the right edge");
 }
+
+#[test]
+fn tags_show_in_a_column_only_when_some_host_has_them_and_in_the_detail() {
+    let mut app = app(10, 160, 48, "default");
+    let screen = draw(&app).backend().to_string();
+    assert!(!screen.contains("TAGS"), "{screen}");
+    let mut fleet = sample::fleet(10, NOW);
+    let host = Arc::make_mut(&mut fleet.hosts[0]);
+    host.tags.insert("role".into(), "web".into());
+    host.tags.insert("canary".into(), String::new());
+    update(&mut app, Msg::Snapshot(Arc::new(fleet)));
+    let terminal = draw(&app);
+    let screen = terminal.backend().to_string();
+    assert!(screen.contains("TAGS"), "{screen}");
+    assert!(screen.contains("canary role=web"), "{screen}");
+    // The column sits after OS.
+    let (tags_x, y) = find(terminal.backend().buffer(), "TAGS");
+    let (os_x, _) = find(terminal.backend().buffer(), "OS ");
+    assert!(os_x < tags_x, "OS at {os_x}, TAGS at {tags_x} (row {y})");
+    keys(&mut app, &[KeyCode::Enter]);
+    let screen = draw(&app).backend().to_string();
+    assert!(screen.contains("tags canary role=web"), "{screen}");
+}

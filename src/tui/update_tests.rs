@@ -109,8 +109,8 @@ fn a_bad_filter_says_what_is_allowed() {
 #[test]
 fn sorting_by_column_and_reversing() {
     let mut app = app(50);
-    // Address → Host → OS → Reach → SSH → Agent → REG → Token → CPU.
-    for _ in 0..8 {
+    // Address → Host → OS → Tags → Reach → SSH → Agent → REG → Token → CPU.
+    for _ in 0..9 {
         press(&mut app, KeyCode::Char('>'));
     }
     assert_eq!(app.sort.column.title(), "CPU");
@@ -346,4 +346,68 @@ fn engine_events_fill_the_log_and_snapshots_keep_the_cursor_on_its_host() {
         Msg::Snapshot(Arc::new(sample::fleet(20, NOW + 2))),
     );
     assert_eq!(app.selected_addr(), Some(addr(5)));
+}
+
+/// A sample fleet whose hosts 0..6 carry tags: even ones `web`, odd ones
+/// `db`, the first three `staging`, and `role=` their kind.
+fn tagged_app() -> App {
+    let themes = ThemeSet::built_in();
+    let theme = themes.get("default").unwrap();
+    let mut app = App::new(themes, theme);
+    update(&mut app, Msg::Resize(80, 24));
+    let mut fleet = sample::fleet(20, NOW);
+    for (i, host) in fleet.hosts.iter_mut().enumerate().take(6) {
+        let host = Arc::make_mut(host);
+        let kind = if i % 2 == 0 { "web" } else { "db" };
+        host.tags.insert(kind.into(), String::new());
+        host.tags.insert("role".into(), kind.into());
+        if i < 3 {
+            host.tags.insert("staging".into(), String::new());
+        }
+    }
+    update(&mut app, Msg::Snapshot(Arc::new(fleet)));
+    app
+}
+
+#[test]
+fn the_filter_takes_tags_and_host_patterns() {
+    let mut app = tagged_app();
+    let shown = |app: &App| -> Vec<IpAddr> {
+        app.rows
+            .iter()
+            .map(|&i| app.fleet.hosts[i as usize].addr)
+            .collect()
+    };
+    for (filter, want) in [
+        ("tag:role=web", vec![0, 2, 4]),
+        ("tag:role=d*", vec![1, 3, 5]),
+        ("tag:staging", vec![0, 1, 2]),
+        ("web:&staging", vec![0, 2]),
+        ("web:&staging:!10.0.0.1", vec![2]),
+        ("~role_d", vec![1, 3, 5]),
+        ("tag:role=web agent:none", vec![]),
+        ("role=web", vec![0, 2, 4]),
+    ] {
+        app.set_filter(filter.to_string());
+        assert_eq!(app.status, None, "{filter}");
+        let want: Vec<IpAddr> = want.into_iter().map(addr).collect();
+        if filter.contains("agent:none") {
+            assert!(
+                shown(&app)
+                    .iter()
+                    .all(|a| [addr(0), addr(2), addr(4)].contains(a)),
+                "{filter}"
+            );
+        } else {
+            assert_eq!(shown(&app), want, "{filter}");
+        }
+        app.set_filter(String::new());
+    }
+    for bad in ["web:&", "~web[", "tag:1x"] {
+        app.set_filter(bad.to_string());
+        let (level, text) = app.status.clone().unwrap();
+        assert_eq!(level, Level::Error, "{bad}");
+        assert!(!text.is_empty());
+        app.status = None;
+    }
 }

@@ -10,6 +10,7 @@ use crate::deploy::{Event as DeployEvent, Outcome};
 use crate::engine::state::HostView;
 use crate::engine::{Event, JobError};
 use crate::model::control::AgentRecord;
+use crate::model::tags::Tags;
 use crate::model::time::now_unix;
 use crate::model::{AgentState, HostScan, Reach, SshState};
 use crate::store::{Deployment, StoredFacts};
@@ -44,6 +45,14 @@ impl Actor {
                 };
                 host.ssh_error = f.error;
             }
+        }
+        self.dirty = true;
+    }
+
+    /// The operator's tags, as the inventory holds them.
+    pub(super) fn tags(&mut self, stored: std::collections::BTreeMap<IpAddr, Tags>) {
+        for (addr, tags) in stored {
+            self.host_mut(addr).tags = tags;
         }
         self.dirty = true;
     }

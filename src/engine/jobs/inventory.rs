@@ -1,4 +1,5 @@
-//! Reading the inventory: the fleet as it was when the console last closed.
+//! Reading the inventory: the fleet as it was when the console last closed,
+//! with the operator's tags.
 
 use std::path::PathBuf;
 
@@ -16,19 +17,21 @@ pub(in crate::engine) async fn load(path: PathBuf, report: Reporter) {
                 inventory.hosts()?,
                 inventory.all_facts()?,
                 inventory.deployments()?,
+                inventory.all_tags()?,
             ))
         };
         read().map_err(|e| JobError::Inventory(e.to_string()))
     })
     .await;
     let result = match read {
-        Ok((hosts, facts, deployments)) => {
+        Ok((hosts, facts, deployments, tags)) => {
             let summary = format!("{} hosts from the inventory", hosts.len());
             report
                 .send(JobMsg::Inventory {
                     hosts,
                     facts,
                     deployments,
+                    tags,
                 })
                 .await;
             Ok(summary)

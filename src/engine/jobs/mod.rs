@@ -15,6 +15,7 @@ pub mod revoke;
 pub mod rollout;
 pub mod scan;
 
+use std::collections::BTreeMap;
 use std::net::IpAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -29,6 +30,7 @@ use super::{Answer, JobId, JobOutcome, PromptKind, Questions, SshSettings};
 use crate::control::KeysError;
 use crate::deploy::{Event as RolloutEvent, HostResult, RolloutOptions};
 use crate::model::control::AgentRecord;
+use crate::model::tags::Tags;
 use crate::model::{AgentStats, Fingerprint, HostScan};
 use crate::poll::PollError;
 use crate::scan::ScanSummary;
@@ -202,6 +204,7 @@ pub(super) enum JobMsg {
         hosts: Vec<StoredHost>,
         facts: Vec<StoredFacts>,
         deployments: Vec<Deployment>,
+        tags: BTreeMap<IpAddr, Tags>,
     },
     /// One stats read (from the poller): `failures` in a row, and when the
     /// next read comes after a failure.
