@@ -9,6 +9,7 @@ mod deploy;
 mod facts_output;
 mod fingerprint;
 mod hosts;
+mod inventory;
 mod job;
 mod output;
 mod scan;
@@ -71,6 +72,9 @@ enum Command {
     Tag(tag::TagArgs),
     /// Take tags off inventory hosts: `fleetctl untag HOST... key...`.
     Untag(tag::UntagArgs),
+    /// The fleet for Ansible: `--list` / `--host NAME` (dynamic inventory
+    /// JSON), `-o ini|yaml`; `import FILE` brings an Ansible inventory in.
+    Inventory(inventory::InventoryArgs),
     /// The fleet as the console sees it, once: inventory, registry and every
     /// agent read (table, or -o json|jsonl|csv).
     Status(status::StatusArgs),
@@ -199,6 +203,7 @@ fn run(
         Command::Undeploy(args) => runtime()?.block_on(deploy::run_undeploy(args, &ctx()?)),
         Command::Serve(args) => runtime()?.block_on(serve::run(args, &ctx()?)),
         Command::Status(args) => runtime()?.block_on(status::run(args, &ctx()?)),
+        Command::Inventory(args) => inventory::run(&args, &ctx()?),
         Command::Tag(args) => tag::tag(&args, &ctx()?),
         Command::Untag(args) => tag::untag(&args, &ctx()?),
         Command::Token(cmd) => token::run(&cmd, &ctx()?),
