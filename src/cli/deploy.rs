@@ -15,6 +15,7 @@ use super::job::{self, Show};
 use super::ssh_opts::SshArgs;
 use super::{Context, EXIT_INTERRUPTED};
 use crate::config::parse_duration;
+use crate::deploy::batches::{Amount, BatchSpec};
 use crate::deploy::layout::InstallScope;
 use crate::deploy::{HostResult, Outcome};
 use crate::engine::{Command, DeployPlan, DeployRequest, JobOutput, UndeployRequest};
@@ -49,6 +50,7 @@ impl From<ScopeArg> for InstallScope {
 #[command(mut_arg("concurrency", |a| a.help(
     "Hosts deployed at once, each over its own SSH connection (after the canaries)"
 )))]
+#[allow(clippy::struct_excessive_bools)] // the command line's switches, each its own flag
 pub struct DeployArgs {
     #[command(flatten)]
     hosts: HostsArgs,
@@ -72,13 +74,30 @@ pub struct DeployArgs {
     /// Where the agent goes on each host (undeploy: where it went) [default: auto].
     #[arg(long, value_enum)]
     scope: Option<ScopeArg>,
-    /// Hosts deployed first, one at a time; any failure among them stops the
-    /// rollout. The rest then go --concurrency at once.
+    /// Hosts deployed first, one at a time (the first batch); any failure
+    /// among them stops the rollout. The rest then go --concurrency at once.
     #[arg(long, value_name = "N", default_value_t = 0)]
     canary: usize,
-    /// Start no new host once more than N have failed.
-    #[arg(long, value_name = "N")]
-    max_failures: Option<usize>,
+    /// Batches, as Ansible's serial: N hosts, N% of them, or a list whose
+    /// last size repeats (1,2,50%). A batch starts when the one before has
+    /// ended; a failed host stops the rollout unless --continue-on-failure.
+    #[arg(long, value_name = "N|N%|LIST", value_parser = BatchSpec::parse)]
+    batch: Option<BatchSpec>,
+    /// Start no new host once more than N (or N% of the hosts) have failed.
+    #[arg(long, value_name = "N|N%", value_parser = parse_max_failures)]
+    max_failures: Option<Amount>,
+    /// With --batch or --gate: go on past failed hosts (up to --max-failures).
+    #[arg(long)]
+    continue_on_failure: bool,
+    /// Wait for the operator between batches: a prompt on the terminal
+    /// (y goes on; anything else aborts, and hosts not started stay untouched).
+    #[arg(long)]
+    gate: bool,
+    /// Go on with the rollout a crash, a kill or Ctrl-C cut short: its hosts,
+    /// batches and rules come from the inventory, SSH and build settings from
+    /// this command line; hosts it finished are not deployed again.
+    #[arg(long, conflicts_with_all = ["hosts", "all", "select", "canary", "batch", "max_failures", "continue_on_failure", "gate", "dry_run"])]
+    resume: bool,
     /// Show the plan and change nothing.
     #[arg(long)]
     dry_run: bool,
@@ -114,8 +133,16 @@ pub struct UndeployArgs {
     jsonl: bool,
 }
 
+fn parse_max_failures(text: &str) -> Result<Amount, String> {
+    Amount::parse(text, "--max-failures", true)
+}
+
 pub async fn run_deploy(args: DeployArgs, ctx: &Context) -> anyhow::Result<ExitCode> {
-    let hosts = pick(&args.hosts, ctx).await?;
+    let hosts = if args.resume {
+        Vec::new()
+    } else {
+        pick(&args.hosts, ctx).await?
+    };
     let request = DeployRequest {
         hosts,
         ssh: args.ssh.request(args.port),
@@ -124,7 +151,11 @@ pub async fn run_deploy(args: DeployArgs, ctx: &Context) -> anyhow::Result<ExitC
         listen: args.agent_listen,
         scope: args.scope.map(InstallScope::from),
         canary: args.canary,
+        batch: args.batch,
         max_failures: args.max_failures,
+        continue_on_failure: args.continue_on_failure,
+        gate: args.gate,
+        resume: args.resume,
         step_timeout: args.step_timeout,
         wait_timeout: args.wait_timeout,
         dry_run: args.dry_run,
@@ -179,7 +210,7 @@ impl RolloutView {
     }
 
     /// The summary and the exit status: any host failed, 1; else
-    /// interrupted, 130.
+    /// interrupted, 130; else any host left out (the gate aborted), 1.
     fn end(mut self, interrupted: bool) -> anyhow::Result<ExitCode> {
         let Some(results) = self.results.take() else {
             // A dry run: the plan was the output.
@@ -194,6 +225,11 @@ impl RolloutView {
                 ExitCode::FAILURE
             } else if interrupted {
                 ExitCode::from(EXIT_INTERRUPTED)
+            } else if results
+                .iter()
+                .any(|r| matches!(r.outcome, Outcome::Skipped { .. }))
+            {
+                ExitCode::FAILURE
             } else {
                 ExitCode::SUCCESS
             },
@@ -213,6 +249,10 @@ impl Show for RolloutView {
         Ok(())
     }
 
+    fn ask_gate(&mut self, question: &str) -> bool {
+        self.view().suspend(|| job::ask_line(question))
+    }
+
     fn interrupted(&mut self) {
         if !std::mem::replace(&mut self.interrupted_note, true) {
             self.view()
@@ -222,7 +262,8 @@ impl Show for RolloutView {
 }
 
 fn print_plan(plan: &DeployPlan) {
-    let options = plan.rollout;
+    let options = &plan.rollout;
+    let batches = options.plan(plan.hosts.len());
     println!(
         "plan: push {} ({}, Linux {}, sha256 {}) to {} host(s); agents register with {}",
         plan.path.display(),
@@ -239,16 +280,33 @@ fn print_plan(plan: &DeployPlan) {
         || "no limit".to_string(),
         |m| format!("stop after more than {m} failure(s)"),
     );
+    let failure = if options.stop_on_failure {
+        "; a failed host stops the rollout"
+    } else {
+        ""
+    };
+    let gate = if options.gate {
+        "; the operator says when each batch after the first goes"
+    } else {
+        ""
+    };
     println!(
-        "order: {} canary host(s) one at a time, then {} at once; {max}",
+        "order: {} canary host(s) one at a time, then {} at once in {} batch(es); {max}{failure}{gate}",
         options.canary.min(plan.hosts.len()),
-        options.concurrency.max(1)
+        options.concurrency.max(1),
+        batches.len()
     );
     for (i, (user, host, port)) in plan.hosts.iter().enumerate() {
+        let batch = batches
+            .iter()
+            .position(|(r, _)| r.contains(&i))
+            .unwrap_or(0);
         let phase = if i < options.canary {
-            "canary"
+            "canary".to_string()
+        } else if options.batches.is_empty() {
+            "rollout".to_string()
         } else {
-            "rollout"
+            format!("batch {}", batch + 1)
         };
         println!(
             "  {:>3}. {:<8} {}@{}:{}",

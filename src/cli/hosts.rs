@@ -17,7 +17,7 @@ use crate::store::{HostAccess, Inventory};
 #[derive(Debug, Clone, Args)]
 pub struct HostsArgs {
     /// Hosts: names, addresses or ~/.ssh/config aliases, optionally user@host.
-    #[arg(value_name = "HOST", required_unless_present_any = ["all", "select"])]
+    #[arg(value_name = "HOST")]
     pub hosts: Vec<String>,
     /// Every host in the inventory.
     #[arg(long, conflicts_with_all = ["hosts", "select"])]
@@ -131,7 +131,7 @@ pub fn picked(args: &HostsArgs, inventory: &Inventory) -> anyhow::Result<Vec<Inv
 /// address.
 pub fn pick_hosts(args: &HostsArgs, inventory: &Inventory) -> anyhow::Result<Vec<String>> {
     if !args.all && args.select.is_none() {
-        return Ok(args.hosts.clone());
+        return named_hosts(args);
     }
     Ok(picked(args, inventory)?
         .into_iter()
@@ -139,10 +139,19 @@ pub fn pick_hosts(args: &HostsArgs, inventory: &Inventory) -> anyhow::Result<Vec
         .collect())
 }
 
+fn named_hosts(args: &HostsArgs) -> anyhow::Result<Vec<String>> {
+    if args.hosts.is_empty() {
+        return Err(BadInput::wrap(anyhow::anyhow!(
+            "which hosts? name them, or pick with --all or --select PATTERN"
+        )));
+    }
+    Ok(args.hosts.clone())
+}
+
 /// [`pick_hosts`] with the inventory read on a blocking thread.
 pub async fn pick(args: &HostsArgs, ctx: &Context) -> anyhow::Result<Vec<String>> {
     if !args.all && args.select.is_none() {
-        return Ok(args.hosts.clone());
+        return named_hosts(args);
     }
     let (path, args) = (ctx.paths.inventory(), args.clone());
     tokio::task::spawn_blocking(move || pick_hosts(&args, &Inventory::open(&path)?))

@@ -115,6 +115,14 @@ pub enum PromptKind {
     Password { user: String, host: String },
     /// Trust a host key known_hosts does not list (answer: [`Answer::Confirm`]).
     HostKey { host: String, fingerprint: String },
+    /// A rollout's batch ended: start the next? (answer: [`Answer::Confirm`];
+    /// anything but yes aborts, leaving the hosts not started untouched).
+    Gate {
+        batch: usize,
+        batches: usize,
+        ok: usize,
+        failed: usize,
+    },
 }
 
 /// Text that must never be printed: its `Debug` is a placeholder.
@@ -153,6 +161,11 @@ pub enum Command {
     /// Reread the inventory.
     Refresh,
     CancelJob(JobId),
+    /// Hold a rollout (no new host starts; hosts under way finish) or let it go on.
+    PauseJob {
+        id: JobId,
+        paused: bool,
+    },
     AnswerPrompt {
         id: PromptId,
         answer: Answer,

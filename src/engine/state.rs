@@ -220,6 +220,12 @@ pub struct JobView {
     pub total: u64,
     /// Unix seconds.
     pub started_at: i64,
+    /// A rollout in batches: the batch under way and how many there are.
+    pub batch: Option<(usize, usize)>,
+    /// A rollout's finished batches: hosts ok and failed in each.
+    pub batch_results: Vec<(usize, usize)>,
+    /// A rollout held by the operator: no new host starts.
+    pub paused: bool,
 }
 
 /// The fleet at one moment, read-only. Cheap to clone (it is shared).

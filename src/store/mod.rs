@@ -4,11 +4,13 @@
 mod deployments;
 mod facts;
 pub mod registry;
+mod rollouts;
 mod schema;
 mod tags;
 
 pub use deployments::Deployment;
 pub use facts::StoredFacts;
+pub use rollouts::{HostState, RolloutHost, StoredRollout};
 pub use tags::HostAccess;
 
 use crate::model::time::now_unix;

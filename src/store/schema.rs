@@ -117,6 +117,26 @@ const MIGRATIONS: &[&str] = &[
         port INTEGER,
         user TEXT
     );",
+    // A deploy's plan and progress, so one a crash or a quit cut short goes
+    // on where it stopped (`fleetctl deploy --resume`): its rules, and each
+    // host's batch and whether it is done.
+    "CREATE TABLE rollouts (
+        id INTEGER PRIMARY KEY,
+        started_at INTEGER NOT NULL,
+        state TEXT NOT NULL,
+        canary INTEGER NOT NULL,
+        max_failures INTEGER,
+        stop_on_failure INTEGER NOT NULL,
+        gate INTEGER NOT NULL
+    );
+    CREATE TABLE rollout_hosts (
+        rollout INTEGER NOT NULL REFERENCES rollouts (id),
+        idx INTEGER NOT NULL,
+        host TEXT NOT NULL,
+        batch INTEGER NOT NULL,
+        state TEXT NOT NULL,
+        PRIMARY KEY (rollout, idx)
+    );",
 ];
 
 pub fn migrate(conn: &Connection, path: &Path) -> Result<(), StoreError> {

@@ -352,6 +352,9 @@ fn engine_event(app: &mut App, event: Event) {
                 }
                 PromptKind::Password { user, host } => format!("password wanted for {user}@{host}"),
                 PromptKind::HostKey { host, .. } => format!("{host}: unknown host key"),
+                PromptKind::Gate { batch, batches, .. } => {
+                    format!("rollout: batch {batch}/{batches} done, waiting at the gate")
+                }
             };
             app.log(Warn, text);
             app.prompts.push_back(prompt);

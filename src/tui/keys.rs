@@ -45,11 +45,13 @@ fn prompt_key(app: &mut App, key: KeyEvent) -> Vec<Command> {
     };
     let id = prompt.id;
     let answer = match (&prompt.kind, key.code) {
-        (PromptKind::HostKey { .. }, KeyCode::Char('y' | 'Y')) => Answer::Confirm(true),
-        (PromptKind::HostKey { .. }, KeyCode::Char('n' | 'N') | KeyCode::Esc) => {
+        (PromptKind::HostKey { .. }, KeyCode::Char('y' | 'Y'))
+        | (PromptKind::Gate { .. }, KeyCode::Char('c' | 'C' | 'y' | 'Y')) => Answer::Confirm(true),
+        (PromptKind::HostKey { .. }, KeyCode::Char('n' | 'N') | KeyCode::Esc)
+        | (PromptKind::Gate { .. }, KeyCode::Char('a' | 'A' | 'n' | 'N') | KeyCode::Esc) => {
             Answer::Confirm(false)
         }
-        (PromptKind::HostKey { .. }, _) => return Vec::new(),
+        (PromptKind::HostKey { .. } | PromptKind::Gate { .. }, _) => return Vec::new(),
         (_, KeyCode::Enter) => Answer::Secret(std::mem::replace(
             &mut app.prompt_text,
             Secret(String::new()),
@@ -293,6 +295,31 @@ fn sort_by_name(app: &mut App, name: &str) {
     app.recompute_rows();
 }
 
+/// Holds the newest running deploy or undeploy, or lets it go on.
+fn pause(app: &mut App) -> Vec<Command> {
+    let Some(job) = app
+        .fleet
+        .jobs
+        .iter()
+        .rev()
+        .find(|j| matches!(j.kind, JobKind::Deploy | JobKind::Undeploy))
+    else {
+        app.status = Some((Level::Error, "no rollout running to pause".into()));
+        return Vec::new();
+    };
+    let paused = !job.paused;
+    let text = if paused {
+        format!(
+            "{} paused: no new host starts; hosts under way finish (p resumes)",
+            job.id
+        )
+    } else {
+        format!("{} resumed", job.id)
+    };
+    app.status = Some((Level::Info, text));
+    vec![Command::PauseJob { id: job.id, paused }]
+}
+
 fn cancel(app: &mut App, id: &str) -> Vec<Command> {
     let id = id.trim_start_matches('#');
     let job = if id.is_empty() {
@@ -335,6 +362,7 @@ fn view_key(app: &mut App, key: KeyEvent) -> Vec<Command> {
         (_, KeyCode::Char('u')) => ask_confirm(app, JobKind::Undeploy),
         (_, KeyCode::Char('r')) => ask_confirm(app, JobKind::Revoke),
         (_, KeyCode::Char('x')) => return cancel(app, ""),
+        (_, KeyCode::Char('p')) => return pause(app),
         (View::Log, KeyCode::Char('j') | KeyCode::Down) => {
             app.log_scroll = app.log_scroll.saturating_sub(1);
         }

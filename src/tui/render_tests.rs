@@ -286,3 +286,20 @@ fn tags_show_in_a_column_only_when_some_host_has_them_and_in_the_detail() {
     let screen = draw(&app).backend().to_string();
     assert!(screen.contains("tags canary role=web"), "{screen}");
 }
+
+#[test]
+fn the_jobs_pane_shows_a_rollouts_batch_and_each_batchs_results() {
+    let mut app = app(10, 160, 48, "default");
+    let mut fleet = sample::fleet(10, NOW);
+    let job = &mut fleet.jobs[0];
+    job.kind = crate::engine::JobKind::Deploy;
+    (job.done, job.total) = (3, 6);
+    job.batch = Some((3, 3));
+    job.batch_results = vec![(1, 0), (1, 1)];
+    update(&mut app, Msg::Snapshot(Arc::new(fleet)));
+    let screen = draw(&app).backend().to_string();
+    assert!(
+        screen.contains("deploy 3/6 batch 3/3 [1✓0✗][1✓1✗]"),
+        "{screen}"
+    );
+}

@@ -411,3 +411,34 @@ fn the_filter_takes_tags_and_host_patterns() {
         app.status = None;
     }
 }
+
+#[test]
+fn p_pauses_and_resumes_the_newest_rollout() {
+    let mut app = app(10);
+    let out = press(&mut app, KeyCode::Char('p'));
+    assert!(out.is_empty(), "the sample's job is a scan");
+    assert_eq!(app.status.as_ref().unwrap().0, Level::Error);
+    let mut fleet = sample::fleet(10, NOW);
+    fleet.jobs[0].kind = crate::engine::JobKind::Deploy;
+    let id = fleet.jobs[0].id;
+    update(&mut app, Msg::Snapshot(Arc::new(fleet.clone())));
+    let out = press(&mut app, KeyCode::Char('p'));
+    assert!(
+        matches!(out[..], [Command::PauseJob { id: j, paused: true }] if j == id),
+        "{out:?}"
+    );
+    assert!(
+        app.status
+            .as_ref()
+            .unwrap()
+            .1
+            .contains("no new host starts")
+    );
+    fleet.jobs[0].paused = true;
+    update(&mut app, Msg::Snapshot(Arc::new(fleet)));
+    let out = press(&mut app, KeyCode::Char('p'));
+    assert!(
+        matches!(out[..], [Command::PauseJob { paused: false, .. }]),
+        "{out:?}"
+    );
+}

@@ -81,7 +81,9 @@ impl Actor {
         let host = self.host_mut(addr);
         let mut emitted = None;
         match event {
-            DeployEvent::Start { .. } => {}
+            DeployEvent::Start { .. }
+            | DeployEvent::Batch { .. }
+            | DeployEvent::BatchDone { .. } => {}
             DeployEvent::Step { step, .. } => {
                 host.agent = AgentState::Deploying;
                 host.deploy_step = Some(step.to_string());

@@ -281,6 +281,11 @@ impl Reporter {
         .await;
     }
 
+    /// Asks the front end on this job's behalf (a rollout's gate).
+    pub fn asker(&self) -> EnginePrompter {
+        EnginePrompter::new(Some(self.id), self.tx.clone())
+    }
+
     /// Who answers this job's questions.
     pub fn prompter(&self, questions: &Questions) -> Arc<dyn Prompter> {
         match questions {

@@ -23,6 +23,7 @@ const KEYS: &[(&str, &str)] = &[
     ("Enter", "host detail"),
     ("l", "jobs and event log, full screen"),
     ("x", "cancel the newest job"),
+    ("p", "pause / resume the newest rollout"),
     (":", "command line"),
     ("Esc", "back, clear filter or marks"),
     ("q", "quit"),

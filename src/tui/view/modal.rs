@@ -137,6 +137,32 @@ pub fn prompt(app: &App, prompt: &Prompt, frame: &mut Frame<'_>, screen: Rect) {
                 )),
             ],
         ),
+        PromptKind::Gate {
+            batch,
+            batches,
+            ok,
+            failed,
+        } => (
+            "rollout gate",
+            vec![
+                Line::from(Span::styled(
+                    format!("batch {batch}/{batches} done: {ok} ok, {failed} failed"),
+                    if *failed > 0 {
+                        theme.warn()
+                    } else {
+                        theme.text()
+                    },
+                )),
+                Line::from(Span::styled(
+                    "Hosts not started yet stay untouched if you abort.",
+                    theme.muted(),
+                )),
+                Line::from(Span::styled(
+                    "c / y: continue    a / n / Esc: abort",
+                    theme.muted(),
+                )),
+            ],
+        ),
     };
     let more = app.prompts.len() - 1;
     let title = if more > 0 {
