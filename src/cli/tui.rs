@@ -28,6 +28,9 @@ pub(super) fn theme_dir(config_file: &Path) -> PathBuf {
         .join("themes")
 }
 
+/// The console's `:` lines, in the data dir.
+const HISTORY_FILE: &str = "history";
+
 pub fn run(args: &TuiArgs, ctx: &Context) -> anyhow::Result<ExitCode> {
     let themes = ThemeSet::load(
         Some(&theme_dir(&ctx.paths.config_file)),
@@ -44,7 +47,8 @@ pub fn run(args: &TuiArgs, ctx: &Context) -> anyhow::Result<ExitCode> {
     tracing::info!(theme = %theme.name, "console starting");
 
     let max_in_flight = super::raise_open_files_limit();
-    let app = App::new(themes, theme);
+    let mut app = App::new(themes, theme);
+    app.history = crate::tui::complete::History::load(&ctx.paths.data_dir.join(HISTORY_FILE));
     super::runtime()?.block_on(async move {
         let (link, embedded, source) = super::console::control(ctx).await?;
         tracing::info!(?source, "control plane");

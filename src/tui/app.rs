@@ -116,6 +116,8 @@ pub struct App {
     pub quit: bool,
     /// What the scan prompt (`s`) starts with, e.g. the demo's range.
     pub scan_suggestion: Option<String>,
+    /// `:` lines entered, kept across runs when loaded from a file.
+    pub history: super::complete::History,
 }
 
 impl App {
@@ -137,6 +139,7 @@ impl App {
             confirm: None,
             prompts: VecDeque::new(),
             prompt_text: Secret(String::new()),
+            history: super::complete::History::default(),
             help: false,
             log: VecDeque::new(),
             log_scroll: 0,

@@ -10,6 +10,7 @@ use crate::engine::{
 };
 
 use super::app::{App, Confirm, Input, InputKind, Level, View};
+use super::complete;
 use super::table::Column;
 
 /// Handles one key press.
@@ -109,6 +110,9 @@ fn input_key(app: &mut App, key: KeyEvent) -> Vec<Command> {
         }
         KeyCode::Enter => {
             let text = app.input.take().map(|i| i.text).unwrap_or_default();
+            if kind == InputKind::Command {
+                app.history.push(&text);
+            }
             match kind {
                 // Already applied as typed.
                 InputKind::Filter => Vec::new(),
@@ -116,7 +120,29 @@ fn input_key(app: &mut App, key: KeyEvent) -> Vec<Command> {
                 InputKind::Scan => scan(app, text.trim()),
             }
         }
+        KeyCode::Tab if kind != InputKind::Scan => {
+            tab(app, kind);
+            Vec::new()
+        }
+        KeyCode::Up | KeyCode::Down if kind == InputKind::Command => {
+            let line = if key.code == KeyCode::Up {
+                app.history.older()
+            } else {
+                app.history.newer()
+            };
+            if let (Some(line), Some(input)) = (line.map(str::to_owned), app.input.as_mut()) {
+                input.text = line;
+            }
+            Vec::new()
+        }
         KeyCode::Backspace => {
+            app.history.reset();
+            if kind == InputKind::Command {
+                app.status = None;
+            }
+            let Some(input) = app.input.as_mut() else {
+                return Vec::new();
+            };
             input.text.pop();
             let text = input.text.clone();
             if kind == InputKind::Filter {
@@ -125,6 +151,13 @@ fn input_key(app: &mut App, key: KeyEvent) -> Vec<Command> {
             Vec::new()
         }
         KeyCode::Char(c) => {
+            app.history.reset();
+            if kind == InputKind::Command {
+                app.status = None;
+            }
+            let Some(input) = app.input.as_mut() else {
+                return Vec::new();
+            };
             input.text.push(c);
             let text = input.text.clone();
             if kind == InputKind::Filter {
@@ -133,6 +166,47 @@ fn input_key(app: &mut App, key: KeyEvent) -> Vec<Command> {
             Vec::new()
         }
         _ => Vec::new(),
+    }
+}
+
+/// Tab: completes the line's last word from what the console knows.
+fn tab(app: &mut App, kind: InputKind) {
+    let words = complete::Words {
+        columns: Column::ALL
+            .iter()
+            .map(|c| c.title().to_lowercase())
+            .collect(),
+        themes: app.themes.names().iter().map(ToString::to_string).collect(),
+        hosts: app
+            .fleet
+            .hosts
+            .iter()
+            .map(|h| {
+                h.hostname()
+                    .map_or_else(|| h.addr.to_string(), str::to_owned)
+            })
+            .collect(),
+    };
+    let Some(input) = app.input.as_mut() else {
+        return;
+    };
+    match complete::complete(&input.text, kind == InputKind::Command, &words) {
+        complete::Completed::Line(line) => {
+            input.text = line;
+            if kind == InputKind::Filter {
+                let text = input.text.clone();
+                app.set_filter(text);
+            }
+        }
+        complete::Completed::Choices(choices) => {
+            let shown: Vec<String> = choices
+                .iter()
+                .take(12)
+                .map(|c| crate::model::text::escape(c).into_owned())
+                .collect();
+            app.status = Some((Level::Info, shown.join("  ")));
+        }
+        complete::Completed::Nothing => {}
     }
 }
 

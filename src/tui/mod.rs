@@ -13,6 +13,7 @@
 //! The screen's layout is drawn in [`view`]'s module doc.
 
 pub mod app;
+pub mod complete;
 pub mod format;
 mod keys;
 pub mod layout;
@@ -121,6 +122,10 @@ async fn event_loop(
                 engine.send(command);
             }
         }
+    }
+    // Once the console is done drawing: the next run's Up finds these.
+    if let Err(e) = app.history.save() {
+        tracing::warn!("cannot keep the command history: {e}");
     }
     Ok(())
 }

@@ -303,3 +303,28 @@ fn the_jobs_pane_shows_a_rollouts_batch_and_each_batchs_results() {
         "{screen}"
     );
 }
+
+#[test]
+fn a_completed_command_line_is_drawn_with_its_choices() {
+    let mut app = app(10, 80, 24, "default");
+    keys(
+        &mut app,
+        &[KeyCode::Char(':'), KeyCode::Char('t'), KeyCode::Tab],
+    );
+    let screen = draw(&app).backend().to_string();
+    assert!(screen.contains(":theme "), "{screen}");
+    keys(
+        &mut app,
+        &[
+            KeyCode::Esc,
+            KeyCode::Char(':'),
+            KeyCode::Char('r'),
+            KeyCode::Tab,
+        ],
+    );
+    let screen = draw(&app).backend().to_string();
+    assert!(screen.contains(":re█"), "the common prefix: {screen}");
+    keys(&mut app, &[KeyCode::Tab]);
+    let screen = draw(&app).backend().to_string();
+    assert!(screen.contains(":re█   refresh  revoke"), "{screen}");
+}

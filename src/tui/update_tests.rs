@@ -442,3 +442,49 @@ fn p_pauses_and_resumes_the_newest_rollout() {
         "{out:?}"
     );
 }
+
+#[test]
+fn tab_completes_and_up_down_walk_the_history() {
+    let mut app = app(10);
+    press(&mut app, KeyCode::Char(':'));
+    typed(&mut app, "so");
+    press(&mut app, KeyCode::Tab);
+    assert_eq!(app.input.as_ref().unwrap().text, "sort ");
+    typed(&mut app, "cp");
+    press(&mut app, KeyCode::Tab);
+    assert_eq!(app.input.as_ref().unwrap().text, "sort cpu ");
+    press(&mut app, KeyCode::Enter);
+    assert_eq!(app.sort.column.title(), "CPU");
+    // Several candidates: shown, the line kept.
+    press(&mut app, KeyCode::Char(':'));
+    typed(&mut app, "fi");
+    press(&mut app, KeyCode::Tab);
+    assert_eq!(app.input.as_ref().unwrap().text, "fi");
+    assert!(
+        app.status
+            .as_ref()
+            .unwrap()
+            .1
+            .contains("filter  fingerprint")
+    );
+    press(&mut app, KeyCode::Esc);
+    press(&mut app, KeyCode::Char(':'));
+    typed(&mut app, "theme light");
+    press(&mut app, KeyCode::Enter);
+    press(&mut app, KeyCode::Char(':'));
+    press(&mut app, KeyCode::Up);
+    assert_eq!(app.input.as_ref().unwrap().text, "theme light");
+    press(&mut app, KeyCode::Up);
+    assert_eq!(app.input.as_ref().unwrap().text, "sort cpu");
+    press(&mut app, KeyCode::Down);
+    assert_eq!(app.input.as_ref().unwrap().text, "theme light");
+    press(&mut app, KeyCode::Down);
+    assert_eq!(app.input.as_ref().unwrap().text, "");
+    press(&mut app, KeyCode::Esc);
+    // The filter completes keys and host names.
+    press(&mut app, KeyCode::Char('/'));
+    typed(&mut app, "node-0004");
+    press(&mut app, KeyCode::Tab);
+    assert_eq!(app.input.as_ref().unwrap().text, "node-0004 ");
+    assert_eq!(app.rows.len(), 1);
+}

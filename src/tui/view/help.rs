@@ -24,7 +24,7 @@ const KEYS: &[(&str, &str)] = &[
     ("l", "jobs and event log, full screen"),
     ("x", "cancel the newest job"),
     ("p", "pause / resume the newest rollout"),
-    (":", "command line"),
+    (":", "command line (Tab completes, ↑ ↓ history)"),
     ("Esc", "back, clear filter or marks"),
     ("q", "quit"),
 ];
