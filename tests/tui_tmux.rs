@@ -477,3 +477,64 @@ fn the_demo_shows_the_cut_off_hosts_token_timeline_in_its_detail() {
         "left running"
     );
 }
+
+#[test]
+#[ignore = "needs tmux (the interop suite in .ci/run runs it)"]
+fn read_only_tags_completion_and_history_in_a_real_terminal() {
+    let env = Env::new();
+    std::fs::write(env.config_file(), "[control]\nlisten = \"127.6.1.100:0\"\n").unwrap();
+    let hosts: Vec<_> = (1..=3)
+        .map(|i| {
+            (
+                format!("127.6.1.{i}").parse().unwrap(),
+                Some(format!("web{i}")),
+            )
+        })
+        .collect();
+    env.inventory().add_listed("test", &hosts).unwrap();
+    let out = env.run(&["tag", "web1", "web2", "role=web"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+
+    let tmux = Tmux::start("fleetctl-ro", 140, 30);
+    tmux.launch(&env, "tui --read-only");
+    let screen = tmux.wait_for("inventory: 3 hosts");
+    assert!(screen.contains("fleetctl READ-ONLY"), "{screen}");
+    assert!(screen.contains("TAGS"), "{screen}");
+    assert!(screen.contains("role=web"), "{screen}");
+
+    // Deploy is refused by key and by command; nothing reaches a host.
+    tmux.keys(&["d"]);
+    tmux.wait_for("read-only console: deploy is refused");
+    tmux.keys(&[":"]);
+    tmux.type_text("undeploy");
+    tmux.keys(&["Enter"]);
+    tmux.wait_for("read-only console: undeploy is refused");
+
+    // The filter takes tags; Tab completes; the line is remembered.
+    tmux.keys(&["/"]);
+    tmux.type_text("tag:role=web");
+    tmux.wait_for("(2 shown)");
+    tmux.keys(&["Enter", "Escape", ":"]);
+    tmux.type_text("so");
+    tmux.keys(&["Tab"]);
+    tmux.wait_for(":sort ");
+    tmux.type_text("cp");
+    tmux.keys(&["Tab"]);
+    tmux.wait_for(":sort cpu ");
+    tmux.keys(&["Enter"]);
+    tmux.wait_for("CPU▲");
+    tmux.keys(&["q"]);
+    std::thread::sleep(Duration::from_millis(300));
+
+    // The next run's Up finds it.
+    tmux.launch(&env, "tui");
+    tmux.wait_for("inventory: 3 hosts");
+    tmux.keys(&[":", "Up"]);
+    tmux.wait_for(":sort cpu");
+    tmux.keys(&["Escape", "q"]);
+    std::thread::sleep(Duration::from_millis(300));
+    assert!(
+        env.inventory().deployments().unwrap().is_empty(),
+        "a read-only console deployed nothing"
+    );
+}

@@ -18,6 +18,10 @@ pub struct TuiArgs {
     /// NAME.toml in the config dir's themes/ [default: the config's tui.theme].
     #[arg(long, value_name = "NAME")]
     theme: Option<String>,
+    /// Look, don't touch: deploy, undeploy and revoke are refused (scans,
+    /// fingerprints and the agents' stats still run).
+    #[arg(long)]
+    read_only: bool,
 }
 
 /// Where user themes live: `themes/` beside the config file.
@@ -48,6 +52,7 @@ pub fn run(args: &TuiArgs, ctx: &Context) -> anyhow::Result<ExitCode> {
 
     let max_in_flight = super::raise_open_files_limit();
     let mut app = App::new(themes, theme);
+    app.read_only = args.read_only;
     app.history = crate::tui::complete::History::load(&ctx.paths.data_dir.join(HISTORY_FILE));
     super::runtime()?.block_on(async move {
         let (link, embedded, source) = super::console::control(ctx).await?;

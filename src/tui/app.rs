@@ -118,6 +118,9 @@ pub struct App {
     pub scan_suggestion: Option<String>,
     /// `:` lines entered, kept across runs when loaded from a file.
     pub history: super::complete::History,
+    /// `fleetctl tui --read-only`: nothing that changes hosts (deploy,
+    /// undeploy, revoke) is sent.
+    pub read_only: bool,
 }
 
 impl App {
@@ -140,6 +143,7 @@ impl App {
             prompts: VecDeque::new(),
             prompt_text: Secret(String::new()),
             history: super::complete::History::default(),
+            read_only: false,
             help: false,
             log: VecDeque::new(),
             log_scroll: 0,

@@ -254,6 +254,13 @@ fn scan_request(line: &str) -> Result<ScanRequest, String> {
 
 /// Asks for a yes before `kind` runs on the targets.
 fn ask_confirm(app: &mut App, kind: JobKind) {
+    if app.read_only {
+        app.status = Some((
+            Level::Error,
+            format!("read-only console: {} is refused", kind.as_str()),
+        ));
+        return;
+    }
     let hosts = app.targets();
     if hosts.is_empty() {
         app.status = Some((Level::Error, "no host selected".into()));

@@ -57,6 +57,15 @@ pub async fn run(engine: EngineHandle, events: crate::engine::Events, app: App) 
     result
 }
 
+/// Commands a read-only console never sends.
+fn changes_hosts(command: &crate::engine::Command) -> bool {
+    use crate::engine::Command;
+    matches!(
+        command,
+        Command::Deploy(_) | Command::Undeploy(_) | Command::Revoke(_)
+    )
+}
+
 async fn event_loop(
     terminal: &mut ratatui::DefaultTerminal,
     engine: EngineHandle,
@@ -119,6 +128,12 @@ async fn event_loop(
         for msg in msgs {
             dirty = true;
             for command in update(&mut app, msg) {
+                // Whatever a key handler sends, a read-only console sends
+                // nothing that changes hosts.
+                if app.read_only && changes_hosts(&command) {
+                    app.log(app::Level::Error, "read-only console: refused".to_string());
+                    continue;
+                }
                 engine.send(command);
             }
         }

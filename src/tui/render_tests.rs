@@ -328,3 +328,19 @@ fn a_completed_command_line_is_drawn_with_its_choices() {
     let screen = draw(&app).backend().to_string();
     assert!(screen.contains(":re█   refresh  revoke"), "{screen}");
 }
+
+#[test]
+fn a_read_only_console_says_so_in_its_header() {
+    let mut app = app(10, 80, 24, "default");
+    assert!(!draw(&app).backend().to_string().contains("READ-ONLY"));
+    app.read_only = true;
+    let screen = draw(&app).backend().to_string();
+    assert!(
+        screen
+            .lines()
+            .next()
+            .unwrap()
+            .contains("fleetctl READ-ONLY"),
+        "{screen}"
+    );
+}

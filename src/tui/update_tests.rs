@@ -488,3 +488,35 @@ fn tab_completes_and_up_down_walk_the_history() {
     assert_eq!(app.input.as_ref().unwrap().text, "node-0004 ");
     assert_eq!(app.rows.len(), 1);
 }
+
+#[test]
+fn a_read_only_console_refuses_what_changes_hosts() {
+    let mut app = app(10);
+    app.read_only = true;
+    for keys in [
+        &["d"][..],
+        &["u"],
+        &["r"],
+        &[":", "deploy"],
+        &[":", "revoke"],
+    ] {
+        for k in keys {
+            if k.len() == 1 {
+                press(&mut app, KeyCode::Char(k.chars().next().unwrap()));
+            } else {
+                typed(&mut app, k);
+                press(&mut app, KeyCode::Enter);
+            }
+        }
+        assert!(app.confirm.is_none(), "{keys:?}: no confirmation is asked");
+        let (level, text) = app.status.clone().unwrap();
+        assert_eq!(level, Level::Error);
+        assert!(text.starts_with("read-only console:"), "{text}");
+    }
+    // Looking still works.
+    assert_eq!(press(&mut app, KeyCode::Char('f')).len(), 1);
+    assert!(super::changes_hosts(&Command::Revoke(
+        crate::engine::RevokeRequest::default()
+    )));
+    assert!(!super::changes_hosts(&Command::Refresh));
+}
