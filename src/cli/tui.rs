@@ -32,6 +32,29 @@ pub(super) fn theme_dir(config_file: &Path) -> PathBuf {
         .join("themes")
 }
 
+/// `commands.toml` beside the config file, if there is one; a bad one is
+/// the operator's mistake, said with the file's name (exit 2).
+fn custom_commands(config_file: &Path) -> anyhow::Result<Vec<crate::tui::custom::CustomCommand>> {
+    let file = config_file
+        .parent()
+        .unwrap_or_else(|| Path::new("."))
+        .join("commands.toml");
+    let text = match std::fs::read_to_string(&file) {
+        Ok(text) => text,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(e) => {
+            return Err(BadInput::wrap(
+                anyhow::Error::new(e).context(format!("cannot read {}", file.display())),
+            ));
+        }
+    };
+    // The short forms `:q` and `:fp` are taken too.
+    let mut builtin = crate::tui::complete::COMMANDS.to_vec();
+    builtin.extend(["q", "fp"]);
+    crate::tui::custom::parse(&text, &builtin)
+        .map_err(|e| BadInput::wrap(anyhow::anyhow!("{}: {e}", file.display())))
+}
+
 /// The console's `:` lines, in the data dir.
 const HISTORY_FILE: &str = "history";
 
@@ -42,6 +65,7 @@ pub fn run(args: &TuiArgs, ctx: &Context) -> anyhow::Result<ExitCode> {
     );
     let name = args.theme.as_deref().unwrap_or(&ctx.config.tui.theme);
     let theme = themes.get(name).map_err(BadInput::wrap)?;
+    let custom = custom_commands(&ctx.paths.config_file)?;
     if !std::io::stdout().is_terminal() {
         return Err(BadInput::wrap(anyhow::anyhow!(
             "the console needs a terminal; for scripts use `fleetctl scan` or `fleetctl fingerprint`"
@@ -52,6 +76,7 @@ pub fn run(args: &TuiArgs, ctx: &Context) -> anyhow::Result<ExitCode> {
 
     let max_in_flight = super::raise_open_files_limit();
     let mut app = App::new(themes, theme);
+    app.custom = custom;
     app.read_only = args.read_only;
     app.history = crate::tui::complete::History::load(&ctx.paths.data_dir.join(HISTORY_FILE));
     super::runtime()?.block_on(async move {

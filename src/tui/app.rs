@@ -51,6 +51,8 @@ pub enum InputKind {
 pub struct Confirm {
     pub kind: JobKind,
     pub hosts: Vec<IpAddr>,
+    /// A custom command (its index in `App::custom`) rather than a job.
+    pub custom: Option<usize>,
 }
 
 /// How an event log line reads.
@@ -119,8 +121,13 @@ pub struct App {
     /// `:` lines entered, kept across runs when loaded from a file.
     pub history: super::complete::History,
     /// `fleetctl tui --read-only`: nothing that changes hosts (deploy,
-    /// undeploy, revoke) is sent.
+    /// undeploy, revoke, a dangerous custom command) is sent or run.
     pub read_only: bool,
+    /// `commands.toml`'s entries.
+    pub custom: Vec<super::custom::CustomCommand>,
+    /// A custom command to run with the console suspended (the event loop
+    /// takes it).
+    pub pending_exec: Option<super::custom::Exec>,
 }
 
 impl App {
@@ -144,6 +151,8 @@ impl App {
             prompt_text: Secret(String::new()),
             history: super::complete::History::default(),
             read_only: false,
+            custom: Vec::new(),
+            pending_exec: None,
             help: false,
             log: VecDeque::new(),
             log_scroll: 0,

@@ -26,6 +26,8 @@ pub const FILTER_KEYS: &[&str] = &["agent:", "os:", "reach:", "reg:", "ssh:", "t
 /// The words completion may offer besides commands and filter keys.
 #[derive(Debug, Clone, Default)]
 pub struct Words {
+    /// Custom commands' names, offered with the built-in ones.
+    pub commands: Vec<String>,
     pub columns: Vec<String>,
     pub themes: Vec<String>,
     /// Host names and addresses, as the table shows them.
@@ -53,7 +55,11 @@ pub fn complete(line: &str, command: bool, words: &Words) -> Completed {
     };
     let first = line.split_whitespace().next().unwrap_or("");
     let offer: Vec<&str> = if command && head.is_empty() {
-        COMMANDS.to_vec()
+        COMMANDS
+            .iter()
+            .copied()
+            .chain(words.commands.iter().map(String::as_str))
+            .collect()
     } else if command {
         match first {
             "sort" => words.columns.iter().map(String::as_str).collect(),
@@ -212,6 +218,7 @@ mod tests {
 
     fn words() -> Words {
         Words {
+            commands: vec!["wipe".into()],
             columns: vec![
                 "address".into(),
                 "agent".into(),
@@ -253,6 +260,11 @@ mod tests {
         assert_eq!(complete("to", false, &w), line("token:"));
         assert_eq!(complete("scan w", true, &w), line("scan web"));
         assert_eq!(complete("zz", true, &w), Completed::Nothing);
+        assert_eq!(
+            complete("wi", true, &w),
+            line("wipe "),
+            "custom commands too"
+        );
         assert_eq!(complete("deploy x", true, &w), Completed::Nothing);
     }
 

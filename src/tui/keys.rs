@@ -10,8 +10,8 @@ use crate::engine::{
 };
 
 use super::app::{App, Confirm, Input, InputKind, Level, View};
-use super::complete;
 use super::table::Column;
+use super::{complete, custom};
 
 /// Handles one key press.
 pub fn key(app: &mut App, key: KeyEvent) -> Vec<Command> {
@@ -76,9 +76,18 @@ fn prompt_key(app: &mut App, key: KeyEvent) -> Vec<Command> {
 fn confirm_key(app: &mut App, key: KeyEvent) -> Vec<Command> {
     match key.code {
         KeyCode::Char('y' | 'Y') | KeyCode::Enter => {
-            let Some(Confirm { kind, hosts }) = app.confirm.take() else {
+            let Some(Confirm {
+                kind,
+                hosts,
+                custom,
+            }) = app.confirm.take()
+            else {
                 return Vec::new();
             };
+            if let Some(i) = custom {
+                start_custom(app, i, &hosts);
+                return Vec::new();
+            }
             app.marked.clear();
             match kind {
                 JobKind::Deploy => vec![Command::Deploy(DeployRequest::hosts(&hosts))],
@@ -172,6 +181,7 @@ fn input_key(app: &mut App, key: KeyEvent) -> Vec<Command> {
 /// Tab: completes the line's last word from what the console knows.
 fn tab(app: &mut App, kind: InputKind) {
     let words = complete::Words {
+        commands: app.custom.iter().map(|c| c.name.clone()).collect(),
         columns: Column::ALL
             .iter()
             .map(|c| c.title().to_lowercase())
@@ -265,7 +275,11 @@ fn ask_confirm(app: &mut App, kind: JobKind) {
     if hosts.is_empty() {
         app.status = Some((Level::Error, "no host selected".into()));
     } else {
-        app.confirm = Some(Confirm { kind, hosts });
+        app.confirm = Some(Confirm {
+            kind,
+            hosts,
+            custom: None,
+        });
     }
 }
 
@@ -341,6 +355,12 @@ fn command_line(app: &mut App, line: &str) -> Vec<Command> {
             Vec::new()
         }
         "cancel" => cancel(app, rest),
+        name if app.custom.iter().any(|c| c.name == name) => {
+            if let Some(i) = app.custom.iter().position(|c| c.name == name) {
+                run_custom(app, i);
+            }
+            Vec::new()
+        }
         "refresh" => vec![Command::Refresh],
         other => {
             app.status = Some((
@@ -374,6 +394,63 @@ fn sort_by_name(app: &mut App, name: &str) {
         app.sort.descending = false;
     }
     app.recompute_rows();
+}
+
+/// A custom command on its scope's hosts: refused when dangerous in a
+/// read-only console, asked first when it says so.
+fn run_custom(app: &mut App, i: usize) {
+    let cmd = &app.custom[i];
+    if cmd.dangerous && app.read_only {
+        app.status = Some((
+            Level::Error,
+            format!("read-only console: {} is dangerous, refused", cmd.name),
+        ));
+        return;
+    }
+    let hosts = match cmd.scope {
+        custom::Scope::Marked => app.targets(),
+        custom::Scope::Selected => match app.view {
+            View::Detail(addr) => vec![addr],
+            _ => app.selected_addr().into_iter().collect(),
+        },
+    };
+    if hosts.is_empty() {
+        app.status = Some((Level::Error, "no host selected".into()));
+    } else if cmd.confirm {
+        app.confirm = Some(Confirm {
+            kind: JobKind::Fingerprint,
+            hosts,
+            custom: Some(i),
+        });
+    } else {
+        start_custom(app, i, &hosts);
+    }
+}
+
+/// Hands the command, with what it learns of `hosts`, to the event loop.
+fn start_custom(app: &mut App, i: usize, hosts: &[std::net::IpAddr]) {
+    let targets: Vec<custom::Target> = hosts
+        .iter()
+        .map(|addr| {
+            let host = app.fleet.host(*addr);
+            custom::Target {
+                host: host
+                    .and_then(|h| h.hostname().map(str::to_owned))
+                    .unwrap_or_else(|| addr.to_string()),
+                addr: addr.to_string(),
+                port: 22,
+                user: host
+                    .and_then(|h| h.facts.as_ref())
+                    .and_then(|f| f.user.clone())
+                    .unwrap_or_default(),
+                tags: host
+                    .map(|h| crate::model::tags::tags_text(&h.tags))
+                    .unwrap_or_default(),
+            }
+        })
+        .collect();
+    app.marked.clear();
+    app.pending_exec = Some(app.custom[i].exec(&targets));
 }
 
 /// Holds the newest running deploy or undeploy, or lets it go on.
@@ -442,6 +519,11 @@ fn view_key(app: &mut App, key: KeyEvent) -> Vec<Command> {
         (_, KeyCode::Char('d')) => ask_confirm(app, JobKind::Deploy),
         (_, KeyCode::Char('u')) => ask_confirm(app, JobKind::Undeploy),
         (_, KeyCode::Char('r')) => ask_confirm(app, JobKind::Revoke),
+        (_, KeyCode::Char(c)) if app.custom.iter().any(|cmd| cmd.key == Some(c)) => {
+            if let Some(i) = app.custom.iter().position(|cmd| cmd.key == Some(c)) {
+                run_custom(app, i);
+            }
+        }
         (_, KeyCode::Char('x')) => return cancel(app, ""),
         (_, KeyCode::Char('p')) => return pause(app),
         (View::Log, KeyCode::Char('j') | KeyCode::Down) => {

@@ -14,6 +14,7 @@
 
 pub mod app;
 pub mod complete;
+pub mod custom;
 pub mod format;
 mod keys;
 pub mod layout;
@@ -55,6 +56,34 @@ pub async fn run(engine: EngineHandle, events: crate::engine::Events, app: App) 
     let _ = crossterm::execute!(io::stdout(), DisableMouseCapture);
     ratatui::restore();
     result
+}
+
+/// Runs a custom command with the terminal its own: the console steps
+/// aside, the command runs under `sh -c` with the hosts in its
+/// environment, and Enter brings the console back. Returns a line for the
+/// event log.
+fn suspended(terminal: &mut ratatui::DefaultTerminal, exec: &custom::Exec) -> io::Result<String> {
+    use std::io::Write as _;
+    let _ = crossterm::execute!(io::stdout(), DisableMouseCapture);
+    ratatui::restore();
+    let status = std::process::Command::new("sh")
+        .arg("-c")
+        .arg(&exec.command)
+        .envs(exec.env.iter().map(|(k, v)| (k, v)))
+        .status();
+    let said = match &status {
+        Ok(s) => format!("{} ended: {s}", exec.name),
+        Err(e) => format!("{} could not start: {e}", exec.name),
+    };
+    let mut out = io::stdout();
+    let _ = write!(out, "\n[{said}; press Enter to return to the console]");
+    let _ = out.flush();
+    let mut line = String::new();
+    let _ = io::stdin().read_line(&mut line);
+    *terminal = ratatui::init();
+    crossterm::execute!(io::stdout(), EnableMouseCapture)?;
+    terminal.clear()?;
+    Ok(said)
 }
 
 /// Commands a read-only console never sends.
@@ -136,6 +165,11 @@ async fn event_loop(
                 }
                 engine.send(command);
             }
+        }
+        if let Some(exec) = app.pending_exec.take() {
+            let note = tokio::task::block_in_place(|| suspended(terminal, &exec))?;
+            app.log(app::Level::Info, note);
+            dirty = true;
         }
     }
     // Once the console is done drawing: the next run's Up finds these.

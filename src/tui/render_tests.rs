@@ -344,3 +344,22 @@ fn a_read_only_console_says_so_in_its_header() {
         "{screen}"
     );
 }
+
+#[test]
+fn custom_commands_are_listed_under_help_and_named_in_their_confirmation() {
+    let mut app = app(10, 100, 40, "default");
+    app.custom = crate::tui::custom::parse(
+        "[[command]]\nname = \"wipe\"\nkey = \"W\"\ncommand = \"rm -rf /tmp/x\"\nconfirm = true\ndangerous = true\n",
+        &[],
+    )
+    .unwrap();
+    keys(&mut app, &[KeyCode::Char('?')]);
+    let screen = draw(&app).backend().to_string();
+    assert!(
+        screen.contains("W wipe (rm -rf /tmp/x) [dangerous]"),
+        "{screen}"
+    );
+    keys(&mut app, &[KeyCode::Esc, KeyCode::Char('W')]);
+    let screen = draw(&app).backend().to_string();
+    assert!(screen.contains("Run wipe on 1 host?"), "{screen}");
+}

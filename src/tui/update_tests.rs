@@ -520,3 +520,61 @@ fn a_read_only_console_refuses_what_changes_hosts() {
     )));
     assert!(!super::changes_hosts(&Command::Refresh));
 }
+
+#[test]
+fn custom_commands_run_on_their_hosts_ask_first_and_keep_to_read_only() {
+    let mut app = app(10);
+    app.custom = super::custom::parse(
+        r#"
+[[command]]
+name = "note"
+key = "N"
+scope = "marked"
+command = 'echo "$MARKED"'
+
+[[command]]
+name = "wipe"
+key = "W"
+command = "true"
+confirm = true
+dangerous = true
+"#,
+        super::complete::COMMANDS,
+    )
+    .unwrap();
+    press(&mut app, KeyCode::Char(' '));
+    press(&mut app, KeyCode::Char(' '));
+    press(&mut app, KeyCode::Char('N'));
+    let exec = app.pending_exec.take().expect("N runs note");
+    let env: std::collections::HashMap<_, _> = exec.env.into_iter().collect();
+    assert_eq!(env["MARKED"], "10.0.0.1 10.0.0.2");
+    assert_eq!(env["ADDR"], "10.0.0.1");
+    assert_eq!(env["HOST"], "node-0000");
+    assert!(app.marked.is_empty());
+    // `:note` is the same command.
+    press(&mut app, KeyCode::Char(':'));
+    typed(&mut app, "no");
+    press(&mut app, KeyCode::Tab);
+    assert_eq!(app.input.as_ref().unwrap().text, "note ");
+    press(&mut app, KeyCode::Enter);
+    assert!(app.pending_exec.take().is_some());
+    // confirm: asked first, then run on y.
+    press(&mut app, KeyCode::Char('W'));
+    assert!(app.pending_exec.is_none());
+    assert_eq!(app.confirm.as_ref().unwrap().custom, Some(1));
+    press(&mut app, KeyCode::Char('y'));
+    assert_eq!(app.pending_exec.take().unwrap().name, "wipe");
+    // dangerous: refused in a read-only console.
+    app.read_only = true;
+    press(&mut app, KeyCode::Char('W'));
+    assert!(app.confirm.is_none() && app.pending_exec.is_none());
+    assert!(
+        app.status
+            .as_ref()
+            .unwrap()
+            .1
+            .contains("wipe is dangerous, refused")
+    );
+    press(&mut app, KeyCode::Char('N'));
+    assert!(app.pending_exec.is_some(), "a harmless one still runs");
+}

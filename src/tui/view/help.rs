@@ -5,6 +5,7 @@ use ratatui::layout::Rect;
 use ratatui::text::{Line, Span};
 use ratatui::widgets::{Block, Clear, Paragraph};
 
+use crate::model::text;
 use crate::tui::app::App;
 use crate::tui::keys::COMMANDS;
 use crate::tui::layout::centered;
@@ -39,6 +40,17 @@ pub fn render(app: &App, frame: &mut Frame<'_>, screen: Rect) {
     };
     let mut lines: Vec<Line<'_>> = KEYS.iter().map(|(k, w)| entry(k, w)).collect();
     lines.push(entry("filters:", FILTER_KEYS));
+    // commands.toml's, with their keys.
+    for c in &app.custom {
+        let key = c
+            .key
+            .map_or_else(|| format!(":{}", c.name), |k| k.to_string());
+        let mut what = format!("{} ({})", c.name, text::escape(&c.command));
+        if c.dangerous {
+            what.push_str(" [dangerous]");
+        }
+        lines.push(entry(&key, &what));
+    }
     // Commands one per line when there is room, else named in a row.
     let full = lines.len() + COMMANDS.len() + 2;
     if usize::from(screen.height) >= full {

@@ -30,11 +30,14 @@ const LISTED: usize = 8;
 
 pub fn confirm(app: &App, confirm: &Confirm, frame: &mut Frame<'_>, screen: Rect) {
     let theme = &app.theme;
-    let verb = match confirm.kind {
-        JobKind::Deploy => "Deploy the agent to",
-        JobKind::Undeploy => "Remove the agent from",
-        JobKind::Revoke => "Revoke the agent identity of",
-        _ => "Run on",
+    let custom = confirm.custom.and_then(|i| app.custom.get(i));
+    let run = custom.map(|c| format!("Run {} on", c.name));
+    let verb = match (&run, confirm.kind) {
+        (Some(run), _) => run.as_str(),
+        (None, JobKind::Deploy) => "Deploy the agent to",
+        (None, JobKind::Undeploy) => "Remove the agent from",
+        (None, JobKind::Revoke) => "Revoke the agent identity of",
+        (None, _) => "Run on",
     };
     let n = confirm.hosts.len();
     let mut lines = vec![Line::from(Span::styled(
@@ -62,7 +65,8 @@ pub fn confirm(app: &App, confirm: &Confirm, frame: &mut Frame<'_>, screen: Rect
         "y / Enter: go    n / Esc: cancel",
         theme.muted(),
     )));
-    draw(app, frame, screen, confirm.kind.as_str(), lines);
+    let title = custom.map_or(confirm.kind.as_str(), |c| c.name.as_str());
+    draw(app, frame, screen, title, lines);
 }
 
 pub fn scan(app: &App, text: &str, frame: &mut Frame<'_>, screen: Rect) {
