@@ -382,11 +382,15 @@ impl Actor {
                 facts,
                 deployments,
                 tags,
+                unfinished,
             } => {
                 self.inventory(hosts);
                 self.stored_facts(facts);
                 self.deployments(deployments);
                 self.tags(tags);
+                if let Some(hosts) = unfinished.filter(|n| *n > 0) {
+                    self.emit(Event::RolloutUnfinished { hosts });
+                }
             }
             JobMsg::Stats {
                 addr,

@@ -191,6 +191,11 @@ pub enum Event {
     InventoryLoaded {
         hosts: usize,
     },
+    /// The inventory holds a rollout a crash or a quit cut short, with
+    /// this many hosts left (`DeployRequest::resume` goes on with it).
+    RolloutUnfinished {
+        hosts: usize,
+    },
     /// A scan found a live host (new or known).
     HostFound {
         scan: HostScan,

@@ -51,6 +51,8 @@ pub enum InputKind {
 pub struct Confirm {
     pub kind: JobKind,
     pub hosts: Vec<IpAddr>,
+    /// Resume the inventory's unfinished rollout (this many hosts left).
+    pub resume: Option<usize>,
     /// A custom command (its index in `App::custom`) rather than a job.
     pub custom: Option<usize>,
 }
@@ -84,6 +86,7 @@ pub enum Msg {
 
 /// Everything the console remembers between frames.
 #[derive(Debug)]
+#[allow(clippy::struct_excessive_bools)] // independent switches of the screen's state
 pub struct App {
     pub fleet: Arc<FleetSnapshot>,
     /// Indices into `fleet.hosts`, filtered and sorted.
@@ -123,6 +126,8 @@ pub struct App {
     /// `fleetctl tui --read-only`: nothing that changes hosts (deploy,
     /// undeploy, revoke, a dangerous custom command) is sent or run.
     pub read_only: bool,
+    /// Whether the unfinished rollout was offered already.
+    pub resume_asked: bool,
     /// `commands.toml`'s entries.
     pub custom: Vec<super::custom::CustomCommand>,
     /// A custom command to run with the console suspended (the event loop
@@ -151,6 +156,7 @@ impl App {
             prompt_text: Secret(String::new()),
             history: super::complete::History::default(),
             read_only: false,
+            resume_asked: false,
             custom: Vec::new(),
             pending_exec: None,
             help: false,
@@ -331,6 +337,22 @@ fn engine_event(app: &mut App, event: Event) {
     use Level::{Error, Info, Ok, Warn};
     match event {
         Event::InventoryLoaded { hosts } => app.log(Info, format!("inventory: {hosts} hosts")),
+        Event::RolloutUnfinished { hosts } => {
+            app.log(
+                Warn,
+                format!("a rollout was cut short with {hosts} host(s) left"),
+            );
+            // Asked once a run, and never in a console that may not deploy.
+            if !app.read_only && !app.resume_asked && app.confirm.is_none() {
+                app.resume_asked = true;
+                app.confirm = Some(Confirm {
+                    kind: JobKind::Deploy,
+                    hosts: Vec::new(),
+                    resume: Some(hosts),
+                    custom: None,
+                });
+            }
+        }
         Event::HostFound { scan, new: true } => {
             let via = scan.via.map_or_else(String::new, |v| format!(" via {v}"));
             app.log(Ok, format!("{} found{via}", scan.addr));

@@ -80,10 +80,17 @@ fn confirm_key(app: &mut App, key: KeyEvent) -> Vec<Command> {
                 kind,
                 hosts,
                 custom,
+                resume,
             }) = app.confirm.take()
             else {
                 return Vec::new();
             };
+            if resume.is_some() {
+                return vec![Command::Deploy(DeployRequest {
+                    resume: true,
+                    ..DeployRequest::default()
+                })];
+            }
             if let Some(i) = custom {
                 start_custom(app, i, &hosts);
                 return Vec::new();
@@ -278,6 +285,7 @@ fn ask_confirm(app: &mut App, kind: JobKind) {
         app.confirm = Some(Confirm {
             kind,
             hosts,
+            resume: None,
             custom: None,
         });
     }
@@ -420,6 +428,7 @@ fn run_custom(app: &mut App, i: usize) {
         app.confirm = Some(Confirm {
             kind: JobKind::Fingerprint,
             hosts,
+            resume: None,
             custom: Some(i),
         });
     } else {

@@ -363,3 +363,15 @@ fn custom_commands_are_listed_under_help_and_named_in_their_confirmation() {
     let screen = draw(&app).backend().to_string();
     assert!(screen.contains("Run wipe on 1 host?"), "{screen}");
 }
+
+#[test]
+fn the_resume_question_says_how_many_hosts_are_left() {
+    let mut app = app(10, 100, 30, "default");
+    update(&mut app, Msg::Engine(Event::RolloutUnfinished { hosts: 3 }));
+    let screen = draw(&app).backend().to_string();
+    assert!(
+        screen.contains("A rollout was cut short with 3 host(s) left. Resume it?"),
+        "{screen}"
+    );
+    assert!(screen.contains("y / Enter: go"), "{screen}");
+}

@@ -578,3 +578,24 @@ dangerous = true
     press(&mut app, KeyCode::Char('N'));
     assert!(app.pending_exec.is_some(), "a harmless one still runs");
 }
+
+#[test]
+fn a_rollout_cut_short_is_offered_once_and_resumed_on_yes() {
+    let mut app = app(10);
+    update(&mut app, Msg::Engine(Event::RolloutUnfinished { hosts: 2 }));
+    assert_eq!(app.confirm.as_ref().unwrap().resume, Some(2));
+    let out = press(&mut app, KeyCode::Char('y'));
+    assert!(
+        matches!(&out[..], [Command::Deploy(r)] if r.resume && r.hosts.is_empty()),
+        "{out:?}"
+    );
+    update(&mut app, Msg::Engine(Event::RolloutUnfinished { hosts: 2 }));
+    assert!(app.confirm.is_none(), "asked once a run");
+    let mut ro = self::app(10);
+    ro.read_only = true;
+    update(&mut ro, Msg::Engine(Event::RolloutUnfinished { hosts: 2 }));
+    assert!(
+        ro.confirm.is_none(),
+        "a read-only console does not offer it"
+    );
+}

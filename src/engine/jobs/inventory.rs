@@ -18,13 +18,19 @@ pub(in crate::engine) async fn load(path: PathBuf, report: Reporter) {
                 inventory.all_facts()?,
                 inventory.deployments()?,
                 inventory.all_tags()?,
+                inventory.unfinished_rollout()?.map(|r| {
+                    r.hosts
+                        .iter()
+                        .filter(|h| h.state == crate::store::HostState::Pending)
+                        .count()
+                }),
             ))
         };
         read().map_err(|e| JobError::Inventory(e.to_string()))
     })
     .await;
     let result = match read {
-        Ok((hosts, facts, deployments, tags)) => {
+        Ok((hosts, facts, deployments, tags, unfinished)) => {
             let summary = format!("{} hosts from the inventory", hosts.len());
             report
                 .send(JobMsg::Inventory {
@@ -32,6 +38,7 @@ pub(in crate::engine) async fn load(path: PathBuf, report: Reporter) {
                     facts,
                     deployments,
                     tags,
+                    unfinished,
                 })
                 .await;
             Ok(summary)

@@ -205,6 +205,8 @@ pub(super) enum JobMsg {
         facts: Vec<StoredFacts>,
         deployments: Vec<Deployment>,
         tags: BTreeMap<IpAddr, Tags>,
+        /// Hosts left in a rollout a crash or a quit cut short.
+        unfinished: Option<usize>,
     },
     /// One stats read (from the poller): `failures` in a row, and when the
     /// next read comes after a failure.

@@ -39,9 +39,13 @@ pub fn confirm(app: &App, confirm: &Confirm, frame: &mut Frame<'_>, screen: Rect
         (None, JobKind::Revoke) => "Revoke the agent identity of",
         (None, _) => "Run on",
     };
-    let n = confirm.hosts.len();
+    let n = confirm.resume.unwrap_or(confirm.hosts.len());
     let mut lines = vec![Line::from(Span::styled(
-        format!("{verb} {n} host{}?", if n == 1 { "" } else { "s" }),
+        if confirm.resume.is_some() {
+            format!("A rollout was cut short with {n} host(s) left. Resume it?")
+        } else {
+            format!("{verb} {n} host{}?", if n == 1 { "" } else { "s" })
+        },
         theme.text(),
     ))];
     for addr in confirm.hosts.iter().take(LISTED) {
@@ -65,7 +69,11 @@ pub fn confirm(app: &App, confirm: &Confirm, frame: &mut Frame<'_>, screen: Rect
         "y / Enter: go    n / Esc: cancel",
         theme.muted(),
     )));
-    let title = custom.map_or(confirm.kind.as_str(), |c| c.name.as_str());
+    let title = match (custom, confirm.resume) {
+        (Some(c), _) => c.name.as_str(),
+        (None, Some(_)) => "resume rollout",
+        (None, None) => confirm.kind.as_str(),
+    };
     draw(app, frame, screen, title, lines);
 }
 
