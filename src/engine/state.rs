@@ -120,6 +120,8 @@ pub struct HostView {
     pub events: VecDeque<HostEvent>,
     /// The operator's tags (`fleetctl tag`), from the inventory.
     pub tags: Tags,
+    /// The SSH port fingerprinting last reached the host on.
+    pub ssh_port: Option<u16>,
 }
 
 impl HostView {
@@ -148,6 +150,7 @@ impl HostView {
             last_seen,
             events: VecDeque::new(),
             tags: Tags::new(),
+            ssh_port: None,
         }
     }
 

@@ -447,7 +447,7 @@ fn start_custom(app: &mut App, i: usize, hosts: &[std::net::IpAddr]) {
                     .and_then(|h| h.hostname().map(str::to_owned))
                     .unwrap_or_else(|| addr.to_string()),
                 addr: addr.to_string(),
-                port: 22,
+                port: host.and_then(|h| h.ssh_port).unwrap_or(22),
                 user: host
                     .and_then(|h| h.facts.as_ref())
                     .and_then(|f| f.user.clone())

@@ -599,3 +599,23 @@ fn a_rollout_cut_short_is_offered_once_and_resumed_on_yes() {
         "a read-only console does not offer it"
     );
 }
+
+#[test]
+fn a_custom_commands_port_is_the_one_fingerprinting_used() {
+    let mut app = app(3);
+    app.custom = super::custom::parse(
+        "[[command]]\nname = \"p\"\nkey = \"P\"\ncommand = 'echo $PORT'\n",
+        &[],
+    )
+    .unwrap();
+    let mut fleet = sample::fleet(3, NOW);
+    Arc::make_mut(&mut fleet.hosts[0]).ssh_port = Some(2222);
+    update(&mut app, Msg::Snapshot(Arc::new(fleet)));
+    press(&mut app, KeyCode::Char('P'));
+    let exec = app.pending_exec.take().unwrap();
+    assert!(exec.env.contains(&("PORT".to_string(), "2222".to_string())));
+    press(&mut app, KeyCode::Char('j'));
+    press(&mut app, KeyCode::Char('P'));
+    let exec = app.pending_exec.take().unwrap();
+    assert!(exec.env.contains(&("PORT".to_string(), "22".to_string())));
+}

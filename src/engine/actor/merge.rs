@@ -34,6 +34,7 @@ impl Actor {
                 continue;
             };
             let host = self.host_mut(addr);
+            host.ssh_port = host.ssh_port.or(Some(f.port));
             if host.facts.is_none() {
                 host.facts = f.facts;
                 host.host_key = f.host_key;
