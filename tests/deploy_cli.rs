@@ -29,7 +29,14 @@ fn bad_input_says_what_is_wrong_and_exits_2() {
             vec!["deploy", "h1", "--controller", "https://127.7.0.1:1"],
             "no token signing key",
         ),
-        (vec!["undeploy", "--select", "agent"], "is not FIELD=VALUE"),
+        (
+            vec!["undeploy", "--select", "web:&"],
+            "nothing after its operator",
+        ),
+        (
+            vec!["fingerprint", "--select", "~web["],
+            "not a regular expression",
+        ),
     ] {
         let out = env.run(&args);
         assert_eq!(out.status.code(), Some(2), "{args:?}: {}", stderr(&out));
@@ -119,5 +126,50 @@ fn errors_say_each_cause_once() {
         assert!(!out.status.success(), "{args:?}");
         assert_eq!(err.matches(needle).count(), 1, "{args:?}: {err}");
         assert_causes_once(&err);
+    }
+}
+
+#[test]
+fn batches_in_the_plan_and_bad_rollout_flags_exit_2() {
+    let env = Env::new();
+    let hosts = [
+        "127.7.0.10",
+        "127.7.0.11",
+        "127.7.0.12",
+        "127.7.0.13",
+        "127.7.0.14",
+        "127.7.0.15",
+    ];
+    let mut args = vec!["deploy"];
+    args.extend(hosts);
+    args.extend([
+        "--batch",
+        "1,2,50%",
+        "--gate",
+        "--controller",
+        "https://127.7.0.1:8443",
+        "--dry-run",
+    ]);
+    let out = env.run(&args);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let text = stdout(&out);
+    assert!(text.contains("in 3 batch(es)"), "{text}");
+    assert!(text.contains("a failed host stops the rollout"), "{text}");
+    assert!(text.contains("the operator says when each batch"), "{text}");
+    assert!(text.contains("1. batch 1"), "{text}");
+    assert!(text.contains("3. batch 2"), "{text}");
+    assert!(text.contains("6. batch 3"), "{text}");
+    for (args, needle) in [
+        (vec!["deploy", "h1", "--batch", "0"], "at least 1 host"),
+        (vec!["deploy", "h1", "--batch", "1,,2"], "a number of hosts"),
+        (vec!["deploy", "h1", "--max-failures", "150%"], "1% to 100%"),
+        (vec!["deploy", "h1", "--resume"], "cannot be used with"),
+        (vec!["deploy", "--resume"], "no unfinished rollout"),
+    ] {
+        let mut args = args.clone();
+        args.extend(["--controller", "https://127.7.0.1:8443"]);
+        let out = env.run(&args);
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {}", stderr(&out));
+        assert!(stderr(&out).contains(needle), "{args:?}: {}", stderr(&out));
     }
 }

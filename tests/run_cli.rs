@@ -22,7 +22,7 @@ fn bad_requests_are_said_and_exit_2() {
         ),
         (
             &["run", "--select", "colour=blue", "--", "uptime"],
-            "--select",
+            "unknown field \"colour\"",
         ),
         (&["shell", "web1"], "needs a terminal"),
     ];

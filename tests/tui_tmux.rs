@@ -477,3 +477,153 @@ fn the_demo_shows_the_cut_off_hosts_token_timeline_in_its_detail() {
         "left running"
     );
 }
+
+#[test]
+#[ignore = "needs tmux (the interop suite in .ci/run runs it)"]
+fn read_only_tags_completion_and_history_in_a_real_terminal() {
+    let env = Env::new();
+    std::fs::write(env.config_file(), "[control]\nlisten = \"127.6.1.100:0\"\n").unwrap();
+    let hosts: Vec<_> = (1..=3)
+        .map(|i| {
+            (
+                format!("127.6.1.{i}").parse().unwrap(),
+                Some(format!("web{i}")),
+            )
+        })
+        .collect();
+    env.inventory().add_listed("test", &hosts).unwrap();
+    let out = env.run(&["tag", "web1", "web2", "role=web"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+
+    let tmux = Tmux::start("fleetctl-ro", 140, 30);
+    tmux.launch(&env, "tui --read-only");
+    // Generous: with the other consoles of this file running beside it on
+    // a loaded machine, the first frame with the inventory once took >15 s.
+    let screen = tmux.wait_until("inventory: 3 hosts", Duration::from_secs(45), |s| {
+        s.contains("inventory: 3 hosts")
+    });
+    assert!(screen.contains("fleetctl READ-ONLY"), "{screen}");
+    assert!(screen.contains("TAGS"), "{screen}");
+    assert!(screen.contains("role=web"), "{screen}");
+
+    // Deploy is refused by key and by command; nothing reaches a host.
+    tmux.keys(&["d"]);
+    tmux.wait_for("read-only console: deploy is refused");
+    tmux.keys(&[":"]);
+    tmux.type_text("undeploy");
+    tmux.keys(&["Enter"]);
+    tmux.wait_for("read-only console: undeploy is refused");
+
+    // The filter takes tags; Tab completes; the line is remembered.
+    tmux.keys(&["/"]);
+    tmux.type_text("tag:role=web");
+    tmux.wait_for("(2 shown)");
+    tmux.keys(&["Enter", "Escape", ":"]);
+    tmux.type_text("so");
+    tmux.keys(&["Tab"]);
+    tmux.wait_for(":sort ");
+    tmux.type_text("cp");
+    tmux.keys(&["Tab"]);
+    tmux.wait_for(":sort cpu ");
+    tmux.keys(&["Enter"]);
+    tmux.wait_for("CPU▲");
+    tmux.keys(&["q"]);
+    std::thread::sleep(Duration::from_millis(300));
+
+    // The next run's Up finds it.
+    tmux.launch(&env, "tui");
+    tmux.wait_for("inventory: 3 hosts");
+    tmux.keys(&[":", "Up"]);
+    tmux.wait_for(":sort cpu");
+    tmux.keys(&["Escape", "q"]);
+    std::thread::sleep(Duration::from_millis(300));
+    assert!(
+        env.inventory().deployments().unwrap().is_empty(),
+        "a read-only console deployed nothing"
+    );
+}
+
+#[test]
+#[ignore = "needs tmux (the interop suite in .ci/run runs it)"]
+fn custom_commands_run_with_the_console_suspended_and_read_only_refuses_the_dangerous() {
+    let env = Env::new();
+    std::fs::write(env.config_file(), "[control]\nlisten = \"127.6.2.100:0\"\n").unwrap();
+    let out_file = env.dir.path().join("note.out");
+    let wiped = env.dir.path().join("wiped");
+    std::fs::write(
+        env.dir.path().join("commands.toml"),
+        format!(
+            "[[command]]\nname = \"note\"\nkey = \"N\"\nscope = \"marked\"\n\
+             command = 'printf \"%s|%s|%s|%s\\n\" \"$HOST\" \"$ADDR\" \"$TAGS\" \"$MARKED\" > {}; echo noted'\n\
+             [[command]]\nname = \"wipe\"\nkey = \"W\"\nconfirm = true\ndangerous = true\n\
+             command = 'touch {}'\n",
+            out_file.display(),
+            wiped.display()
+        ),
+    )
+    .unwrap();
+    let hosts: Vec<_> = (1..=2)
+        .map(|i| {
+            (
+                format!("127.6.2.{i}").parse().unwrap(),
+                Some(format!("app{i}")),
+            )
+        })
+        .collect();
+    env.inventory().add_listed("test", &hosts).unwrap();
+    let out = env.run(&["tag", "app1", "role=app"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+
+    let tmux = Tmux::start("fleetctl-cc", 120, 30);
+    tmux.launch(&env, "tui --read-only");
+    tmux.wait_until("inventory: 2 hosts", Duration::from_secs(45), |s| {
+        s.contains("inventory: 2 hosts")
+    });
+    tmux.keys(&["?"]);
+    tmux.wait_for("N note (printf");
+    tmux.keys(&["Escape", "W"]);
+    tmux.wait_for("read-only console: wipe is dangerous, refused");
+    // Marked hosts, the console suspended, Enter brings it back.
+    tmux.keys(&["Space", "Space", "N"]);
+    tmux.wait_for("press Enter to return to the console");
+    let screen = tmux.screen();
+    assert!(screen.contains("noted"), "{screen}");
+    tmux.keys(&["Enter"]);
+    tmux.wait_for("note ended: exit status: 0");
+    assert_eq!(
+        std::fs::read_to_string(&out_file).unwrap(),
+        "app1|127.6.2.1|role=app|127.6.2.1 127.6.2.2\n"
+    );
+    tmux.keys(&["q"]);
+    std::thread::sleep(Duration::from_millis(300));
+    assert!(!wiped.exists());
+
+    // Not read-only: asked first, then run.
+    tmux.launch(&env, "tui");
+    tmux.wait_for("inventory: 2 hosts");
+    tmux.keys(&["W"]);
+    tmux.wait_for("Run wipe on 1 host?");
+    tmux.keys(&["y"]);
+    tmux.wait_for("press Enter to return to the console");
+    tmux.keys(&["Enter"]);
+    tmux.wait_for("wipe ended");
+    assert!(wiped.exists());
+    tmux.keys(&["q"]);
+    std::thread::sleep(Duration::from_millis(300));
+
+    // A bad commands.toml is said by name, exit 2.
+    std::fs::write(
+        env.dir.path().join("commands.toml"),
+        "[[command]]\nname = \"scan\"\ncommand = \"x\"\n",
+    )
+    .unwrap();
+    let mut cmd = env.cmd();
+    let out = cmd.arg("tui").output().unwrap();
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    assert!(stderr(&out).contains("commands.toml"), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("the name is taken"),
+        "{}",
+        stderr(&out)
+    );
+}

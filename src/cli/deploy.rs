@@ -7,20 +7,19 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
-use anyhow::Context as _;
 use clap::Args;
 
 use super::console::{self, FrontEnd, engine_config};
+use super::hosts::{HostsArgs, pick};
 use super::job::{self, Show};
 use super::ssh_opts::SshArgs;
-use super::{BadInput, Context, EXIT_INTERRUPTED};
+use super::{Context, EXIT_INTERRUPTED};
 use crate::config::parse_duration;
+use crate::deploy::batches::{Amount, BatchSpec};
 use crate::deploy::layout::InstallScope;
-use crate::deploy::select::{Candidate, Selector};
 use crate::deploy::{HostResult, Outcome};
 use crate::engine::{Command, DeployPlan, DeployRequest, JobOutput, UndeployRequest};
-use crate::model::{AgentState, text};
-use crate::store::Inventory;
+use crate::model::text;
 
 mod progress;
 
@@ -47,26 +46,11 @@ impl From<ScopeArg> for InstallScope {
     }
 }
 
-/// Which hosts: named, every one in the inventory, or a selection of it.
-#[derive(Debug, Args)]
-pub struct HostsArgs {
-    /// Hosts: names, addresses or ~/.ssh/config aliases, optionally user@host.
-    #[arg(value_name = "HOST", required_unless_present_any = ["all", "select"])]
-    hosts: Vec<String>,
-    /// Every host in the inventory.
-    #[arg(long, conflicts_with_all = ["hosts", "select"])]
-    all: bool,
-    /// Inventory hosts matching EXPR: FIELD=VALUE[|VALUE...] terms joined by
-    /// commas; fields addr (also a network), name, os, arch, agent, reach;
-    /// `*` wildcards; `!=` negates. E.g. `os=debian,agent=none|failed`.
-    #[arg(long, value_name = "EXPR", conflicts_with = "hosts")]
-    select: Option<String>,
-}
-
 #[derive(Debug, Args)]
 #[command(mut_arg("concurrency", |a| a.help(
     "Hosts deployed at once, each over its own SSH connection (after the canaries)"
 )))]
+#[allow(clippy::struct_excessive_bools)] // the command line's switches, each its own flag
 pub struct DeployArgs {
     #[command(flatten)]
     hosts: HostsArgs,
@@ -92,13 +76,30 @@ pub struct DeployArgs {
     /// Where the agent goes on each host (undeploy: where it went) [default: auto].
     #[arg(long, value_enum)]
     scope: Option<ScopeArg>,
-    /// Hosts deployed first, one at a time; any failure among them stops the
-    /// rollout. The rest then go --concurrency at once.
+    /// Hosts deployed first, one at a time (the first batch); any failure
+    /// among them stops the rollout. The rest then go --concurrency at once.
     #[arg(long, value_name = "N", default_value_t = 0)]
     canary: usize,
-    /// Start no new host once more than N have failed.
-    #[arg(long, value_name = "N")]
-    max_failures: Option<usize>,
+    /// Batches, as Ansible's serial: N hosts, N% of them, or a list whose
+    /// last size repeats (1,2,50%). A batch starts when the one before has
+    /// ended; a failed host stops the rollout unless --continue-on-failure.
+    #[arg(long, value_name = "N|N%|LIST", value_parser = BatchSpec::parse)]
+    batch: Option<BatchSpec>,
+    /// Start no new host once more than N (or N% of the hosts) have failed.
+    #[arg(long, value_name = "N|N%", value_parser = parse_max_failures)]
+    max_failures: Option<Amount>,
+    /// With --batch or --gate: go on past failed hosts (up to --max-failures).
+    #[arg(long)]
+    continue_on_failure: bool,
+    /// Wait for the operator between batches: a prompt on the terminal
+    /// (y goes on; anything else aborts, and hosts not started stay untouched).
+    #[arg(long)]
+    gate: bool,
+    /// Go on with the rollout a crash, a kill or Ctrl-C cut short: its hosts,
+    /// batches and rules come from the inventory, SSH and build settings from
+    /// this command line; hosts it finished are not deployed again.
+    #[arg(long, conflicts_with_all = ["hosts", "all", "select", "canary", "batch", "max_failures", "continue_on_failure", "gate", "dry_run"])]
+    resume: bool,
     /// Show the plan and change nothing.
     #[arg(long)]
     dry_run: bool,
@@ -134,8 +135,16 @@ pub struct UndeployArgs {
     jsonl: bool,
 }
 
+fn parse_max_failures(text: &str) -> Result<Amount, String> {
+    Amount::parse(text, "--max-failures", true)
+}
+
 pub async fn run_deploy(args: DeployArgs, ctx: &Context) -> anyhow::Result<ExitCode> {
-    let hosts = pick(&args.hosts, ctx).await?;
+    let hosts = if args.resume {
+        Vec::new()
+    } else {
+        pick(&args.hosts, ctx).await?
+    };
     let request = DeployRequest {
         hosts,
         ssh: args.ssh.request(args.port),
@@ -144,7 +153,11 @@ pub async fn run_deploy(args: DeployArgs, ctx: &Context) -> anyhow::Result<ExitC
         listen: args.agent_listen,
         scope: args.scope.map(InstallScope::from),
         canary: args.canary,
+        batch: args.batch,
         max_failures: args.max_failures,
+        continue_on_failure: args.continue_on_failure,
+        gate: args.gate,
+        resume: args.resume,
         step_timeout: args.step_timeout,
         wait_timeout: args.wait_timeout,
         dry_run: args.dry_run,
@@ -169,26 +182,6 @@ pub async fn run_undeploy(args: UndeployArgs, ctx: &Context) -> anyhow::Result<E
     let ended = job::run(config, Command::Undeploy(request), &mut view).await?;
     ended.check()?;
     view.end(ended.interrupted)
-}
-
-/// The hosts named, or those `--all` / `--select` pick from the inventory
-/// (read on a blocking thread).
-pub(super) async fn pick(args: &HostsArgs, ctx: &Context) -> anyhow::Result<Vec<String>> {
-    if !args.all && args.select.is_none() {
-        return Ok(args.hosts.clone());
-    }
-    let (path, select, all) = (ctx.paths.inventory(), args.select.clone(), args.all);
-    tokio::task::spawn_blocking(move || {
-        let inventory = Inventory::open(&path)?;
-        let args = HostsArgs {
-            hosts: Vec::new(),
-            all,
-            select,
-        };
-        pick_hosts(&args, &inventory)
-    })
-    .await
-    .context("the inventory reader stopped")?
 }
 
 /// A rollout as it goes: live per-host lines on a terminal, JSON lines
@@ -219,7 +212,7 @@ impl RolloutView {
     }
 
     /// The summary and the exit status: any host failed, 1; else
-    /// interrupted, 130.
+    /// interrupted, 130; else any host left out (the gate aborted), 1.
     fn end(mut self, interrupted: bool) -> anyhow::Result<ExitCode> {
         let Some(results) = self.results.take() else {
             // A dry run: the plan was the output.
@@ -234,6 +227,11 @@ impl RolloutView {
                 ExitCode::FAILURE
             } else if interrupted {
                 ExitCode::from(EXIT_INTERRUPTED)
+            } else if results
+                .iter()
+                .any(|r| matches!(r.outcome, Outcome::Skipped { .. }))
+            {
+                ExitCode::FAILURE
             } else {
                 ExitCode::SUCCESS
             },
@@ -253,6 +251,10 @@ impl Show for RolloutView {
         Ok(())
     }
 
+    fn ask_gate(&mut self, question: &str) -> bool {
+        self.view().suspend(|| job::ask_line(question))
+    }
+
     fn interrupted(&mut self) {
         if !std::mem::replace(&mut self.interrupted_note, true) {
             self.view()
@@ -261,81 +263,9 @@ impl Show for RolloutView {
     }
 }
 
-/// The hosts named, or those `--all` / `--select` pick from the inventory.
-fn pick_hosts(args: &HostsArgs, inventory: &Inventory) -> anyhow::Result<Vec<String>> {
-    if !args.all && args.select.is_none() {
-        return Ok(args.hosts.clone());
-    }
-    let selector = args
-        .select
-        .as_deref()
-        .map(Selector::parse)
-        .transpose()
-        .map_err(BadInput::wrap)?;
-    let candidates = candidates(inventory)?;
-    let hosts: Vec<String> = candidates
-        .iter()
-        .filter(|c| selector.as_ref().is_none_or(|s| s.matches(c)))
-        .map(|c| c.name.clone().unwrap_or_else(|| c.addr.clone()))
-        .collect();
-    if hosts.is_empty() {
-        return Err(BadInput::wrap(anyhow::anyhow!(
-            "no host in the inventory matches (it knows {} host(s); `fleetctl scan` and `fleetctl fingerprint` add them)",
-            candidates.len()
-        )));
-    }
-    Ok(hosts)
-}
-
-/// Every host the inventory knows, with what `--select` can look at.
-fn candidates(inventory: &Inventory) -> anyhow::Result<Vec<Candidate>> {
-    let mut by_addr = std::collections::BTreeMap::<String, Candidate>::new();
-    for h in inventory.hosts()? {
-        let addr = h.scan.addr.to_string();
-        by_addr.insert(
-            addr.clone(),
-            Candidate {
-                addr,
-                name: h.scan.name.clone(),
-                reach: Some(h.scan.reach.as_str().to_string()),
-                agent: AgentState::None.as_str().to_string(),
-                ..Candidate::default()
-            },
-        );
-    }
-    for f in inventory.all_facts()? {
-        let c = by_addr
-            .entry(f.address.clone())
-            .or_insert_with(|| Candidate {
-                addr: f.address.clone(),
-                agent: AgentState::None.as_str().to_string(),
-                ..Candidate::default()
-            });
-        if f.host != f.address {
-            c.name = Some(f.host.clone());
-        }
-        if let Some(facts) = &f.facts {
-            c.os.clone_from(&facts.os_id);
-            c.arch.clone_from(&facts.arch);
-        }
-    }
-    for d in inventory.deployments()? {
-        let c = by_addr
-            .entry(d.address.clone())
-            .or_insert_with(|| Candidate {
-                addr: d.address.clone(),
-                ..Candidate::default()
-            });
-        c.agent = d.state.as_str().to_string();
-        if d.host != d.address {
-            c.name = Some(d.host.clone());
-        }
-    }
-    Ok(by_addr.into_values().collect())
-}
-
 fn print_plan(plan: &DeployPlan) {
-    let options = plan.rollout;
+    let options = &plan.rollout;
+    let batches = options.plan(plan.hosts.len());
     println!(
         "plan: push {} (sha256 {}) to {} host(s); agents register with {}",
         text::escape(&plan.build),
@@ -350,16 +280,33 @@ fn print_plan(plan: &DeployPlan) {
         || "no limit".to_string(),
         |m| format!("stop after more than {m} failure(s)"),
     );
+    let failure = if options.stop_on_failure {
+        "; a failed host stops the rollout"
+    } else {
+        ""
+    };
+    let gate = if options.gate {
+        "; the operator says when each batch after the first goes"
+    } else {
+        ""
+    };
     println!(
-        "order: {} canary host(s) one at a time, then {} at once; {max}",
+        "order: {} canary host(s) one at a time, then {} at once in {} batch(es); {max}{failure}{gate}",
         options.canary.min(plan.hosts.len()),
-        options.concurrency.max(1)
+        options.concurrency.max(1),
+        batches.len()
     );
     for (i, (user, host, port)) in plan.hosts.iter().enumerate() {
+        let batch = batches
+            .iter()
+            .position(|(r, _)| r.contains(&i))
+            .unwrap_or(0);
         let phase = if i < options.canary {
-            "canary"
+            "canary".to_string()
+        } else if options.batches.is_empty() {
+            "rollout".to_string()
         } else {
-            "rollout"
+            format!("batch {}", batch + 1)
         };
         println!(
             "  {:>3}. {:<8} {}@{}:{}",
@@ -371,43 +318,4 @@ fn print_plan(plan: &DeployPlan) {
         );
     }
     println!("dry run: nothing was changed");
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::store::Deployment;
-
-    #[test]
-    fn candidates_merge_scan_facts_and_deployments() {
-        let mut inv = Inventory::open_in_memory().unwrap();
-        inv.record_deployment(&Deployment {
-            address: "127.7.0.10".into(),
-            port: 22,
-            host: "web1".into(),
-            build: None,
-            state: AgentState::Failed,
-            step: Some("upload".into()),
-            error: None,
-            updated_at: 1,
-        })
-        .unwrap();
-        let all = candidates(&inv).unwrap();
-        assert_eq!(all.len(), 1);
-        assert_eq!(all[0].name.as_deref(), Some("web1"));
-        assert_eq!(all[0].agent, "failed");
-        let args = HostsArgs {
-            hosts: vec![],
-            all: false,
-            select: Some("agent=failed".into()),
-        };
-        assert_eq!(pick_hosts(&args, &inv).unwrap(), ["web1"]);
-        let none = HostsArgs {
-            hosts: vec![],
-            all: false,
-            select: Some("agent=running".into()),
-        };
-        let err = pick_hosts(&none, &inv).unwrap_err();
-        assert!(err.downcast_ref::<BadInput>().is_some());
-    }
 }

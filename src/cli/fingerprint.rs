@@ -8,6 +8,7 @@ use clap::Args;
 
 use super::console::{FrontEnd, engine_config};
 use super::facts_output::{self, CSV_COLUMNS};
+use super::hosts::{HostsArgs, pick};
 use super::job::{self, Show};
 use super::output::Format;
 use super::ssh_opts::SshArgs;
@@ -19,9 +20,8 @@ use crate::model::text;
 
 #[derive(Debug, Args)]
 pub struct FingerprintArgs {
-    /// Hosts: names, addresses or ~/.ssh/config aliases, optionally user@host.
-    #[arg(required = true, value_name = "HOST")]
-    hosts: Vec<String>,
+    #[command(flatten)]
+    hosts: HostsArgs,
     #[command(flatten)]
     ssh: SshArgs,
     /// SSH port [default: ~/.ssh/config, else 22].
@@ -39,11 +39,9 @@ pub struct FingerprintArgs {
 pub async fn run(args: FingerprintArgs, ctx: &Context) -> anyhow::Result<ExitCode> {
     let mut ssh = args.ssh.request(args.port);
     ssh.timeout = args.timeout;
-    let total = args.hosts.len();
-    let request = FingerprintRequest {
-        hosts: args.hosts,
-        ssh,
-    };
+    let hosts = pick(&args.hosts, ctx).await?;
+    let total = hosts.len();
+    let request = FingerprintRequest { hosts, ssh };
     let config = engine_config(ctx, FrontEnd::Headless, None, 64)?;
     let mut view = FingerprintView {
         format: args.output,

@@ -8,7 +8,9 @@
 
 use std::pin::pin;
 
-use crate::engine::{self, Command, EngineConfig, Event, JobError, JobOutcome, JobOutput};
+use crate::engine::{
+    self, Answer, Command, EngineConfig, Event, JobError, JobOutcome, JobOutput, Prompt, PromptKind,
+};
 
 use super::BadInput;
 
@@ -24,6 +26,28 @@ pub trait Show {
     }
     /// Ctrl-C: the job was told to stop.
     fn interrupted(&mut self) {}
+    /// A rollout's gate: whether the next batch goes.
+    fn ask_gate(&mut self, question: &str) -> bool {
+        ask_line(question)
+    }
+}
+
+/// Asks `question` on stderr and reads one line from stdin: yes (`y`,
+/// `yes`, `c`, `continue`) or, for anything else and for end of input, no.
+pub fn ask_line(question: &str) -> bool {
+    use std::io::Write as _;
+    let mut err = std::io::stderr().lock();
+    let _ = write!(err, "{question}");
+    let _ = err.flush();
+    drop(err);
+    let mut line = String::new();
+    if std::io::stdin().read_line(&mut line).is_err() {
+        return false;
+    }
+    matches!(
+        line.trim().to_ascii_lowercase().as_str(),
+        "y" | "yes" | "c" | "continue"
+    )
 }
 
 /// How the job ended.
@@ -78,6 +102,22 @@ pub async fn run(
                         }
                         Event::Output { output, .. } => show.output(output)?,
                         Event::JobProgress { done, total, .. } => show.progress(done, total),
+                        Event::PromptNeeded(Prompt {
+                            id,
+                            kind: PromptKind::Gate { batch, batches, ok, failed },
+                            ..
+                        }) => {
+                            let question = format!(
+                                "batch {batch}/{batches} done: {ok} ok, {failed} failed; \
+                                 continue with the next batch? [y/N] "
+                            );
+                            // The rollout waits at its gate meanwhile.
+                            let yes = tokio::task::block_in_place(|| show.ask_gate(&question));
+                            engine.send(Command::AnswerPrompt {
+                                id,
+                                answer: Answer::Confirm(yes),
+                            });
+                        }
                         Event::JobEnded { id, outcome, .. } if Some(id) == job => {
                             show.flush()?;
                             return Ok(Ended { outcome, interrupted });

@@ -21,7 +21,11 @@ mod fingerprint;
 #[cfg(feature = "console")]
 mod history;
 #[cfg(feature = "console")]
+mod hosts;
+#[cfg(feature = "console")]
 mod install;
+#[cfg(feature = "console")]
+mod inventory;
 #[cfg(feature = "console")]
 mod job;
 #[cfg(feature = "console")]
@@ -42,6 +46,8 @@ mod shell;
 mod ssh_opts;
 #[cfg(feature = "console")]
 mod status;
+#[cfg(feature = "console")]
+mod tag;
 #[cfg(feature = "console")]
 mod token;
 #[cfg(feature = "console")]
@@ -135,6 +141,17 @@ enum Command {
     /// when, and how it ended (newest first).
     #[cfg(feature = "console")]
     History(history::HistoryArgs),
+    /// Put tags on inventory hosts: `fleetctl tag HOST... key=value...`
+    /// (or `--select PATTERN key=value...`).
+    #[cfg(feature = "console")]
+    Tag(tag::TagArgs),
+    /// Take tags off inventory hosts: `fleetctl untag HOST... key...`.
+    #[cfg(feature = "console")]
+    Untag(tag::UntagArgs),
+    /// The fleet for Ansible: `--list` / `--host NAME` (dynamic inventory
+    /// JSON), `-o ini|yaml`; `import FILE` brings an Ansible inventory in.
+    #[cfg(feature = "console")]
+    Inventory(inventory::InventoryArgs),
     /// The fleet as the console sees it, once: inventory, registry and every
     /// agent read (table, or -o json|jsonl|csv).
     #[cfg(feature = "console")]
@@ -304,6 +321,9 @@ fn run(
         Command::History(args) => runtime()?.block_on(history::run(args, &ctx()?)),
         Command::Serve(args) => runtime()?.block_on(serve::run(args, &ctx()?)),
         Command::Status(args) => runtime()?.block_on(status::run(args, &ctx()?)),
+        Command::Inventory(args) => inventory::run(&args, &ctx()?),
+        Command::Tag(args) => tag::tag(&args, &ctx()?),
+        Command::Untag(args) => tag::untag(&args, &ctx()?),
         Command::Token(cmd) => token::run(&cmd, &ctx()?),
         Command::Registry(cmd) => runtime()?.block_on(registry::run(cmd, &ctx()?)),
         Command::Agents(args) => runtime()?.block_on(agents::agents(args, &ctx()?)),

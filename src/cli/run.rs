@@ -19,7 +19,7 @@ use std::time::Duration;
 use clap::Args;
 
 use super::console::{FrontEnd, engine_config};
-use super::deploy::{HostsArgs, pick};
+use super::hosts::{HostsArgs, pick};
 use super::job::{self, Show};
 use super::ssh_opts::SshArgs;
 use super::{Context, EXIT_INTERRUPTED};

@@ -13,6 +13,7 @@ use super::Context;
 use super::output::Format;
 use crate::config::parse_duration;
 use crate::engine::{self, Event, FleetSnapshot, HostView};
+use crate::model::tags::{Tags, tags_text};
 use crate::model::text;
 use crate::tui::format::{ago, time_left};
 use crate::tui::table::Column;
@@ -49,6 +50,8 @@ struct Row {
     samples: usize,
     #[serde(skip_serializing_if = "Option::is_none")]
     agent_error: Option<String>,
+    /// The operator's tags (`fleetctl tag`).
+    tags: Tags,
 }
 
 impl Row {
@@ -69,17 +72,23 @@ impl Row {
             last_seen: h.last_seen,
             samples: h.history.len(),
             agent_error: h.stats_error.clone(),
+            tags: h.tags.clone(),
         }
     }
 
     /// The cells of the table, in [`Column::ALL`]'s order, escaped: names
-    /// and OS come from the hosts.
-    fn cells(&self, h: &HostView, now: i64) -> Vec<String> {
+    /// and OS come from the hosts. The tags cell is left out when `tags` is false.
+    fn cells(&self, h: &HostView, now: i64, tags: bool) -> Vec<String> {
         let pct = |v: Option<f64>| v.map_or_else(|| "-".into(), |v| format!("{v:.0}%"));
         let cells = vec![
             self.address.clone(),
             self.hostname.clone().unwrap_or_else(|| "-".into()),
             self.os.clone().unwrap_or_else(|| "-".into()),
+            if self.tags.is_empty() {
+                "-".into()
+            } else {
+                tags_text(&self.tags)
+            },
             self.reach.into(),
             self.ssh.into(),
             h.deploy_step
@@ -94,7 +103,9 @@ impl Row {
         ];
         cells
             .into_iter()
-            .map(|c| text::escape(&c).into_owned())
+            .zip(Column::ALL)
+            .filter(|(_, column)| tags || *column != Column::Tags)
+            .map(|(c, _)| text::escape(&c).into_owned())
             .collect()
     }
 }
@@ -181,6 +192,7 @@ pub(super) fn write(out: &mut impl Write, fleet: &FleetSnapshot, format: Format)
                 "mem_pct",
                 "load1",
                 "last_seen",
+                "tags",
             ])?;
             for (r, _) in &rows {
                 let opt = |v: Option<String>| v.unwrap_or_default();
@@ -198,14 +210,21 @@ pub(super) fn write(out: &mut impl Write, fleet: &FleetSnapshot, format: Format)
                     opt(r.mem_pct.map(|v| v.to_string())),
                     opt(r.load1.map(|v| v.to_string())),
                     opt(r.last_seen.map(|v| v.to_string())),
+                    tags_text(&r.tags),
                 ];
                 csv.write_record(fields.iter().map(|f| text::escape(f).into_owned()))?;
             }
             csv.flush()?;
         }
         Format::Table => {
-            let header: Vec<String> = Column::ALL.iter().map(|c| c.title().into()).collect();
-            let cells: Vec<Vec<String>> = rows.iter().map(|(r, h)| r.cells(h, now)).collect();
+            // The tags column only when some host has tags, as in the console.
+            let tags = rows.iter().any(|(r, _)| !r.tags.is_empty());
+            let header: Vec<String> = Column::ALL
+                .iter()
+                .filter(|c| tags || **c != Column::Tags)
+                .map(|c| c.title().into())
+                .collect();
+            let cells: Vec<Vec<String>> = rows.iter().map(|(r, h)| r.cells(h, now, tags)).collect();
             let mut widths: Vec<usize> = header.iter().map(|h| h.chars().count()).collect();
             for row in &cells {
                 for (w, cell) in widths.iter_mut().zip(row) {

@@ -18,6 +18,10 @@ pub struct TuiArgs {
     /// NAME.toml in the config dir's themes/ [default: the config's tui.theme].
     #[arg(long, value_name = "NAME")]
     theme: Option<String>,
+    /// Look, don't touch: deploy, undeploy and revoke are refused (scans,
+    /// fingerprints and the agents' stats still run).
+    #[arg(long)]
+    read_only: bool,
 }
 
 /// Where user themes live: `themes/` beside the config file.
@@ -28,6 +32,32 @@ pub(super) fn theme_dir(config_file: &Path) -> PathBuf {
         .join("themes")
 }
 
+/// `commands.toml` beside the config file, if there is one; a bad one is
+/// the operator's mistake, said with the file's name (exit 2).
+fn custom_commands(config_file: &Path) -> anyhow::Result<Vec<crate::tui::custom::CustomCommand>> {
+    let file = config_file
+        .parent()
+        .unwrap_or_else(|| Path::new("."))
+        .join("commands.toml");
+    let text = match std::fs::read_to_string(&file) {
+        Ok(text) => text,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(e) => {
+            return Err(BadInput::wrap(
+                anyhow::Error::new(e).context(format!("cannot read {}", file.display())),
+            ));
+        }
+    };
+    // The short forms `:q` and `:fp` are taken too.
+    let mut builtin = crate::tui::complete::COMMANDS.to_vec();
+    builtin.extend(["q", "fp"]);
+    crate::tui::custom::parse(&text, &builtin)
+        .map_err(|e| BadInput::wrap(anyhow::anyhow!("{}: {e}", file.display())))
+}
+
+/// The console's `:` lines, in the data dir.
+const HISTORY_FILE: &str = "history";
+
 pub fn run(args: &TuiArgs, ctx: &Context) -> anyhow::Result<ExitCode> {
     let themes = ThemeSet::load(
         Some(&theme_dir(&ctx.paths.config_file)),
@@ -35,6 +65,7 @@ pub fn run(args: &TuiArgs, ctx: &Context) -> anyhow::Result<ExitCode> {
     );
     let name = args.theme.as_deref().unwrap_or(&ctx.config.tui.theme);
     let theme = themes.get(name).map_err(BadInput::wrap)?;
+    let custom = custom_commands(&ctx.paths.config_file)?;
     if !std::io::stdout().is_terminal() {
         return Err(BadInput::wrap(anyhow::anyhow!(
             "the console needs a terminal; for scripts use `fleetctl scan` or `fleetctl fingerprint`"
@@ -45,8 +76,11 @@ pub fn run(args: &TuiArgs, ctx: &Context) -> anyhow::Result<ExitCode> {
 
     let max_in_flight = super::raise_open_files_limit();
     let mut app = App::new(themes, theme);
-    let history_file = ctx.paths.data_dir.join(HISTORY_FILE);
+    let history_file = ctx.paths.data_dir.join(RUN_HISTORY_FILE);
     app.runs.history = read_history(&history_file);
+    app.custom = custom;
+    app.read_only = args.read_only;
+    app.history = crate::tui::complete::History::load(&ctx.paths.data_dir.join(HISTORY_FILE));
     super::runtime()?.block_on(async move {
         let (link, embedded, source) = super::console::control(ctx).await?;
         tracing::info!(?source, "control plane");
@@ -69,7 +103,7 @@ pub fn run(args: &TuiArgs, ctx: &Context) -> anyhow::Result<ExitCode> {
 }
 
 /// The run prompt's history, one command a line, in the data dir.
-const HISTORY_FILE: &str = "run_history";
+const RUN_HISTORY_FILE: &str = "run_history";
 
 fn read_history(path: &Path) -> Vec<String> {
     std::fs::read_to_string(path)

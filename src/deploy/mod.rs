@@ -17,6 +17,7 @@
 //! in; the inventory records it, and a re-run resumes after the last step
 //! whose result is still on the host (a verified build is kept for that).
 
+pub mod batches;
 mod confirm;
 mod conn;
 pub mod control;
@@ -29,7 +30,6 @@ pub mod logs;
 mod reported;
 pub mod rollout;
 mod scripts;
-pub mod select;
 mod undeploy;
 
 use std::fmt;
@@ -158,6 +158,19 @@ pub enum Event {
         #[serde(flatten)]
         outcome: Outcome,
         elapsed_ms: u64,
+    },
+    /// A batch starts (1-based, of `batches`) with this many hosts.
+    Batch {
+        batch: usize,
+        batches: usize,
+        hosts: usize,
+    },
+    /// A batch ended: how many hosts ended well and how many failed.
+    BatchDone {
+        batch: usize,
+        batches: usize,
+        ok: usize,
+        failed: usize,
     },
 }
 

@@ -1,31 +1,80 @@
 //! The rollout: which hosts start when. Canaries first, one at a time (any
-//! failure stops everything); then the rest, `concurrency` at once, until
-//! more than `max_failures` have failed. Cancelling starts no new host; the
-//! hosts under way finish (or roll back) on their own.
+//! failure stops everything); then the rest in batches (`--batch`, as
+//! Ansible's serial), `concurrency` at once within a batch, a batch
+//! starting when the one before has ended. A failure stops the rollout
+//! when `stop_on_failure` says so, and more than `max_failures` always
+//! does; with `gate`, the operator says whether the next batch goes.
+//! Stopping (or cancelling) starts no new host; the hosts under way
+//! finish (or roll back) on their own.
 //!
 //! It knows nothing of SSH: the per-host work is a function, so the rules
 //! are tested here with scripted hosts.
 
 use std::future::Future;
+use std::ops::Range;
 use std::time::{Duration, Instant};
 
 use futures_util::StreamExt;
 use futures_util::stream::FuturesUnordered;
 use serde::Serialize;
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, watch};
 use tokio_util::sync::CancellationToken;
 
 use super::{Event, Outcome, Step};
 
 /// How a rollout proceeds.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct RolloutOptions {
     /// Hosts done first, one at a time; a failure among them stops the rollout.
     pub canary: usize,
-    /// Hosts at once after the canaries.
+    /// Hosts at once within a batch after the canaries.
     pub concurrency: usize,
     /// Start no new host once more than this many have failed.
     pub max_failures: Option<usize>,
+    /// The sizes of the batches after the canaries; empty: one batch.
+    pub batches: Vec<usize>,
+    /// Start no new host once one has failed (without it, only
+    /// `max_failures` and canaries stop a rollout).
+    pub stop_on_failure: bool,
+    /// Ask before each batch after the first.
+    pub gate: bool,
+    /// Hosts that failed in an earlier run of this rollout (resumed).
+    pub failed_before: usize,
+}
+
+impl RolloutOptions {
+    /// The batches `total` hosts go in: host ranges, and whether a batch
+    /// goes one host at a time (the canaries).
+    #[must_use]
+    pub fn plan(&self, total: usize) -> Vec<(Range<usize>, bool)> {
+        let canaries = self.canary.min(total);
+        let mut plan = Vec::new();
+        if canaries > 0 {
+            plan.push((0..canaries, true));
+        }
+        let mut at = canaries;
+        for size in &self.batches {
+            let end = (at + size).min(total);
+            if end > at {
+                plan.push((at..end, false));
+            }
+            at = end;
+        }
+        if at < total {
+            plan.push((at..total, false));
+        }
+        plan
+    }
+}
+
+/// A batch that ended, for the gate before the next.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct BatchReport {
+    /// 1-based.
+    pub batch: usize,
+    pub batches: usize,
+    pub ok: usize,
+    pub failed: usize,
 }
 
 /// One host's result.
@@ -68,24 +117,61 @@ impl Progress {
     }
 }
 
-/// Runs `work` over `hosts` by the rules of `options`. Every host gets
-/// exactly one [`Event::Done`]; the results come back in the hosts' order.
-pub async fn run<T, F, Fut>(
+fn is_paused(paused: Option<&watch::Receiver<bool>>) -> bool {
+    paused.is_some_and(|p| *p.borrow())
+}
+
+/// Returns when the pause switch moves (or its holder is gone).
+async fn changed(paused: &mut Option<watch::Receiver<bool>>) {
+    match paused {
+        Some(p) => {
+            if p.changed().await.is_err() {
+                // Nobody can resume any more: run on.
+                *paused = None;
+            }
+        }
+        None => std::future::pending().await,
+    }
+}
+
+/// Waits until resumed; false when cancelled meanwhile.
+async fn unpaused(paused: &mut Option<watch::Receiver<bool>>, cancel: &CancellationToken) -> bool {
+    while is_paused(paused.as_ref()) {
+        tokio::select! {
+            () = changed(paused) => {}
+            () = cancel.cancelled() => return false,
+        }
+    }
+    true
+}
+
+/// Runs `work` over `hosts` by the rules of `options`, asking `gate`
+/// between batches when `options.gate` is set, starting no new host while
+/// `paused` holds true (hosts under way finish). Every host gets exactly
+/// one [`Event::Done`]; the results come back in the hosts' order.
+#[allow(clippy::too_many_lines)] // one loop over batches, its rules side by side
+pub async fn run<T, F, Fut, G, GFut>(
     hosts: Vec<(String, T)>,
     options: RolloutOptions,
     cancel: &CancellationToken,
     events: &mpsc::UnboundedSender<Event>,
     work: F,
+    gate: G,
+    mut paused: Option<watch::Receiver<bool>>,
 ) -> Vec<HostResult>
 where
     F: Fn(T, Progress) -> Fut,
     Fut: Future<Output = Outcome>,
+    G: Fn(BatchReport) -> GFut,
+    GFut: Future<Output = bool>,
 {
     let total = hosts.len();
     let canaries = options.canary.min(total);
+    let plan = options.plan(total);
+    let batches = plan.len();
     let mut results: Vec<Option<HostResult>> = vec![None; total];
-    let mut pending = hosts.into_iter().enumerate();
-    let mut failures = 0usize;
+    let mut pending = hosts.into_iter().enumerate().peekable();
+    let mut failures = options.failed_before;
     let mut stop: Option<String> = None;
     let launch = |index: usize, host: String, item: T| {
         let progress = Progress {
@@ -106,13 +192,17 @@ where
         }
     };
     let mut finish = |(index, host, outcome, elapsed): (usize, String, Outcome, Duration),
-                      stop: &mut Option<String>| {
-        if let Outcome::Failed { .. } = outcome {
+                      stop: &mut Option<String>|
+     -> bool {
+        let failed = matches!(outcome, Outcome::Failed { .. });
+        if failed {
             failures += 1;
             if index < canaries {
                 stop.get_or_insert_with(|| format!("canary {host} failed"));
             } else if let Some(max) = options.max_failures.filter(|max| failures > *max) {
                 stop.get_or_insert_with(|| format!("more than {max} host(s) failed"));
+            } else if options.stop_on_failure {
+                stop.get_or_insert_with(|| format!("{host} failed"));
             }
         }
         let _ = events.send(Event::Done {
@@ -126,50 +216,102 @@ where
             outcome,
             elapsed,
         });
+        failed
     };
     let interrupted = || Some("interrupted before it started".to_string());
 
-    // Canaries: one at a time, each awaited before the next.
-    for _ in 0..canaries {
+    let mut last: Option<BatchReport> = None;
+    for (k, (range, one_at_a_time)) in plan.into_iter().enumerate() {
         if cancel.is_cancelled() {
-            stop = interrupted();
+            stop = stop.or_else(interrupted);
         }
         if stop.is_some() {
             break;
         }
-        let Some((index, (host, item))) = pending.next() else {
-            break;
-        };
-        let done = launch(index, host, item).await;
-        finish(done, &mut stop);
-    }
-
-    // The rest: up to `concurrency` at once.
-    let mut running = FuturesUnordered::new();
-    loop {
-        while stop.is_none() && running.len() < options.concurrency.max(1) {
-            if cancel.is_cancelled() {
-                stop = interrupted();
-                break;
-            }
-            let Some((index, (host, item))) = pending.next() else {
-                break;
+        if let Some(done) = last.filter(|_| options.gate) {
+            let go = tokio::select! {
+                go = gate(done) => Some(go),
+                () = cancel.cancelled() => None,
             };
-            running.push(launch(index, host, item));
+            match go {
+                None => {
+                    stop = interrupted();
+                    break;
+                }
+                Some(false) => {
+                    stop = Some(format!(
+                        "aborted at the gate after batch {}/{batches}",
+                        done.batch
+                    ));
+                    break;
+                }
+                Some(true) => {}
+            }
         }
-        let next = tokio::select! {
-            done = running.next() => done,
-            () = cancel.cancelled(), if stop.is_none() && !running.is_empty() => {
-                stop = interrupted();
+        let _ = events.send(Event::Batch {
+            batch: k + 1,
+            batches,
+            hosts: range.len(),
+        });
+        let at_once = if one_at_a_time {
+            1
+        } else {
+            options.concurrency.max(1)
+        };
+        let mut report = BatchReport {
+            batch: k + 1,
+            batches,
+            ok: 0,
+            failed: 0,
+        };
+        let mut running = FuturesUnordered::new();
+        loop {
+            let hold = is_paused(paused.as_ref());
+            let more = pending.peek().is_some_and(|(i, _)| range.contains(i));
+            if hold && more && running.is_empty() && stop.is_none() {
+                // Paused with nothing under way: wait to be resumed.
+                if !unpaused(&mut paused, cancel).await {
+                    stop = interrupted();
+                }
                 continue;
             }
-        };
-        let Some(done) = next else {
-            break;
-        };
-        finish(done, &mut stop);
+            while !hold && stop.is_none() && running.len() < at_once {
+                if cancel.is_cancelled() {
+                    stop = interrupted();
+                    break;
+                }
+                let Some((index, (host, item))) = pending.next_if(|(i, _)| range.contains(i))
+                else {
+                    break;
+                };
+                running.push(launch(index, host, item));
+            }
+            let next = tokio::select! {
+                done = running.next() => done,
+                () = cancel.cancelled(), if stop.is_none() && !running.is_empty() => {
+                    stop = interrupted();
+                    continue;
+                }
+                // Resumed while hosts are under way: start more at once.
+                () = changed(&mut paused), if hold && !running.is_empty() => continue,
+            };
+            let Some(done) = next else {
+                break;
+            };
+            if finish(done, &mut stop) {
+                report.failed += 1;
+            } else {
+                report.ok += 1;
+            }
+        }
+        let _ = events.send(Event::BatchDone {
+            batch: report.batch,
+            batches,
+            ok: report.ok,
+            failed: report.failed,
+        });
+        last = Some(report);
     }
-    drop(running);
 
     let reason = stop.unwrap_or_else(|| "not started".into());
     skip_rest(pending, &reason, events, &mut results);
@@ -214,181 +356,5 @@ mod millis {
 }
 
 #[cfg(test)]
-mod tests {
-    use std::sync::{Arc, Mutex};
-
-    use super::*;
-
-    /// A scripted host: how long it takes and whether it fails.
-    #[derive(Clone, Copy)]
-    struct Scripted {
-        ms: u64,
-        fails: bool,
-    }
-
-    fn ok(ms: u64) -> Scripted {
-        Scripted { ms, fails: false }
-    }
-
-    fn bad(ms: u64) -> Scripted {
-        Scripted { ms, fails: true }
-    }
-
-    struct Run {
-        results: Vec<HostResult>,
-        /// (host, started at ms, ended at ms) in start order.
-        log: Vec<(String, u64, u64)>,
-        max_parallel: usize,
-    }
-
-    async fn rollout(
-        hosts: &[Scripted],
-        options: RolloutOptions,
-        cancel_after: Option<u64>,
-    ) -> Run {
-        let list = hosts
-            .iter()
-            .enumerate()
-            .map(|(i, s)| (format!("h{i}"), (format!("h{i}"), *s)))
-            .collect();
-        let log = Arc::new(Mutex::new(Vec::new()));
-        let parallel = Arc::new(Mutex::new((0usize, 0usize)));
-        let cancel = CancellationToken::new();
-        if let Some(ms) = cancel_after {
-            let c = cancel.clone();
-            tokio::spawn(async move {
-                tokio::time::sleep(Duration::from_millis(ms)).await;
-                c.cancel();
-            });
-        }
-        let (tx, mut rx) = mpsc::unbounded_channel();
-        let t0 = tokio::time::Instant::now();
-        let results = run(
-            list,
-            options,
-            &cancel,
-            &tx,
-            |(name, s): (String, Scripted), p| {
-                let log = Arc::clone(&log);
-                let parallel = Arc::clone(&parallel);
-                async move {
-                    {
-                        let mut g = parallel.lock().unwrap();
-                        g.0 += 1;
-                        g.1 = g.1.max(g.0);
-                    }
-                    let start = t0.elapsed().as_millis() as u64;
-                    p.step(Step::Upload);
-                    tokio::time::sleep(Duration::from_millis(s.ms)).await;
-                    parallel.lock().unwrap().0 -= 1;
-                    log.lock()
-                        .unwrap()
-                        .push((name, start, t0.elapsed().as_millis() as u64));
-                    if s.fails {
-                        Outcome::Failed {
-                            step: Step::Upload,
-                            reason: "scripted".into(),
-                            rolled_back: true,
-                        }
-                    } else {
-                        Outcome::UpToDate { build: "b".into() }
-                    }
-                }
-            },
-        )
-        .await;
-        drop(tx);
-        let mut done = 0;
-        while let Some(e) = rx.recv().await {
-            if matches!(e, Event::Done { .. }) {
-                done += 1;
-            }
-        }
-        assert_eq!(done, hosts.len(), "every host gets one Done event");
-        let mut log = log.lock().unwrap().clone();
-        log.sort_by_key(|e| e.1);
-        let max_parallel = parallel.lock().unwrap().1;
-        Run {
-            results,
-            log,
-            max_parallel,
-        }
-    }
-
-    fn opts(canary: usize, concurrency: usize, max_failures: Option<usize>) -> RolloutOptions {
-        RolloutOptions {
-            canary,
-            concurrency,
-            max_failures,
-        }
-    }
-
-    fn skipped(r: &HostResult) -> Option<&str> {
-        match &r.outcome {
-            Outcome::Skipped { reason } => Some(reason),
-            _ => None,
-        }
-    }
-
-    #[tokio::test(start_paused = true)]
-    async fn canaries_go_one_at_a_time_then_the_rest_in_parallel() {
-        let run = rollout(&[ok(100); 6], opts(2, 4, None), None).await;
-        let starts: Vec<u64> = run.log.iter().map(|e| e.1).collect();
-        assert_eq!(starts, [0, 100, 200, 200, 200, 200]);
-        assert_eq!(run.max_parallel, 4);
-        assert!(run.results.iter().all(|r| skipped(r).is_none()));
-        assert_eq!(run.results[5].host, "h5");
-    }
-
-    #[tokio::test(start_paused = true)]
-    async fn a_failed_canary_stops_everything() {
-        let run = rollout(&[ok(10), bad(10), ok(10), ok(10)], opts(2, 4, None), None).await;
-        assert_eq!(run.log.len(), 2, "only the canaries ran");
-        assert_eq!(skipped(&run.results[2]), Some("canary h1 failed"));
-        assert_eq!(skipped(&run.results[3]), Some("canary h1 failed"));
-    }
-
-    #[tokio::test(start_paused = true)]
-    async fn stops_starting_once_max_failures_is_exceeded() {
-        let hosts = [bad(10), bad(10), bad(10), ok(10), ok(10)];
-        let run = rollout(&hosts, opts(0, 1, Some(1)), None).await;
-        assert_eq!(run.log.len(), 2, "the second failure exceeds 1");
-        for r in &run.results[2..] {
-            assert_eq!(skipped(r), Some("more than 1 host(s) failed"));
-        }
-        // Without a limit every host runs.
-        let run = rollout(&hosts, opts(0, 1, None), None).await;
-        assert_eq!(run.log.len(), 5);
-    }
-
-    #[tokio::test(start_paused = true)]
-    async fn hosts_under_way_finish_when_failures_pile_up() {
-        // Four at once: all four start before any fails, and all finish.
-        let hosts = [bad(10), bad(20), ok(30), ok(40), ok(10)];
-        let run = rollout(&hosts, opts(0, 4, Some(0)), None).await;
-        assert_eq!(run.log.len(), 4);
-        assert!(matches!(run.results[3].outcome, Outcome::UpToDate { .. }));
-        assert_eq!(skipped(&run.results[4]), Some("more than 0 host(s) failed"));
-    }
-
-    #[tokio::test(start_paused = true)]
-    async fn cancelling_starts_no_new_host_and_lets_running_ones_finish() {
-        let run = rollout(&[ok(100); 5], opts(0, 2, None), Some(150)).await;
-        assert_eq!(
-            run.log.len(),
-            4,
-            "two waves of two started before the cancel"
-        );
-        assert!(matches!(run.results[3].outcome, Outcome::UpToDate { .. }));
-        assert_eq!(
-            skipped(&run.results[4]),
-            Some("interrupted before it started")
-        );
-    }
-
-    #[tokio::test(start_paused = true)]
-    async fn more_canaries_than_hosts_is_fine() {
-        let run = rollout(&[ok(10); 2], opts(5, 3, None), None).await;
-        assert_eq!(run.log.iter().map(|e| e.1).collect::<Vec<_>>(), [0, 10]);
-    }
-}
+#[path = "rollout_tests.rs"]
+mod tests;

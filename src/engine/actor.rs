@@ -22,6 +22,7 @@ use super::{
     Answer, Command, EngineConfig, Event, JobError, JobId, JobKind, JobOutcome, Prompt, PromptId,
     PromptKind, RevokeRequest,
 };
+use crate::deploy::Event as DeployEvent;
 use crate::model::time::now_unix;
 use crate::store::StoredHost;
 
@@ -45,6 +46,8 @@ const OUTBOX: usize = 4096;
 struct RunningJob {
     view: JobView,
     cancel: CancellationToken,
+    /// Rollouts: held (true) or running.
+    pause: Option<watch::Sender<bool>>,
 }
 
 struct Actor {
@@ -216,8 +219,12 @@ impl Actor {
                     done: 0,
                     total,
                     started_at: now_unix(),
+                    batch: None,
+                    batch_results: Vec::new(),
+                    paused: false,
                 },
                 cancel: cancel.clone(),
+                pause: None,
             },
         );
         self.dirty = true;
@@ -254,18 +261,15 @@ impl Actor {
                 let label = hosts_label(&request.hosts);
                 let total = request.hosts.len() as u64;
                 let (report, cancel) = self.start_job(JobKind::Deploy, label, total);
-                tokio::spawn(rollout::deploy(request, self.rollout_job(), cancel, report));
+                let job = self.rollout_job(report.id);
+                tokio::spawn(rollout::deploy(request, job, cancel, report));
             }
             Command::Undeploy(request) => {
                 let label = hosts_label(&request.hosts);
                 let total = request.hosts.len() as u64;
                 let (report, cancel) = self.start_job(JobKind::Undeploy, label, total);
-                tokio::spawn(rollout::undeploy(
-                    request,
-                    self.rollout_job(),
-                    cancel,
-                    report,
-                ));
+                let job = self.rollout_job(report.id);
+                tokio::spawn(rollout::undeploy(request, job, cancel, report));
             }
             Command::Run(request) => {
                 let label = format!("{} on {}", request.command, hosts_label(&request.hosts));
@@ -295,6 +299,15 @@ impl Actor {
                     job.cancel.cancel();
                 }
             }
+            Command::PauseJob { id, paused } => {
+                if let Some(job) = self.jobs.get_mut(&id)
+                    && let Some(pause) = &job.pause
+                {
+                    let _ = pause.send(paused);
+                    job.view.paused = paused;
+                    self.dirty = true;
+                }
+            }
             Command::AnswerPrompt { id, answer } => {
                 if let Some((_, reply)) = self.prompts.remove(&id) {
                     let _ = reply.send(answer);
@@ -306,13 +319,19 @@ impl Actor {
         }
     }
 
-    fn rollout_job(&self) -> RolloutJob {
+    /// What a rollout job `id` gets, its pause switch kept with the job.
+    fn rollout_job(&mut self, id: JobId) -> RolloutJob {
+        let (pause, paused) = watch::channel(false);
+        if let Some(job) = self.jobs.get_mut(&id) {
+            job.pause = Some(pause);
+        }
         RolloutJob {
             ssh: self.config.ssh.clone(),
             control: self.config.control.clone(),
             settings: self.config.deploy.clone(),
             inventory: self.config.inventory.clone(),
             questions: self.config.questions.clone(),
+            paused: Some(paused),
         }
     }
 
@@ -399,11 +418,17 @@ impl Actor {
                 facts,
                 deployments,
                 runs,
+                tags,
+                unfinished,
             } => {
                 self.inventory(hosts);
                 self.stored_facts(facts);
                 self.deployments(deployments);
                 self.past_runs(&runs);
+                self.tags(tags);
+                if let Some(hosts) = unfinished.filter(|n| *n > 0) {
+                    self.emit(Event::RolloutUnfinished { hosts });
+                }
             }
             JobMsg::Stats {
                 addr,
@@ -436,6 +461,21 @@ impl Actor {
 
     /// Takes what a job produced into the fleet, and passes it on whole.
     fn output(&mut self, id: JobId, output: JobOutput) {
+        if let JobOutput::Rollout { event, .. } = &output
+            && let Some(job) = self.jobs.get_mut(&id)
+        {
+            match *event {
+                DeployEvent::Batch { batch, batches, .. } => {
+                    job.view.batch = Some((batch, batches));
+                    self.dirty = true;
+                }
+                DeployEvent::BatchDone { ok, failed, .. } => {
+                    job.view.batch_results.push((ok, failed));
+                    self.dirty = true;
+                }
+                _ => {}
+            }
+        }
         if !self.config.keep_fleet {
             self.emit(Event::Output { id, output });
             return;

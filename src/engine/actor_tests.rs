@@ -199,3 +199,52 @@ fn runs_show_in_each_host_s_events_past_and_present() {
     assert_eq!(events[1].1, "ran `uname -sm`: exit 3");
     assert_eq!(events.len(), 2);
 }
+
+#[tokio::test]
+async fn a_rollouts_batches_show_on_its_job() {
+    let (mut actor, _from_jobs) = actor();
+    let (job, _) = actor.start_job(JobKind::Deploy, "h".into(), 6);
+    let batch = |event| JobMsg::Output {
+        id: job.id,
+        output: JobOutput::Rollout { addr: None, event },
+    };
+    actor.job_msg(batch(DeployEvent::Batch {
+        batch: 1,
+        batches: 3,
+        hosts: 1,
+    }));
+    actor.job_msg(batch(DeployEvent::BatchDone {
+        batch: 1,
+        batches: 3,
+        ok: 1,
+        failed: 0,
+    }));
+    actor.job_msg(batch(DeployEvent::Batch {
+        batch: 2,
+        batches: 3,
+        hosts: 2,
+    }));
+    let view = &actor.jobs[&job.id].view;
+    assert_eq!(view.batch, Some((2, 3)));
+    assert_eq!(view.batch_results, [(1, 0)]);
+}
+
+#[tokio::test]
+async fn pausing_a_rollout_holds_its_switch_and_shows_on_its_job() {
+    let (mut actor, _from_jobs) = actor();
+    let (report, _) = actor.start_job(JobKind::Deploy, "h".into(), 2);
+    let job = actor.rollout_job(report.id);
+    let paused = job.paused.unwrap();
+    actor.command(Command::PauseJob {
+        id: report.id,
+        paused: true,
+    });
+    assert!(*paused.borrow());
+    assert!(actor.jobs[&report.id].view.paused);
+    actor.command(Command::PauseJob {
+        id: report.id,
+        paused: false,
+    });
+    assert!(!*paused.borrow());
+    assert!(!actor.jobs[&report.id].view.paused);
+}

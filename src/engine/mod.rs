@@ -123,6 +123,14 @@ pub enum PromptKind {
     Password { user: String, host: String },
     /// Trust a host key known_hosts does not list (answer: [`Answer::Confirm`]).
     HostKey { host: String, fingerprint: String },
+    /// A rollout's batch ended: start the next? (answer: [`Answer::Confirm`];
+    /// anything but yes aborts, leaving the hosts not started untouched).
+    Gate {
+        batch: usize,
+        batches: usize,
+        ok: usize,
+        failed: usize,
+    },
 }
 
 /// Text that must never be printed: its `Debug` is a placeholder.
@@ -165,6 +173,11 @@ pub enum Command {
     /// Reread the inventory.
     Refresh,
     CancelJob(JobId),
+    /// Hold a rollout (no new host starts; hosts under way finish) or let it go on.
+    PauseJob {
+        id: JobId,
+        paused: bool,
+    },
     AnswerPrompt {
         id: PromptId,
         answer: Answer,
@@ -194,6 +207,11 @@ pub enum JobOutcome {
 pub enum Event {
     /// The inventory was read: the fleet as it was.
     InventoryLoaded {
+        hosts: usize,
+    },
+    /// The inventory holds a rollout a crash or a quit cut short, with
+    /// this many hosts left (`DeployRequest::resume` goes on with it).
+    RolloutUnfinished {
         hosts: usize,
     },
     /// A scan found a live host (new or known).

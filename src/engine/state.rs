@@ -13,6 +13,7 @@ use std::time::Duration;
 use tokio::time::Instant;
 
 use crate::model::control::AgentRecord;
+use crate::model::tags::Tags;
 use crate::model::{
     AgentState, AgentStats, HostFacts, HostScan, Reach, RegistrationState, SshState, TokenState,
 };
@@ -136,6 +137,10 @@ pub struct HostView {
     pub last_seen: Option<i64>,
     /// Newest last.
     pub events: VecDeque<HostEvent>,
+    /// The operator's tags (`fleetctl tag`), from the inventory.
+    pub tags: Tags,
+    /// The SSH port fingerprinting last reached the host on.
+    pub ssh_port: Option<u16>,
 }
 
 impl HostView {
@@ -163,6 +168,8 @@ impl HostView {
             timeline: Timeline::default(),
             last_seen,
             events: VecDeque::new(),
+            tags: Tags::new(),
+            ssh_port: None,
         }
     }
 
@@ -235,6 +242,12 @@ pub struct JobView {
     pub total: u64,
     /// Unix seconds.
     pub started_at: i64,
+    /// A rollout in batches: the batch under way and how many there are.
+    pub batch: Option<(usize, usize)>,
+    /// A rollout's finished batches: hosts ok and failed in each.
+    pub batch_results: Vec<(usize, usize)>,
+    /// A rollout held by the operator: no new host starts.
+    pub paused: bool,
 }
 
 /// The fleet at one moment, read-only. Cheap to clone (it is shared).

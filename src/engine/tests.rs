@@ -574,3 +574,39 @@ async fn the_timeline_marks_what_the_agent_reports_once_each() {
         ]
     );
 }
+
+#[tokio::test]
+async fn a_rollout_cut_short_is_offered_when_the_inventory_is_read() {
+    use crate::store::{HostState, RolloutHost, StoredRollout};
+    let dir = tempfile::tempdir().unwrap();
+    let path = seeded_inventory(dir.path(), &["127.6.0.1"]);
+    let host = |h: &str, state| RolloutHost {
+        host: h.into(),
+        batch: 0,
+        state,
+    };
+    Inventory::open(&path)
+        .unwrap()
+        .begin_rollout(&StoredRollout {
+            id: 0,
+            started_at: 0,
+            state: String::new(),
+            canary: false,
+            max_failures: None,
+            stop_on_failure: true,
+            gate: false,
+            hosts: vec![
+                host("a", HostState::Pending),
+                host("b", HostState::Pending),
+                host("c", HostState::Pending),
+            ],
+        })
+        .unwrap();
+    let (_engine, mut events) = spawn(config(Some(path), vec![22]));
+    let left = until(&mut events, |e| match e {
+        Event::RolloutUnfinished { hosts } => Some(hosts),
+        _ => None,
+    })
+    .await;
+    assert_eq!(left, 3);
+}

@@ -4,12 +4,16 @@
 mod deployments;
 mod facts;
 pub mod registry;
+mod rollouts;
 mod runs;
 mod schema;
+mod tags;
 
 pub use deployments::Deployment;
 pub use facts::StoredFacts;
+pub use rollouts::{HostState, RolloutHost, StoredRollout};
 pub use runs::{RunHost, RunRecord};
+pub use tags::HostAccess;
 
 use crate::model::time::now_unix;
 use std::net::IpAddr;

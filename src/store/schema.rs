@@ -126,6 +126,40 @@ const MIGRATIONS: &[&str] = &[
         error_class TEXT
     );
     CREATE INDEX run_hosts_by_address ON run_hosts (address);",
+    // Tags operators put on hosts (`fleetctl tag`), one row per key; and how
+    // to reach a host over SSH when a file said so (`fleetctl inventory
+    // import`: Ansible's ansible_port and ansible_user).
+    "CREATE TABLE host_tags (
+        address TEXT NOT NULL,
+        key TEXT NOT NULL,
+        value TEXT NOT NULL,
+        PRIMARY KEY (address, key)
+    );
+    CREATE TABLE host_access (
+        address TEXT PRIMARY KEY,
+        port INTEGER,
+        user TEXT
+    );",
+    // A deploy's plan and progress, so one a crash or a quit cut short goes
+    // on where it stopped (`fleetctl deploy --resume`): its rules, and each
+    // host's batch and whether it is done.
+    "CREATE TABLE rollouts (
+        id INTEGER PRIMARY KEY,
+        started_at INTEGER NOT NULL,
+        state TEXT NOT NULL,
+        canary INTEGER NOT NULL,
+        max_failures INTEGER,
+        stop_on_failure INTEGER NOT NULL,
+        gate INTEGER NOT NULL
+    );
+    CREATE TABLE rollout_hosts (
+        rollout INTEGER NOT NULL REFERENCES rollouts (id),
+        idx INTEGER NOT NULL,
+        host TEXT NOT NULL,
+        batch INTEGER NOT NULL,
+        state TEXT NOT NULL,
+        PRIMARY KEY (rollout, idx)
+    );",
 ];
 
 pub fn migrate(conn: &Connection, path: &Path) -> Result<(), StoreError> {

@@ -59,6 +59,10 @@ pub struct Confirm {
     pub hosts: Vec<IpAddr>,
     /// What a run runs.
     pub command: Option<String>,
+    /// Resume the inventory's unfinished rollout (this many hosts left).
+    pub resume: Option<usize>,
+    /// A custom command (its index in `App::custom`) rather than a job.
+    pub custom: Option<usize>,
 }
 
 /// How an event log line reads.
@@ -90,6 +94,7 @@ pub enum Msg {
 
 /// Everything the console remembers between frames.
 #[derive(Debug)]
+#[allow(clippy::struct_excessive_bools)] // independent switches of the screen's state
 pub struct App {
     pub fleet: Arc<FleetSnapshot>,
     /// Indices into `fleet.hosts`, filtered and sorted.
@@ -131,6 +136,18 @@ pub struct App {
     pub shell: Option<IpAddr>,
     /// The agent's log followed in the host detail (`L`).
     pub log_pane: Option<agent_log::LogPane>,
+    /// `:` lines entered, kept across runs when loaded from a file.
+    pub history: super::complete::History,
+    /// `fleetctl tui --read-only`: nothing that changes hosts (deploy,
+    /// undeploy, revoke, a dangerous custom command) is sent or run.
+    pub read_only: bool,
+    /// Whether the unfinished rollout was offered already.
+    pub resume_asked: bool,
+    /// `commands.toml`'s entries.
+    pub custom: Vec<super::custom::CustomCommand>,
+    /// A custom command to run with the console suspended (the event loop
+    /// takes it).
+    pub pending_exec: Option<super::custom::Exec>,
 }
 
 impl App {
@@ -161,6 +178,11 @@ impl App {
             confirm: None,
             prompts: VecDeque::new(),
             prompt_text: Secret(String::new()),
+            history: super::complete::History::default(),
+            read_only: false,
+            resume_asked: false,
+            custom: Vec::new(),
+            pending_exec: None,
             help: false,
             log: VecDeque::new(),
             log_scroll: 0,
@@ -355,6 +377,23 @@ fn engine_event(app: &mut App, event: Event) {
     use Level::{Error, Info, Ok, Warn};
     match event {
         Event::InventoryLoaded { hosts } => app.log(Info, format!("inventory: {hosts} hosts")),
+        Event::RolloutUnfinished { hosts } => {
+            app.log(
+                Warn,
+                format!("a rollout was cut short with {hosts} host(s) left"),
+            );
+            // Asked once a run, and never in a console that may not deploy.
+            if !app.read_only && !app.resume_asked && app.confirm.is_none() {
+                app.resume_asked = true;
+                app.confirm = Some(Confirm {
+                    kind: JobKind::Deploy,
+                    hosts: Vec::new(),
+                    resume: Some(hosts),
+                    custom: None,
+                    command: None,
+                });
+            }
+        }
         Event::HostFound { scan, new: true } => {
             let via = scan.via.map_or_else(String::new, |v| format!(" via {v}"));
             app.log(Ok, format!("{} found{via}", scan.addr));
@@ -398,6 +437,9 @@ fn engine_event(app: &mut App, event: Event) {
                 }
                 PromptKind::Password { user, host } => format!("password wanted for {user}@{host}"),
                 PromptKind::HostKey { host, .. } => format!("{host}: unknown host key"),
+                PromptKind::Gate { batch, batches, .. } => {
+                    format!("rollout: batch {batch}/{batches} done, waiting at the gate")
+                }
             };
             app.log(Warn, text);
             app.prompts.push_back(prompt);

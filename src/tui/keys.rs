@@ -13,6 +13,7 @@ use super::agent_log;
 use super::app::{App, Confirm, Input, InputKind, Level, View};
 use super::runs;
 use super::table::Column;
+use super::{complete, custom};
 
 /// Handles one key press.
 pub fn key(app: &mut App, key: KeyEvent) -> Vec<Command> {
@@ -47,11 +48,13 @@ fn prompt_key(app: &mut App, key: KeyEvent) -> Vec<Command> {
     };
     let id = prompt.id;
     let answer = match (&prompt.kind, key.code) {
-        (PromptKind::HostKey { .. }, KeyCode::Char('y' | 'Y')) => Answer::Confirm(true),
-        (PromptKind::HostKey { .. }, KeyCode::Char('n' | 'N') | KeyCode::Esc) => {
+        (PromptKind::HostKey { .. }, KeyCode::Char('y' | 'Y'))
+        | (PromptKind::Gate { .. }, KeyCode::Char('c' | 'C' | 'y' | 'Y')) => Answer::Confirm(true),
+        (PromptKind::HostKey { .. }, KeyCode::Char('n' | 'N') | KeyCode::Esc)
+        | (PromptKind::Gate { .. }, KeyCode::Char('a' | 'A' | 'n' | 'N') | KeyCode::Esc) => {
             Answer::Confirm(false)
         }
-        (PromptKind::HostKey { .. }, _) => return Vec::new(),
+        (PromptKind::HostKey { .. } | PromptKind::Gate { .. }, _) => return Vec::new(),
         (_, KeyCode::Enter) => Answer::Secret(std::mem::replace(
             &mut app.prompt_text,
             Secret(String::new()),
@@ -79,10 +82,22 @@ fn confirm_key(app: &mut App, key: KeyEvent) -> Vec<Command> {
                 kind,
                 hosts,
                 command,
+                custom,
+                resume,
             }) = app.confirm.take()
             else {
                 return Vec::new();
             };
+            if resume.is_some() {
+                return vec![Command::Deploy(DeployRequest {
+                    resume: true,
+                    ..DeployRequest::default()
+                })];
+            }
+            if let Some(i) = custom {
+                start_custom(app, i, &hosts);
+                return Vec::new();
+            }
             app.marked.clear();
             match kind {
                 JobKind::Run => runs::start(app, &hosts, command.unwrap_or_default()),
@@ -115,6 +130,9 @@ fn input_key(app: &mut App, key: KeyEvent) -> Vec<Command> {
         }
         KeyCode::Enter => {
             let text = app.input.take().map(|i| i.text).unwrap_or_default();
+            if kind == InputKind::Command {
+                app.history.push(&text);
+            }
             match kind {
                 // Already applied as typed.
                 InputKind::Filter => Vec::new(),
@@ -130,7 +148,29 @@ fn input_key(app: &mut App, key: KeyEvent) -> Vec<Command> {
             runs::browse(app, key.code == KeyCode::Up);
             Vec::new()
         }
+        KeyCode::Tab if kind != InputKind::Scan => {
+            tab(app, kind);
+            Vec::new()
+        }
+        KeyCode::Up | KeyCode::Down if kind == InputKind::Command => {
+            let line = if key.code == KeyCode::Up {
+                app.history.older()
+            } else {
+                app.history.newer()
+            };
+            if let (Some(line), Some(input)) = (line.map(str::to_owned), app.input.as_mut()) {
+                input.text = line;
+            }
+            Vec::new()
+        }
         KeyCode::Backspace => {
+            app.history.reset();
+            if kind == InputKind::Command {
+                app.status = None;
+            }
+            let Some(input) = app.input.as_mut() else {
+                return Vec::new();
+            };
             input.text.pop();
             let text = input.text.clone();
             if kind == InputKind::Filter {
@@ -139,6 +179,13 @@ fn input_key(app: &mut App, key: KeyEvent) -> Vec<Command> {
             Vec::new()
         }
         KeyCode::Char(c) => {
+            app.history.reset();
+            if kind == InputKind::Command {
+                app.status = None;
+            }
+            let Some(input) = app.input.as_mut() else {
+                return Vec::new();
+            };
             input.text.push(c);
             let text = input.text.clone();
             if kind == InputKind::Filter {
@@ -147,6 +194,48 @@ fn input_key(app: &mut App, key: KeyEvent) -> Vec<Command> {
             Vec::new()
         }
         _ => Vec::new(),
+    }
+}
+
+/// Tab: completes the line's last word from what the console knows.
+fn tab(app: &mut App, kind: InputKind) {
+    let words = complete::Words {
+        commands: app.custom.iter().map(|c| c.name.clone()).collect(),
+        columns: Column::ALL
+            .iter()
+            .map(|c| c.title().to_lowercase())
+            .collect(),
+        themes: app.themes.names().iter().map(ToString::to_string).collect(),
+        hosts: app
+            .fleet
+            .hosts
+            .iter()
+            .map(|h| {
+                h.hostname()
+                    .map_or_else(|| h.addr.to_string(), str::to_owned)
+            })
+            .collect(),
+    };
+    let Some(input) = app.input.as_mut() else {
+        return;
+    };
+    match complete::complete(&input.text, kind == InputKind::Command, &words) {
+        complete::Completed::Line(line) => {
+            input.text = line;
+            if kind == InputKind::Filter {
+                let text = input.text.clone();
+                app.set_filter(text);
+            }
+        }
+        complete::Completed::Choices(choices) => {
+            let shown: Vec<String> = choices
+                .iter()
+                .take(12)
+                .map(|c| crate::model::text::escape(c).into_owned())
+                .collect();
+            app.status = Some((Level::Info, shown.join("  ")));
+        }
+        complete::Completed::Nothing => {}
     }
 }
 
@@ -194,6 +283,13 @@ fn scan_request(line: &str) -> Result<ScanRequest, String> {
 
 /// Asks for a yes before `kind` runs on the targets.
 fn ask_confirm(app: &mut App, kind: JobKind) {
+    if app.read_only {
+        app.status = Some((
+            Level::Error,
+            format!("read-only console: {} is refused", kind.as_str()),
+        ));
+        return;
+    }
     let hosts = app.targets();
     if hosts.is_empty() {
         app.status = Some((Level::Error, "no host selected".into()));
@@ -202,6 +298,8 @@ fn ask_confirm(app: &mut App, kind: JobKind) {
             kind,
             hosts,
             command: None,
+            resume: None,
+            custom: None,
         });
     }
 }
@@ -282,6 +380,12 @@ fn command_line(app: &mut App, line: &str) -> Vec<Command> {
             Vec::new()
         }
         "cancel" => cancel(app, rest),
+        name if app.custom.iter().any(|c| c.name == name) => {
+            if let Some(i) = app.custom.iter().position(|c| c.name == name) {
+                run_custom(app, i);
+            }
+            Vec::new()
+        }
         "refresh" => vec![Command::Refresh],
         "run" => {
             runs::ask(app, rest);
@@ -319,6 +423,90 @@ fn sort_by_name(app: &mut App, name: &str) {
         app.sort.descending = false;
     }
     app.recompute_rows();
+}
+
+/// A custom command on its scope's hosts: refused when dangerous in a
+/// read-only console, asked first when it says so.
+fn run_custom(app: &mut App, i: usize) {
+    let cmd = &app.custom[i];
+    if cmd.dangerous && app.read_only {
+        app.status = Some((
+            Level::Error,
+            format!("read-only console: {} is dangerous, refused", cmd.name),
+        ));
+        return;
+    }
+    let hosts = match cmd.scope {
+        custom::Scope::Marked => app.targets(),
+        custom::Scope::Selected => match app.view {
+            View::Detail(addr) => vec![addr],
+            _ => app.selected_addr().into_iter().collect(),
+        },
+    };
+    if hosts.is_empty() {
+        app.status = Some((Level::Error, "no host selected".into()));
+    } else if cmd.confirm {
+        app.confirm = Some(Confirm {
+            kind: JobKind::Fingerprint,
+            hosts,
+            resume: None,
+            custom: Some(i),
+            command: None,
+        });
+    } else {
+        start_custom(app, i, &hosts);
+    }
+}
+
+/// Hands the command, with what it learns of `hosts`, to the event loop.
+fn start_custom(app: &mut App, i: usize, hosts: &[std::net::IpAddr]) {
+    let targets: Vec<custom::Target> = hosts
+        .iter()
+        .map(|addr| {
+            let host = app.fleet.host(*addr);
+            custom::Target {
+                host: host
+                    .and_then(|h| h.hostname().map(str::to_owned))
+                    .unwrap_or_else(|| addr.to_string()),
+                addr: addr.to_string(),
+                port: host.and_then(|h| h.ssh_port).unwrap_or(22),
+                user: host
+                    .and_then(|h| h.facts.as_ref())
+                    .and_then(|f| f.user.clone())
+                    .unwrap_or_default(),
+                tags: host
+                    .map(|h| crate::model::tags::tags_text(&h.tags))
+                    .unwrap_or_default(),
+            }
+        })
+        .collect();
+    app.marked.clear();
+    app.pending_exec = Some(app.custom[i].exec(&targets));
+}
+
+/// Holds the newest running deploy or undeploy, or lets it go on.
+fn pause(app: &mut App) -> Vec<Command> {
+    let Some(job) = app
+        .fleet
+        .jobs
+        .iter()
+        .rev()
+        .find(|j| matches!(j.kind, JobKind::Deploy | JobKind::Undeploy))
+    else {
+        app.status = Some((Level::Error, "no rollout running to pause".into()));
+        return Vec::new();
+    };
+    let paused = !job.paused;
+    let text = if paused {
+        format!(
+            "{} paused: no new host starts; hosts under way finish (p resumes)",
+            job.id
+        )
+    } else {
+        format!("{} resumed", job.id)
+    };
+    app.status = Some((Level::Info, text));
+    vec![Command::PauseJob { id: job.id, paused }]
 }
 
 fn cancel(app: &mut App, id: &str) -> Vec<Command> {
@@ -403,7 +591,13 @@ fn view_key(app: &mut App, key: KeyEvent) -> Vec<Command> {
         (_, KeyCode::Char('d')) => ask_confirm(app, JobKind::Deploy),
         (_, KeyCode::Char('u')) => ask_confirm(app, JobKind::Undeploy),
         (_, KeyCode::Char('r')) => ask_confirm(app, JobKind::Revoke),
+        (_, KeyCode::Char(c)) if app.custom.iter().any(|cmd| cmd.key == Some(c)) => {
+            if let Some(i) = app.custom.iter().position(|cmd| cmd.key == Some(c)) {
+                run_custom(app, i);
+            }
+        }
         (_, KeyCode::Char('x')) => return cancel(app, ""),
+        (_, KeyCode::Char('p')) => return pause(app),
         (View::Log, KeyCode::Char('j') | KeyCode::Down) => {
             app.log_scroll = app.log_scroll.saturating_sub(1);
         }
@@ -439,26 +633,8 @@ fn view_key(app: &mut App, key: KeyEvent) -> Vec<Command> {
             app.sort.descending = !app.sort.descending;
             app.recompute_rows();
         }
-        (View::Fleet, KeyCode::Char(' ')) => {
-            if let Some(addr) = app.selected_addr()
-                && !app.marked.remove(&addr)
-            {
-                app.marked.insert(addr);
-            }
-            app.move_by(1);
-        }
-        (View::Fleet, KeyCode::Char('*')) => {
-            let shown: Vec<std::net::IpAddr> = app
-                .rows
-                .iter()
-                .map(|&i| app.fleet.hosts[i as usize].addr)
-                .collect();
-            if shown.iter().all(|a| app.marked.contains(a)) {
-                app.marked.clear();
-            } else {
-                app.marked.extend(shown);
-            }
-        }
+        (View::Fleet, KeyCode::Char(' ')) => toggle_mark(app),
+        (View::Fleet, KeyCode::Char('*')) => mark_all_shown(app),
         (View::Fleet, KeyCode::Enter) => {
             if let Some(addr) = app.selected_addr() {
                 app.view = View::Detail(addr);
@@ -475,6 +651,30 @@ fn view_key(app: &mut App, key: KeyEvent) -> Vec<Command> {
         _ => {}
     }
     Vec::new()
+}
+
+/// Space: marks the selected host (or unmarks it) and moves down.
+fn toggle_mark(app: &mut App) {
+    if let Some(addr) = app.selected_addr()
+        && !app.marked.remove(&addr)
+    {
+        app.marked.insert(addr);
+    }
+    app.move_by(1);
+}
+
+/// `*`: marks every host the filter shows; again, none.
+fn mark_all_shown(app: &mut App) {
+    let shown: Vec<std::net::IpAddr> = app
+        .rows
+        .iter()
+        .map(|&i| app.fleet.hosts[i as usize].addr)
+        .collect();
+    if shown.iter().all(|a| app.marked.contains(a)) {
+        app.marked.clear();
+    } else {
+        app.marked.extend(shown);
+    }
 }
 
 /// In the detail view, `j`/`k` walk the table's hosts; the log pane of

@@ -14,6 +14,8 @@
 
 pub mod agent_log;
 pub mod app;
+pub mod complete;
+pub mod custom;
 pub mod format;
 mod keys;
 pub mod layout;
@@ -73,6 +75,46 @@ pub async fn run(
     let _ = crossterm::execute!(io::stdout(), DisableMouseCapture);
     ratatui::restore();
     result
+}
+
+/// Runs a custom command with the terminal its own: the console steps
+/// aside, the command runs under `sh -c` with the hosts in its
+/// environment, and Enter brings the console back. Returns a line for the
+/// event log.
+fn suspended_for(
+    terminal: &mut ratatui::DefaultTerminal,
+    exec: &custom::Exec,
+) -> io::Result<String> {
+    use std::io::Write as _;
+    let _ = crossterm::execute!(io::stdout(), DisableMouseCapture);
+    ratatui::restore();
+    let status = std::process::Command::new("sh")
+        .arg("-c")
+        .arg(&exec.command)
+        .envs(exec.env.iter().map(|(k, v)| (k, v)))
+        .status();
+    let said = match &status {
+        Ok(s) => format!("{} ended: {s}", exec.name),
+        Err(e) => format!("{} could not start: {e}", exec.name),
+    };
+    let mut out = io::stdout();
+    let _ = write!(out, "\n[{said}; press Enter to return to the console]");
+    let _ = out.flush();
+    let mut line = String::new();
+    let _ = io::stdin().read_line(&mut line);
+    *terminal = ratatui::init();
+    crossterm::execute!(io::stdout(), EnableMouseCapture)?;
+    terminal.clear()?;
+    Ok(said)
+}
+
+/// Commands a read-only console never sends.
+fn changes_hosts(command: &crate::engine::Command) -> bool {
+    use crate::engine::Command;
+    matches!(
+        command,
+        Command::Deploy(_) | Command::Undeploy(_) | Command::Revoke(_)
+    )
 }
 
 async fn event_loop(
@@ -138,6 +180,12 @@ async fn event_loop(
         for msg in msgs {
             dirty = true;
             for command in update(&mut app, msg) {
+                // Whatever a key handler sends, a read-only console sends
+                // nothing that changes hosts.
+                if app.read_only && changes_hosts(&command) {
+                    app.log(app::Level::Error, "read-only console: refused".to_string());
+                    continue;
+                }
                 engine.send(command);
             }
         }
@@ -157,6 +205,19 @@ async fn event_loop(
             input = EventStream::new();
             dirty = true;
         }
+        if let Some(exec) = app.pending_exec.take() {
+            // As for a shell: crossterm's reader would take the command's keys.
+            drop(input);
+            let _ = crossterm::event::poll(Duration::ZERO);
+            let note = tokio::task::block_in_place(|| suspended_for(terminal, &exec))?;
+            app.log(app::Level::Info, note);
+            input = EventStream::new();
+            dirty = true;
+        }
+    }
+    // Once the console is done drawing: the next run's Up finds these.
+    if let Err(e) = app.history.save() {
+        tracing::warn!("cannot keep the command history: {e}");
     }
     Ok(app)
 }

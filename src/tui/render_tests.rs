@@ -263,3 +263,115 @@ fn the_timeline_shares_the_charts_time_axis_120x36() {
     let (right_border, _) = find(buffer, "┐┌ CPU");
     assert!(now_x > right_border, "the axis runs to the right edge");
 }
+
+#[test]
+fn tags_show_in_a_column_only_when_some_host_has_them_and_in_the_detail() {
+    let mut app = app(10, 160, 48, "default");
+    let screen = draw(&app).backend().to_string();
+    assert!(!screen.contains("TAGS"), "{screen}");
+    let mut fleet = sample::fleet(10, NOW);
+    let host = Arc::make_mut(&mut fleet.hosts[0]);
+    host.tags.insert("role".into(), "web".into());
+    host.tags.insert("canary".into(), String::new());
+    update(&mut app, Msg::Snapshot(Arc::new(fleet)));
+    let terminal = draw(&app);
+    let screen = terminal.backend().to_string();
+    assert!(screen.contains("TAGS"), "{screen}");
+    assert!(screen.contains("canary role=web"), "{screen}");
+    // The column sits after OS.
+    let (tags_x, y) = find(terminal.backend().buffer(), "TAGS");
+    let (os_x, _) = find(terminal.backend().buffer(), "OS ");
+    assert!(os_x < tags_x, "OS at {os_x}, TAGS at {tags_x} (row {y})");
+    keys(&mut app, &[KeyCode::Enter]);
+    let screen = draw(&app).backend().to_string();
+    assert!(screen.contains("tags canary role=web"), "{screen}");
+}
+
+#[test]
+fn the_jobs_pane_shows_a_rollouts_batch_and_each_batchs_results() {
+    let mut app = app(10, 160, 48, "default");
+    let mut fleet = sample::fleet(10, NOW);
+    let job = &mut fleet.jobs[0];
+    job.kind = crate::engine::JobKind::Deploy;
+    (job.done, job.total) = (3, 6);
+    job.batch = Some((3, 3));
+    job.batch_results = vec![(1, 0), (1, 1)];
+    update(&mut app, Msg::Snapshot(Arc::new(fleet)));
+    let screen = draw(&app).backend().to_string();
+    assert!(
+        screen.contains("deploy 3/6 batch 3/3 [1✓0✗][1✓1✗]"),
+        "{screen}"
+    );
+}
+
+#[test]
+fn a_completed_command_line_is_drawn_with_its_choices() {
+    let mut app = app(10, 80, 24, "default");
+    keys(
+        &mut app,
+        &[KeyCode::Char(':'), KeyCode::Char('t'), KeyCode::Tab],
+    );
+    let screen = draw(&app).backend().to_string();
+    assert!(screen.contains(":theme "), "{screen}");
+    keys(
+        &mut app,
+        &[
+            KeyCode::Esc,
+            KeyCode::Char(':'),
+            KeyCode::Char('r'),
+            KeyCode::Tab,
+        ],
+    );
+    let screen = draw(&app).backend().to_string();
+    assert!(screen.contains(":re█"), "the common prefix: {screen}");
+    keys(&mut app, &[KeyCode::Tab]);
+    let screen = draw(&app).backend().to_string();
+    assert!(screen.contains(":re█   refresh  revoke"), "{screen}");
+}
+
+#[test]
+fn a_read_only_console_says_so_in_its_header() {
+    let mut app = app(10, 80, 24, "default");
+    assert!(!draw(&app).backend().to_string().contains("READ-ONLY"));
+    app.read_only = true;
+    let screen = draw(&app).backend().to_string();
+    assert!(
+        screen
+            .lines()
+            .next()
+            .unwrap()
+            .contains("fleetctl READ-ONLY"),
+        "{screen}"
+    );
+}
+
+#[test]
+fn custom_commands_are_listed_under_help_and_named_in_their_confirmation() {
+    let mut app = app(10, 100, 40, "default");
+    app.custom = crate::tui::custom::parse(
+        "[[command]]\nname = \"wipe\"\nkey = \"W\"\ncommand = \"rm -rf /tmp/x\"\nconfirm = true\ndangerous = true\n",
+        &[],
+    )
+    .unwrap();
+    keys(&mut app, &[KeyCode::Char('?')]);
+    let screen = draw(&app).backend().to_string();
+    assert!(
+        screen.contains("W wipe (rm -rf /tmp/x) [dangerous]"),
+        "{screen}"
+    );
+    keys(&mut app, &[KeyCode::Esc, KeyCode::Char('W')]);
+    let screen = draw(&app).backend().to_string();
+    assert!(screen.contains("Run wipe on 1 host?"), "{screen}");
+}
+
+#[test]
+fn the_resume_question_says_how_many_hosts_are_left() {
+    let mut app = app(10, 100, 30, "default");
+    update(&mut app, Msg::Engine(Event::RolloutUnfinished { hosts: 3 }));
+    let screen = draw(&app).backend().to_string();
+    assert!(
+        screen.contains("A rollout was cut short with 3 host(s) left. Resume it?"),
+        "{screen}"
+    );
+    assert!(screen.contains("y / Enter: go"), "{screen}");
+}

@@ -126,6 +126,8 @@ pub fn ask(app: &mut App, command: &str) {
         kind: crate::engine::JobKind::Run,
         hosts,
         command: Some(command.to_string()),
+        resume: None,
+        custom: None,
     });
 }
 

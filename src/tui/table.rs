@@ -4,6 +4,8 @@
 use std::cmp::Ordering;
 
 use crate::engine::{FleetSnapshot, HostView};
+use crate::model::pattern::{Candidate, Pattern, glob};
+use crate::model::tags::{is_key, tags_text};
 use crate::model::{AgentState, Reach, RegistrationState, SshState, TokenState};
 
 use super::format::{Urgency, token_urgency};
@@ -14,6 +16,7 @@ pub enum Column {
     Address,
     Host,
     Os,
+    Tags,
     Reach,
     Ssh,
     Agent,
@@ -26,10 +29,11 @@ pub enum Column {
 }
 
 impl Column {
-    pub const ALL: [Column; 12] = [
+    pub const ALL: [Column; 13] = [
         Column::Address,
         Column::Host,
         Column::Os,
+        Column::Tags,
         Column::Reach,
         Column::Ssh,
         Column::Agent,
@@ -47,6 +51,7 @@ impl Column {
             Column::Address => "ADDRESS",
             Column::Host => "HOST",
             Column::Os => "OS",
+            Column::Tags => "TAGS",
             Column::Reach => "REACH",
             Column::Ssh => "SSH",
             Column::Agent => "AGENT",
@@ -67,7 +72,7 @@ impl Column {
             Column::Host | Column::Reach | Column::Ssh | Column::Token => 1,
             Column::Cpu | Column::Memory => 2,
             Column::Registration => 3,
-            Column::Os => 4,
+            Column::Os | Column::Tags => 4,
             Column::LastSeen => 5,
             Column::Load => 6,
         }
@@ -140,6 +145,11 @@ fn compare(a: &HostView, b: &HostView, column: Column, now: i64) -> Ordering {
             (x, y) => x.is_none().cmp(&y.is_none()),
         },
         Column::Os => a.os().cmp(&b.os()),
+        Column::Tags => match (a.tags.is_empty(), b.tags.is_empty()) {
+            (false, false) => a.tags.cmp(&b.tags),
+            // Tagged hosts first.
+            (x, y) => x.cmp(&y),
+        },
         Column::Reach => reach_rank(a.reach()).cmp(&reach_rank(b.reach())),
         Column::Ssh => rank(SshState::ALL, &a.ssh).cmp(&rank(SshState::ALL, &b.ssh)),
         Column::Agent => rank(AgentState::ALL, &a.agent).cmp(&rank(AgentState::ALL, &b.agent)),
@@ -189,7 +199,7 @@ impl Field {
 }
 
 /// One term of a filter; all terms must match.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone)]
 enum Term {
     /// Case-insensitive substring of any column's text.
     Text(String),
@@ -197,22 +207,31 @@ enum Term {
     /// so `agent:run` is `agent:running`).
     State(Field, Vec<&'static str>),
     Os(String),
+    /// `tag:role=web` (the value may use `*`), or `tag:role` (has the key).
+    Tag(String, Option<String>),
+    /// A host pattern as Ansible writes it: `web:&staging:!db*`, `~regex`.
+    Pattern(Pattern),
 }
 
 /// What `/` typed, parsed: `web agent:none token:expiring`.
-#[derive(Debug, Clone, PartialEq, Eq, Default)]
+#[derive(Debug, Clone, Default)]
 pub struct Filter {
     terms: Vec<Term>,
 }
 
 /// The state filters `/` understands, for help and error messages.
-pub const FILTER_KEYS: &str = "reach: ssh: agent: reg: token: os:";
+pub const FILTER_KEYS: &str = "reach: ssh: agent: reg: token: os: tag:";
 
 impl Filter {
     /// Parses filter text; an unknown `key:` or state names what is allowed.
     pub fn parse(text: &str) -> Result<Self, String> {
         let mut terms = Vec::new();
         for word in text.split_whitespace() {
+            if is_pattern(word) {
+                let pattern = Pattern::parse(word).map_err(|e| e.to_string())?;
+                terms.push(Term::Pattern(pattern));
+                continue;
+            }
             let Some((key, value)) = word.split_once(':') else {
                 terms.push(Term::Text(word.to_lowercase()));
                 continue;
@@ -228,7 +247,16 @@ impl Filter {
                     terms.push(Term::Os(value));
                     continue;
                 }
-                _ => return Err(format!("unknown filter `{key}:`; known: {FILTER_KEYS}")),
+                "tag" => {
+                    terms.push(tag_term(&value)?);
+                    continue;
+                }
+                _ => {
+                    return Err(format!(
+                        "unknown filter `{key}:`; known: {FILTER_KEYS}, or a host pattern \
+                         (web:&staging:!db*, ~regex)"
+                    ));
+                }
             };
             let all = field.states();
             let allowed: Vec<&'static str> = all
@@ -266,7 +294,48 @@ impl Filter {
                         ))
             }
             Term::Os(os) => host.os().is_some_and(|o| o.to_lowercase().contains(os)),
+            Term::Tag(key, value) => host.tags.iter().any(|(k, v)| {
+                k.eq_ignore_ascii_case(key)
+                    && value
+                        .as_deref()
+                        .is_none_or(|want| glob(want, &v.to_ascii_lowercase()))
+            }),
+            Term::Pattern(pattern) => pattern.matches(&candidate(host)),
         })
+    }
+}
+
+/// Whether a filter word is a host pattern rather than `key:value` or
+/// text: it starts with `~`, `&` or `!`, or joins terms with `:&`, `:!` or `,`.
+fn is_pattern(word: &str) -> bool {
+    word.starts_with(['~', '&', '!'])
+        || word.contains(":&")
+        || word.contains(":!")
+        || word.contains(',')
+}
+
+fn tag_term(value: &str) -> Result<Term, String> {
+    let (key, want) = match value.split_once('=') {
+        Some((k, v)) => (k, Some(v.to_string())),
+        None => (value, None),
+    };
+    if !is_key(key) {
+        return Err(format!("tag:{value}? expected tag:KEY or tag:KEY=VALUE"));
+    }
+    Ok(Term::Tag(key.to_string(), want))
+}
+
+/// A host as host patterns see it.
+#[must_use]
+pub fn candidate(host: &HostView) -> Candidate {
+    Candidate {
+        addr: host.addr.to_string(),
+        name: host.hostname().map(str::to_owned),
+        os: host.facts.as_ref().and_then(|f| f.os_id.clone()),
+        arch: host.facts.as_ref().and_then(|f| f.arch.clone()),
+        agent: host.agent.as_str().to_string(),
+        reach: Some(host.reach().as_str().to_string()),
+        tags: host.tags.clone(),
     }
 }
 
@@ -281,6 +350,7 @@ fn haystack(host: &HostView) -> String {
         Some(host.agent.as_str().to_owned()),
         Some(host.registration.as_str().to_owned()),
         Some(host.token.as_str().to_owned()),
+        (!host.tags.is_empty()).then(|| tags_text(&host.tags)),
     ]
     .into_iter()
     .flatten()

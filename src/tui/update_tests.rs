@@ -109,8 +109,8 @@ fn a_bad_filter_says_what_is_allowed() {
 #[test]
 fn sorting_by_column_and_reversing() {
     let mut app = app(50);
-    // Address → Host → OS → Reach → SSH → Agent → REG → Token → CPU.
-    for _ in 0..8 {
+    // Address → Host → OS → Tags → Reach → SSH → Agent → REG → Token → CPU.
+    for _ in 0..9 {
         press(&mut app, KeyCode::Char('>'));
     }
     assert_eq!(app.sort.column.title(), "CPU");
@@ -352,4 +352,276 @@ fn engine_events_fill_the_log_and_snapshots_keep_the_cursor_on_its_host() {
         Msg::Snapshot(Arc::new(sample::fleet(20, NOW + 2))),
     );
     assert_eq!(app.selected_addr(), Some(addr(5)));
+}
+
+/// A sample fleet whose hosts 0..6 carry tags: even ones `web`, odd ones
+/// `db`, the first three `staging`, and `role=` their kind.
+fn tagged_app() -> App {
+    let themes = ThemeSet::built_in();
+    let theme = themes.get("default").unwrap();
+    let mut app = App::new(themes, theme);
+    update(&mut app, Msg::Resize(80, 24));
+    let mut fleet = sample::fleet(20, NOW);
+    for (i, host) in fleet.hosts.iter_mut().enumerate().take(6) {
+        let host = Arc::make_mut(host);
+        let kind = if i % 2 == 0 { "web" } else { "db" };
+        host.tags.insert(kind.into(), String::new());
+        host.tags.insert("role".into(), kind.into());
+        if i < 3 {
+            host.tags.insert("staging".into(), String::new());
+        }
+    }
+    update(&mut app, Msg::Snapshot(Arc::new(fleet)));
+    app
+}
+
+#[test]
+fn the_filter_takes_tags_and_host_patterns() {
+    let mut app = tagged_app();
+    let shown = |app: &App| -> Vec<IpAddr> {
+        app.rows
+            .iter()
+            .map(|&i| app.fleet.hosts[i as usize].addr)
+            .collect()
+    };
+    for (filter, want) in [
+        ("tag:role=web", vec![0, 2, 4]),
+        ("tag:role=d*", vec![1, 3, 5]),
+        ("tag:staging", vec![0, 1, 2]),
+        ("web:&staging", vec![0, 2]),
+        ("web:&staging:!10.0.0.1", vec![2]),
+        ("~role_d", vec![1, 3, 5]),
+        ("tag:role=web agent:none", vec![]),
+        ("role=web", vec![0, 2, 4]),
+    ] {
+        app.set_filter(filter.to_string());
+        assert_eq!(app.status, None, "{filter}");
+        let want: Vec<IpAddr> = want.into_iter().map(addr).collect();
+        if filter.contains("agent:none") {
+            assert!(
+                shown(&app)
+                    .iter()
+                    .all(|a| [addr(0), addr(2), addr(4)].contains(a)),
+                "{filter}"
+            );
+        } else {
+            assert_eq!(shown(&app), want, "{filter}");
+        }
+        app.set_filter(String::new());
+    }
+    for bad in ["web:&", "~web[", "tag:1x"] {
+        app.set_filter(bad.to_string());
+        let (level, text) = app.status.clone().unwrap();
+        assert_eq!(level, Level::Error, "{bad}");
+        assert!(!text.is_empty());
+        app.status = None;
+    }
+}
+
+#[test]
+fn p_pauses_and_resumes_the_newest_rollout() {
+    let mut app = app(10);
+    let out = press(&mut app, KeyCode::Char('p'));
+    assert!(out.is_empty(), "the sample's job is a scan");
+    assert_eq!(app.status.as_ref().unwrap().0, Level::Error);
+    let mut fleet = sample::fleet(10, NOW);
+    fleet.jobs[0].kind = crate::engine::JobKind::Deploy;
+    let id = fleet.jobs[0].id;
+    update(&mut app, Msg::Snapshot(Arc::new(fleet.clone())));
+    let out = press(&mut app, KeyCode::Char('p'));
+    assert!(
+        matches!(out[..], [Command::PauseJob { id: j, paused: true }] if j == id),
+        "{out:?}"
+    );
+    assert!(
+        app.status
+            .as_ref()
+            .unwrap()
+            .1
+            .contains("no new host starts")
+    );
+    fleet.jobs[0].paused = true;
+    update(&mut app, Msg::Snapshot(Arc::new(fleet)));
+    let out = press(&mut app, KeyCode::Char('p'));
+    assert!(
+        matches!(out[..], [Command::PauseJob { paused: false, .. }]),
+        "{out:?}"
+    );
+}
+
+#[test]
+fn tab_completes_and_up_down_walk_the_history() {
+    let mut app = app(10);
+    press(&mut app, KeyCode::Char(':'));
+    typed(&mut app, "so");
+    press(&mut app, KeyCode::Tab);
+    assert_eq!(app.input.as_ref().unwrap().text, "sort ");
+    typed(&mut app, "cp");
+    press(&mut app, KeyCode::Tab);
+    assert_eq!(app.input.as_ref().unwrap().text, "sort cpu ");
+    press(&mut app, KeyCode::Enter);
+    assert_eq!(app.sort.column.title(), "CPU");
+    // Several candidates: shown, the line kept.
+    press(&mut app, KeyCode::Char(':'));
+    typed(&mut app, "fi");
+    press(&mut app, KeyCode::Tab);
+    assert_eq!(app.input.as_ref().unwrap().text, "fi");
+    assert!(
+        app.status
+            .as_ref()
+            .unwrap()
+            .1
+            .contains("filter  fingerprint")
+    );
+    press(&mut app, KeyCode::Esc);
+    press(&mut app, KeyCode::Char(':'));
+    typed(&mut app, "theme light");
+    press(&mut app, KeyCode::Enter);
+    press(&mut app, KeyCode::Char(':'));
+    press(&mut app, KeyCode::Up);
+    assert_eq!(app.input.as_ref().unwrap().text, "theme light");
+    press(&mut app, KeyCode::Up);
+    assert_eq!(app.input.as_ref().unwrap().text, "sort cpu");
+    press(&mut app, KeyCode::Down);
+    assert_eq!(app.input.as_ref().unwrap().text, "theme light");
+    press(&mut app, KeyCode::Down);
+    assert_eq!(app.input.as_ref().unwrap().text, "");
+    press(&mut app, KeyCode::Esc);
+    // The filter completes keys and host names.
+    press(&mut app, KeyCode::Char('/'));
+    typed(&mut app, "node-0004");
+    press(&mut app, KeyCode::Tab);
+    assert_eq!(app.input.as_ref().unwrap().text, "node-0004 ");
+    assert_eq!(app.rows.len(), 1);
+}
+
+#[test]
+fn a_read_only_console_refuses_what_changes_hosts() {
+    let mut app = app(10);
+    app.read_only = true;
+    for keys in [
+        &["d"][..],
+        &["u"],
+        &["r"],
+        &[":", "deploy"],
+        &[":", "revoke"],
+    ] {
+        for k in keys {
+            if k.len() == 1 {
+                press(&mut app, KeyCode::Char(k.chars().next().unwrap()));
+            } else {
+                typed(&mut app, k);
+                press(&mut app, KeyCode::Enter);
+            }
+        }
+        assert!(app.confirm.is_none(), "{keys:?}: no confirmation is asked");
+        let (level, text) = app.status.clone().unwrap();
+        assert_eq!(level, Level::Error);
+        assert!(text.starts_with("read-only console:"), "{text}");
+    }
+    // Looking still works.
+    assert_eq!(press(&mut app, KeyCode::Char('f')).len(), 1);
+    assert!(super::changes_hosts(&Command::Revoke(
+        crate::engine::RevokeRequest::default()
+    )));
+    assert!(!super::changes_hosts(&Command::Refresh));
+}
+
+#[test]
+fn custom_commands_run_on_their_hosts_ask_first_and_keep_to_read_only() {
+    let mut app = app(10);
+    app.custom = super::custom::parse(
+        r#"
+[[command]]
+name = "note"
+key = "N"
+scope = "marked"
+command = 'echo "$MARKED"'
+
+[[command]]
+name = "wipe"
+key = "W"
+command = "true"
+confirm = true
+dangerous = true
+"#,
+        super::complete::COMMANDS,
+    )
+    .unwrap();
+    press(&mut app, KeyCode::Char(' '));
+    press(&mut app, KeyCode::Char(' '));
+    press(&mut app, KeyCode::Char('N'));
+    let exec = app.pending_exec.take().expect("N runs note");
+    let env: std::collections::HashMap<_, _> = exec.env.into_iter().collect();
+    assert_eq!(env["MARKED"], "10.0.0.1 10.0.0.2");
+    assert_eq!(env["ADDR"], "10.0.0.1");
+    assert_eq!(env["HOST"], "node-0000");
+    assert!(app.marked.is_empty());
+    // `:note` is the same command.
+    press(&mut app, KeyCode::Char(':'));
+    typed(&mut app, "no");
+    press(&mut app, KeyCode::Tab);
+    assert_eq!(app.input.as_ref().unwrap().text, "note ");
+    press(&mut app, KeyCode::Enter);
+    assert!(app.pending_exec.take().is_some());
+    // confirm: asked first, then run on y.
+    press(&mut app, KeyCode::Char('W'));
+    assert!(app.pending_exec.is_none());
+    assert_eq!(app.confirm.as_ref().unwrap().custom, Some(1));
+    press(&mut app, KeyCode::Char('y'));
+    assert_eq!(app.pending_exec.take().unwrap().name, "wipe");
+    // dangerous: refused in a read-only console.
+    app.read_only = true;
+    press(&mut app, KeyCode::Char('W'));
+    assert!(app.confirm.is_none() && app.pending_exec.is_none());
+    assert!(
+        app.status
+            .as_ref()
+            .unwrap()
+            .1
+            .contains("wipe is dangerous, refused")
+    );
+    press(&mut app, KeyCode::Char('N'));
+    assert!(app.pending_exec.is_some(), "a harmless one still runs");
+}
+
+#[test]
+fn a_rollout_cut_short_is_offered_once_and_resumed_on_yes() {
+    let mut app = app(10);
+    update(&mut app, Msg::Engine(Event::RolloutUnfinished { hosts: 2 }));
+    assert_eq!(app.confirm.as_ref().unwrap().resume, Some(2));
+    let out = press(&mut app, KeyCode::Char('y'));
+    assert!(
+        matches!(&out[..], [Command::Deploy(r)] if r.resume && r.hosts.is_empty()),
+        "{out:?}"
+    );
+    update(&mut app, Msg::Engine(Event::RolloutUnfinished { hosts: 2 }));
+    assert!(app.confirm.is_none(), "asked once a run");
+    let mut ro = self::app(10);
+    ro.read_only = true;
+    update(&mut ro, Msg::Engine(Event::RolloutUnfinished { hosts: 2 }));
+    assert!(
+        ro.confirm.is_none(),
+        "a read-only console does not offer it"
+    );
+}
+
+#[test]
+fn a_custom_commands_port_is_the_one_fingerprinting_used() {
+    let mut app = app(3);
+    app.custom = super::custom::parse(
+        "[[command]]\nname = \"p\"\nkey = \"P\"\ncommand = 'echo $PORT'\n",
+        &[],
+    )
+    .unwrap();
+    let mut fleet = sample::fleet(3, NOW);
+    Arc::make_mut(&mut fleet.hosts[0]).ssh_port = Some(2222);
+    update(&mut app, Msg::Snapshot(Arc::new(fleet)));
+    press(&mut app, KeyCode::Char('P'));
+    let exec = app.pending_exec.take().unwrap();
+    assert!(exec.env.contains(&("PORT".to_string(), "2222".to_string())));
+    press(&mut app, KeyCode::Char('j'));
+    press(&mut app, KeyCode::Char('P'));
+    let exec = app.pending_exec.take().unwrap();
+    assert!(exec.env.contains(&("PORT".to_string(), "22".to_string())));
 }

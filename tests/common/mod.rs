@@ -2,6 +2,7 @@
 //! environment, root checks, network namespaces and real sshd processes.
 #![allow(dead_code, clippy::unwrap_used)]
 
+pub mod deploy;
 pub mod host;
 pub mod tmux;
 

@@ -73,8 +73,35 @@ impl View {
                     bar.finish_with_message(short(outcome));
                 }
             }
+            Event::Batch {
+                batch,
+                batches,
+                hosts,
+            } => {
+                let _ = live
+                    .multi
+                    .println(format!("batch {batch}/{batches}: {hosts} host(s)"));
+            }
+            Event::BatchDone {
+                batch,
+                batches,
+                ok,
+                failed,
+            } => {
+                let _ = live.multi.println(format!(
+                    "batch {batch}/{batches} done: {ok} ok, {failed} failed"
+                ));
+            }
         }
         Ok(())
+    }
+
+    /// Runs `f` with the live lines put aside (a prompt on the terminal).
+    pub fn suspend<T>(&self, f: impl FnOnce() -> T) -> T {
+        match &self.live {
+            Some(live) => live.multi.suspend(f),
+            None => f(),
+        }
     }
 
     pub fn note(&self, message: &str) {

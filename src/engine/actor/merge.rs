@@ -10,6 +10,7 @@ use crate::deploy::{Event as DeployEvent, Outcome};
 use crate::engine::state::HostView;
 use crate::engine::{Event, JobError};
 use crate::model::control::AgentRecord;
+use crate::model::tags::Tags;
 use crate::model::time::now_unix;
 use crate::model::{AgentState, HostScan, Reach, SshState};
 use crate::store::{Deployment, StoredFacts};
@@ -33,6 +34,7 @@ impl Actor {
                 continue;
             };
             let host = self.host_mut(addr);
+            host.ssh_port = host.ssh_port.or(Some(f.port));
             if host.facts.is_none() {
                 host.facts = f.facts;
                 host.host_key = f.host_key;
@@ -44,6 +46,14 @@ impl Actor {
                 };
                 host.ssh_error = f.error;
             }
+        }
+        self.dirty = true;
+    }
+
+    /// The operator's tags, as the inventory holds them.
+    pub(super) fn tags(&mut self, stored: std::collections::BTreeMap<IpAddr, Tags>) {
+        for (addr, tags) in stored {
+            self.host_mut(addr).tags = tags;
         }
         self.dirty = true;
     }
@@ -72,7 +82,9 @@ impl Actor {
         let host = self.host_mut(addr);
         let mut emitted = None;
         match event {
-            DeployEvent::Start { .. } => {}
+            DeployEvent::Start { .. }
+            | DeployEvent::Batch { .. }
+            | DeployEvent::BatchDone { .. } => {}
             DeployEvent::Step { step, .. } => {
                 host.agent = AgentState::Deploying;
                 host.deploy_step = Some(step.to_string());

@@ -59,6 +59,7 @@ impl Actor {
         let now = now_unix();
         self.dirty = true;
         let host = self.host_mut(addr);
+        host.ssh_port = Some(result.port);
         match (result.facts, result.failure) {
             (Some(facts), _) => {
                 let summary = [

@@ -1,4 +1,5 @@
-//! Reading the inventory: the fleet as it was when the console last closed.
+//! Reading the inventory: the fleet as it was when the console last closed,
+//! with the operator's tags.
 
 use std::path::PathBuf;
 
@@ -20,13 +21,20 @@ pub(in crate::engine) async fn load(path: PathBuf, report: Reporter) {
                 inventory.all_facts()?,
                 inventory.deployments()?,
                 inventory.runs(None, PAST_RUNS)?,
+                inventory.all_tags()?,
+                inventory.unfinished_rollout()?.map(|r| {
+                    r.hosts
+                        .iter()
+                        .filter(|h| h.state == crate::store::HostState::Pending)
+                        .count()
+                }),
             ))
         };
         read().map_err(|e| JobError::Inventory(e.to_string()))
     })
     .await;
     let result = match read {
-        Ok((hosts, facts, deployments, runs)) => {
+        Ok((hosts, facts, deployments, runs, tags, unfinished)) => {
             let summary = format!("{} hosts from the inventory", hosts.len());
             report
                 .send(JobMsg::Inventory {
@@ -34,6 +42,8 @@ pub(in crate::engine) async fn load(path: PathBuf, report: Reporter) {
                     facts,
                     deployments,
                     runs,
+                    tags,
+                    unfinished,
                 })
                 .await;
             Ok(summary)

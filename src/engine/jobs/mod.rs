@@ -18,6 +18,7 @@ pub mod run;
 pub mod scan;
 pub mod session;
 
+use std::collections::BTreeMap;
 use std::net::IpAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -33,6 +34,7 @@ use crate::control::KeysError;
 use crate::deploy::{Event as RolloutEvent, HostResult, RolloutOptions};
 use crate::model::control::AgentRecord;
 use crate::model::run::RunResult;
+use crate::model::tags::Tags;
 use crate::model::{AgentStats, Fingerprint, HostScan};
 use crate::poll::PollError;
 use crate::scan::ScanSummary;
@@ -213,6 +215,9 @@ pub(super) enum JobMsg {
         deployments: Vec<Deployment>,
         /// The newest runs of the audit trail, newest first.
         runs: Vec<RunRecord>,
+        tags: BTreeMap<IpAddr, Tags>,
+        /// Hosts left in a rollout a crash or a quit cut short.
+        unfinished: Option<usize>,
     },
     /// One stats read (from the poller): `failures` in a row, and when the
     /// next read comes after a failure.
@@ -293,6 +298,11 @@ impl Reporter {
             outcome,
         })
         .await;
+    }
+
+    /// Asks the front end on this job's behalf (a rollout's gate).
+    pub fn asker(&self) -> EnginePrompter {
+        EnginePrompter::new(Some(self.id), self.tx.clone())
     }
 
     /// Who answers this job's questions.

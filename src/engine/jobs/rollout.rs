@@ -16,17 +16,22 @@ use super::{
 };
 use crate::control::LocalKeys;
 use crate::control::client::ControlClient;
+use crate::deploy::batches::{Amount, BatchSpec};
 use crate::deploy::control::EnrollError;
 use crate::deploy::layout::InstallScope;
 use crate::deploy::{
     Artifact, ControlPlane, DeployOptions, Deployer, Enroller, Event, HostResult, Outcome,
     RolloutOptions, Secret, rollout,
 };
+use crate::engine::{Answer, PromptKind};
 use crate::engine::{ControlLink, DeploySettings, Questions, SshSettings};
-use crate::model::AgentState;
 use crate::model::control::AgentRecord;
 use crate::ssh::SshTarget;
-use crate::store::{Deployment, Inventory};
+
+mod plan;
+mod writer;
+use plan::{Recorded, plan};
+use writer::Writer;
 
 /// The operator token deploy reads the registry with: longer than a rollout.
 const OPERATOR_TTL: Duration = Duration::from_hours(12);
@@ -37,6 +42,7 @@ const RECORD_QUEUE: usize = 256;
 
 /// Put the agent on hosts.
 #[derive(Debug, Clone, Default, PartialEq)]
+#[allow(clippy::struct_excessive_bools)] // the switches a deploy is asked with
 pub struct DeployRequest {
     /// Names, addresses or ssh_config aliases, optionally `user@host`.
     pub hosts: Vec<String>,
@@ -51,8 +57,17 @@ pub struct DeployRequest {
     pub scope: Option<InstallScope>,
     /// Hosts deployed first, one at a time; a failure among them stops the rollout.
     pub canary: usize,
-    /// Start no new host once more than this many have failed.
-    pub max_failures: Option<usize>,
+    /// The batches after the canaries, as Ansible's serial (`1,2,50%`).
+    pub batch: Option<BatchSpec>,
+    /// Start no new host once more than this many (or this share) have failed.
+    pub max_failures: Option<Amount>,
+    /// With batches or a gate, a failed host stops the rollout unless this is set.
+    pub continue_on_failure: bool,
+    /// Ask the operator before each batch after the first.
+    pub gate: bool,
+    /// Go on with the newest rollout the inventory holds as unfinished (its
+    /// hosts, batches and rules) instead of `hosts`.
+    pub resume: bool,
     pub step_timeout: Option<Duration>,
     pub wait_timeout: Option<Duration>,
     /// Say what would be done ([`JobOutput::DeployPlan`]) and change nothing.
@@ -116,6 +131,8 @@ pub(in crate::engine) struct RolloutJob {
     pub settings: DeploySettings,
     pub inventory: Option<PathBuf>,
     pub questions: Questions,
+    /// True while the front end holds the rollout (no new host starts).
+    pub paused: Option<tokio::sync::watch::Receiver<bool>>,
 }
 
 pub(in crate::engine) async fn deploy(
@@ -155,14 +172,12 @@ async fn run_deploy(
         report,
     )
     .await?;
-    let targets = reach.targets(&request.hosts)?;
     let artifact = load_artifact(settings.agent_binary.clone()).await?;
     let urls = control_urls(&request, &link)?;
-    let options = RolloutOptions {
-        canary: request.canary,
-        concurrency: reach.concurrency,
-        max_failures: request.max_failures,
-    };
+    let mut planned = plan(&request, job.inventory.clone()).await?;
+    planned.options.concurrency = reach.concurrency;
+    let targets = reach.targets(&planned.hosts)?;
+    let options = planned.options.clone();
     if request.dry_run {
         let plan = DeployPlan {
             build: artifact.describe(),
@@ -212,11 +227,17 @@ async fn run_deploy(
             async move { deployer.deploy(&target, &progress, &cancel).await }
         }
     };
+    let record = match &job.inventory {
+        Some(path) => Some(planned.record(path.clone()).await?),
+        None => None,
+    };
     let results = drive(
         targets,
         options,
         Some(build),
         job.inventory,
+        record,
+        job.paused,
         cancel,
         report,
         work,
@@ -293,21 +314,36 @@ async fn run_undeploy(
         async move { crate::deploy::undeploy(&connector, &target, &progress, step_timeout, scope).await }
     };
     let options = RolloutOptions {
-        canary: 0,
         concurrency: reach.concurrency,
-        max_failures: None,
+        ..RolloutOptions::default()
     };
-    let results = drive(targets, options, None, job.inventory, cancel, report, work).await?;
+    let results = drive(
+        targets,
+        options,
+        None,
+        job.inventory,
+        None,
+        job.paused,
+        cancel,
+        report,
+        work,
+    )
+    .await?;
     Ok(summary(&results))
 }
 
 /// Runs the rollout, recording (on a blocking thread) and reporting each
-/// event; `build` is the sha256 pushed, `None` for undeploy.
+/// event; `build` is the sha256 pushed, `None` for undeploy; `record`, the
+/// rollout's plan in the inventory, kept up to date. The gate asks the
+/// operator through the front end.
+#[allow(clippy::too_many_arguments)] // one call site each for deploy and undeploy
 async fn drive<F, Fut>(
     targets: Vec<SshTarget>,
     options: RolloutOptions,
     build: Option<String>,
     inventory: Option<PathBuf>,
+    record: Option<Recorded>,
+    paused: Option<tokio::sync::watch::Receiver<bool>>,
     cancel: &CancellationToken,
     report: &Reporter,
     work: F,
@@ -317,9 +353,19 @@ where
     Fut: std::future::Future<Output = Outcome> + Send + 'static,
 {
     let writer = match inventory {
-        Some(path) => Some(Writer::start(path, targets.clone(), build).await?),
+        Some(path) => Some(Writer::start(path, targets.clone(), build, record).await?),
         None => None,
     };
+    // The gate is asked from this loop, after every event the rollout sent
+    // before it: the front end shows the batch's end before the question.
+    let (gate_tx, mut gates) =
+        mpsc::unbounded_channel::<(rollout::BatchReport, tokio::sync::oneshot::Sender<bool>)>();
+    let gate = move |done: rollout::BatchReport| {
+        let (reply, answer) = tokio::sync::oneshot::channel();
+        let asked = gate_tx.send((done, reply)).is_ok();
+        async move { asked && answer.await.unwrap_or(false) }
+    };
+    let asker = report.asker();
     let total = targets.len() as u64;
     let addrs: Vec<Option<IpAddr>> = targets.iter().map(target_addr).collect();
     let list: Vec<(String, SshTarget)> =
@@ -327,22 +373,46 @@ where
     let (event_tx, mut events) = mpsc::unbounded_channel();
     let running = {
         let cancel = cancel.clone();
-        tokio::spawn(async move { rollout::run(list, options, &cancel, &event_tx, work).await })
+        tokio::spawn(async move {
+            rollout::run(list, options, &cancel, &event_tx, work, gate, paused).await
+        })
     };
     report.progress(0, total).await;
     let mut done = 0;
-    while let Some(event) = events.recv().await {
+    loop {
+        let event = tokio::select! {
+            biased;
+            event = events.recv() => event,
+            Some((done, reply)) = gates.recv() => {
+                let kind = PromptKind::Gate {
+                    batch: done.batch,
+                    batches: done.batches,
+                    ok: done.ok,
+                    failed: done.failed,
+                };
+                let yes = tokio::select! {
+                    answer = asker.ask(kind) => matches!(answer, Answer::Confirm(true)),
+                    () = cancel.cancelled() => false,
+                };
+                let _ = reply.send(yes);
+                continue;
+            }
+        };
+        let Some(event) = event else { break };
         if let Some(writer) = &writer {
+            // A host reported done is on record first: a rollout killed
+            // right after never deploys it again.
             writer.record(event.clone()).await;
         }
         let index = match &event {
             Event::Start { index, .. }
             | Event::Step { index, .. }
             | Event::Note { index, .. }
-            | Event::Done { index, .. } => *index,
+            | Event::Done { index, .. } => Some(*index),
+            Event::Batch { .. } | Event::BatchDone { .. } => None,
         };
         let is_done = matches!(event, Event::Done { .. });
-        let addr = addrs.get(index).copied().flatten();
+        let addr = index.and_then(|i| addrs.get(i).copied().flatten());
         report.output(JobOutput::Rollout { addr, event }).await;
         if is_done {
             done += 1;
@@ -353,104 +423,10 @@ where
         .await
         .map_err(|e| JobError::stopped("rollout task", &e))?;
     if let Some(writer) = writer {
-        writer.finish().await?;
+        writer.finish(cancel.is_cancelled()).await?;
     }
     report.output(JobOutput::RolloutDone(results.clone())).await;
     Ok(results)
-}
-
-/// Keeps the inventory's deployments table in step with a rollout, on a
-/// blocking thread of its own.
-struct Writer {
-    events: mpsc::Sender<Event>,
-    task: tokio::task::JoinHandle<()>,
-}
-
-impl Writer {
-    async fn start(
-        path: PathBuf,
-        targets: Vec<SshTarget>,
-        build: Option<String>,
-    ) -> Result<Self, JobError> {
-        let mut inventory = blocking("inventory writer", move || {
-            Inventory::open(&path).map_err(|e| {
-                JobError::Inventory(format!(
-                    "cannot record deployments in the inventory (is --data-dir writable?): {e}"
-                ))
-            })
-        })
-        .await?;
-        let (events, mut rx) = mpsc::channel(RECORD_QUEUE);
-        let task = tokio::task::spawn_blocking(move || {
-            while let Some(event) = rx.blocking_recv() {
-                record(&mut inventory, &targets, build.as_deref(), &event);
-            }
-        });
-        Ok(Self { events, task })
-    }
-
-    async fn record(&self, event: Event) {
-        let _ = self.events.send(event).await;
-    }
-
-    async fn finish(self) -> Result<(), JobError> {
-        drop(self.events);
-        self.task
-            .await
-            .map_err(|e| JobError::stopped("inventory writer", &e))
-    }
-}
-
-/// Keeps the inventory's deployments table in step with one rollout event
-/// (`targets` in the rollout's order, `build` the sha256 pushed). Undeploy
-/// passes `None` for the build: a host it cleared is forgotten.
-fn record(inventory: &mut Inventory, targets: &[SshTarget], build: Option<&str>, event: &Event) {
-    let Some(build) = build else {
-        if let Event::Done {
-            index,
-            outcome: Outcome::Removed | Outcome::NotInstalled,
-            ..
-        } = event
-        {
-            let t = &targets[*index];
-            if let Err(e) = inventory.forget_deployment(&t.hostname, t.port) {
-                tracing::warn!("cannot update the inventory: {e}");
-            }
-        }
-        return;
-    };
-    let (index, state, step, error) = match event {
-        Event::Step { index, step, .. } => {
-            (*index, AgentState::Deploying, Some(step.as_str()), None)
-        }
-        Event::Done { index, outcome, .. } => match outcome {
-            Outcome::Deployed { .. } | Outcome::UpToDate { .. } => {
-                (*index, AgentState::Running, Some("registered"), None)
-            }
-            Outcome::Failed { step, reason, .. } => (
-                *index,
-                AgentState::Failed,
-                Some(step.as_str()),
-                Some(reason.clone()),
-            ),
-            _ => return,
-        },
-        _ => return,
-    };
-    let t = &targets[index];
-    let d = Deployment {
-        address: t.hostname.clone(),
-        port: t.port,
-        host: t.alias.clone(),
-        build: Some(build.to_string()),
-        state,
-        step: step.map(str::to_string),
-        error,
-        updated_at: 0,
-    };
-    if let Err(e) = inventory.record_deployment(&d) {
-        tracing::warn!("cannot update the inventory: {e}");
-    }
 }
 
 /// `2 deployed, 1 up to date, 1 failed, 0 skipped`, leaving out zeros.

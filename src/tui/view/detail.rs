@@ -215,9 +215,13 @@ fn info(theme: &Theme, host: &HostView, now: i64, frame: &mut Frame<'_>, area: R
     );
 }
 
-/// What fingerprinting and the scan learned.
+/// The operator's tags, then what fingerprinting and the scan learned.
 fn facts(theme: &Theme, host: &HostView, lines: &mut Vec<Line<'_>>) {
     let text = theme.text();
+    if !host.tags.is_empty() {
+        let tags = crate::model::tags::tags_text(&host.tags);
+        lines.push(field(theme, "tags", tags, theme.accent()));
+    }
     if let Some(f) = &host.facts {
         let opt = |v: &Option<String>| v.clone().unwrap_or_else(|| "-".into());
         lines.push(field(theme, "os", opt(&f.os_pretty), text));

@@ -8,6 +8,7 @@ use ratatui::text::{Line, Span};
 use ratatui::widgets::{Cell, Paragraph, Row, Table};
 
 use crate::engine::{FleetSnapshot, HostView};
+use crate::model::tags::tags_text;
 use crate::model::{AgentState, Reach, RegistrationState, SshState};
 use crate::tui::app::App;
 use crate::tui::format::{self, Urgency};
@@ -25,6 +26,7 @@ fn widths(column: Column) -> (u16, u16) {
         Column::Address => (16, 15),
         Column::Host => (14, 10),
         Column::Os => (12, 12),
+        Column::Tags => (16, 10),
         Column::Reach => (6, 6),
         Column::Ssh => (11, 11),
         Column::Agent => (11, 9),
@@ -37,9 +39,13 @@ fn widths(column: Column) -> (u16, u16) {
     }
 }
 
-/// The columns that fit in `width`, most important first, then in order.
-fn layout(width: u16) -> Vec<(Column, u16)> {
-    let mut by_priority = Column::ALL;
+/// The columns that fit in `width`, most important first, then in order;
+/// the tags column only when some host has tags.
+fn layout(width: u16, tags: bool) -> Vec<(Column, u16)> {
+    let mut by_priority: Vec<Column> = Column::ALL
+        .into_iter()
+        .filter(|c| tags || *c != Column::Tags)
+        .collect();
     by_priority.sort_by_key(|c| c.priority());
     let mut chosen: Vec<(Column, u16)> = Vec::new();
     let mut used = 0u16;
@@ -123,6 +129,8 @@ fn cell(host: &HostView, column: Column, width: u16, now: i64, theme: &Theme) ->
             .hostname()
             .map_or_else(dash, |h| Cell::from(h.to_owned())),
         Column::Os => host.os().map_or_else(dash, Cell::from),
+        Column::Tags if host.tags.is_empty() => dash(),
+        Column::Tags => Cell::from(tags_text(&host.tags)).style(theme.accent()),
         Column::Reach => {
             let reach = host.reach();
             Cell::from(reach.as_str()).style(urgency_style(theme, reach_urgency(reach)))
@@ -194,7 +202,7 @@ pub fn render(app: &App, fleet: &FleetSnapshot, frame: &mut Frame<'_>, area: Rec
         frame.render_widget(Paragraph::new(text).style(theme.muted()), area);
         return;
     }
-    let columns = layout(area.width);
+    let columns = layout(area.width, fleet.hosts.iter().any(|h| !h.tags.is_empty()));
     let header = Row::new(columns.iter().map(|(c, _)| {
         let mut title = c.title().to_string();
         if *c == app.sort.column {
@@ -254,7 +262,7 @@ mod tests {
 
     #[test]
     fn narrow_screens_keep_the_important_columns() {
-        let narrow: Vec<Column> = layout(80).into_iter().map(|(c, _)| c).collect();
+        let narrow: Vec<Column> = layout(80, true).into_iter().map(|(c, _)| c).collect();
         assert_eq!(
             narrow,
             [
@@ -268,9 +276,12 @@ mod tests {
                 Column::Memory
             ]
         );
-        let wide = layout(160);
+        let wide = layout(160, true);
         assert_eq!(wide.len(), Column::ALL.len());
         let used: u16 = wide.iter().map(|(_, w)| w + 1).sum();
         assert!(used <= 161);
+        let untagged = layout(160, false);
+        assert_eq!(untagged.len(), Column::ALL.len() - 1);
+        assert!(untagged.iter().all(|(c, _)| *c != Column::Tags));
     }
 }

@@ -46,6 +46,15 @@ const LOG_KEYS: &[(&str, &str)] = &[
     ("q", "quit"),
 ];
 
+fn level_style(theme: &crate::tui::theme::Theme, level: Level) -> ratatui::style::Style {
+    match level {
+        Level::Info => theme.text(),
+        Level::Ok => theme.ok(),
+        Level::Warn => theme.warn(),
+        Level::Error => theme.error(),
+    }
+}
+
 pub fn render(app: &App, frame: &mut Frame<'_>, area: Rect) {
     let theme = &app.theme;
     let line = if let Some(input) = app.input.as_ref().filter(|i| i.kind != InputKind::Scan) {
@@ -54,19 +63,21 @@ pub fn render(app: &App, frame: &mut Frame<'_>, area: Rect) {
             InputKind::Run => "! ",
             InputKind::Command | InputKind::Scan => ":",
         };
-        Line::from(vec![
+        let mut spans = vec![
             Span::styled(prefix, theme.accent()),
             Span::styled(input.text.clone(), theme.text()),
             Span::styled("█", theme.accent()),
-        ])
+        ];
+        // What Tab offers, or why the filter is not taken, beside the line.
+        if let Some((level, text)) = &app.status {
+            spans.push(Span::styled(
+                format!("   {text}"),
+                level_style(theme, *level),
+            ));
+        }
+        Line::from(spans)
     } else if let Some((level, text)) = &app.status {
-        let style = match level {
-            Level::Info => theme.text(),
-            Level::Ok => theme.ok(),
-            Level::Warn => theme.warn(),
-            Level::Error => theme.error(),
-        };
-        Line::from(Span::styled(text.clone(), style))
+        Line::from(Span::styled(text.clone(), level_style(theme, *level)))
     } else {
         let keys = match app.view {
             View::Fleet => FLEET_KEYS,

@@ -12,15 +12,18 @@ use crate::tui::app::App;
 pub fn render(app: &App, fleet: &FleetSnapshot, frame: &mut Frame<'_>, area: Rect) {
     let theme = &app.theme;
     let (alive, agents) = (app.alive, app.agents);
-    let mut spans = vec![
-        Span::styled(" fleetctl ", theme.title()),
+    let mut spans = vec![Span::styled(" fleetctl ", theme.title())];
+    if app.read_only {
+        spans.push(Span::styled("READ-ONLY ", theme.warn()));
+    }
+    spans.extend([
         Span::styled("│ ", theme.border()),
         Span::styled(format!("{} hosts", fleet.hosts.len()), theme.text()),
         Span::styled(" · ", theme.muted()),
         Span::styled(format!("{alive} alive"), theme.ok()),
         Span::styled(" · ", theme.muted()),
         Span::styled(format!("{agents} agents"), theme.ok()),
-    ];
+    ]);
     if !fleet.jobs.is_empty() {
         spans.push(Span::styled(" · ", theme.muted()));
         spans.push(Span::styled(

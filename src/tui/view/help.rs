@@ -5,6 +5,7 @@ use ratatui::layout::Rect;
 use ratatui::text::{Line, Span};
 use ratatui::widgets::{Block, Clear, Paragraph};
 
+use crate::model::text;
 use crate::tui::app::App;
 use crate::tui::keys::COMMANDS;
 use crate::tui::layout::centered;
@@ -21,9 +22,9 @@ const KEYS: &[(&str, &str)] = &[
     ("f", "fingerprint over SSH"),
     ("d u r", "deploy, undeploy, revoke (asks first)"),
     ("Enter", "host detail"),
-    ("l x", "event log full screen; cancel the newest job"),
+    ("l x p", "event log · cancel newest job · pause rollout"),
     ("! S L", "run a command (asks) · shell · agent log (detail)"),
-    (":", "command line"),
+    (":", "command line (Tab completes, ↑ ↓ history)"),
     ("Esc", "back, clear filter or marks"),
     ("q", "quit"),
 ];
@@ -38,6 +39,17 @@ pub fn render(app: &App, frame: &mut Frame<'_>, screen: Rect) {
     };
     let mut lines: Vec<Line<'_>> = KEYS.iter().map(|(k, w)| entry(k, w)).collect();
     lines.push(entry("filters:", FILTER_KEYS));
+    // commands.toml's, with their keys.
+    for c in &app.custom {
+        let key = c
+            .key
+            .map_or_else(|| format!(":{}", c.name), |k| k.to_string());
+        let mut what = format!("{} ({})", c.name, text::escape(&c.command));
+        if c.dangerous {
+            what.push_str(" [dangerous]");
+        }
+        lines.push(entry(&key, &what));
+    }
     // Commands one per line when there is room, else named in a row.
     let full = lines.len() + COMMANDS.len() + 2;
     if usize::from(screen.height) >= full {

@@ -2,6 +2,8 @@
 //! event log (newest at the bottom). The same pane fills the screen in the
 //! log view.
 
+use std::fmt::Write as _;
+
 use ratatui::Frame;
 use ratatui::layout::{Constraint, Layout, Rect};
 use ratatui::text::{Line, Span};
@@ -45,13 +47,24 @@ fn jobs(app: &App, fleet: &FleetSnapshot, frame: &mut Frame<'_>, area: Rect) {
         } else {
             (job.done as f64 / job.total as f64).clamp(0.0, 1.0)
         };
-        let label = format!(
+        let mut label = format!(
             "{} {} {}/{} ",
             job.id,
             job.kind.as_str(),
             job.done,
             job.total
         );
+        if job.paused {
+            label.push_str("PAUSED ");
+        }
+        if let Some((batch, batches)) = job.batch {
+            // The batch under way, then each finished one's ok/failed.
+            let _ = write!(label, "batch {batch}/{batches} ");
+            for (ok, failed) in &job.batch_results {
+                let _ = write!(label, "[{ok}✓{failed}✗]");
+            }
+            label.push(' ');
+        }
         frame.render_widget(
             LineGauge::default()
                 .ratio(ratio)

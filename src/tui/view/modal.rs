@@ -31,15 +31,22 @@ const LISTED: usize = 8;
 
 pub fn confirm(app: &App, confirm: &Confirm, frame: &mut Frame<'_>, screen: Rect) {
     let theme = &app.theme;
-    let verb = match confirm.kind {
-        JobKind::Deploy => "Deploy the agent to",
-        JobKind::Undeploy => "Remove the agent from",
-        JobKind::Revoke => "Revoke the agent identity of",
-        _ => "Run on",
+    let custom = confirm.custom.and_then(|i| app.custom.get(i));
+    let run = custom.map(|c| format!("Run {} on", c.name));
+    let verb = match (&run, confirm.kind) {
+        (Some(run), _) => run.as_str(),
+        (None, JobKind::Deploy) => "Deploy the agent to",
+        (None, JobKind::Undeploy) => "Remove the agent from",
+        (None, JobKind::Revoke) => "Revoke the agent identity of",
+        (None, _) => "Run on",
     };
-    let n = confirm.hosts.len();
+    let n = confirm.resume.unwrap_or(confirm.hosts.len());
     let mut lines = vec![Line::from(Span::styled(
-        format!("{verb} {n} host{}?", if n == 1 { "" } else { "s" }),
+        if confirm.resume.is_some() {
+            format!("A rollout was cut short with {n} host(s) left. Resume it?")
+        } else {
+            format!("{verb} {n} host{}?", if n == 1 { "" } else { "s" })
+        },
         theme.text(),
     ))];
     if let Some(command) = &confirm.command {
@@ -72,7 +79,12 @@ pub fn confirm(app: &App, confirm: &Confirm, frame: &mut Frame<'_>, screen: Rect
         "y / Enter: go    n / Esc: cancel",
         theme.muted(),
     )));
-    draw(app, frame, screen, confirm.kind.as_str(), lines);
+    let title = match (custom, confirm.resume) {
+        (Some(c), _) => c.name.as_str(),
+        (None, Some(_)) => "resume rollout",
+        (None, None) => confirm.kind.as_str(),
+    };
+    draw(app, frame, screen, title, lines);
 }
 
 pub fn scan(app: &App, text: &str, frame: &mut Frame<'_>, screen: Rect) {
@@ -143,6 +155,32 @@ pub fn prompt(app: &App, prompt: &Prompt, frame: &mut Frame<'_>, screen: Rect) {
                 )),
                 Line::from(Span::styled(
                     "y: trust and remember    n / Esc: refuse",
+                    theme.muted(),
+                )),
+            ],
+        ),
+        PromptKind::Gate {
+            batch,
+            batches,
+            ok,
+            failed,
+        } => (
+            "rollout gate",
+            vec![
+                Line::from(Span::styled(
+                    format!("batch {batch}/{batches} done: {ok} ok, {failed} failed"),
+                    if *failed > 0 {
+                        theme.warn()
+                    } else {
+                        theme.text()
+                    },
+                )),
+                Line::from(Span::styled(
+                    "Hosts not started yet stay untouched if you abort.",
+                    theme.muted(),
+                )),
+                Line::from(Span::styled(
+                    "c / y: continue    a / n / Esc: abort",
                     theme.muted(),
                 )),
             ],
