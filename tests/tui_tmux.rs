@@ -7,116 +7,12 @@ mod common;
 mod fleet;
 
 use std::net::TcpListener;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use common::{Env, require_tool, stderr};
-
-/// A tmux server of the test's own, killed on drop.
-struct Tmux {
-    bin: PathBuf,
-    socket: String,
-}
-
-impl Tmux {
-    /// A server named after `tag` with one detached session `t` of
-    /// `cols` x `rows` running `sh`.
-    fn start(tag: &str, cols: u16, rows: u16) -> Self {
-        let tmux = Tmux {
-            bin: require_tool("tmux"),
-            socket: format!("{tag}-{}", std::process::id()),
-        };
-        let (cols, rows) = (cols.to_string(), rows.to_string());
-        tmux.run(&[
-            "new-session",
-            "-d",
-            "-s",
-            "t",
-            "-x",
-            &cols,
-            "-y",
-            &rows,
-            "sh",
-        ]);
-        tmux
-    }
-
-    /// Types `fleetctl ARGS` into the session's shell, with `env`'s config
-    /// and data dir.
-    fn launch(&self, env: &Env, args: &str) {
-        let command = format!(
-            "FLEETCTL_CONFIG={} FLEETCTL_DATA_DIR={} {} {args}",
-            shell_quote(&env.config_file()),
-            shell_quote(&env.data_dir()),
-            shell_quote(Path::new(env!("CARGO_BIN_EXE_fleetctl"))),
-        );
-        self.run(&["send-keys", "-t", "t", &command, "Enter"]);
-    }
-
-    fn cmd(&self) -> Command {
-        let mut cmd = Command::new(&self.bin);
-        cmd.args(["-L", &self.socket, "-f", "/dev/null"]);
-        cmd
-    }
-
-    fn run(&self, args: &[&str]) -> String {
-        let out = self.cmd().args(args).output().unwrap();
-        assert!(out.status.success(), "tmux {args:?}: {}", stderr(&out));
-        String::from_utf8_lossy(&out.stdout).into_owned()
-    }
-
-    fn keys(&self, keys: &[&str]) {
-        for key in keys {
-            self.run(&["send-keys", "-t", "t", key]);
-            // A lone Escape followed at once by a key reads as Alt+key.
-            std::thread::sleep(Duration::from_millis(150));
-        }
-    }
-
-    fn screen(&self) -> String {
-        self.run(&["capture-pane", "-p", "-t", "t"])
-    }
-
-    /// Waits (bounded) until the screen shows `text`.
-    fn wait_for(&self, text: &str) -> String {
-        self.wait_until(text, Duration::from_secs(15), |s| s.contains(text))
-    }
-
-    /// Waits up to `limit` until `done` holds for the screen; `what` names
-    /// it when it never does.
-    fn wait_until(&self, what: &str, limit: Duration, done: impl Fn(&str) -> bool) -> String {
-        let deadline = Instant::now() + limit;
-        loop {
-            let screen = self.screen();
-            if done(&screen) {
-                return screen;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "the screen never showed {what:?}; it shows:\n{screen}"
-            );
-            std::thread::sleep(Duration::from_millis(100));
-        }
-    }
-
-    /// Types `text` one key at a time, as a person would.
-    fn type_text(&self, text: &str) {
-        for c in text.chars() {
-            self.run(&["send-keys", "-t", "t", "-l", &c.to_string()]);
-        }
-    }
-}
-
-impl Drop for Tmux {
-    fn drop(&mut self) {
-        let _ = self.cmd().arg("kill-server").output();
-    }
-}
-
-fn shell_quote(path: &Path) -> String {
-    format!("'{}'", path.display().to_string().replace('\'', r"'\''"))
-}
+use common::tmux::{Tmux, quote};
+use common::{Env, stderr};
 
 #[test]
 #[ignore = "needs tmux (the interop suite in .ci/run runs it)"]
@@ -396,10 +292,10 @@ fn the_demo_shows_the_cut_off_hosts_token_timeline_in_its_detail() {
     let command = format!(
         "TMPDIR={dir} XDG_RUNTIME_DIR={dir} FLEETCTL_CONFIG={} FLEETCTL_DATA_DIR={} {} \
          demo --hosts 8 --base 127.42.8.10",
-        shell_quote(&env.config_file()),
-        shell_quote(&env.data_dir()),
-        shell_quote(Path::new(env!("CARGO_BIN_EXE_fleetctl"))),
-        dir = shell_quote(dir.path()),
+        quote(&env.config_file()),
+        quote(&env.data_dir()),
+        quote(Path::new(env!("CARGO_BIN_EXE_fleetctl"))),
+        dir = quote(dir.path()),
     );
     tmux.run(&["send-keys", "-t", "t", &command, "Enter"]);
     let minutes = |n: u64| Duration::from_secs(n * 60);

@@ -36,7 +36,26 @@ impl Tmux {
         tmux
     }
 
-    fn cmd(&self) -> Command {
+    /// Types `fleetctl ARGS` into the session's shell, with `env`'s config
+    /// and data dir.
+    pub fn launch(&self, env: &super::Env, args: &str) {
+        let command = format!(
+            "FLEETCTL_CONFIG={} FLEETCTL_DATA_DIR={} {} {args}",
+            quote(&env.config_file()),
+            quote(&env.data_dir()),
+            quote(Path::new(env!("CARGO_BIN_EXE_fleetctl"))),
+        );
+        self.run(&["send-keys", "-t", "t", &command, "Enter"]);
+    }
+
+    /// Types `text` one key at a time, as a person would.
+    pub fn type_text(&self, text: &str) {
+        for c in text.chars() {
+            self.run(&["send-keys", "-t", "t", "-l", &c.to_string()]);
+        }
+    }
+
+    pub fn cmd(&self) -> Command {
         let mut cmd = Command::new(&self.bin);
         cmd.args(["-L", &self.socket, "-f", "/dev/null"]);
         cmd
@@ -58,6 +77,7 @@ impl Tmux {
     pub fn keys(&self, keys: &[&str]) {
         for key in keys {
             self.run(&["send-keys", "-t", "t", key]);
+            // A lone Escape followed at once by a key reads as Alt+key.
             std::thread::sleep(Duration::from_millis(150));
         }
     }
