@@ -86,24 +86,33 @@ impl Capture {
     }
 }
 
+/// A channel running `command`, its stdin closed: a command reading stdin
+/// sees its end, as with `ssh -n`.
+async fn exec_channel(
+    session: &Session,
+    command: &str,
+) -> Result<russh::Channel<russh::client::Msg>, SshError> {
+    let protocol = |e: russh::Error| SshError::Protocol {
+        host: session.host.clone(),
+        reason: format!("running the command: {e}"),
+    };
+    let channel = session
+        .handle
+        .channel_open_session()
+        .await
+        .map_err(protocol)?;
+    channel.exec(true, command).await.map_err(protocol)?;
+    let _ = channel.eof().await;
+    Ok(channel)
+}
+
 /// Runs `command` on `session`, its output into `capture` as it comes.
 async fn exec_into(
     session: &Session,
     command: &str,
     capture: &mut Capture,
 ) -> Result<(), SshError> {
-    let protocol = |e: russh::Error| SshError::Protocol {
-        host: session.host.clone(),
-        reason: format!("running the command: {e}"),
-    };
-    let mut channel = session
-        .handle
-        .channel_open_session()
-        .await
-        .map_err(protocol)?;
-    channel.exec(true, command).await.map_err(protocol)?;
-    // Nothing to send: a command reading stdin sees its end, as with `ssh -n`.
-    let _ = channel.eof().await;
+    let mut channel = exec_channel(session, command).await?;
     while let Some(msg) = channel.wait().await {
         match msg {
             ChannelMsg::Data { data } => capture.take(&data, false),
@@ -255,17 +264,7 @@ pub async fn stream(
     out: mpsc::Sender<Vec<u8>>,
 ) -> Result<Streamed, SshError> {
     const STDERR_CAP: usize = 64 << 10;
-    let protocol = |e: russh::Error| SshError::Protocol {
-        host: session.host.clone(),
-        reason: format!("running the command: {e}"),
-    };
-    let mut channel = session
-        .handle
-        .channel_open_session()
-        .await
-        .map_err(protocol)?;
-    channel.exec(true, command).await.map_err(protocol)?;
-    let _ = channel.eof().await;
+    let mut channel = exec_channel(session, command).await?;
     let mut ended = Streamed {
         exit: None,
         stderr: Vec::new(),
