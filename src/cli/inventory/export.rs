@@ -178,3 +178,44 @@ pub fn yaml(hosts: &[AnsibleHost]) -> String {
     }
     out
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// What a hostile host reports (its OS name, say) never becomes a host,
+    /// group or variable line of its own in a static inventory.
+    #[test]
+    fn a_hostile_fact_cannot_add_lines_to_a_static_inventory() {
+        let evil = "debian\n[all]\nevil ansible_host=127.0.0.66\n";
+        let mut vars = Map::new();
+        vars.insert("ansible_host".into(), json!("127.0.0.5"));
+        vars.insert("fleetctl_os_name".into(), json!(evil));
+        let host = AnsibleHost {
+            name: "web1".into(),
+            vars,
+            groups: vec![crate::model::tags::group_name(&format!("os_{evil}"))],
+        };
+        let ini = ini(std::slice::from_ref(&host));
+        assert!(!ini.lines().any(|l| l.starts_with("evil")), "{ini}");
+        assert!(
+            !ini.contains("fleetctl_os_name"),
+            "not a plain word: left out\n{ini}"
+        );
+        assert_eq!(ini.matches("[all]").count(), 1, "{ini}");
+        let yaml = yaml(std::slice::from_ref(&host));
+        assert!(
+            !yaml.lines().any(|l| l.trim_start().starts_with("evil")),
+            "{yaml}"
+        );
+        assert!(
+            yaml.contains(r#"fleetctl_os_name: "debian\n[all]"#),
+            "{yaml}"
+        );
+        let group = &host.groups[0];
+        assert!(
+            group.chars().all(|c| c.is_ascii_alphanumeric() || c == '_'),
+            "{group}"
+        );
+    }
+}
