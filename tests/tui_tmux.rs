@@ -395,8 +395,10 @@ fn read_only_tags_completion_and_history_in_a_real_terminal() {
     tmux.launch(&env, "tui --read-only");
     // Generous: with the other consoles of this file running beside it on
     // a loaded machine, the first frame with the inventory once took >15 s.
-    let screen = tmux.wait_until("inventory: 3 hosts", Duration::from_secs(45), |s| {
-        s.contains("inventory: 3 hosts")
+    // The table, not the event line: the event can be drawn a frame before
+    // the snapshot with the hosts.
+    let screen = tmux.wait_until("the tagged hosts", Duration::from_secs(45), |s| {
+        s.contains("inventory: 3 hosts") && s.contains("role=web")
     });
     assert!(screen.contains("fleetctl READ-ONLY"), "{screen}");
     assert!(screen.contains("TAGS"), "{screen}");
