@@ -66,7 +66,7 @@ fn shell_and_run_from_the_console_come_back_to_the_same_fleet_view() {
         quote(&env.data_dir()),
         quote(Path::new(env!("CARGO_BIN_EXE_fleetctl"))),
     ));
-    tmux.wait_for("inventory: 2 hosts");
+    tmux.wait_for_fleet(2);
     tmux.keys(&["j", "S"]);
     // The console's screen is put away; the host's shell is on the terminal.
     tmux.line("echo \"on $(hostname): $((6*7))\"");

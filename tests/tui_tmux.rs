@@ -37,7 +37,7 @@ fn the_console_shows_the_fleet_takes_keys_and_gives_the_terminal_back() {
     tmux.launch(&env, "");
 
     // The fleet as the scan left it, read from the inventory.
-    let screen = tmux.wait_for("inventory: 6 hosts");
+    let screen = tmux.wait_for_fleet(6);
     assert!(screen.contains("ADDRESS"), "{screen}");
     for host in 1..=6 {
         assert!(screen.contains(&format!("127.6.0.{host} ")), "{screen}");
@@ -430,7 +430,7 @@ fn read_only_tags_completion_and_history_in_a_real_terminal() {
 
     // The next run's Up finds it.
     tmux.launch(&env, "tui");
-    tmux.wait_for("inventory: 3 hosts");
+    tmux.wait_for_fleet(3);
     tmux.keys(&[":", "Up"]);
     tmux.wait_for(":sort cpu");
     tmux.keys(&["Escape", "q"]);
@@ -474,8 +474,8 @@ fn custom_commands_run_with_the_console_suspended_and_read_only_refuses_the_dang
 
     let tmux = Tmux::start("fleetctl-cc", 120, 30);
     tmux.launch(&env, "tui --read-only");
-    tmux.wait_until("inventory: 2 hosts", Duration::from_secs(45), |s| {
-        s.contains("inventory: 2 hosts")
+    tmux.wait_until("the 2 hosts", Duration::from_secs(45), |s| {
+        s.contains("inventory: 2 hosts") && s.contains("│ 2 hosts ·")
     });
     tmux.keys(&["?"]);
     tmux.wait_for("N note (printf");
@@ -498,7 +498,7 @@ fn custom_commands_run_with_the_console_suspended_and_read_only_refuses_the_dang
 
     // Not read-only: asked first, then run.
     tmux.launch(&env, "tui");
-    tmux.wait_for("inventory: 2 hosts");
+    tmux.wait_for_fleet(2);
     tmux.keys(&["W"]);
     tmux.wait_for("Run wipe on 1 host?");
     tmux.keys(&["y"]);

@@ -93,6 +93,19 @@ impl Tmux {
         })
     }
 
+    /// Waits (bounded) until the console has read `hosts` hosts from the
+    /// inventory and shows them (the header counts them): the event line
+    /// can be drawn a frame before the table has them.
+    pub fn wait_for_fleet(&self, hosts: usize) -> String {
+        let (event, header) = (
+            format!("inventory: {hosts} hosts"),
+            format!("│ {hosts} hosts ·"),
+        );
+        self.wait_until(&event, Duration::from_secs(15), |s| {
+            s.contains(&event) && s.contains(&header)
+        })
+    }
+
     /// Waits (bounded) until the screen shows `text`.
     pub fn wait_for(&self, text: &str) -> String {
         self.wait_until(text, Duration::from_secs(15), |s| s.contains(text))
